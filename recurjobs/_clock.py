@@ -1,0 +1,48 @@
+"""The one seam for time and waiting: every stamp and every wait of a host goes through it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the host needs of time: wall time for stamps, monotonic time and waiting for plans."""
+
+    def now(self) -> datetime:
+        """Return the current wall time as an aware UTC datetime."""
+        ...
+
+    def monotonic(self) -> float:
+        """Return seconds on a clock that never goes backwards."""
+        ...
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Block until ``event`` is set (True) or ``timeout`` seconds pass (False)."""
+        ...
+
+
+class SystemClock:
+    """The real clocks: ``time.monotonic`` for plans, ``Event.wait`` for waiting."""
+
+    def now(self) -> datetime:
+        """Return the current UTC time."""
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        """Return ``time.monotonic()``."""
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        """Wait on ``event`` for at most ``timeout`` seconds (``None``: forever)."""
+        if timeout is not None and timeout <= 0:
+            return event.is_set()
+        return event.wait(timeout)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"

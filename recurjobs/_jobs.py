@@ -1,0 +1,204 @@
+"""The job base classes users subclass, and the tiny Signal they announce changes with."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
+from recurjobs._token import CancellationToken
+from recurjobs._validate import duration
+
+__all__ = ["DistributedJob", "RecurringJob", "Signal", "TriggerableJob", "job_name"]
+
+logger = logging.getLogger("recurjobs")
+
+
+class Signal:
+    """A minimal event: ``connect(fn)``; ``fire()`` calls every ``fn(sender)``.
+
+    A receiver that raises is logged and skipped; the others still run.
+    """
+
+    __slots__ = ("_lock", "_receivers", "_sender")
+
+    def __init__(self, sender: object = None) -> None:
+        self._sender = sender
+        self._lock = threading.Lock()
+        self._receivers: tuple[Callable[[Any], object], ...] = ()
+
+    def connect(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(sender)`` on every ``fire()``; connecting the same ``fn`` twice is a no-op."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        with self._lock:
+            if fn not in self._receivers:
+                self._receivers = (*self._receivers, fn)
+
+    def disconnect(self, fn: Callable[[Any], object]) -> None:
+        """Stop calling ``fn``; disconnecting an unknown ``fn`` is a no-op."""
+        with self._lock:
+            self._receivers = tuple(r for r in self._receivers if r != fn)
+
+    def fire(self) -> None:
+        """Call every connected receiver with the sender."""
+        for fn in self._receivers:
+            try:
+                fn(self._sender)
+            except Exception:
+                logger.exception("signal receiver %r failed", fn)
+
+    def __repr__(self) -> str:
+        return f"Signal(receivers={len(self._receivers)})"
+
+
+class RecurringJob(abc.ABC):
+    """A job that runs every ``period`` in its own thread of the process.
+
+    Subclass it, pass the period to ``__init__`` and implement :meth:`run`. ``delay`` (first run
+    after start, default 3 minutes), ``ignored_delay`` (back-off after a gated run, default 1
+    minute) and ``server_roles`` (default ``{SINGLE, SCHEDULING_PUBLISHER}``) may be given to
+    ``__init__`` or overridden as class attributes or properties.
+    """
+
+    delay: timedelta = timedelta(minutes=3)
+    server_roles: frozenset[ServerRole] = DEFAULT_SERVER_ROLES
+    _default_ignored_delay: ClassVar[timedelta] = timedelta(minutes=1)
+
+    def __init__(
+        self,
+        period: timedelta,
+        *,
+        delay: timedelta | None = None,
+        ignored_delay: timedelta | None = None,
+        server_roles: Iterable[ServerRole] | None = None,
+    ) -> None:
+        self._closed = False
+        self._period = duration(period, "period")
+        self._ignored_delay = duration(
+            type(self)._default_ignored_delay if ignored_delay is None else ignored_delay,
+            "ignored_delay",
+        )
+        if delay is not None:
+            self.delay = duration(delay, "delay")
+        if server_roles is not None:
+            self.server_roles = _roles(server_roles)
+        self.period_changed = Signal(self)
+        self.ignored_delay_changed = Signal(self)
+
+    @property
+    def period(self) -> timedelta:
+        """How often the job runs; ``INFINITE``: only on triggers; zero: back to back."""
+        return self._period
+
+    @period.setter
+    def period(self, value: timedelta) -> None:
+        value = duration(value, "period")
+        if value == self._period:
+            return
+        self._period = value
+        if not self._closed:
+            self.period_changed.fire()
+
+    @property
+    def ignored_delay(self) -> timedelta:
+        """How long to back off after a gated (ignored) run; ``INFINITE``: until changed."""
+        return self._ignored_delay
+
+    @ignored_delay.setter
+    def ignored_delay(self, value: timedelta) -> None:
+        value = duration(value, "ignored_delay")
+        if value == self._ignored_delay:
+            return
+        self._ignored_delay = value
+        if not self._closed:
+            self.ignored_delay_changed.fire()
+
+    @abc.abstractmethod
+    def run(self, token: CancellationToken) -> None:
+        """Do one run. Check ``token`` in long work to stop early when the host stops."""
+
+    def close(self) -> None:
+        """Release resources; the host calls it once after the job's thread ended.
+
+        Override to clean up (call ``super().close()``); signals stop firing afterwards.
+        """
+        self._closed = True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(period={self._period!r})"
+
+
+class TriggerableJob:
+    """Marker mixin: ``class J(RecurringJob, TriggerableJob)`` may be run on demand."""
+
+
+class DistributedJob(abc.ABC):
+    """A job that runs on exactly one server of a cluster at a time.
+
+    ``name`` (unique in the cluster, 1-200 characters), ``period`` (> 0) and ``align_to_clock``
+    come from ``__init__``'s keyword arguments when given, else from class attributes or
+    properties of the subclass.
+    """
+
+    align_to_clock: bool = False
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        period: timedelta | None = None,
+        align_to_clock: bool | None = None,
+    ) -> None:
+        if name is not None:
+            self.name = name
+        if period is not None:
+            self.period = period
+        if align_to_clock is not None:
+            self.align_to_clock = align_to_clock
+        check_distributed(self)
+
+    name: str
+    period: timedelta
+
+    @abc.abstractmethod
+    def execute(self, token: CancellationToken) -> None:
+        """Do one run. Check ``token``: it is cancelled on shutdown and when the claim is lost."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={getattr(self, 'name', None)!r})"
+
+
+def check_distributed(job: object) -> None:
+    """Validate a distributed job's name, period and align_to_clock (duck typing allowed)."""
+    name = getattr(job, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    if not 1 <= len(name) <= 200:
+        raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
+    duration(getattr(job, "period", None), "period", infinite=False, zero=False)
+    align = getattr(job, "align_to_clock", False)
+    if not isinstance(align, bool):
+        raise TypeError(f"align_to_clock must be a bool, got {align!r}")
+    if not callable(getattr(job, "execute", None)):
+        raise TypeError(f"job must have an execute(token) method, got {job!r}")
+
+
+def _roles(value: Iterable[ServerRole]) -> frozenset[ServerRole]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):  # type: ignore[unreachable]
+        raise TypeError(f"server_roles must be an iterable of ServerRole, got {value!r}")
+    roles = frozenset(value)
+    for role in roles:
+        if not isinstance(role, ServerRole):
+            raise TypeError(f"server_roles must contain ServerRole members, got {role!r}")
+    return roles
+
+
+def job_name(job: object) -> str:
+    """A readable name for logs and status: ``job.name`` if it is a str, else the class name."""
+    name = getattr(job, "name", None)
+    return name if isinstance(name, str) else type(job).__name__

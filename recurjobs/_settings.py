@@ -1,0 +1,47 @@
+"""Settings of the distributed-job poller."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from recurjobs._validate import duration
+
+__all__ = ["DistributedJobSettings"]
+
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}\Z")
+
+
+@dataclass(frozen=True)
+class DistributedJobSettings:
+    """How the host's poller claims distributed jobs (SPEC section 6).
+
+    ``poll_period``: how often each server looks for due jobs. ``delay``: the wait after start
+    before the first poll. ``max_execution_time``: how long past its period a claim may go
+    without a sign of life before another server may take it over. ``max_concurrent_jobs``: how
+    many distributed jobs this server runs at once. ``table_prefix``: prefix of the tables.
+    """
+
+    poll_period: timedelta = timedelta(seconds=5)
+    delay: timedelta = timedelta(minutes=1)
+    max_execution_time: timedelta = timedelta(minutes=5)
+    max_concurrent_jobs: int = 1
+    table_prefix: str = "recurjobs_"
+
+    def __post_init__(self) -> None:
+        duration(self.poll_period, "poll_period", infinite=False, zero=False)
+        duration(self.delay, "delay", infinite=False)
+        duration(self.max_execution_time, "max_execution_time", infinite=False, zero=False)
+        jobs = self.max_concurrent_jobs
+        if isinstance(jobs, bool) or not isinstance(jobs, int):
+            raise TypeError(f"max_concurrent_jobs must be an int, got {jobs!r}")
+        if jobs < 1:
+            raise ValueError(f"max_concurrent_jobs must be at least 1, got {jobs!r}")
+        if not isinstance(self.table_prefix, str):
+            raise TypeError(f"table_prefix must be a str, got {self.table_prefix!r}")
+        if not _PREFIX.match(self.table_prefix):
+            raise ValueError(
+                "table_prefix must be 1-40 letters, digits or underscores, not starting with a "
+                f"digit, got {self.table_prefix!r}"
+            )

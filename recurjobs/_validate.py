@@ -1,0 +1,62 @@
+"""Argument checks shared by the public API: clear errors at the call, naming the parameter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from recurjobs._schedule import INFINITE
+
+T = TypeVar("T")
+
+
+def duration(value: object, name: str, *, infinite: bool = True, zero: bool = True) -> timedelta:
+    """Check that ``value`` is a usable duration and return it.
+
+    ``INFINITE`` passes when ``infinite`` is true; zero passes when ``zero`` is true; any other
+    negative value is rejected.
+    """
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a datetime.timedelta, got {value!r}")
+    if value == INFINITE:
+        if infinite:
+            return value
+        raise ValueError(f"{name} cannot be INFINITE here, got {value!r}")
+    if value < timedelta(0):
+        raise ValueError(f"{name} must not be negative (use INFINITE for never), got {value!r}")
+    if not zero and value == timedelta(0):
+        raise ValueError(f"{name} must be greater than zero, got {value!r}")
+    return value
+
+
+def seconds_or_none(value: object, name: str) -> float | None:
+    """Turn a timeout given as seconds, a timedelta or None into float seconds or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
+        raise TypeError(f"{name} must be a number of seconds, a timedelta or None, got {value!r}")
+    if isinstance(value, timedelta):
+        if value == INFINITE:
+            return None
+        seconds = value.total_seconds()
+    else:
+        seconds = float(value)
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    return seconds
+
+
+def instance(value: object, kind: type[T], name: str) -> T:
+    """Return ``value`` if it is a ``kind``, else raise a TypeError naming ``name``."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def callable_(value: object, name: str) -> Callable[..., object]:
+    """Return ``value`` if it is callable, else raise a TypeError naming ``name``."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {value!r}")
+    return value
