@@ -1,0 +1,74 @@
+# Developer and CI entry points. Everything runs from the project's own virtualenv, which the
+# first target that needs it creates (python3 -m venv) and fills (pip install -e) from scratch.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS := test,dev,docs,flask,postgres,mysql
+STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS='-k maindom -x'
+PYTEST_ARGS ?=
+# DATABASES=0 skips starting PostgreSQL/MariaDB (their tests then skip, or fail under CI=true).
+DATABASES ?= 1
+SITE_DIR := /tmp/recurjobs-site
+
+.PHONY: help install demo test lint docs bench clean distclean
+
+help:
+	@echo 'make install    create $(VENV) and install recurjobs in it (editable, all test/dev extras)'
+	@echo 'make demo       run `python -m recurjobs demo`'
+	@echo 'make test       start the test databases, run pytest, ruff, mypy and the docs build'
+	@echo 'make lint       ruff and mypy only'
+	@echo 'make docs       build the docs strictly into $(SITE_DIR)'
+	@echo 'make bench      install the bench extra and run benchmarks/run_all.py'
+	@echo 'make clean      remove build and cache files; distclean also removes $(VENV)'
+
+# The stamp is rebuilt whenever the packaging metadata changes. The venv's own pip does the
+# install, so nothing lands in the system Python.
+$(STAMP): setup.cfg setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[$(EXTRAS)]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[$(EXTRAS),bench]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m recurjobs demo
+
+# The database script prints `export ...` lines (diagnostics go to stderr); assigning them
+# first makes a failure of the script stop the recipe, which `eval "$(...)"` alone would not.
+test: $(STAMP)
+	if [[ "$(DATABASES)" != 0 ]]; then \
+		urls="$$(bash scripts/test-databases.sh)"; \
+		eval "$$urls"; \
+	fi; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	if [[ -f mkdocs.yml ]]; then $(BIN)/mkdocs build --strict -q -d $(SITE_DIR); fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -d $(SITE_DIR)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf build dist .eggs ./*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SITE_DIR)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
