@@ -29,13 +29,13 @@ from recurjobs._token import CancellationToken, JobCancelled
 __version__ = "0.1.0"
 
 __all__ = [
-    "INFINITE",
     "CancellationToken",
     "Clock",
     "DistributedJob",
     "DistributedJobClaimed",
     "DistributedJobLeaseLost",
     "DistributedJobSettings",
+    "INFINITE",
     "IgnoreReason",
     "JobCanceled",
     "JobCancelled",

@@ -188,8 +188,8 @@ def check_distributed(job: object) -> None:
         raise TypeError(f"job must have an execute(token) method, got {job!r}")
 
 
-def _roles(value: Iterable[ServerRole]) -> frozenset[ServerRole]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):  # type: ignore[unreachable]
+def _roles(value: object) -> frozenset[ServerRole]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(f"server_roles must be an iterable of ServerRole, got {value!r}")
     roles = frozenset(value)
     for role in roles:

@@ -173,7 +173,9 @@ class JobRunner:
                 return True
             planned = self.plan.next
             end = self._run_once()
-            self.plan = after_run(planned, end, seconds(_period(self.job)))
+            start = self.outcome.last_start
+            assert start is not None
+            self.plan = after_run(planned, start, end, seconds(_period(self.job)))
         else:
             end = self._run_once()
             self.plan = after_trigger(

@@ -71,9 +71,14 @@ def _cadence(anchor: float, end: float, period: float) -> Plan:
     return Plan(nxt, anchor, False)
 
 
-def after_run(planned: float, end: float, period: float) -> Plan:
-    """The plan after an automatic run that was planned at ``planned`` and ended at ``end``."""
-    return _cadence(planned, end, period)
+def after_run(planned: float, start: float, end: float, period: float) -> Plan:
+    """The plan after an automatic run planned at ``planned`` that ran from ``start`` to ``end``.
+
+    The cadence counts from the plan, so wake-up latency never accumulates; a run that started
+    a whole period or more late (a re-plan into the past, a back-off) re-anchors at its start.
+    """
+    anchor = start if start - planned >= period else planned
+    return _cadence(anchor, end, period)
 
 
 def after_trigger(
