@@ -1,8 +1,5 @@
 """Tests for recurjobs._maindom.MainDom: one main instance per machine and key."""
 
-# STYLE.md asks for `expected == actual`, which ruff's SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import hashlib
