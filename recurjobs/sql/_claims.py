@@ -1,0 +1,90 @@
+"""Guarded UPDATEs: the one primitive behind every "exactly one of us" decision.
+
+A decision is a single ``UPDATE ... WHERE <guard>`` judged by ``rowcount == 1``: the database
+evaluates the guard and writes the row atomically, so of several hosts racing for the same row
+exactly one sees its update land. No read-modify-write, no ``SELECT ... FOR UPDATE``, no table
+lock and no ``RETURNING``, so the same statement is correct on SQLite, PostgreSQL and MySQL.
+
+``rowcount`` must count *matched* rows. PostgreSQL and SQLite do. MySQL reports *changed* rows
+unless the client sets ``CLIENT.FOUND_ROWS``; SQLAlchemy's MySQL dialects always set it (see
+"rowcount Support" in its MySQL dialect docs, and ``create_connect_args`` in
+``sqlalchemy/dialects/mysql/mysqldb.py``, which the PyMySQL dialect inherits), so a heartbeat
+that lands twice in one millisecond, writing the same values, still counts as renewed. The
+contract tests pin this on a real server.
+
+This module also holds the guards of the distributed jobs table: *due*, *stale* and *claimable*,
+all computed from the database clock in the statement itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, false, func, or_, true, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from recurjobs.sql._clockexpr import db_now_ms, int_div
+
+__all__ = ["claimable", "due", "guarded_update", "new_claim_id", "stale"]
+
+
+def guarded_update(
+    conn: Connection, table: Table, where: ColumnElement[bool], values: Mapping[str, Any]
+) -> bool:
+    """Run ``UPDATE table SET values WHERE where`` and return whether exactly one row matched.
+
+    ``where`` must pin a single row (by primary key) plus the guard. Values may be SQL
+    expressions (such as ``db_now_ms()``), evaluated by the database in the same statement.
+    """
+    result = conn.execute(update(table).where(where).values(dict(values)))
+    return result.rowcount == 1
+
+
+def new_claim_id() -> str:
+    """A fresh random claim id (128 bits, 32 hex digits): no two claims ever share one."""
+    return secrets.token_hex(16)
+
+
+def due(jobs: Table) -> ColumnElement[bool]:
+    """The row's job should run now, by the database clock.
+
+    Triggered (``due_now``); or, aligned to the clock, a UTC multiple of the period (counted
+    from the Unix epoch) lies after ``last_run`` and at or before now; or, not aligned, more
+    than a period has passed since ``last_run``.
+    """
+    now = db_now_ms()
+    c = jobs.c
+    aligned_due = int_div(now, c.period_ms) > int_div(c.last_run_ms, c.period_ms)
+    interval_due = now - c.last_run_ms > c.period_ms
+    return or_(
+        c.due_now == true(),
+        and_(c.aligned == true(), aligned_due),
+        and_(c.aligned == false(), interval_due),
+    )
+
+
+def stale(jobs: Table) -> ColumnElement[bool]:
+    """The owner of a running row showed no sign of life for longer than its lease.
+
+    A running row with no lease or no sign of life recorded (written by hand, or by a future
+    version) counts as stale rather than blocking the job forever.
+    """
+    c = jobs.c
+    silent_for = db_now_ms() - func.coalesce(c.last_alive_ms, 0)
+    return silent_for > func.coalesce(c.lease_ms, 0)
+
+
+def claimable(jobs: Table, claim_id: str) -> ColumnElement[bool]:
+    """Due, and not running (or stale); or already claimed with ``claim_id``.
+
+    The last case makes a claim idempotent: when a retry repeats a claim whose first attempt
+    committed but whose reply was lost, the row already carries our claim id and the retry
+    confirms it, instead of leaving an orphaned claim behind until it goes stale.
+    """
+    c = jobs.c
+    return or_(
+        and_(due(jobs), or_(c.running == false(), stale(jobs))),
+        and_(c.running == true(), c.claim_id == claim_id),
+    )

@@ -1,0 +1,274 @@
+"""JobStore: the distributed jobs table, one short guarded statement per operation.
+
+Every method is one small transaction (ensure and prune: a read, then guarded writes), retried
+through transient faults by the store's :class:`RetryPolicy`. Due and stale are decided by the
+database clock inside the statements (``_claims``); Python time appears only in what ``rows()``
+shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator
+from datetime import timedelta
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, MetaData, and_, delete, false, insert, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ColumnElement, Executable
+
+from recurjobs._jobs import check_distributed
+from recurjobs._settings import _PREFIX
+from recurjobs.sql._claims import claimable, due, guarded_update, new_claim_id, stale
+from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._retry import RetryPolicy
+from recurjobs.sql._rows import Claim, JobRow, job_row, ms
+from recurjobs.sql._tables import create_tables, jobs_table
+from recurjobs.sql._urls import make_engine, masked
+
+__all__ = ["JobStore"]
+
+T = TypeVar("T")
+
+
+class JobStore:
+    """The distributed jobs table of one database and table prefix.
+
+    ``database`` is a URL (an engine is made with :func:`make_engine`) or an SQLAlchemy
+    ``Engine`` (used as it is; :meth:`dispose` leaves it alone).
+    """
+
+    def __init__(
+        self,
+        database: str | URL | Engine,
+        *,
+        table_prefix: str = "recurjobs_",
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not isinstance(table_prefix, str) or not _PREFIX.match(table_prefix):
+            raise ValueError(
+                "table_prefix must be 1-40 letters, digits or underscores, not starting with a "
+                f"digit, got {table_prefix!r}"
+            )
+        if isinstance(database, Engine):
+            self.engine, self._owns_engine = database, False
+        elif isinstance(database, (str, URL)):
+            self.engine, self._owns_engine = make_engine(database), True
+        else:
+            raise TypeError(f"database must be a URL or an SQLAlchemy Engine, got {database!r}")
+        self.url = masked(self.engine)
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.metadata = MetaData()
+        self.jobs = jobs_table(self.metadata, table_prefix)
+        # One shared connection (in-memory SQLite) must not interleave two transactions.
+        shared = self.engine.dialect.name == "sqlite" and self.engine.url.database in (
+            None,
+            "",
+            ":memory:",
+        )
+        self._serial = threading.Lock() if shared else None
+
+    def __repr__(self) -> str:
+        return f"JobStore({self.url!r}, table={self.jobs.name!r})"
+
+    # ------------------------------------------------------------------ plumbing
+    def _step(self, what: str, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction, retried through transient faults."""
+
+        def attempt() -> T:
+            with self._serialised(), self.engine.begin() as conn:
+                return fn(conn)
+
+        return self.retry.call(what, self.url, attempt)
+
+    def _execute(self, what: str, statement: Executable) -> int:
+        """Run one statement in its own transaction; return its rowcount."""
+        return self._step(what, lambda conn: conn.execute(statement).rowcount)
+
+    @contextlib.contextmanager
+    def _serialised(self) -> Iterator[None]:
+        if self._serial is None:
+            yield
+        else:
+            with self._serial:
+                yield
+
+    def dispose(self) -> None:
+        """Close the pooled connections of an engine this store made (not of a given one)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    # -------------------------------------------------------------------- schema
+    def create_schema(self) -> None:
+        """Create the table if it is missing; hosts doing it at the same moment all succeed."""
+        self.retry.call(
+            "creating tables", self.url, lambda: create_tables(self.engine, self.metadata)
+        )
+
+    def now_ms(self) -> int:
+        """The database clock now, in epoch milliseconds."""
+        return self._step(
+            "reading the clock", lambda conn: int(conn.execute(select(db_now_ms())).scalar_one())
+        )
+
+    # ------------------------------------------------------------------ schedule
+    def ensure(self, jobs: Iterable[object]) -> None:
+        """Insert missing rows (``last_run`` = now) and update changed periods or alignment.
+
+        Rows of jobs not given are left alone: in a rolling deploy other hosts may still run
+        them. Removing them is :meth:`prune`'s job.
+        """
+        wanted: dict[str, tuple[int, bool]] = {}
+        for job in jobs:
+            check_distributed(job)
+            spec = (ms(getattr(job, "period")), bool(getattr(job, "align_to_clock", False)))  # noqa: B009
+            wanted[getattr(job, "name")] = spec  # noqa: B009
+        if not wanted:
+            return
+        c = self.jobs.c
+        query = select(c.name, c.period_ms, c.aligned).where(c.name.in_(list(wanted)))
+        existing = {
+            row.name: (int(row.period_ms), bool(row.aligned))
+            for row in self._step("reading job rows", lambda conn: list(conn.execute(query)))
+        }
+        for name, (period_ms, aligned) in wanted.items():
+            if name not in existing and self._insert(name, period_ms, aligned):
+                continue
+            if existing.get(name) != (period_ms, aligned):
+                stmt = self.jobs.update().where(c.name == name)
+                stmt = stmt.values(period_ms=period_ms, aligned=aligned)
+                self._execute("updating a job's period", stmt)
+
+    def _insert(self, name: str, period_ms: int, aligned: bool) -> bool:
+        """Insert a new row; False when another host inserted it first."""
+        stmt = insert(self.jobs).values(
+            name=name,
+            period_ms=period_ms,
+            aligned=aligned,
+            last_run_ms=db_now_ms(),
+            running=False,
+            due_now=False,
+        )
+        try:
+            self._execute("inserting a job row", stmt)
+        except IntegrityError:
+            return False
+        return True
+
+    def due_names(self, names: Collection[str]) -> list[str]:
+        """Of ``names``, those due and claimable now: triggered first, then longest waiting."""
+        if not names:
+            return []
+        c = self.jobs.c
+        query = (
+            select(c.name)
+            .where(
+                c.name.in_(list(names)), due(self.jobs), (c.running == false()) | stale(self.jobs)
+            )
+            .order_by(c.due_now.desc(), c.last_run_ms, c.name)
+        )
+        return self._step("polling for due jobs", lambda conn: list(conn.scalars(query)))
+
+    # -------------------------------------------------------------------- claims
+    def try_claim(self, name: str, *, owner: str, lease: timedelta) -> Claim | None:
+        """Claim ``name`` if it is due and free (or stale); None when another host has it.
+
+        ``lease`` is how long the claim lives without a heartbeat: the owner's period plus
+        max_execution_time. Retries reuse the claim id (see ``_claims.claimable``).
+        """
+        claim = Claim(name=name, claim_id=new_claim_id(), lease=lease)
+        c = self.jobs.c
+        now = db_now_ms()
+        values = {
+            "running": True,
+            "owner": owner[:255],
+            "claim_id": claim.claim_id,
+            "last_attempted_run_ms": now,
+            "last_alive_ms": now,
+            "lease_ms": ms(lease),
+            "due_now": False,
+        }
+        where = and_(c.name == name, claimable(self.jobs, claim.claim_id))
+        won = self._step(
+            "claiming a job", lambda conn: guarded_update(conn, self.jobs, where, values)
+        )
+        return claim if won else None
+
+    def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:
+        c = self.jobs.c
+        where = and_(c.name == claim.name, c.claim_id == claim.claim_id)
+        return self._step(what, lambda conn: guarded_update(conn, self.jobs, where, values))
+
+    def heartbeat(self, claim: Claim) -> bool:
+        """Renew ``claim``; False when it is no longer ours (taken over after going stale)."""
+        return self._fenced("renewing a claim", claim, {"last_alive_ms": db_now_ms()})
+
+    def finish(self, claim: Claim) -> bool:
+        """End the run of ``claim``: stamp ``last_run`` and free the row, if it is still ours."""
+        values: dict[str, object] = {
+            "running": False,
+            "owner": None,
+            "claim_id": None,
+            "last_run_ms": db_now_ms(),
+        }
+        return self._fenced("finishing a run", claim, values)
+
+    def release(self, claim: Claim) -> bool:
+        """Give back a claim whose run never started; the job stays due (``due_now``)."""
+        values: dict[str, object] = {
+            "running": False,
+            "owner": None,
+            "claim_id": None,
+            "due_now": True,
+        }
+        return self._fenced("releasing a claim", claim, values)
+
+    def trigger(self, name: str) -> bool:
+        """Mark ``name`` due now for whichever host polls next; False when there is no row."""
+        c = self.jobs.c
+        return self._step(
+            "triggering a job",
+            lambda conn: guarded_update(conn, self.jobs, c.name == name, {"due_now": True}),
+        )
+
+    # --------------------------------------------------------------- inspection
+    def rows(self) -> list[JobRow]:
+        """Every row, by name, for status pages and the CLI."""
+        query = select(self.jobs, stale(self.jobs).label("stale"), db_now_ms().label("now_ms"))
+        query = query.order_by(self.jobs.c.name)
+        return self._step(
+            "reading job rows", lambda conn: [job_row(r) for r in conn.execute(query)]
+        )
+
+    def prune(
+        self, *, keep: Collection[str] | None = None, older_than: timedelta | None = None
+    ) -> list[str]:
+        """Delete rows not in ``keep`` and/or not run for ``older_than``; return their names.
+
+        At least one criterion is required. Rows that are running (and not stale) are kept.
+        """
+        if keep is None and older_than is None:
+            raise ValueError("prune needs keep=..., older_than=... or both")
+        if keep is not None and isinstance(keep, str):
+            raise TypeError(f"keep must be a collection of names, got {keep!r}")
+        c = self.jobs.c
+        now = db_now_ms()
+        guards: list[ColumnElement[bool]] = [(c.running == false()) | stale(self.jobs)]
+        if keep is not None:
+            guards.append(c.name.not_in(list(keep)))
+        if older_than is not None:
+            cutoff = ms(older_than)
+            guards.append(now - c.last_run_ms > cutoff)
+            guards.append(c.last_alive_ms.is_(None) | (now - c.last_alive_ms > cutoff))
+        guard = and_(*guards)
+        query = select(c.name).where(guard)
+        candidates = self._step("reading job rows", lambda conn: list(conn.scalars(query)))
+        pruned: list[str] = []
+        for name in candidates:
+            # Guarded again: a row that started running since the read is kept.
+            stmt = delete(self.jobs).where(c.name == name, guard)
+            if self._execute("pruning a job row", stmt) == 1:
+                pruned.append(name)
+        return pruned

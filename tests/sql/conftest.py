@@ -1,0 +1,19 @@
+"""Fixtures of the SQL tests: a JobStore with its table created, on every backend of ``db``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from recurjobs.sql import JobStore
+from tests.dbs import TestDatabase
+
+
+@pytest.fixture
+def store(db: TestDatabase) -> Iterator[JobStore]:
+    """A JobStore on the test's database and prefix, table created, disposed afterwards."""
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    store.create_schema()
+    yield store
+    store.dispose()

@@ -1,0 +1,82 @@
+"""Building blocks of the SQL tests: a minimal distributed job and direct row access."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from recurjobs import CancellationToken
+from recurjobs.sql import JobStore
+
+HOUR = timedelta(hours=1)
+
+
+class Job:
+    """A duck-typed distributed job whose ``execute`` calls ``body(token)`` (default: nothing)."""
+
+    def __init__(
+        self,
+        name: str,
+        period: timedelta = HOUR,
+        *,
+        align_to_clock: bool = False,
+        body: Callable[[CancellationToken], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.period = period
+        self.align_to_clock = align_to_clock
+        self.body = body
+        self.runs = 0
+        self.ran = threading.Event()
+
+    def execute(self, token: CancellationToken) -> None:
+        """Count the run, signal ``ran`` and call ``body``."""
+        self.runs += 1
+        self.ran.set()
+        if self.body is not None:
+            self.body(token)
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r})"
+
+
+def set_row(store: JobStore, name: str, **values: Any) -> None:
+    """Overwrite columns of one row directly (to place timestamps relative to the db clock)."""
+    with store.engine.begin() as conn:
+        conn.execute(store.jobs.update().where(store.jobs.c.name == name).values(**values))
+
+
+def row(store: JobStore, name: str) -> dict[str, Any]:
+    """One row as a plain dict of column values."""
+    with store.engine.connect() as conn:
+        result = conn.execute(select(store.jobs).where(store.jobs.c.name == name)).one()
+    return dict(result._mapping)
+
+
+def names(store: JobStore) -> list[str]:
+    """The names of every row, sorted."""
+    return [r.name for r in store.rows()]
+
+
+def race(*calls: Callable[[], object]) -> list[object]:
+    """Run ``calls`` on threads released at the same instant; return each result or exception."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
