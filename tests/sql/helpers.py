@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -80,3 +81,21 @@ def race(*calls: Callable[[], object]) -> list[object]:
     for t in threads:
         t.join(60)
     return results
+
+
+def make_due(store: JobStore, name: str) -> None:
+    """Move the row's last_run far enough back that the job is due now (by any period <= 1 d)."""
+    set_row(store, name, last_run_ms=store.now_ms() - 86_400_000 - 1000)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` in real time until it holds (True) or ``timeout`` passes (False).
+
+    For waiting on other threads' progress, never for letting a schedule pass.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True

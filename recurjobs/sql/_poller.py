@@ -1,0 +1,292 @@
+"""DistributedPoller: claims due distributed jobs for this host and runs them.
+
+Threads (all daemons): ``recurjobs-poller`` does every database step: it ensures rows, renews
+running claims (``_leases``) and, every ``poll_period`` after the initial ``delay``, claims due
+jobs up to the free slots. ``recurjobs-run-<name>``: one short-lived thread per claimed run
+(``_runs``). ``recurjobs-lease``: the lease watchdog, while runs exist (``_leases``).
+
+The poller thread is an APScheduler-style loop: one iteration (:meth:`DistributedPoller.step`),
+then a wait on the host clock until the next poll or heartbeat; ``trigger``, ``add`` and
+``stop`` only set state and wake it. Nothing a database, a job or a handler raises ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from recurjobs._clock import Clock
+from recurjobs._jobs import check_distributed
+from recurjobs._notifications import Publisher
+from recurjobs._settings import DistributedJobSettings
+from recurjobs._status import JobStatus
+from recurjobs._token import CancellationToken
+from recurjobs.sql._leases import Leases
+from recurjobs.sql._runs import Run, RunStats, execute_run
+from recurjobs.sql._store import JobStore
+
+__all__ = ["DistributedPoller"]
+
+logger = logging.getLogger("recurjobs.sql")
+
+_NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+
+class DistributedPoller:
+    """Runs this host's share of the distributed jobs (SPEC section 6)."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        jobs: Sequence[object],
+        settings: DistributedJobSettings,
+        clock: Clock,
+        publisher: Publisher,
+        owner: str,
+        ready: Callable[[], bool],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.publisher = publisher
+        self.owner = owner
+        self._ready = ready
+        self._poll_s = settings.poll_period.total_seconds()
+        # Renew well inside the lease (period + max_execution_time >= 4 intervals).
+        interval = min(self._poll_s, settings.max_execution_time.total_seconds() / 4)
+        self.leases = Leases(store=store, clock=clock, publisher=publisher, interval=interval)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._state = _NEW
+        self._jobs: dict[str, object] = {}
+        self._stats: dict[str, RunStats] = {}
+        self._ensured: dict[str, tuple[timedelta, bool]] = {}
+        self._schema_ready = False
+        self._polling = False  # the initial delay is over
+        self._poll_asked = False
+        self._next_poll = math.inf
+        self._thread: threading.Thread | None = None
+        for job in jobs:
+            self.add(job)
+
+    # ------------------------------------------------------------------ control
+    def add(self, job: object) -> None:
+        """Take on another job; its row is ensured at the poller's next iteration."""
+        check_distributed(job)
+        name: str = getattr(job, "name")  # noqa: B009
+        with self._lock:
+            if self._jobs.get(name, job) is not job:
+                raise ValueError(f"a distributed job named {name!r} is already registered")
+            self._jobs[name] = job
+            self._stats.setdefault(name, RunStats())
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the poller thread; the first poll comes ``settings.delay`` later."""
+        with self._lock:
+            if self._state == _RUNNING:
+                return
+            if self._state == _STOPPED:
+                raise RuntimeError("this DistributedPoller was stopped; make a new one")
+            self._state = _RUNNING
+            self._next_poll = self.clock.monotonic() + self.settings.delay.total_seconds()
+            thread = threading.Thread(target=self._main, name="recurjobs-poller", daemon=True)
+            self._thread = thread
+        thread.start()
+
+    def stop(self) -> None:
+        """Stop claiming, cancel every running job's token and wake the threads; never blocks.
+
+        The poller thread keeps renewing the claims of runs that have not ended yet (a job
+        that ignores its token must not be run twice meanwhile) and exits once they all have;
+        each run hands its row back (fenced finish) as it ends.
+        """
+        with self._lock:
+            self._state = _STOPPED
+        self.leases.cancel_all()
+        self._wake.set()
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` real seconds (None: no limit) for every thread to end."""
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        for thread in self._threads():
+            left = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        return not any(t.is_alive() for t in self._threads())
+
+    def _threads(self) -> list[threading.Thread]:
+        runs = [r.thread for r in self.leases.all()]
+        threads = [self._thread, *runs, self.leases.watchdog()]
+        return [t for t in threads if t is not None]
+
+    def trigger(self, name: str) -> bool:
+        """Mark job ``name`` due now in the database and poll at once (after the delay).
+
+        False when this host does not know the job, is not started or already stopped, or
+        the database refused (no row yet, or unreachable: logged).
+        """
+        with self._lock:
+            if self._state != _RUNNING or name not in self._jobs:
+                return False
+        try:
+            accepted = self.store.trigger(name)
+        except Exception as exc:
+            logger.warning("triggering %s on %s failed: %s", name, self.store.url, exc)
+            return False
+        if accepted:
+            with self._lock:
+                self._poll_asked = True
+            self._wake.set()
+        return accepted
+
+    def status(self) -> list[JobStatus]:
+        """One record per job this host knows, as this host saw its runs."""
+        with self._lock:
+            jobs = list(self._jobs.items())
+        return [self._status_of(name, job) for name, job in jobs]
+
+    def _status_of(self, name: str, job: object) -> JobStatus:
+        stats = self._stats[name]
+        return JobStatus(
+            name=name,
+            kind="distributed",
+            period=getattr(job, "period"),  # noqa: B009
+            next_run=None,  # the database decides; see JobStore.rows() for next_due
+            last_start=stats.last_start,
+            last_outcome=stats.last_outcome,
+            runs=stats.runs,
+            failures=stats.failures,
+            running=self.leases.get(name) is not None,
+        )
+
+    def stats(self, name: str) -> RunStats:
+        """This host's counters for job ``name`` (lease losses included)."""
+        with self._lock:
+            return self._stats[name]
+
+    # ----------------------------------------------------------- poller thread
+    def _main(self) -> None:
+        while True:
+            try:
+                self.step()
+            except Exception:  # a bug, not a database fault: log it and keep the thread alive
+                logger.exception("distributed poller iteration failed")
+            with self._lock:
+                if self._state == _STOPPED and not self.leases.all():
+                    return
+            self.clock.wait(self._wake, self._wait_seconds())
+            self._wake.clear()
+
+    def _wait_seconds(self) -> float | None:
+        now = self.clock.monotonic()
+        wake = self.leases.next_beat()
+        with self._lock:
+            if self._state == _RUNNING:
+                wake = min(wake, self._next_poll)
+                if self._pending():
+                    wake = min(wake, now + self._poll_s)  # retry a failed ensure
+        return None if math.isinf(wake) else max(0.0, wake - now)
+
+    def step(self) -> None:
+        """One iteration: renew due claims, ensure rows, and poll when it is time."""
+        now = self.clock.monotonic()
+        self.leases.renew_due(now)
+        with self._lock:
+            if self._state != _RUNNING:
+                return
+            poll = now >= self._next_poll or (self._polling and self._poll_asked)
+            if now >= self._next_poll:
+                self._polling = True
+                # Drift-free cadence; after a long stall, skip the missed polls.
+                self._next_poll += self._poll_s
+                if self._next_poll <= now:
+                    self._next_poll = now + self._poll_s
+            if poll:
+                self._poll_asked = False
+            pending = self._pending()
+        if (pending and not self._ensure()) or not poll:
+            return
+        self._poll()
+
+    def _pending(self) -> bool:
+        """Whether some row must be written: new job, changed period/alignment, or no table."""
+        return not self._schema_ready or any(
+            self._ensured.get(name) != _spec(job) for name, job in self._jobs.items()
+        )
+
+    def _ensure(self) -> bool:
+        """Create the table and write the rows that need it; False (logged) on failure."""
+        with self._lock:
+            todo = [j for n, j in self._jobs.items() if self._ensured.get(n) != _spec(j)]
+        try:
+            if not self._schema_ready:
+                self.store.create_schema()
+                self._schema_ready = True
+            self.store.ensure(todo)
+        except Exception as exc:
+            logger.warning("preparing distributed jobs on %s failed: %s", self.store.url, exc)
+            return False
+        with self._lock:
+            for job in todo:
+                self._ensured[getattr(job, "name")] = _spec(job)  # noqa: B009
+        return True
+
+    def _poll(self) -> None:
+        """Claim due jobs up to the free slots: one SELECT, then one guarded UPDATE per job."""
+        try:
+            ready = bool(self._ready())
+        except Exception:
+            logger.exception("the runtime_ready callable raised; not claiming this time")
+            return
+        running = {r.claim.name for r in self.leases.all()}
+        free = self.settings.max_concurrent_jobs - len(running)
+        with self._lock:
+            candidates = [n for n in self._jobs if n not in running]
+        if not ready or free <= 0 or not candidates:
+            return
+        try:
+            for name in self.store.due_names(candidates):
+                if free > 0 and self._claim(name):
+                    free -= 1
+        except Exception as exc:
+            logger.warning("polling %s failed, trying again next poll: %s", self.store.url, exc)
+
+    def _claim(self, name: str) -> bool:
+        with self._lock:
+            job = self._jobs[name]
+        lease = getattr(job, "period") + self.settings.max_execution_time  # noqa: B009
+        sent = self.clock.monotonic()
+        claim = self.store.try_claim(name, owner=self.owner, lease=lease)
+        if claim is None:
+            return False  # another host was quicker
+        run = Run(
+            job=job, claim=claim, token=CancellationToken(self.clock), stats=self._stats[name]
+        )
+        run.thread = threading.Thread(
+            target=self._run, args=(run,), name=f"recurjobs-run-{name}", daemon=True
+        )
+        with self._lock:
+            launch = self._state == _RUNNING
+            if launch:  # registered under the lock, so stop() cannot miss its token
+                self.leases.add(run, sent)
+        if not launch:
+            self.store.release(claim)
+            return False
+        run.thread.start()
+        return True
+
+    def _run(self, run: Run) -> None:
+        try:
+            execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)
+        finally:
+            self.leases.remove(run.claim.name)
+            self._wake.set()
+
+
+def _spec(job: object) -> tuple[timedelta, bool]:
+    return getattr(job, "period"), bool(getattr(job, "align_to_clock", False))  # noqa: B009

@@ -1,0 +1,460 @@
+"""The distributed poller driven by a ManualClock against a SQLite file.
+
+The poller's waits follow the ManualClock; the database clock does not, so rows are made due
+by writing their timestamps directly (``make_due``) rather than by advancing time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from recurjobs import (
+    CancellationToken,
+    DistributedJobClaimed,
+    DistributedJobLeaseLost,
+    DistributedJobSettings,
+    JobCanceled,
+    JobExecuted,
+    JobFailed,
+    JobNotification,
+)
+from recurjobs._notifications import Publisher
+from recurjobs.sql import Claim, JobStore
+from recurjobs.sql._poller import DistributedPoller
+from recurjobs.testing import ManualClock
+from tests.sql.helpers import Job, make_due, row, set_row, wait_until
+
+DELAY = 60.0
+POLL = 1.0
+SETTINGS = DistributedJobSettings(
+    poll_period=timedelta(seconds=POLL),
+    delay=timedelta(seconds=DELAY),
+    max_execution_time=timedelta(seconds=8),  # heartbeat every min(1, 8 / 4) = 1 s
+)
+PERIOD = timedelta(seconds=10)  # lease: 10 + 8 = 18 s; cancelled 1 s before it could expire
+
+
+class Harness:
+    """A poller on a SQLite file with a ManualClock, recording every notification."""
+
+    def __init__(self, tmp_path: Path, *jobs: Job, **settings: Any) -> None:
+        self.clock = ManualClock()
+        self.store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+        self.events: list[JobNotification] = []
+        self.ready = True
+        publisher = Publisher()
+        publisher.subscribe(JobNotification, self.events.append)
+        base = SETTINGS.__dict__ | settings
+        self.poller = DistributedPoller(
+            store=self.store,
+            jobs=list(jobs),
+            settings=DistributedJobSettings(**base),
+            clock=self.clock,
+            publisher=publisher,
+            owner="me",
+            ready=lambda: self.ready,
+        )
+
+    def start(self) -> None:
+        """Start the poller and wait until its rows exist and it waits for the delay."""
+        self.poller.start()
+        self.clock.wait_for_waiters(1)
+        assert wait_until(lambda: bool(self.store.rows()))
+
+    def past_delay(self) -> None:
+        """Advance to the first poll and wait until the poller is parked again."""
+        self.clock.advance(DELAY)
+
+    def kinds(self, name: str | None = None) -> list[str]:
+        """Names of the notifications so far (optionally of one job)."""
+        return [
+            type(e).__name__
+            for e in list(self.events)
+            if name is None or getattr(e.job, "name", None) == name
+        ]
+
+
+MakeHarness = Callable[..., Harness]
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[MakeHarness]:
+    """Build harnesses on demand; every poller is stopped and joined afterwards."""
+    made: list[Harness] = []
+
+    def make(*jobs: Job, **settings: Any) -> Harness:
+        made.append(Harness(tmp_path, *jobs, **settings))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.poller.stop()
+        h.poller.join(5)
+        h.store.dispose()
+
+
+def blocking(started: threading.Event, release: threading.Event) -> Any:
+    """A job body that signals ``started`` and runs until ``release`` or its token is cancelled."""
+
+    def body(token: CancellationToken) -> None:
+        started.set()
+        while not release.is_set() and not token.is_cancelled():
+            release.wait(0.005)
+        token.raise_if_cancelled()
+
+    return body
+
+
+def test_rows_are_ensured_at_start_and_nothing_runs_before_the_delay(harness: MakeHarness) -> None:
+    """The row exists right after start; a due job waits for the delay, then runs."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    h.start()
+    assert ["a"] == [r.name for r in h.store.rows()]
+    make_due(h.store, "a")
+    h.clock.advance(DELAY - 0.5)
+    h.clock.wait_for_waiters(1)
+    assert 0 == job.runs
+    h.clock.advance(0.5)
+    assert job.ran.wait(5)
+
+
+def test_a_run_publishes_claimed_executing_executed_and_frees_the_row(harness: MakeHarness) -> None:
+    """Success: Claimed, Executing, Executed; then the row is finished by the run's thread."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert wait_until(lambda: "JobExecuted" in h.kinds() and not row(h.store, "a")["running"])
+    assert ["DistributedJobClaimed", "JobExecuting", "JobExecuted"] == h.kinds()
+    claimed = h.events[0]
+    assert isinstance(claimed, DistributedJobClaimed)
+    assert 32 == len(claimed.claim_id)
+    assert None is row(h.store, "a")["claim_id"]
+    assert [] == h.store.due_names(["a"])
+
+
+def test_a_failing_run_is_published_and_still_finished(
+    harness: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that raises: Claimed, Executing, Failed, logged; the row is handed back."""
+    boom = RuntimeError("boom")
+
+    def fail(token: CancellationToken) -> None:
+        raise boom
+
+    h = harness(Job("a", PERIOD, body=fail))
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert wait_until(lambda: "JobFailed" in h.kinds() and not row(h.store, "a")["running"])
+    assert ["DistributedJobClaimed", "JobExecuting", "JobFailed"] == h.kinds()
+    failed = h.events[-1]
+    assert isinstance(failed, JobFailed)
+    assert boom is failed.exception
+    assert "distributed job a failed" in caplog.text
+    assert (1, 1, "failed") == (
+        h.poller.status()[0].runs,
+        h.poller.status()[0].failures,
+        h.poller.status()[0].last_outcome,
+    )
+
+
+def test_stop_cancels_a_running_job_and_hands_its_row_back(harness: MakeHarness) -> None:
+    """Stop while running: the token is cancelled, JobCanceled published, the row finished."""
+    started, release = threading.Event(), threading.Event()
+    h = harness(Job("a", PERIOD, body=blocking(started, release)))
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    h.poller.stop()
+    assert h.poller.join(5)
+    assert ["DistributedJobClaimed", "JobExecuting", "JobCanceled"] == h.kinds()
+    assert (False, None) == (bool(row(h.store, "a")["running"]), row(h.store, "a")["claim_id"])
+
+
+def test_claims_stop_at_max_concurrent_jobs(harness: MakeHarness) -> None:
+    """With two slots and three due jobs, two run; the third is claimed once a slot frees."""
+    release = {n: threading.Event() for n in "abc"}
+    started = {n: threading.Event() for n in "abc"}
+    jobs = [Job(n, PERIOD, body=blocking(started[n], release[n])) for n in "abc"]
+    h = harness(*jobs, max_concurrent_jobs=2)
+    h.start()
+    for n in "abc":
+        make_due(h.store, n)
+    h.past_delay()
+    assert wait_until(lambda: sum(e.is_set() for e in started.values()) == 2)
+    first = sorted(n for n, e in started.items() if e.is_set())
+    h.clock.wait_for_waiters(2)  # poller and lease watchdog parked
+    h.clock.advance(POLL)
+    h.clock.wait_for_waiters(2)
+    assert 2 == sum(e.is_set() for e in started.values())
+    release[first[0]].set()
+    assert wait_until(lambda: len(h.poller.leases.all()) == 1)
+    h.clock.wait_for_waiters(2)
+    h.clock.advance(POLL)
+    assert wait_until(lambda: all(e.is_set() for e in started.values()))
+    for e in release.values():
+        e.set()
+
+
+def test_trigger_runs_a_job_at_once_after_the_delay(harness: MakeHarness) -> None:
+    """trigger() marks the row due and wakes the poller: the job runs without waiting a poll."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    assert not h.poller.trigger("a")  # not started
+    h.start()
+    h.past_delay()
+    h.clock.wait_for_waiters(1)
+    assert not h.poller.trigger("unknown")
+    assert h.poller.trigger("a")
+    assert job.ran.wait(5)
+    h.poller.stop()
+    assert not h.poller.trigger("a")
+
+
+def test_heartbeats_renew_a_long_run_every_interval(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running job's claim is renewed once per heartbeat interval, from the poller thread."""
+    started, release = threading.Event(), threading.Event()
+    h = harness(Job("a", PERIOD, body=blocking(started, release)))
+    beats: list[bool] = []
+    heartbeat = h.store.heartbeat
+
+    def spy(claim: Claim) -> bool:
+        beats.append(heartbeat(claim))
+        return beats[-1]
+
+    monkeypatch.setattr(h.store, "heartbeat", spy)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    for expected in (1, 2, 3):
+        h.clock.wait_for_waiters(2)
+        h.clock.advance(h.poller.leases.interval)
+        assert wait_until(lambda n=expected: len(beats) == n)  # type: ignore[misc]
+    assert [True, True, True] == beats
+    release.set()
+    assert wait_until(lambda: not row(h.store, "a")["running"])
+    assert [] == [k for k in h.kinds() if k == "DistributedJobLeaseLost"]
+
+
+def test_a_takeover_found_by_a_heartbeat_cancels_the_run(harness: MakeHarness) -> None:
+    """When the heartbeat finds another claim id, the run is cancelled and LeaseLost published;
+    the old run's finish leaves the new owner's claim alone."""
+    started, release = threading.Event(), threading.Event()
+    h = harness(Job("a", PERIOD, body=blocking(started, release)))
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    set_row(h.store, "a", claim_id="thief", owner="other")
+    h.clock.wait_for_waiters(2)
+    h.clock.advance(h.poller.leases.interval)
+    assert wait_until(lambda: "JobCanceled" in h.kinds())
+    assert wait_until(lambda: not h.poller.leases.all())
+    kinds = h.kinds()
+    assert [
+        "DistributedJobClaimed",
+        "JobExecuting",
+        "DistributedJobLeaseLost",
+        "JobCanceled",
+    ] == kinds
+    lost = next(e for e in h.events if isinstance(e, DistributedJobLeaseLost))
+    assert isinstance(h.events[0], DistributedJobClaimed)
+    assert h.events[0].claim_id == lost.claim_id
+    assert ("thief", "other", True) == (
+        row(h.store, "a")["claim_id"],
+        row(h.store, "a")["owner"],
+        bool(row(h.store, "a")["running"]),
+    )
+    assert 1 == h.poller.stats("a").lease_losses
+
+
+def test_a_claim_that_cannot_be_renewed_in_time_is_given_up(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the database unreachable, the run is cancelled one interval before the lease ends."""
+    started, release = threading.Event(), threading.Event()
+    h = harness(Job("a", PERIOD, body=blocking(started, release)))
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+
+    def down(claim: object) -> bool:
+        raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(h.store, "heartbeat", down)
+    lease = (PERIOD + SETTINGS.max_execution_time).total_seconds()
+    h.clock.wait_for_waiters(2)
+    h.clock.advance(lease - 1.5)  # renewals keep failing, but the lease may still be ours
+    h.clock.wait_for_waiters(2)
+    assert not any(isinstance(e, DistributedJobLeaseLost) for e in h.events)
+    h.clock.advance(0.5)
+    assert wait_until(lambda: "DistributedJobLeaseLost" in h.kinds())
+    assert wait_until(lambda: "JobCanceled" in h.kinds())
+
+
+def test_database_faults_never_end_the_poller(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll that fails is logged and the next poll claims as usual."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    due_names = h.store.due_names
+    failures = [OperationalError("SELECT", {}, Exception("connection refused"))]
+
+    def flaky(names: Collection[str]) -> list[str]:
+        if failures:
+            raise failures.pop()
+        return due_names(names)
+
+    monkeypatch.setattr(h.store, "due_names", flaky)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    h.clock.wait_for_waiters(1)
+    assert (0, []) == (job.runs, failures)
+    h.clock.advance(POLL)
+    assert job.ran.wait(5)
+
+
+def test_nothing_is_claimed_while_the_runtime_is_not_ready(harness: MakeHarness) -> None:
+    """ready() False (or raising) skips claiming; the job runs once ready() is True."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    h.ready = False
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    h.clock.wait_for_waiters(1)
+    h.clock.advance(POLL)
+    h.clock.wait_for_waiters(1)
+    assert 0 == job.runs
+    h.ready = True
+    h.clock.advance(POLL)
+    assert job.ran.wait(5)
+
+
+def test_jobs_added_after_start_are_ensured_and_run(harness: MakeHarness) -> None:
+    """add() after start writes the row at once and the job takes part in the next polls."""
+    h = harness(Job("a", PERIOD))
+    h.start()
+    h.past_delay()
+    late = Job("late", PERIOD)
+    h.poller.add(late)
+    assert wait_until(lambda: "late" in [r.name for r in h.store.rows()])
+    make_due(h.store, "late")
+    h.clock.wait_for_waiters(1)
+    h.clock.advance(POLL)
+    assert late.ran.wait(5)
+    with pytest.raises(ValueError, match="late"):
+        h.poller.add(Job("late", PERIOD))
+
+
+def test_a_changed_period_is_written_at_the_next_iteration(harness: MakeHarness) -> None:
+    """Changing a job's period on the object updates its row at the next poll."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    h.start()
+    h.past_delay()
+    h.clock.wait_for_waiters(1)
+    job.period = timedelta(seconds=42)
+    h.clock.advance(POLL)
+    assert wait_until(lambda: 42_000 == row(h.store, "a")["period_ms"])
+
+
+def test_an_uncooperative_job_keeps_its_claim_alive_after_stop(harness: MakeHarness) -> None:
+    """After stop, a job that ignores its token is still renewed until it returns, then finished."""
+    started, release = threading.Event(), threading.Event()
+
+    def stubborn(token: CancellationToken) -> None:
+        started.set()
+        release.wait(10)
+
+    h = harness(Job("a", PERIOD, body=stubborn))
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    h.poller.stop()
+    assert not h.poller.join(0.05)
+    claim_id = row(h.store, "a")["claim_id"]
+    h.clock.wait_for_waiters(2)
+    h.clock.advance(h.poller.leases.interval)
+    h.clock.wait_for_waiters(2)
+    assert (True, claim_id) == (bool(row(h.store, "a")["running"]), row(h.store, "a")["claim_id"])
+    release.set()
+    assert h.poller.join(5)
+    assert ["DistributedJobClaimed", "JobExecuting", "JobExecuted"] == h.kinds()
+    assert not row(h.store, "a")["running"]
+
+
+def test_a_claim_won_while_stopping_is_released(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If stop() lands between winning a claim and starting the run, the claim is given back."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    try_claim = h.store.try_claim
+
+    def claim_then_stop(name: str, **kwargs: Any) -> Any:
+        won = try_claim(name, **kwargs)
+        h.poller.stop()
+        return won
+
+    monkeypatch.setattr(h.store, "try_claim", claim_then_stop)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert h.poller.join(5)
+    assert 0 == job.runs
+    assert (False, True) == (bool(row(h.store, "a")["running"]), bool(row(h.store, "a")["due_now"]))
+
+
+def test_life_cycle(harness: MakeHarness) -> None:
+    """start twice is harmless, one thread is named recurjobs-poller, start after stop raises."""
+    h = harness(Job("a", PERIOD))
+    assert h.poller.join(0)
+    h.start()
+    h.poller.start()
+    assert 1 == sum(t.name == "recurjobs-poller" for t in threading.enumerate())
+    h.poller.stop()
+    assert h.poller.join(5)
+    with pytest.raises(RuntimeError):
+        h.poller.start()
+    status = h.poller.status()
+    assert [("a", "distributed", PERIOD, False, 0)] == [
+        (s.name, s.kind, s.period, s.running, s.runs) for s in status
+    ]
+
+
+def test_cancelled_jobs_that_return_normally_are_executed(harness: MakeHarness) -> None:
+    """A run that returns normally after its token was cancelled is published as Executed."""
+    started = threading.Event()
+
+    def polite(token: CancellationToken) -> None:
+        started.set()
+        token.wait(30)
+
+    h = harness(Job("a", PERIOD, body=polite))
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    h.poller.stop()
+    assert h.poller.join(5)
+    assert isinstance(h.events[-1], JobExecuted)
+    assert not any(isinstance(e, JobCanceled) for e in h.events)
