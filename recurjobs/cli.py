@@ -1,0 +1,480 @@
+"""The ``recurjobs`` command line (also ``python -m recurjobs``).
+
+``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME`` and ``prune``. Exit codes: 0 done,
+1 the operation failed (database unreachable, a job thread did not stop in time), 2 bad input
+(usage, a URL or duration that does not parse, an unknown job name). Every message is one line,
+and database URLs are always shown with the password masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any, NoReturn
+
+from recurjobs._host import JobHost
+from recurjobs._schedule import INFINITE
+from recurjobs._status import JobStatus
+
+__all__ = [
+    "CommandError",
+    "database_table",
+    "format_duration",
+    "format_table",
+    "main",
+    "parse_duration",
+    "read_rows",
+    "status_table",
+    "to_json",
+    "trigger_row",
+]
+
+PROG = "recurjobs"
+DATABASE_ENV = "RECURJOBS_DATABASE_URL"
+
+_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)")
+
+
+class CommandError(Exception):
+    """A one-line failure for the user; ``bad_input`` selects exit code 2 instead of 1."""
+
+    def __init__(self, message: str, *, bad_input: bool = False) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input
+
+
+# ------------------------------------------------------------------------------- text
+def parse_duration(text: str) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"1h30m"``, ``"45s"``, ``"250ms"`` or plain seconds (``"90"``).
+
+    Raises ValueError for anything else, including zero and negative durations.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {text!r}")
+    value = text.strip().lower()
+    total = 0.0
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        total = float(value)
+    elif value and re.fullmatch(f"(?:{_PART.pattern})+", value):
+        total = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
+    else:
+        raise ValueError(f"expected a duration like 7d, 12h, 30m, 45s or 1h30m, got {text!r}")
+    if total <= 0:
+        raise ValueError(f"a duration must be greater than zero, got {text!r}")
+    return timedelta(seconds=total)
+
+
+def format_duration(value: timedelta | None) -> str:
+    """A short human form: ``"5m"``, ``"1h30m"``, ``"250ms"``, ``"never"`` for INFINITE."""
+    if value is None:
+        return "-"
+    if value == INFINITE:
+        return "never"
+    ms = round(value / timedelta(milliseconds=1))
+    if ms == 0:
+        return "0s"
+    if ms % 1000:
+        return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms}ms"
+    seconds, parts = ms // 1000, []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts)
+
+
+def _when(value: datetime | None, now: datetime) -> str:
+    """``2026-01-01 12:00:03 (3s ago)`` in UTC; ``-`` for None."""
+    if value is None:
+        return "-"
+    delta = value - now
+    step = timedelta(seconds=round(abs(delta.total_seconds())))
+    relative = "now" if step < timedelta(seconds=1) else format_duration(step)
+    if relative != "now":
+        relative = f"in {relative}" if delta > timedelta(0) else f"{relative} ago"
+    return f"{value:%Y-%m-%d %H:%M:%S} ({relative})"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, headers first."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def status_table(records: Sequence[JobStatus]) -> str:
+    """A table of ``JobHost.status()`` records."""
+    if not records:
+        return "no jobs registered"
+    now = datetime.now(UTC)
+    headers = "NAME|KIND|PERIOD|NEXT RUN (UTC)|LAST START (UTC)|LAST OUTCOME|RUNS|FAILURES|RUNNING"
+    rows = [
+        [
+            r.name,
+            r.kind,
+            format_duration(r.period),
+            _when(r.next_run, now),
+            _when(r.last_start, now),
+            r.last_outcome or "-",
+            str(r.runs),
+            str(r.failures),
+            "yes" if r.running else "no",
+        ]
+        for r in records
+    ]
+    return format_table(headers.split("|"), rows)
+
+
+def database_table(rows: Sequence[Any]) -> str:
+    """A table of ``JobStore.rows()``: name, period, last run, running, owner, next due."""
+    if not rows:
+        return "no distributed jobs in the database yet"
+    headers = ["NAME", "PERIOD", "LAST RUN (UTC)", "RUNNING", "OWNER", "NEXT DUE (UTC)"]
+    lines = []
+    for r in rows:
+        running = ("yes (stale)" if r.stale else "yes") if r.running else "no"
+        due = "now (triggered)" if r.triggered else _when(r.next_due, r.database_now)
+        lines.append(
+            [
+                r.name,
+                format_duration(r.period),
+                _when(r.last_run, r.database_now),
+                running,
+                r.owner or "-",
+                due,
+            ]
+        )
+    return format_table(headers, lines)
+
+
+def to_json(record: Any) -> dict[str, object]:
+    """A dataclass record as a JSON-ready dict: ISO times, durations in seconds, enum values."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, timedelta):
+            return None if value == INFINITE else value.total_seconds()
+        if isinstance(value, enum.Enum):
+            return value.value
+        return value
+
+    return {f.name: plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+# --------------------------------------------------------------------------- database
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _open_store(url: str, prefix: str) -> Any:
+    """A JobStore on ``url``, or a CommandError that never shows the password."""
+    from sqlalchemy import inspect, make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    from recurjobs.sql import JobStore, masked
+
+    shown = masked(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CommandError(f"not a database URL: {shown}", bad_input=True) from None
+    in_memory = parsed.database in (None, "", ":memory:")
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and not in_memory
+        and not os.path.exists(str(parsed.database))
+    ):
+        raise CommandError(f"no SQLite database file at {shown}", bad_input=True)
+    try:
+        store = JobStore(url, table_prefix=prefix)
+    except NoSuchModuleError:
+        raise CommandError(f"unsupported database URL: {shown}", bad_input=True) from None
+    except ImportError as exc:
+        raise CommandError(f"the driver for {shown} is not installed: {exc.name}") from None
+    except ValueError as exc:
+        raise CommandError(str(exc), bad_input=True) from None
+    try:
+        exists = inspect(store.engine).has_table(store.jobs.name)
+    except SQLAlchemyError as exc:
+        store.dispose()
+        raise CommandError(f"cannot reach {shown}: {_scrub(_first_line(exc), parsed)}") from None
+    if not exists:
+        store.dispose()
+        raise CommandError(
+            f"no table {store.jobs.name} in {shown} (wrong --table-prefix, or no host has "
+            "started with distributed jobs there yet)",
+            bad_input=True,
+        )
+    return store
+
+
+def _scrub(text: str, url: Any) -> str:
+    password = getattr(url, "password", None)
+    return text.replace(str(password), "***") if password else text
+
+
+def _with_store(url: str, prefix: str, what: Callable[[Any], Any]) -> Any:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    store = _open_store(url, prefix)
+    try:
+        return what(store)
+    except SQLAlchemyError as exc:
+        raise CommandError(
+            f"database error on {store.url}: {_scrub(_first_line(exc), make_url(url))}"
+        ) from None
+    finally:
+        store.dispose()
+
+
+def read_rows(url: str, prefix: str) -> list[Any]:
+    """Every row of the distributed jobs table (``JobStore.rows()``)."""
+    return list(_with_store(url, prefix, lambda store: store.rows()))
+
+
+def trigger_row(url: str, prefix: str, name: str) -> None:
+    """Mark ``name`` due now; CommandError (bad input) when there is no such row."""
+    if not _with_store(url, prefix, lambda store: store.trigger(name)):
+        raise CommandError(f"no distributed job named {name!r} in the database", bad_input=True)
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_status(args: argparse.Namespace) -> int:
+    rows = read_rows(args.database, args.table_prefix)
+    if args.json:
+        print(json.dumps([to_json(r) for r in rows], indent=2))
+    else:
+        print(database_table(rows))
+    return 0
+
+
+def _cmd_trigger(args: argparse.Namespace) -> int:
+    trigger_row(args.database, args.table_prefix, args.name)
+    print(f"triggered {args.name}: the next server to poll runs it")
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    keep = None if args.keep is None else set(args.keep)
+    pruned: list[str] = _with_store(
+        args.database,
+        args.table_prefix,
+        lambda store: store.prune(keep=keep, older_than=args.older_than),
+    )
+    if pruned:
+        print(f"pruned {len(pruned)} row(s): {', '.join(pruned)}")
+    else:
+        print("nothing to prune")
+    return 0
+
+
+def load_host(target: str) -> JobHost:
+    """Resolve ``MODULE:ATTR`` to a JobHost (ATTR may be a zero-argument factory of one, or a
+    Flask app initialised with ``recurjobs.flask.RecurJobs``)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise CommandError(f"expected MODULE:ATTR, got {target!r}", bad_input=True)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandError(f"cannot import {module_name}: {exc}", bad_input=True) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CommandError(f"{module_name} has no attribute {attr}", bad_input=True) from None
+    host = _as_host(obj)
+    if host is None and callable(obj):
+        host = _as_host(obj())
+    if host is None:
+        raise CommandError(
+            f"{target} is not a JobHost nor a zero-argument callable returning one",
+            bad_input=True,
+        )
+    return host
+
+
+def _as_host(obj: object) -> JobHost | None:
+    if isinstance(obj, JobHost):
+        return obj
+    extensions = getattr(obj, "extensions", None)  # a Flask app with the extension
+    if isinstance(extensions, dict) and isinstance(extensions.get("recurjobs"), JobHost):
+        return extensions["recurjobs"]  # type: ignore[no-any-return]
+    return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host = load_host(args.target)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            host.start()
+        except (RuntimeError, ValueError) as exc:
+            raise CommandError(f"cannot start {args.target}: {exc}") from None
+        _say(
+            f"running {len(host.jobs)} job(s) from {args.target} in process {os.getpid()}; "
+            "stop with Ctrl+C or SIGTERM"
+        )
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _say(f"stopping (waiting up to {args.stop_timeout:g} s for running jobs)")
+    if host.stop(args.stop_timeout):
+        _say("stopped")
+        return 0
+    _say(f"some jobs did not stop within {args.stop_timeout:g} s")
+    return 1
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from recurjobs import _demo
+
+    if args.worker is not None:
+        return _demo.worker(args.worker, args.database, args.seconds)
+    return _demo.main(seconds=args.seconds)
+
+
+# ----------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _duration_arg(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (>= 0), got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``recurjobs`` command."""
+    from recurjobs import __version__
+
+    parser = _Parser(prog=PROG, description="Run, inspect and maintain recurjobs jobs.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="a 25-second tour: two processes share one database")
+    demo.add_argument("--seconds", type=_positive_seconds, default=None, help=argparse.SUPPRESS)
+    demo.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    demo.add_argument("--database", default=None, help=argparse.SUPPRESS)
+    demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser("run", help="run a JobHost in the foreground until SIGINT/SIGTERM")
+    run.add_argument(
+        "target", metavar="MODULE:ATTR", help="a JobHost, or a zero-argument callable returning one"
+    )
+    run.add_argument(
+        "--stop-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for running jobs at shutdown (default 30)",
+    )
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+    run.add_argument("--log-level", default="INFO", choices=levels, help="default INFO")
+    run.set_defaults(func=_cmd_run)
+
+    def database_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--database",
+            default=os.environ.get(DATABASE_ENV),
+            metavar="URL",
+            help=f"SQLAlchemy URL (default: ${DATABASE_ENV})",
+        )
+        p.add_argument(
+            "--table-prefix",
+            default="recurjobs_",
+            metavar="PREFIX",
+            help="table prefix (default recurjobs_)",
+        )
+
+    status = sub.add_parser("status", help="show the distributed jobs table")
+    database_options(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_cmd_status)
+
+    trigger = sub.add_parser("trigger", help="mark a distributed job due now")
+    database_options(trigger)
+    trigger.add_argument("name", metavar="NAME")
+    trigger.set_defaults(func=_cmd_trigger)
+
+    prune = sub.add_parser("prune", help="delete rows of distributed jobs no longer deployed")
+    database_options(prune)
+    prune.add_argument(
+        "--keep",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="delete every row except these names",
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_duration_arg,
+        metavar="DURATION",
+        help="delete rows idle for this long, e.g. 7d or 12h",
+    )
+    prune.set_defaults(func=_cmd_prune)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``recurjobs`` and ``python -m recurjobs``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("status", "trigger", "prune") and not args.database:
+        parser.error(f"--database URL is required (or set ${DATABASE_ENV})")
+    if args.command == "prune" and args.keep is None and args.older_than is None:
+        parser.error("prune needs --keep NAME..., --older-than DURATION or both")
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2 if exc.bad_input else 1

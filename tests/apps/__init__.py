@@ -1,0 +1,1 @@
+"""Small apps and helpers that the subprocess tests start in other Python processes."""

@@ -1,0 +1,390 @@
+"""The Flask extension: config, app factories, where the host starts, and the CLI group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import click
+import pytest
+from flask import Flask
+from flask.cli import FlaskGroup, run_command
+
+from recurjobs import (
+    CancellationToken,
+    DistributedJob,
+    JobHost,
+    MainDom,
+    RecurringJob,
+    ServerRole,
+    TriggerableJob,
+)
+from recurjobs.flask import CONFIG_DEFAULTS, EXTENSION_KEY, RecurJobs, launch_context
+from recurjobs.sql import JobStore
+from recurjobs.testing import ManualClock
+from tests.apps.procs import child_env, free_port, lines, python, script, wait_until
+
+
+class Tick(RecurringJob, TriggerableJob):
+    """A recurring job that does nothing, every five minutes."""
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(minutes=5))
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+class Report(DistributedJob):
+    """A distributed job named "report" that does nothing, hourly."""
+
+    name = "report"
+    period = timedelta(hours=1)
+
+    def execute(self, token: CancellationToken) -> None:
+        pass
+
+
+def make_app(**config: object) -> Flask:
+    """A bare app whose config holds ``config`` (main instance lock off unless given)."""
+    app = Flask("test_app")
+    app.config.update({"RECURJOBS_MAIN_DOM": False, **config})
+    return app
+
+
+@pytest.fixture
+def apps() -> Iterator[list[Flask]]:
+    """Apps a test creates; their hosts are stopped afterwards."""
+    made: list[Flask] = []
+    yield made
+    for app in made:
+        host = app.extensions.get(EXTENSION_KEY)
+        if isinstance(host, JobHost):
+            host.stop()
+
+
+def test_init_app_stores_an_unstarted_host_with_defaults(apps: list[Flask]) -> None:
+    """init_app puts a JobHost in app.extensions and fills in every missing config key."""
+    app = make_app(RECURJOBS_AUTOSTART=False)
+    apps.append(app)
+    job = Tick()
+    RecurJobs(app, jobs=[job])
+    host = app.extensions[EXTENSION_KEY]
+    assert isinstance(host, JobHost)
+    assert (job,) == host.jobs
+    assert False is host.running
+    assert set(CONFIG_DEFAULTS) <= set(app.config)
+    assert timedelta(seconds=5) == app.config["RECURJOBS_POLL_PERIOD"]
+
+
+def test_main_dom_is_on_by_default(apps: list[Flask]) -> None:
+    """Without RECURJOBS_MAIN_DOM the host checks an automatic main instance lock."""
+    app = Flask("test_app")
+    app.config["RECURJOBS_AUTOSTART"] = False
+    apps.append(app)
+    RecurJobs(app)
+    assert isinstance(RecurJobs.get_host(app).gates.main_dom, MainDom)
+
+
+def test_main_dom_false_and_directory(tmp_path: Path, apps: list[Flask]) -> None:
+    """RECURJOBS_MAIN_DOM=False turns the check off; a directory places the lock file."""
+    off = make_app(RECURJOBS_AUTOSTART=False, RECURJOBS_MAIN_DOM="false")
+    keyed = make_app(
+        RECURJOBS_AUTOSTART=False,
+        RECURJOBS_MAIN_DOM="my-app",
+        RECURJOBS_MAIN_DOM_DIRECTORY=str(tmp_path),
+    )
+    apps.extend([off, keyed])
+    ext = RecurJobs()
+    ext.init_app(off)
+    ext.init_app(keyed)
+    assert None is RecurJobs.get_host(off).gates.main_dom
+    lock = RecurJobs.get_host(keyed).gates.main_dom
+    assert lock is not None
+    assert str(tmp_path) == os.path.dirname(lock.path)
+
+
+def test_app_factory_gets_its_own_host_and_jobs(apps: list[Flask]) -> None:
+    """One extension object serves several apps; a jobs callable is asked once per app."""
+    asked: list[str] = []
+
+    def jobs(app: Flask) -> list[RecurringJob]:
+        asked.append(app.name)
+        return [Tick()]
+
+    ext = RecurJobs(jobs=jobs)
+    first, second = Flask("first"), Flask("second")
+    for app in (first, second):
+        app.config.update(RECURJOBS_AUTOSTART=False, RECURJOBS_MAIN_DOM=False)
+        ext.init_app(app)
+        apps.append(app)
+    assert ["first", "second"] == asked
+    assert RecurJobs.get_host(first) is not RecurJobs.get_host(second)
+    assert RecurJobs.get_host(first).jobs[0] is not RecurJobs.get_host(second).jobs[0]
+
+
+def test_autostart_starts_outside_the_flask_command(apps: list[Flask]) -> None:
+    """Imported by a WSGI server (no click context) the host starts in init_app."""
+    clock = ManualClock()
+    app = make_app()
+    apps.append(app)
+    RecurJobs(app, jobs=[Tick()], clock=clock)
+    assert True is RecurJobs.get_host(app).running
+    clock.wait_for_waiters(1)
+
+
+def test_start_and_stop_by_hand(apps: list[Flask]) -> None:
+    """With RECURJOBS_AUTOSTART=False, start() and stop() drive the app's host."""
+    app = make_app(RECURJOBS_AUTOSTART="0")
+    apps.append(app)
+    ext = RecurJobs(app, jobs=[Tick()], clock=ManualClock())
+    with app.app_context():
+        assert ext.start() is RecurJobs.get_host()
+        assert True is RecurJobs.get_host().running
+        assert True is ext.stop()
+        assert False is RecurJobs.get_host().running
+
+
+def test_distributed_settings_come_from_config(tmp_path: Path, apps: list[Flask]) -> None:
+    """RECURJOBS_* keys accept timedeltas, seconds and duration strings."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    app = make_app(
+        RECURJOBS_AUTOSTART=False,
+        RECURJOBS_DATABASE_URL=url,
+        RECURJOBS_POLL_PERIOD=2,
+        RECURJOBS_DELAY="1m30s",
+        RECURJOBS_MAX_EXECUTION_TIME=timedelta(minutes=7),
+        RECURJOBS_MAX_CONCURRENT_JOBS="3",
+        RECURJOBS_TABLE_PREFIX="app_",
+        RECURJOBS_SERVER_ROLE="subscriber",
+    )
+    apps.append(app)
+    RecurJobs(app, jobs=[Report()])
+    host = RecurJobs.get_host(app)
+    expected = (timedelta(seconds=2), timedelta(seconds=90), timedelta(minutes=7), 3, "app_")
+    settings = host.settings
+    actual = (
+        settings.poll_period,
+        settings.delay,
+        settings.max_execution_time,
+        settings.max_concurrent_jobs,
+        settings.table_prefix,
+    )
+    assert expected == actual
+    assert url == host.database
+    assert ServerRole.SUBSCRIBER == host.server_role
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("RECURJOBS_POLL_PERIOD", "soon"),
+        ("RECURJOBS_SERVER_ROLE", "boss"),
+        ("RECURJOBS_AUTOSTART", "maybe"),
+        ("RECURJOBS_MAIN_DOM", 3),
+        ("RECURJOBS_MAX_CONCURRENT_JOBS", 1.5),
+        ("RECURJOBS_DATABASE_URL", 42),
+    ],
+)
+def test_bad_config_names_the_key(key: str, value: object) -> None:
+    """A config value of the wrong kind is a ValueError naming the key, raised by init_app."""
+    app = make_app(**{key: value})
+    with pytest.raises(ValueError, match=key):
+        RecurJobs(app)
+
+
+def test_init_twice_is_an_error(apps: list[Flask]) -> None:
+    """Initialising recurjobs twice on one app is a RuntimeError, not a second host."""
+    app = make_app(RECURJOBS_AUTOSTART=False)
+    apps.append(app)
+    RecurJobs(app)
+    with pytest.raises(RuntimeError, match="already initialised"):
+        RecurJobs(app)
+
+
+@pytest.mark.parametrize(
+    ("reload", "debug", "run_main", "expected"),
+    [
+        (None, "1", None, "watcher"),
+        (True, "0", None, "watcher"),
+        (None, "1", "true", "serve"),
+        (None, "0", None, "serve"),
+        (False, "1", None, "serve"),
+    ],
+)
+def test_launch_context_under_flask_run(
+    monkeypatch: pytest.MonkeyPatch,
+    reload: bool | None,
+    debug: str,
+    run_main: str | None,
+    expected: str,
+) -> None:
+    """Under `flask run` only the reloader's watcher (reloader on, no WERKZEUG_RUN_MAIN) waits."""
+    monkeypatch.setenv("FLASK_DEBUG", debug)
+    if run_main is None:
+        monkeypatch.delenv("WERKZEUG_RUN_MAIN", raising=False)
+    else:
+        monkeypatch.setenv("WERKZEUG_RUN_MAIN", run_main)
+    with click.Context(run_command, info_name="run") as ctx:
+        ctx.params["reload"] = reload
+        assert expected == launch_context()
+
+
+def test_launch_context_of_other_flask_commands() -> None:
+    """Any other `flask` command is "cli"; no click context at all is "serve"."""
+    assert "serve" == launch_context()
+    with click.Context(FlaskGroup(), info_name="flask") as root:
+        assert "cli" == launch_context()
+        with click.Context(click.Command("shell"), parent=root, info_name="shell"):
+            assert "cli" == launch_context()
+
+
+def test_cli_list_and_status(apps: list[Flask]) -> None:
+    """`flask recurjobs list` and `status --json` show the registered jobs."""
+    app = make_app(RECURJOBS_AUTOSTART=False)
+    apps.append(app)
+    RecurJobs(app, jobs=[Tick()])
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["recurjobs", "list"])
+    assert 0 == listed.exit_code
+    assert ["NAME", "Tick"] == [line.split()[0] for line in listed.output.splitlines()]
+    status = runner.invoke(args=["recurjobs", "status", "--json"])
+    assert 0 == status.exit_code
+    payload = json.loads(status.output)
+    assert [("Tick", "recurring", 300.0, 0)] == [
+        (r["name"], r["kind"], r["period"], r["runs"]) for r in payload["host"]
+    ]
+    assert None is payload["database"]
+
+
+def test_cli_trigger_and_status_of_a_distributed_job(tmp_path: Path, apps: list[Flask]) -> None:
+    """`flask recurjobs trigger NAME` marks the row due; `status` shows the database table."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = JobStore(url)
+    store.create_schema()
+    store.ensure([Report()])
+    app = make_app(RECURJOBS_AUTOSTART=False, RECURJOBS_DATABASE_URL=url)
+    apps.append(app)
+    RecurJobs(app, jobs=[Report(), Tick()])
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["recurjobs", "trigger", "report"])
+    assert (0, "triggered report: the next server to poll runs it\n") == (
+        result.exit_code,
+        result.output,
+    )
+    assert [True] == [row.triggered for row in store.rows()]
+    status = runner.invoke(args=["recurjobs", "status"])
+    assert 0 == status.exit_code
+    assert "now (triggered)" in status.output
+    store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("Tick", "is a recurring job"), ("nobody", "RECURJOBS_DATABASE_URL is unset")],
+)
+def test_cli_trigger_refuses(apps: list[Flask], name: str, message: str) -> None:
+    """Triggering a recurring job or an unknown name from a command is a usage error (2)."""
+    app = make_app(RECURJOBS_AUTOSTART=False)
+    apps.append(app)
+    RecurJobs(app, jobs=[Tick()])
+    result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", name])
+    assert 2 == result.exit_code
+    assert message in result.output
+
+
+# ------------------------------------------------------------------ real servers
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's whole process group and wait for the leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def _events(path: Path) -> dict[str, list[int]]:
+    """``{"loaded": [pids], "run": [pids], "closed": [pids]}`` from the app's record file."""
+    found: dict[str, list[int]] = {"loaded": [], "run": [], "closed": []}
+    for line in lines(path):
+        event, pid = line.split()
+        found[event].append(int(pid))
+    return found
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("main_dom", ["false", "true"])
+def test_flask_run_debug_runs_jobs_once(tmp_path: Path, main_dom: str) -> None:
+    """`flask run --debug` loads the app twice but only the serving child runs the jobs."""
+    out, port = tmp_path / "events.txt", free_port()
+    env = child_env(tmp_path, RECURJOBS_TEST_OUT=str(out), RECURJOBS_TEST_MAIN_DOM=main_dom)
+    # Nothing is watched for changes, so edits elsewhere in the tree cannot restart the child;
+    # the reloader's two processes are there all the same.
+    command = [python(), "-m", "flask", "--app", "tests.apps.flask_pid_app", "run", "--debug"]
+    command += ["--exclude-patterns", "*"]
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def served_pid() -> int | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/pid", timeout=2) as r:
+                    return int(r.read())
+            except OSError:
+                return None
+
+        child = wait_until(served_pid, 30, "the dev server to answer")
+        wait_until(lambda: len(_events(out)["run"]) >= 5, 30, "five runs")
+    finally:
+        _stop_group(proc)
+    events = _events(out)
+    assert [proc.pid, child] == events["loaded"]
+    assert {child} == set(events["run"])
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(90)
+def test_gunicorn_three_workers_one_runs_the_jobs(tmp_path: Path) -> None:
+    """Under gunicorn with 3 workers the main instance lock lets exactly one worker run jobs."""
+    out, port = tmp_path / "events.txt", free_port()
+    env = child_env(tmp_path, RECURJOBS_TEST_OUT=str(out))
+    log_path = tmp_path / "gunicorn.log"
+    command = [script("gunicorn"), "-w", "3", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*command, "tests.apps.flask_pid_app:app"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: len(set(_events(out)["loaded"])) == 3, 60, "three workers")
+        runs_before = len(_events(out)["run"])
+        wait_until(lambda: len(_events(out)["run"]) >= runs_before + 10, 30, "ten more runs")
+    finally:
+        _stop_group(proc)
+    events = _events(out)
+    assert 3 == len(set(events["loaded"]))
+    assert proc.pid not in events["loaded"]
+    runners = set(events["run"])
+    assert 1 == len(runners)
+    assert runners <= set(events["loaded"])
+    assert runners <= set(events["closed"])
