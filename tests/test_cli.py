@@ -1,0 +1,254 @@
+"""The `recurjobs` command line: parsing, the database commands, `run` and its signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import recurjobs
+from recurjobs import CancellationToken, DistributedJob, JobHost
+from recurjobs.cli import CommandError, format_duration, load_host, main, parse_duration
+from recurjobs.sql import JobStore
+from tests.apps.procs import child_env, lines, python, script, wait_until
+
+
+class Named(DistributedJob):
+    """A distributed job whose name is given; it does nothing."""
+
+    period = timedelta(hours=1)
+
+    def execute(self, token: CancellationToken) -> None:
+        pass
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    """A SQLite job store with the rows "cleanup" and "report"."""
+    result = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    result.create_schema()
+    result.ensure([Named(name="cleanup"), Named(name="report")])
+    yield result
+    result.dispose()
+
+
+def url_of(store: JobStore) -> str:
+    """The store's URL as a user would type it."""
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7d", timedelta(days=7)),
+        ("12h", timedelta(hours=12)),
+        ("1h30m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("2w", timedelta(weeks=2)),
+        ("90", timedelta(seconds=90)),
+        (" 1.5H ", timedelta(minutes=90)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    """Durations are a number with a unit (w, d, h, m, s, ms), several in a row, or seconds."""
+    assert expected == parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["", "7x", "d7", "-5s", "0", "0s", "1h 30m", "soon"])
+def test_parse_duration_rejects(text: str) -> None:
+    """Anything else, zero and negative durations included, is a ValueError."""
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (timedelta(minutes=90), "1h30m"),
+        (timedelta(days=1, seconds=5), "1d5s"),
+        (timedelta(milliseconds=250), "250ms"),
+        (timedelta(milliseconds=1500), "1.5s"),
+        (timedelta(0), "0s"),
+        (recurjobs.INFINITE, "never"),
+        (None, "-"),
+    ],
+)
+def test_format_duration(value: timedelta | None, expected: str) -> None:
+    """Durations print short: units run together, INFINITE as "never"."""
+    assert expected == format_duration(value)
+
+
+def test_status_table_and_json(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` prints one line per row under a header; `--json` prints the rows as objects."""
+    assert 0 == main(["status", "--database", url_of(store)])
+    table = capsys.readouterr().out.splitlines()
+    assert ["NAME", "cleanup", "report"] == [line.split()[0] for line in table]
+    assert ["NAME", "PERIOD", "LAST", "RUN", "(UTC)", "RUNNING"] == table[0].split()[:6]
+    assert 0 == main(["status", "--database", url_of(store), "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [("cleanup", 3600.0, False, None), ("report", 3600.0, False, None)] == [
+        (r["name"], r["period"], r["running"], r["owner"]) for r in rows
+    ]
+
+
+def test_database_from_environment(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --database the URL comes from RECURJOBS_DATABASE_URL."""
+    monkeypatch.setenv("RECURJOBS_DATABASE_URL", url_of(store))
+    assert 0 == main(["status", "--json"])
+    assert 2 == len(json.loads(capsys.readouterr().out))
+
+
+def test_trigger_marks_the_row_due(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """`trigger NAME` marks only that row due now."""
+    assert 0 == main(["trigger", "--database", url_of(store), "report"])
+    assert "triggered report: the next server to poll runs it\n" == capsys.readouterr().out
+    assert [("cleanup", False), ("report", True)] == [(r.name, r.triggered) for r in store.rows()]
+
+
+def test_prune_keep(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """`prune --keep NAME` deletes every other row that is not running."""
+    assert 0 == main(["prune", "--database", url_of(store), "--keep", "report"])
+    assert "pruned 1 row(s): cleanup\n" == capsys.readouterr().out
+    assert ["report"] == [r.name for r in store.rows()]
+
+
+def test_prune_older_than(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """`prune --older-than 7d` deletes rows whose last run is more than a week old."""
+    week = int(timedelta(days=8) / timedelta(milliseconds=1))
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(store.jobs)
+            .where(store.jobs.c.name == "cleanup")
+            .values(last_run_ms=store.jobs.c.last_run_ms - week)
+        )
+    assert 0 == main(["prune", "--database", url_of(store), "--older-than", "7d"])
+    assert "pruned 1 row(s): cleanup\n" == capsys.readouterr().out
+    assert 0 == main(["prune", "--database", url_of(store), "--older-than", "7d"])
+    assert "nothing to prune\n" == capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["status"], "--database URL is required"),
+        (["prune", "--database", "sqlite://"], "prune needs --keep"),
+        (["prune", "--database", "sqlite://", "--older-than", "7x"], "expected a duration"),
+        (["status", "--database", "not a url"], "not a database URL"),
+        (["status", "--database", "nosuchdb://x/y"], "unsupported database URL"),
+        (["status", "--database", "sqlite:////nonexistent/jobs.db"], "no SQLite database file"),
+        (["trigger", "--database", "sqlite://", "x"], "no table recurjobs_jobs"),
+        (["run", "no-colon"], "expected MODULE:ATTR"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    """Bad input prints one line on stderr naming the problem and exits with 2."""
+    monkeypatch.delenv("RECURJOBS_DATABASE_URL", raising=False)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors exit
+        code = int(str(exc.code))
+    err = capsys.readouterr().err
+    assert (2, 1) == (code, len(err.splitlines()))
+    assert message in err
+
+
+def test_unknown_job_name_is_bad_input(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """Triggering a name without a row exits with 2 and says so."""
+    assert 2 == main(["trigger", "--database", url_of(store), "nobody"])
+    assert "recurjobs: error: no distributed job named 'nobody' in the database\n" == (
+        capsys.readouterr().err
+    )
+
+
+def test_password_is_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """A database that cannot be reached fails with 1; the message masks the password."""
+    code = main(["status", "--database", "postgresql+psycopg://me:hunter2@127.0.0.1:1/jobs"])
+    out, err = capsys.readouterr()
+    assert 1 == code
+    assert "hunter2" not in out + err
+    assert "me:***@127.0.0.1:1/jobs" in err
+    assert 1 == len(err.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("tests.apps.nothing_here:host", "cannot import tests.apps.nothing_here"),
+        ("tests.apps.cli_host:missing", "has no attribute missing"),
+        ("tests.apps.cli_host:not_a_host", "is not a JobHost"),
+        (":host", "expected MODULE:ATTR"),
+    ],
+)
+def test_load_host_rejects(target: str, message: str) -> None:
+    """A target that is no host (nor a factory of one) is bad input naming the problem."""
+    with pytest.raises(CommandError, match=message) as info:
+        load_host(target)
+    assert True is info.value.bad_input
+
+
+@pytest.mark.parametrize("target", ["tests.apps.cli_host:host", "tests.apps.cli_host:make_host"])
+def test_load_host_accepts_a_host_or_a_factory(target: str) -> None:
+    """MODULE:ATTR names a JobHost or a zero-argument callable that returns one."""
+    assert isinstance(load_host(target), JobHost)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("target", "sig"),
+    [
+        ("tests.apps.cli_host:host", signal.SIGTERM),
+        ("tests.apps.cli_host:make_host", signal.SIGINT),
+    ],
+)
+def test_run_until_signal_then_stop(tmp_path: Path, target: str, sig: signal.Signals) -> None:
+    """`recurjobs run` runs the host until SIGINT/SIGTERM, then stops it and exits with 0."""
+    out = tmp_path / "events.txt"
+    proc = subprocess.Popen(
+        [python(), "-m", "recurjobs", "run", target],
+        env=child_env(tmp_path, RECURJOBS_TEST_OUT=str(out)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: len(lines(out)) >= 3, 30, "three runs")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = lines(out)
+    assert 0 == proc.returncode
+    assert f"closed {proc.pid}" == events[-1]
+    assert {f"run {proc.pid}"} == set(events[:-1])
+    assert "recurjobs: stopped" == err.decode().splitlines()[-1]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(60)
+def test_console_script_and_module_agree(tmp_path: Path) -> None:
+    """The `recurjobs` script and `python -m recurjobs` print the same version line."""
+    expected = f"recurjobs {recurjobs.__version__}\n"
+    env = child_env(tmp_path)
+    for command in ([script("recurjobs")], [python(), "-m", "recurjobs"]):
+        done = subprocess.run(
+            [*command, "--version"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert (0, expected) == (done.returncode, done.stdout)
