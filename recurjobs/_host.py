@@ -70,6 +70,13 @@ class JobHost:
             raise TypeError(f"jobs must be an iterable of jobs, got {jobs!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._role_source = role_source(server_role)
+        # A role source with a life of its own (recurjobs.sql.DatabaseServerRoles) is started
+        # and stopped with the host.
+        self._role_service: Any = (
+            server_role
+            if all(callable(getattr(server_role, m, None)) for m in ("start", "stop", "join"))
+            else None
+        )
         ready = callable_(runtime_ready, "runtime_ready") if runtime_ready is not None else None
         self._gates = Gates(
             runtime_ready=ready if ready is not None else (lambda: True),  # type: ignore[arg-type]
@@ -109,7 +116,10 @@ class JobHost:
             if self._state != _RUNNING:
                 return
             if _is_distributed(job):
-                self._sql.add(job)
+                if self._sql is None:
+                    self._start_sql()  # starts every registered distributed job, this one too
+                else:
+                    self._sql.add(job)
             else:
                 self._start_runner(job)
 
@@ -159,10 +169,9 @@ class JobHost:
             if self._gates.main_dom is not None:
                 self._gates.main_dom.check()
             if self._distributed or self._elect:
-                from recurjobs.sql._integration import HostSql
-
-                self._sql = HostSql(self)
-                self._sql.start(self._distributed)
+                self._start_sql()
+            if self._role_service is not None:
+                self._role_service.start(clock=self.clock, publisher=self._publisher)
             self._state = _RUNNING
             self._runners = []
             for job in self._recurring:
@@ -170,6 +179,12 @@ class JobHost:
             _started_hosts.add(self)
         atexit.register(self._stop_at_exit)
         return self
+
+    def _start_sql(self) -> None:
+        from recurjobs.sql._integration import HostSql
+
+        self._sql = HostSql(self)
+        self._sql.start(self._distributed)
 
     def _start_runner(self, job: object) -> None:
         runner = JobRunner(job, clock=self.clock, gates=self._gates, publisher=self._publisher)
@@ -198,6 +213,8 @@ class JobHost:
             runner.stop()
         if sql is not None:
             sql.stop()
+        if self._role_service is not None:
+            self._role_service.stop()
         deadline = None if limit is None else time.monotonic() + limit
         ended = True
         for runner in runners:
@@ -205,6 +222,8 @@ class JobHost:
                 logger.warning("%s did not stop within %s s", runner.name, timeout)
                 ended = False
         if sql is not None and not sql.join(_left(deadline)):
+            ended = False
+        if self._role_service is not None and not self._role_service.join(_left(deadline)):
             ended = False
         return ended
 
@@ -301,6 +320,11 @@ class JobHost:
         return self._gates
 
     # ------------------------------------------------------------------------ roles
+    @property
+    def elects_server_role(self) -> bool:
+        """True when the role comes from a database election (``elect_server_role=True``)."""
+        return self._elect
+
     def _current_role(self) -> ServerRole:
         sql = self._sql
         if self._elect and sql is not None:

@@ -16,7 +16,6 @@ import pytest
 
 from recurjobs import (
     INFINITE,
-    CancellationToken,
     IgnoreReason,
     JobHost,
     JobIgnored,
@@ -221,9 +220,6 @@ def test_not_main_instance_is_ignored(clock: ManualClock, tmp_path: Path) -> Non
         assert holder.stdout is not None
         assert "main" == holder.stdout.readline().strip()
         host = JobHost(
-            [TimedJob(clock, minutes(5))], clock=clock, main_dom=str(tmp_path / "x")
-        )
-        host = JobHost(
             [TimedJob(clock, minutes(5))], clock=clock,
             main_dom=MainDom("app", directory=str(tmp_path)),
         )  # fmt: skip
@@ -251,8 +247,10 @@ def test_one_of_three_processes_runs_and_another_takes_over_after_kill(tmp_path:
     procs = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "gate_worker.py"), str(tmp_path), "app"],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         for _ in range(3)
     ]
     try:
@@ -324,7 +322,3 @@ def test_forked_child_sees_the_host_as_not_running(clock: ManualClock, tmp_path:
     assert main_dom.is_main
     host.stop()
     assert "[False, False, False, True, True]" == child
-
-
-def _unused(token: CancellationToken) -> None:  # keeps the import used for type readers
-    del token
