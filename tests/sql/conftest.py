@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -17,3 +17,17 @@ def store(db: TestDatabase) -> Iterator[JobStore]:
     store.create_schema()
     yield store
     store.dispose()
+
+
+@pytest.fixture
+def store_for(db: TestDatabase) -> Iterator[Callable[[], JobStore]]:
+    """Make JobStores on the test's database lazily (the table may not exist yet)."""
+    made: list[JobStore] = []
+
+    def make() -> JobStore:
+        made.append(JobStore(db.url, table_prefix=db.table_prefix))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.dispose()

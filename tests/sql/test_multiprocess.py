@@ -1,0 +1,358 @@
+"""Several host processes share one database: exactly-once runs, takeovers, skew and outages.
+
+Each test starts at least four ``mp_worker.py`` processes (JobHosts with 1 s jobs, a 100 ms
+poll and a 2 s max_execution_time, so a claim's lease is 3 s) against one backend of ``db``,
+then checks the executions they logged. Run time per host: ``RECURJOBS_MP_SECONDS`` (default
+12 s); each backend's tests take about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from recurjobs.sql import JobStore
+from tests.dbs import TestDatabase, under_ci
+from tests.sql.helpers import wait_until
+
+pytestmark = pytest.mark.multiprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("mp_worker.py")
+SECONDS = float(os.environ.get("RECURJOBS_MP_SECONDS", "12"))
+PERIOD, POLL, MAX_EXEC = 1.0, 0.1, 2.0
+LEASE = PERIOD + MAX_EXEC
+TAKEOVER_BOUND = PERIOD + MAX_EXEC + POLL  # SPEC 6: a dead owner's job is taken over by then
+SLACK = 3.0  # generous room for process scheduling on a busy machine
+SHORT = [
+    {"name": "a", "period": PERIOD, "duration": 0.02},
+    {"name": "b", "period": PERIOD, "duration": 0.02},
+    {"name": "c", "period": PERIOD, "duration": 0.02, "aligned": True},
+]
+LONG = [{"name": "long", "period": PERIOD, "duration": 60.0}]
+
+Event = dict[str, Any]
+
+
+class Cluster:
+    """Worker processes on one database, and the events they logged."""
+
+    def __init__(self, db: TestDatabase, directory: Path) -> None:
+        self.db = db
+        self.directory = directory
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, host: str, jobs: list[dict[str, Any]], **config: Any) -> None:
+        """Start host ``host`` running ``jobs`` (config overrides: seconds, skew_minutes...)."""
+        settings = {
+            "url": self.db.url,
+            "prefix": self.db.table_prefix,
+            "host": host,
+            "out": str(self.directory / f"{host}.jsonl"),
+            "jobs": jobs,
+            "poll": POLL,
+            "max_execution_time": MAX_EXEC,
+            "seconds": SECONDS,
+        }
+        path = self.directory / f"{host}.json"
+        path.write_text(json.dumps(settings | config))
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        log = open(self.directory / f"{host}.log", "wb")  # noqa: SIM115
+        self.procs[host] = subprocess.Popen(
+            [sys.executable, str(WORKER), str(path)], env=env, stdout=log, stderr=log
+        )
+
+    def events(self, kind: str | None = None, **match: Any) -> list[Event]:
+        """Every event logged so far (optionally of one kind and matching fields), by time."""
+        found: list[Event] = []
+        for path in self.directory.glob("*.jsonl"):
+            for line in path.read_text().splitlines():
+                if line.endswith("}"):
+                    found.append(json.loads(line))
+        found = [
+            e
+            for e in found
+            if (kind is None or e["event"] == kind) and all(e.get(k) == v for k, v in match.items())
+        ]
+        return sorted(found, key=_when)
+
+    def wait_for(self, timeout: float, predicate: Callable[[], bool]) -> None:
+        """Wait (real time) for ``predicate`` or fail with the workers' logs."""
+        if not wait_until(predicate, timeout):
+            pytest.fail(f"condition not reached in {timeout} s\n{self.logs()}")
+
+    def join(self, timeout: float) -> None:
+        """Wait for every worker to exit by itself; each must exit with status 0."""
+        deadline = time.monotonic() + timeout
+        for host, proc in self.procs.items():
+            code = proc.wait(max(0.1, deadline - time.monotonic()))
+            assert 0 == code, f"{host} exited with {code}\n{self.logs()}"
+
+    def logs(self) -> str:
+        """The workers' stdout/stderr, for failure messages."""
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.directory.glob("*.log"))
+        )
+
+    def kill_all(self) -> None:
+        """Make sure no worker outlives the test (resume stopped ones, then kill)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.kill()
+                proc.wait(10)
+
+
+def _when(event: Event) -> float:
+    return float(event["t"] if "t" in event else event["start"])
+
+
+@pytest.fixture
+def cluster(db: TestDatabase, tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of worker processes on ``db``; all are gone after the test."""
+    c = Cluster(db, tmp_path)
+    yield c
+    c.kill_all()
+
+
+def executions(cluster: Cluster, job: str) -> list[Event]:
+    """The executions of ``job`` by start time: start events merged with their end events."""
+    ends = {(e["pid"], e["start"]): e for e in cluster.events("end", job=job)}
+    runs = []
+    for start in cluster.events("start", job=job):
+        end = ends.get((start["pid"], start["start"]))
+        runs.append(
+            start
+            | {"end": end["end"] if end else None, "cancelled": bool(end and end["cancelled"])}
+        )
+    return runs
+
+
+def overlaps(runs: list[Event]) -> list[tuple[Event, Event]]:
+    """Pairs of executions whose [start, end] intervals intersect (an open end never ends)."""
+    found = []
+    for i, first in enumerate(runs):
+        for second in runs[i + 1 :]:
+            first_end = first["end"] if first["end"] is not None else float("inf")
+            if second["start"] < first_end:
+                found.append((first, second))
+    return found
+
+
+def assert_healthy(cluster: Cluster) -> None:
+    """Nothing escaped any thread of any worker, and every host stopped all its threads."""
+    assert [] == cluster.events("thread-exception")
+    assert [True] * len(cluster.procs) == [e["ended"] for e in cluster.events("stopped")]
+
+
+def assert_cadence(cluster: Cluster, job: str) -> None:
+    """``job`` ran without overlap in at least 80% of its periods while all hosts were up."""
+    runs = executions(cluster, job)
+    assert [] == overlaps(runs)
+    first = runs[0]["start"]
+    last = min(e["t"] for e in cluster.events("stopping"))
+    periods = (last - first) / PERIOD
+    ran = sum(1 for r in runs if first <= r["start"] < last)
+    hosts = sorted({r["host"] for r in runs})
+    print(f"{job}: {ran} runs in {periods:.1f} periods on {hosts}")
+    assert ran >= 0.8 * periods, f"{job}: {ran} runs in {periods:.1f} periods"
+
+
+@pytest.mark.timeout(SECONDS + 60)
+def test_each_job_runs_every_period_on_exactly_one_host(cluster: Cluster) -> None:
+    """Four hosts share three 1 s jobs: no execution overlaps another of its job, none starves."""
+    for i in range(4):
+        cluster.spawn(f"h{i}", SHORT)
+    cluster.join(SECONDS + 40)
+    for job in ("a", "b", "c"):
+        assert_cadence(cluster, job)
+    assert_healthy(cluster)
+    assert all(not r["cancelled"] and r["end"] for j in "abc" for r in executions(cluster, j))
+
+
+def owner_of_long_run(cluster: Cluster) -> Event:
+    """Wait until some host is executing ``long`` and has renewed its claim; return its start."""
+    cluster.wait_for(SECONDS + 20, lambda: bool(executions(cluster, "long")))
+    run = executions(cluster, "long")[0]
+    time.sleep(3 * POLL)  # let a few heartbeats land
+    return run
+
+
+@pytest.mark.timeout(SECONDS + 60)
+def test_a_killed_owner_s_job_is_taken_over(cluster: Cluster) -> None:
+    """After kill -9 of the host running a long job, another host takes it over in time."""
+    for i in range(4):
+        cluster.spawn(f"h{i}", LONG)
+    victim = owner_of_long_run(cluster)
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    cluster.wait_for(TAKEOVER_BOUND + SLACK + 5, lambda: len(executions(cluster, "long")) >= 2)
+    takeover = executions(cluster, "long")[1]
+    assert victim["pid"] != takeover["pid"]
+    print(f"taken over {takeover['start'] - killed_at:.2f} s after the kill")
+    assert takeover["start"] - killed_at <= TAKEOVER_BOUND + SLACK
+    # Nothing else starts while the new owner runs (it heartbeats, so its claim stays fresh).
+    time.sleep(LEASE + 1)
+    assert 2 == len(executions(cluster, "long"))
+    for proc in cluster.procs.values():
+        if proc.pid != victim["pid"]:
+            proc.send_signal(signal.SIGTERM)
+    cluster.procs = {h: p for h, p in cluster.procs.items() if p.pid != victim["pid"]}
+    cluster.join(30)
+    assert_healthy(cluster)
+
+
+@pytest.mark.timeout(SECONDS + 60)
+def test_a_paused_owner_loses_its_claim_and_cannot_disturb_the_new_owner(
+    cluster: Cluster, store_for: Callable[[], JobStore]
+) -> None:
+    """SIGSTOP the owner past its lease: another host takes over; once resumed, the old run is
+    cancelled within a heartbeat and its finish leaves the new owner's claim alone."""
+    for i in range(4):
+        cluster.spawn(f"h{i}", LONG)
+    victim = owner_of_long_run(cluster)
+    os.kill(victim["pid"], signal.SIGSTOP)
+    paused_at = time.monotonic()
+    cluster.wait_for(TAKEOVER_BOUND + SLACK + 5, lambda: len(executions(cluster, "long")) >= 2)
+    takeover = executions(cluster, "long")[1]
+    print(f"taken over {takeover['start'] - paused_at:.2f} s after the pause")
+    assert takeover["start"] - paused_at <= TAKEOVER_BOUND + SLACK
+    time.sleep(max(0.0, paused_at + LEASE + 1 - time.monotonic()))
+    os.kill(victim["pid"], signal.SIGCONT)
+    resumed_at = time.monotonic()
+    cluster.wait_for(10, lambda: executions(cluster, "long")[0]["end"] is not None)
+    old = executions(cluster, "long")[0]
+    assert (victim["pid"], True) == (old["pid"], old["cancelled"])
+    print(f"old run cancelled {old['end'] - resumed_at:.3f} s after resuming")
+    assert old["end"] - resumed_at <= 1.0  # a heartbeat is 100 ms; generous for a busy machine
+    assert [victim["pid"]] == [e["pid"] for e in cluster.events("lease-lost")]
+    # The old owner's finish did not free the row: the new owner still holds it, no third run.
+    time.sleep(LEASE + 1)
+    new_claim = cluster.events("claimed", job="long", pid=takeover["pid"])[-1]["claim_id"]
+    (row,) = store_for().rows()
+    assert (True, new_claim) == (row.running, row.claim_id)
+    runs = executions(cluster, "long")
+    assert 2 == len(runs)
+    for proc in cluster.procs.values():
+        proc.send_signal(signal.SIGTERM)
+    cluster.join(30)
+    assert_healthy(cluster)
+
+
+@pytest.mark.timeout(SECONDS + 60)
+def test_hosts_with_skewed_clocks_neither_double_run_nor_starve(cluster: Cluster) -> None:
+    """Hosts whose clocks are 10 minutes ahead or behind change nothing: the database decides."""
+    for host, skew in (("ahead", 10), ("behind", -10), ("n0", 0), ("n1", 0)):
+        cluster.spawn(host, SHORT, skew_minutes=skew)
+    cluster.join(SECONDS + 40)
+    offsets = {e["host"]: round(e["wall_offset"] / 60) for e in cluster.events("started")}
+    assert {"ahead": 10, "behind": -10, "n0": 0, "n1": 0} == offsets
+    for job in ("a", "b", "c"):
+        assert_cadence(cluster, job)
+    assert_healthy(cluster)
+
+
+OUTAGE = 10.0
+
+
+def postgres_cluster(url: str) -> list[str] | None:
+    """``[version, name]`` of the local Debian cluster serving ``url``, if we may restart it."""
+    if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None:
+        return None
+    port = str(make_url(url).port or 5432)
+    listing = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=False)
+    for line in listing.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == port and fields[3].startswith("online"):
+            return fields[:2]
+    return None
+
+
+def stays_down(url: str, seconds: float) -> bool:
+    """Whether the server refuses connections for ``seconds`` (probed every 250 ms)."""
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 1})
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect():
+                    return False
+            except OperationalError:
+                time.sleep(0.25)
+        return True
+    finally:
+        engine.dispose()
+
+
+def accepting_connections_at(url: str, timeout: float = 60.0) -> float:
+    """Poll the server every 20 ms; return the monotonic time of the first successful query."""
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 1})
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                return time.monotonic()
+            except OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+@pytest.mark.timeout(SECONDS + OUTAGE + 90)
+def test_hosts_ride_out_a_postgresql_outage(cluster: Cluster, db: TestDatabase) -> None:
+    """PostgreSQL stops for 10 s under running hosts: nothing escapes a thread, no run doubles,
+    and claiming resumes at once when the server is back."""
+    pg = postgres_cluster(db.url)
+    if pg is None:
+        pytest.skip("no local pg_ctlcluster-managed PostgreSQL serves this URL (needs root)")
+    for i in range(4):
+        cluster.spawn(f"h{i}", SHORT, seconds=SECONDS + OUTAGE)
+    cluster.wait_for(30, lambda: all(len(executions(cluster, j)) >= 2 for j in "abc"))
+    try:
+        subprocess.run(["pg_ctlcluster", *pg, "stop", "-m", "fast"], check=True, timeout=60)
+        down_at = time.monotonic()
+        interrupted = not stays_down(db.url, OUTAGE)
+    finally:
+        restart_at = time.monotonic()
+        starting = subprocess.Popen(["pg_ctlcluster", *pg, "start"])
+    back_at = accepting_connections_at(db.url)
+    starting.wait(60)
+    if interrupted:  # the server is shared: another test run (re)started it meanwhile
+        message = "someone else restarted PostgreSQL during the outage"
+        if under_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    assert [] == [e for e in cluster.events("start") if down_at < e["start"] < restart_at]
+    cluster.wait_for(15, lambda: any(e["start"] > restart_at for e in cluster.events("start")))
+    resumed = min(e["start"] for e in cluster.events("start") if e["start"] > restart_at)
+    print(f"first run {resumed - back_at:+.2f} s after the server accepted connections again")
+    assert resumed - back_at <= 1.0 + POLL + SLACK  # the retry back-off is capped at 1 s
+    cluster.join(SECONDS + OUTAGE + 40)
+    assert_healthy(cluster)
+    for job in "abc":
+        runs = executions(cluster, job)
+        assert [] == overlaps(runs)
+        assert sum(r["start"] > restart_at for r in runs) >= 3
+    password = make_url(db.url).password
+    assert password is None or f":{password}@" not in cluster.logs()
+    assert "***" in cluster.logs()  # the workers did log the outage, with the URL masked
