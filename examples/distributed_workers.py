@@ -22,7 +22,8 @@ class Invoice(DistributedJob):
     period = timedelta(seconds=1)
 
     def execute(self, token: CancellationToken) -> None:
-        print(f"worker {os.getpid()} sends the invoices", flush=True)
+        # One write per line: the workers share one output pipe.
+        print(f"worker {os.getpid()} sends the invoices\n", end="", flush=True)
         token.wait(0.2)
 
 

@@ -3,13 +3,16 @@
 To run:  python examples/script_app.py      (stops by itself after 20 s, or on Ctrl+C)
 """
 
+import logging
 import os
+import sys
 import time
 from datetime import timedelta
 
 from recurjobs import CancellationToken, JobExecuted, JobHost, RecurringJob, TriggerableJob
 
 SECONDS = float(os.environ.get("RECURJOBS_EXAMPLE_SECONDS", "20"))
+say = logging.getLogger("example").info  # logging keeps lines from threads whole
 
 
 class Heartbeat(RecurringJob):
@@ -19,7 +22,7 @@ class Heartbeat(RecurringJob):
         super().__init__(timedelta(seconds=1), delay=timedelta(0))
 
     def run(self, token: CancellationToken) -> None:
-        print("heartbeat", time.strftime("%H:%M:%S"), flush=True)
+        say("heartbeat %s", time.strftime("%H:%M:%S"))
 
 
 class Export(RecurringJob, TriggerableJob):
@@ -32,20 +35,21 @@ class Export(RecurringJob, TriggerableJob):
         for _ in range(10):  # ten small steps, leaving early when the host stops
             if token.wait(0.02):
                 return
-        print("export done", flush=True)
+        say("export done")
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     host = JobHost([Heartbeat(), Export()])
-    host.subscribe(JobExecuted, lambda n: print(f"  ({type(n.job).__name__}: {n.duration})"))
+    host.subscribe(JobExecuted, lambda n: say("  (%s: %s)", type(n.job).__name__, n.duration))
     with host:
-        print("triggered export:", host.trigger(Export), flush=True)  # runs at once
+        say("triggered export: %s", host.trigger(Export))  # runs at once
         try:
             time.sleep(SECONDS)
         except KeyboardInterrupt:
             pass
         for status in host.status():
-            print(f"{status.name}: {status.runs} runs, last outcome {status.last_outcome}")
+            say("%s: %d runs, last outcome %s", status.name, status.runs, status.last_outcome)
 
 
 if __name__ == "__main__":
