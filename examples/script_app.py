@@ -48,8 +48,8 @@ def main() -> None:
             time.sleep(SECONDS)
         except KeyboardInterrupt:
             pass
-        for status in host.status():
-            say("%s: %d runs, last outcome %s", status.name, status.runs, status.last_outcome)
+    for status in host.status():  # after the stop, so no job prints any more
+        say("%s: %d runs, last outcome %s", status.name, status.runs, status.last_outcome)
 
 
 if __name__ == "__main__":
