@@ -6,26 +6,19 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recurjobs._roles import ServerRole
 from recurjobs._status import JobStatus
+from recurjobs.sql._election import DatabaseServerRoles, default_identity
 from recurjobs.sql._poller import DistributedPoller
 from recurjobs.sql._store import JobStore
 
 if TYPE_CHECKING:
     from recurjobs._host import JobHost
 
-__all__ = ["HostSql", "default_identity"]
-
-
-def default_identity() -> str:
-    """Host name, process id and a random suffix: unique even across restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+__all__ = ["HostSql"]
 
 
 class HostSql:
@@ -36,7 +29,7 @@ class HostSql:
         self.owner = default_identity()
         self.store = JobStore(host.database, table_prefix=host.settings.table_prefix)
         self.poller: DistributedPoller | None = None
-        self.roles: Any = None
+        self.roles: DatabaseServerRoles | None = None
 
     def start(self, jobs: Sequence[object]) -> None:
         """Start the poller (when there are distributed jobs) and the election (when asked)."""
@@ -44,8 +37,6 @@ class HostSql:
         if jobs:
             self._start_poller(jobs)
         if host.elects_server_role:
-            from recurjobs.sql._election import DatabaseServerRoles
-
             self.roles = DatabaseServerRoles(
                 self.store.engine, table_prefix=host.settings.table_prefix
             )
@@ -77,8 +68,7 @@ class HostSql:
 
     def server_role(self) -> ServerRole:
         """The elected role (UNKNOWN before the first successful touch)."""
-        role = self.roles() if self.roles is not None else ServerRole.UNKNOWN
-        return role if isinstance(role, ServerRole) else ServerRole.UNKNOWN
+        return self.roles() if self.roles is not None else ServerRole.UNKNOWN
 
     def stop(self) -> None:
         """Ask the poller and the election to stop (does not wait)."""
@@ -91,7 +81,9 @@ class HostSql:
         """Wait for the poller and election threads; True when both ended."""
         ended = self.poller is None or self.poller.join(timeout)
         if self.roles is not None:
-            ended = bool(self.roles.join(timeout)) and ended
+            ended = self.roles.join(timeout) and ended
+        if ended:
+            self.store.dispose()  # closes the pool of an engine made from a URL, not a given one
         return ended
 
     def status(self) -> list[JobStatus]:
