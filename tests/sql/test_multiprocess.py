@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,8 @@ def assert_cadence(cluster: Cluster, job: str) -> None:
     ran = sum(1 for r in runs if first <= r["start"] < last)
     hosts = sorted({r["host"] for r in runs})
     print(f"{job}: {ran} runs in {periods:.1f} periods on {hosts}")
-    assert ran >= 0.8 * periods, f"{job}: {ran} runs in {periods:.1f} periods"
+    gaps = [round(b["start"] - a["start"], 2) for a, b in pairwise(runs)]
+    assert ran >= 0.8 * periods, f"{job}: {ran} runs in {periods:.1f} periods; gaps {gaps}"
 
 
 @pytest.mark.timeout(SECONDS + 60)
