@@ -209,9 +209,10 @@ class DistributedPoller:
             if poll:
                 self._poll_asked = False
             pending = self._pending()
-        if (pending and not self._ensure()) or not poll:
-            return
-        self._poll()
+        if pending:
+            self._ensure()
+        if poll and self._schema_ready:  # jobs whose rows are not written yet are not due
+            self._poll()
 
     def _pending(self) -> bool:
         """Whether some row must be written: new job, changed period/alignment, or no table."""

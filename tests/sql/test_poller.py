@@ -458,3 +458,17 @@ def test_cancelled_jobs_that_return_normally_are_executed(harness: MakeHarness) 
     assert h.poller.join(5)
     assert isinstance(h.events[-1], JobExecuted)
     assert not any(isinstance(e, JobCanceled) for e in h.events)
+
+
+def test_a_job_whose_row_cannot_be_written_does_not_block_the_others(
+    harness: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that became invalid (its row cannot be updated) is logged; the others still run."""
+    good, bad = Job("good", PERIOD), Job("bad", PERIOD)
+    h = harness(good, bad)
+    h.start()
+    bad.period = timedelta(0)
+    make_due(h.store, "good")
+    h.past_delay()
+    assert good.ran.wait(5)
+    assert "preparing distributed jobs" in caplog.text

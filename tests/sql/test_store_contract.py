@@ -421,3 +421,19 @@ def test_in_memory_sqlite_is_one_database_for_every_thread() -> None:
     store.create_schema()
     assert [None] == race(lambda: store.ensure([Job("a")]))
     assert ["a"] == names(store)
+
+
+def test_a_given_engine_is_used_and_left_open(db: TestDatabase) -> None:
+    """JobStore accepts an Engine; dispose() leaves an engine it did not make alone."""
+    engine = create_engine(db.url)
+    store = JobStore(engine, table_prefix=db.table_prefix)
+    store.create_schema()
+    store.ensure([Job("a")])
+    store.dispose()
+    with engine.connect() as conn:
+        assert 1 == conn.execute(text(f"SELECT COUNT(*) FROM {store.jobs.name}")).scalar_one()
+    engine.dispose()
+    with pytest.raises(TypeError, match="database"):
+        JobStore(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="table_prefix"):
+        JobStore(db.url, table_prefix="bad prefix")
