@@ -4,6 +4,7 @@ Most applications never import this package: ``JobHost(jobs, database=...)`` use
 public for tools (status pages, the CLI, maintenance scripts) and for extensions that need a
 cluster-wide "exactly one of us" decision:
 
+- :class:`DatabaseServerRoles`: server-role election through the database (``_election``).
 - :class:`JobStore`: the jobs table of one database and table prefix (create, ensure, poll,
   claim, heartbeat, finish, trigger, prune, rows).
 - :class:`JobRow`, :class:`Claim`: what the store hands out.
@@ -15,6 +16,7 @@ cluster-wide "exactly one of us" decision:
 
 from recurjobs.sql._claims import guarded_update, new_claim_id
 from recurjobs.sql._clockexpr import db_now_ms, int_div
+from recurjobs.sql._election import DatabaseServerRoles
 from recurjobs.sql._retry import RetryPolicy, is_transient
 from recurjobs.sql._rows import Claim, JobRow
 from recurjobs.sql._store import JobStore
@@ -22,6 +24,7 @@ from recurjobs.sql._urls import make_engine, masked
 
 __all__ = [
     "Claim",
+    "DatabaseServerRoles",
     "JobRow",
     "JobStore",
     "RetryPolicy",
