@@ -41,7 +41,7 @@ def create_app() -> Flask:
             "jobs": [{"name": s.name, "runs": s.runs, "running": s.running} for s in jobs],
         }
 
-    @app.post("/refresh")
+    @app.post("/refresh")  # your own route: guard it with your app's own authorisation
     def refresh() -> tuple[str, int]:
         accepted = RecurJobs.get_host().trigger(RefreshRates)
         return ("refresh queued\n", 202) if accepted else ("jobs do not run here\n", 409)
