@@ -24,11 +24,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BACKGROUND",
+    "BackgroundMeter",
     "Row",
     "Series",
     "format_table",
@@ -69,7 +71,6 @@ class Row:
     max_ratio: float | None = None
     note: str = ""
     scale: float = 1.0  # multiply values by this for display (e.g. 1e3 for s -> ms)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
@@ -211,14 +212,60 @@ def repeat(
     say = progress or _stderr
     for rep in range(reps):
         for func in funcs:
-            started = time.monotonic()
-            result = run_child(module, func, kwargs)
+            with BackgroundMeter() as meter:
+                result = run_child(module, func, kwargs)
             out[func].append(result)
+            BACKGROUND.append((module, meter.share))
             say(
-                f"  {module}.{func} rep {rep + 1}/{reps}: {time.monotonic() - started:.1f} s, "
-                f"load {os.getloadavg()[0]:.1f}"
+                f"  {module}.{func} rep {rep + 1}/{reps}: {meter.wall:.1f} s, "
+                f"other processes used {meter.share:.0%} of the CPUs"
             )
     return out
+
+
+# ------------------------------------------------------------------------------- noise
+BACKGROUND: list[tuple[str, float]] = []
+"""(module, share) for every child run: the CPU share other processes used meanwhile."""
+
+
+def _busy_seconds() -> float | None:
+    """Machine-wide non-idle CPU time (all CPUs, including steal) from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class BackgroundMeter:
+    """Measures how much CPU *other* processes used while a child benchmark ran: the
+    machine-wide busy time minus the child's own CPU time, as a share of all CPUs."""
+
+    def __enter__(self) -> BackgroundMeter:
+        self._busy = _busy_seconds()
+        self._child = _children_cpu()
+        self._t0 = time.monotonic()
+        self.wall = 0.0
+        self.share = math.nan
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.monotonic() - self._t0
+        busy = _busy_seconds()
+        if busy is None or self._busy is None or self.wall <= 0:
+            return
+        others = (busy - self._busy) - (_children_cpu() - self._child)
+        self.share = max(0.0, others) / (self.wall * (os.cpu_count() or 1))
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _stderr(text: str) -> None:

@@ -18,6 +18,7 @@ import argparse
 import importlib
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -31,7 +32,7 @@ if str(HERE) not in sys.path:
 if str(HERE.parent) not in sys.path:
     sys.path.insert(1, str(HERE.parent))
 
-from _common import Row, format_table, repetitions  # noqa: E402
+from _common import BACKGROUND, Row, format_table, repetitions  # noqa: E402
 
 
 def discover() -> list[ModuleType]:
@@ -79,6 +80,20 @@ def load_average() -> str:
     except OSError:
         return "n/a"
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def background_summary() -> str:
+    """One line on noise: the CPU share other processes took while each benchmark ran."""
+    by_module: dict[str, list[float]] = {}
+    for module, share in BACKGROUND:
+        if share == share:  # not NaN
+            by_module.setdefault(module.removeprefix("bench_"), []).append(share)
+    if not by_module:
+        return "CPU used by other processes: not measurable here"
+    parts = [
+        f"{name} {statistics.median(v):.0%} (max {max(v):.0%})" for name, v in by_module.items()
+    ]
+    return "CPU used by other processes during the runs, median (max): " + ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(rows))
     print()
+    print(background_summary())
     missed = [f"{r.benchmark} / {r.metric}" for r in rows if r.met is False]
     print(
         f"{len(rows)} rows in {time.monotonic() - started:.0f} s; "
