@@ -41,6 +41,8 @@ TJ = TypeVar("TJ", bound=TriggerableJob)
 N = TypeVar("N", bound=JobNotification)
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+_WAKE_BATCH = 16  # stop(): threads woken together
+_BATCH_WAIT = 0.05  # stop(): longest wait for a batch to end before waking the next
 _started_hosts: weakref.WeakSet[JobHost] = weakref.WeakSet()
 
 
@@ -103,6 +105,7 @@ class JobHost:
         self._state = _NEW
         self._recurring: list[object] = []
         self._distributed: list[object] = []
+        self._ids: set[int] = set()  # id() of every registered job (the lists keep them alive)
         self._runners: list[JobRunner] = []
         self._sql: Any = None  # the distributed side (poller, election), made at start()
         for job in jobs:
@@ -126,7 +129,7 @@ class JobHost:
     def _register(self, job: object) -> None:
         if isinstance(job, type):
             raise TypeError(f"job must be an instance, not the class {job.__name__}")
-        if any(job is j for j in (*self._recurring, *self._distributed)):
+        if id(job) in self._ids:
             raise ValueError(f"job {job!r} is already registered")
         if _is_distributed(job):
             check_distributed(job)
@@ -136,6 +139,7 @@ class JobHost:
             if any(getattr(j, "name") == name for j in self._distributed):  # noqa: B009
                 raise ValueError(f"a distributed job named {name!r} is already registered")
             self._distributed.append(job)
+            self._ids.add(id(job))
             return
         if not callable(getattr(job, "run", None)):
             raise TypeError(f"job must have a run(token) method, got {job!r}")
@@ -144,6 +148,7 @@ class JobHost:
             if hasattr(job, attr):
                 duration(getattr(job, attr), attr)
         self._recurring.append(job)
+        self._ids.add(id(job))
 
     @property
     def jobs(self) -> tuple[object, ...]:
@@ -210,12 +215,23 @@ class JobHost:
         atexit.unregister(self._stop_at_exit)
         for runner in runners:
             self._publisher.publish(JobStopping(job=runner.job, at=self.clock.now()))
-            runner.stop()
+            runner.cancel()
         if sql is not None:
             sql.stop()
         if self._role_service is not None:
             self._role_service.stop()
         deadline = None if limit is None else time.monotonic() + limit
+        # Wake the parked threads a batch at a time and give each batch a moment to end: woken
+        # all at once, thousands of threads fight over the GIL and stop() takes seconds.
+        for i in range(0, len(runners), _WAKE_BATCH):
+            batch = runners[i : i + _WAKE_BATCH]
+            for runner in batch:
+                runner.wake()
+            until = time.monotonic() + _BATCH_WAIT
+            if deadline is not None:
+                until = min(until, deadline)
+            for runner in batch:
+                runner.join(max(0.0, until - time.monotonic()))
         ended = True
         for runner in runners:
             if not runner.join(_left(deadline)):

@@ -103,9 +103,17 @@ class JobRunner:
 
     def stop(self) -> None:
         """Cancel the token and wake the thread; it leaves its loop at the next check."""
+        self.cancel()
+        self.wake()
+
+    def cancel(self) -> None:
+        """Mark the runner stopping and cancel the token, without waking an idle thread yet."""
         with self._lock:
             self._stopping = True
         self.token.cancel()
+
+    def wake(self) -> None:
+        """Wake the thread from its wait (after ``cancel()``: so that it ends)."""
         self._wake.set()
 
     def join(self, timeout: float | None) -> bool:
