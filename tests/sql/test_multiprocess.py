@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from recurjobs.sql import JobStore
 from tests.dbs import TestDatabase, under_ci
 from tests.sql.helpers import wait_until
+from tests.sql.pgcluster import PASSWORD, PrivatePostgres, postgres_bindir
 
 pytestmark = pytest.mark.multiprocess
 
@@ -275,33 +276,21 @@ def test_hosts_with_skewed_clocks_neither_double_run_nor_starve(cluster: Cluster
 OUTAGE = 10.0
 
 
-def postgres_cluster(url: str) -> list[str] | None:
-    """``[version, name]`` of the local Debian cluster serving ``url``, if we may restart it."""
-    if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None:
-        return None
-    port = str(make_url(url).port or 5432)
-    listing = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=False)
-    for line in listing.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[2] == port and fields[3].startswith("online"):
-            return fields[:2]
-    return None
-
-
-def stays_down(url: str, seconds: float) -> bool:
-    """Whether the server refuses connections for ``seconds`` (probed every 250 ms)."""
-    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 1})
-    deadline = time.monotonic() + seconds
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of this test's own, running; stopped and removed afterwards."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        message = "no PostgreSQL server binaries under /usr/lib/postgresql"
+        if under_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PrivatePostgres(bindir)
     try:
-        while time.monotonic() < deadline:
-            try:
-                with engine.connect():
-                    return False
-            except OperationalError:
-                time.sleep(0.25)
-        return True
+        server.start()
+        yield server
     finally:
-        engine.dispose()
+        server.remove()
 
 
 def accepting_connections_at(url: str, timeout: float = 60.0) -> float:
@@ -323,42 +312,38 @@ def accepting_connections_at(url: str, timeout: float = 60.0) -> float:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("db", ["postgres"], indirect=True)
 @pytest.mark.timeout(SECONDS + OUTAGE + 90)
-def test_hosts_ride_out_a_postgresql_outage(cluster: Cluster, db: TestDatabase) -> None:
+def test_hosts_ride_out_a_postgresql_outage(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
     """PostgreSQL stops for 10 s under running hosts: nothing escapes a thread, no run doubles,
     and claiming resumes at once when the server is back."""
-    pg = postgres_cluster(db.url)
-    if pg is None:
-        pytest.skip("no local pg_ctlcluster-managed PostgreSQL serves this URL (needs root)")
-    for i in range(4):
-        cluster.spawn(f"h{i}", SHORT, seconds=SECONDS + OUTAGE)
-    cluster.wait_for(30, lambda: all(len(executions(cluster, j)) >= 2 for j in "abc"))
+    db = TestDatabase("postgres", private_postgres.url, "outage_")
+    cluster = Cluster(db, tmp_path)
     try:
-        subprocess.run(["pg_ctlcluster", *pg, "stop", "-m", "fast"], check=True, timeout=60)
+        for i in range(4):
+            cluster.spawn(f"h{i}", SHORT, seconds=SECONDS + OUTAGE)
+        cluster.wait_for(30, lambda: all(len(executions(cluster, j)) >= 2 for j in "abc"))
+        private_postgres.stop()
         down_at = time.monotonic()
-        interrupted = not stays_down(db.url, OUTAGE)
-    finally:
+        time.sleep(OUTAGE)
         restart_at = time.monotonic()
-        starting = subprocess.Popen(["pg_ctlcluster", *pg, "start"])
-    back_at = accepting_connections_at(db.url)
-    starting.wait(60)
-    if interrupted:  # the server is shared: another test run (re)started it meanwhile
-        message = "someone else restarted PostgreSQL during the outage"
-        if under_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    assert [] == [e for e in cluster.events("start") if down_at < e["start"] < restart_at]
-    cluster.wait_for(15, lambda: any(e["start"] > restart_at for e in cluster.events("start")))
-    resumed = min(e["start"] for e in cluster.events("start") if e["start"] > restart_at)
-    print(f"first run {resumed - back_at:+.2f} s after the server accepted connections again")
-    assert resumed - back_at <= 1.0 + POLL + SLACK  # the retry back-off is capped at 1 s
-    cluster.join(SECONDS + OUTAGE + 40)
+        starting = threading.Thread(target=private_postgres.start)
+        starting.start()
+        back_at = accepting_connections_at(db.url)
+        starting.join(60)
+        assert [] == [e for e in cluster.events("start") if down_at < e["start"] < restart_at]
+        cluster.wait_for(15, lambda: any(e["start"] > restart_at for e in cluster.events("start")))
+        resumed = min(e["start"] for e in cluster.events("start") if e["start"] > restart_at)
+        print(f"first run {resumed - back_at:+.2f} s after the server accepted connections again")
+        assert resumed - back_at <= 1.0 + POLL + SLACK  # the retry back-off is capped at 1 s
+        cluster.join(SECONDS + OUTAGE + 40)
+    finally:
+        cluster.kill_all()
     assert_healthy(cluster)
     for job in "abc":
         runs = executions(cluster, job)
         assert [] == overlaps(runs)
         assert sum(r["start"] > restart_at for r in runs) >= 3
-    password = make_url(db.url).password
-    assert password is None or f":{password}@" not in cluster.logs()
+    assert f":{PASSWORD}@" not in cluster.logs()
     assert "***" in cluster.logs()  # the workers did log the outage, with the URL masked
