@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from recurjobs._validate import duration
+from recurjobs._validate import duration, table_prefix
 
 __all__ = ["DistributedJobSettings"]
-
-_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}\Z")
-
 
 @dataclass(frozen=True)
 class DistributedJobSettings:
@@ -38,10 +34,4 @@ class DistributedJobSettings:
             raise TypeError(f"max_concurrent_jobs must be an int, got {jobs!r}")
         if jobs < 1:
             raise ValueError(f"max_concurrent_jobs must be at least 1, got {jobs!r}")
-        if not isinstance(self.table_prefix, str):
-            raise TypeError(f"table_prefix must be a str, got {self.table_prefix!r}")
-        if not _PREFIX.match(self.table_prefix):
-            raise ValueError(
-                "table_prefix must be 1-40 letters, digits or underscores, not starting with a "
-                f"digit, got {self.table_prefix!r}"
-            )
+        table_prefix(self.table_prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -28,6 +29,21 @@ def duration(value: object, name: str, *, infinite: bool = True, zero: bool = Tr
         raise ValueError(f"{name} must not be negative (use INFINITE for never), got {value!r}")
     if not zero and value == timedelta(0):
         raise ValueError(f"{name} must be greater than zero, got {value!r}")
+    return value
+
+
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}\Z")
+
+
+def table_prefix(value: object, name: str = "table_prefix") -> str:
+    """Check a table prefix: 1-40 identifier characters, so it is safe in any SQL dialect."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r}")
+    if not _PREFIX.match(value):
+        raise ValueError(
+            f"{name} must be 1-40 letters, digits or underscores, not starting with a digit, "
+            f"got {value!r}"
+        )
     return value
 
 

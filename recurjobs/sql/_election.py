@@ -39,12 +39,12 @@ from sqlalchemy.engine import URL
 from recurjobs._clock import Clock, SystemClock
 from recurjobs._notifications import Publisher, ServerRoleChanged
 from recurjobs._roles import ServerRole
-from recurjobs._settings import _PREFIX
 from recurjobs._validate import duration
+from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._retry import RetryPolicy
 from recurjobs.sql._rows import ms
 from recurjobs.sql._servers_table import ServerTables, Touched, bounded_waits
-from recurjobs.sql._urls import make_engine, masked
+from recurjobs.sql._urls import engine_for, masked
 
 __all__ = ["DatabaseServerRoles", "default_identity"]
 
@@ -96,19 +96,8 @@ class DatabaseServerRoles:
             raise ValueError(
                 f"retention must exceed stale_timeout ({stale_timeout!r}), got {retention!r}"
             )
-        if not isinstance(table_prefix, str):
-            raise TypeError(f"table_prefix must be a str, got {table_prefix!r}")
-        if not _PREFIX.match(table_prefix):
-            raise ValueError(
-                "table_prefix must be 1-40 letters, digits or underscores, not starting with a "
-                f"digit, got {table_prefix!r}"
-            )
-        if isinstance(database, Engine):
-            self.engine, self._owns_engine = database, False
-        elif isinstance(database, (str, URL)):
-            self.engine, self._owns_engine = make_engine(database), True
-        else:
-            raise TypeError(f"database must be a URL or an SQLAlchemy Engine, got {database!r}")
+        check_prefix(table_prefix)
+        self.engine, self._owns_engine = engine_for(database)
         self.url = masked(self.engine)
         self.touch_interval = touch_interval
         self.stale_timeout = stale_timeout

@@ -20,13 +20,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Executable
 
 from recurjobs._jobs import check_distributed
-from recurjobs._settings import _PREFIX
+from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._claims import claimable, due, guarded_update, new_claim_id, stale
 from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._retry import RetryPolicy
 from recurjobs.sql._rows import Claim, JobRow, job_row, ms
 from recurjobs.sql._tables import create_tables, jobs_table
-from recurjobs.sql._urls import make_engine, masked
+from recurjobs.sql._urls import engine_for, masked
 
 __all__ = ["JobStore"]
 
@@ -47,17 +47,8 @@ class JobStore:
         table_prefix: str = "recurjobs_",
         retry: RetryPolicy | None = None,
     ) -> None:
-        if not isinstance(table_prefix, str) or not _PREFIX.match(table_prefix):
-            raise ValueError(
-                "table_prefix must be 1-40 letters, digits or underscores, not starting with a "
-                f"digit, got {table_prefix!r}"
-            )
-        if isinstance(database, Engine):
-            self.engine, self._owns_engine = database, False
-        elif isinstance(database, (str, URL)):
-            self.engine, self._owns_engine = make_engine(database), True
-        else:
-            raise TypeError(f"database must be a URL or an SQLAlchemy Engine, got {database!r}")
+        check_prefix(table_prefix)
+        self.engine, self._owns_engine = engine_for(database)
         self.url = masked(self.engine)
         self.retry = retry if retry is not None else RetryPolicy()
         self.metadata = MetaData()

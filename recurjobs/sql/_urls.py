@@ -8,7 +8,7 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "make_engine", "masked"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "engine_for", "make_engine", "masked"]
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 """How long SQLite waits for another process's write lock before reporting "locked"."""
@@ -35,6 +35,15 @@ def masked(target: Engine | URL | str) -> str:
         except Exception:  # a string that is no URL: show nothing of it
             return "<unparsable database URL>"
     return url.render_as_string(hide_password=True)
+
+
+def engine_for(database: object) -> tuple[Engine, bool]:
+    """The engine for ``database`` (a URL or an Engine) and whether we made it (and own it)."""
+    if isinstance(database, Engine):
+        return database, False
+    if isinstance(database, (str, URL)):
+        return make_engine(database), True
+    raise TypeError(f"database must be a URL or an SQLAlchemy Engine, got {database!r}")
 
 
 def make_engine(url: str | URL) -> Engine:
