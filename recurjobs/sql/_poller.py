@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ __all__ = ["DistributedPoller"]
 logger = logging.getLogger("recurjobs.sql")
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+# Consecutive lost claims after which a poll stops: other hosts are working the same list.
+_GIVE_UP_AFTER = 3
 
 
 class DistributedPoller:
@@ -251,9 +254,20 @@ class DistributedPoller:
         if not ready or free <= 0 or not candidates:
             return
         try:
-            for name in self.store.due_names(candidates):
-                if free > 0 and self._claim(name):
+            names = self.store.due_names(candidates)
+            if len(names) <= free:
+                # All of them fit, so the order only decides collisions: every host read the
+                # same order and would otherwise race for the same row at every step.
+                random.shuffle(names)
+            lost = 0
+            for name in names:
+                if free <= 0 or lost >= _GIVE_UP_AFTER:
+                    break  # the rest is being claimed by other hosts; next poll looks again
+                if self._claim(name):
                     free -= 1
+                    lost = 0
+                else:
+                    lost += 1
         except Exception as exc:
             logger.warning("polling %s failed, trying again next poll: %s", self.store.url, exc)
 
