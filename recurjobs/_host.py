@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -30,7 +29,7 @@ from recurjobs._notifications import (
 from recurjobs._roles import ServerRole
 from recurjobs._schedule import NextExecution
 from recurjobs._settings import DistributedJobSettings
-from recurjobs._status import JobStatus
+from recurjobs._status import JobStatus, not_started
 from recurjobs._validate import callable_, duration, instance, seconds_or_none
 
 __all__ = ["JobHost", "JobTrigger"]
@@ -358,38 +357,15 @@ class JobHost:
         with self._lock:
             runners = {id(r.job): r for r in self._runners}
             sql = self._sql
-        now_wall, now_mono = self.clock.now(), self.clock.monotonic()
-
-        def wall(mono: float | None) -> datetime | None:
-            if mono is None or math.isinf(mono):
-                return None
-            return now_wall + timedelta(seconds=mono - now_mono)
-
-        records: list[JobStatus] = []
-        for job in self._recurring:
-            runner = runners.get(id(job))
-            out = runner.outcome if runner is not None else None
-            records.append(
-                JobStatus(
-                    name=runner.name if runner else type(job).__name__,
-                    kind="recurring",
-                    period=getattr(job, "period"),  # noqa: B009
-                    next_run=wall(runner.plan.next) if runner and self.running else None,
-                    last_start=wall(out.last_start) if out else None,
-                    last_outcome=out.last_outcome if out else None,
-                    runs=out.runs if out else 0,
-                    failures=out.failures if out else 0,
-                    running=out.running if out else False,
-                )
-            )
+            running = self._state == _RUNNING
+        records = [
+            runners[id(j)].status(planned=running) if id(j) in runners else not_started(j)
+            for j in self._recurring
+        ]
         if sql is not None:
             records.extend(sql.status())
         else:
-            records.extend(
-                JobStatus(getattr(j, "name"), "distributed", getattr(j, "period"),  # noqa: B009
-                          None, None, None, 0, 0, False)
-                for j in self._distributed
-            )
+            records.extend(not_started(j, distributed=True) for j in self._distributed)
         return tuple(records)
 
     def __repr__(self) -> str:

@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from recurjobs._clock import Clock
@@ -31,6 +31,7 @@ from recurjobs._schedule import (
     initial,
     seconds,
 )
+from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken, JobCancelled
 
 __all__ = ["JobRunner", "Outcome"]
@@ -122,6 +123,28 @@ class JobRunner:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def status(self, *, planned: bool) -> JobStatus:
+        """This job's record for ``JobHost.status()``; ``planned``: show the next run."""
+        now_wall, now_mono = self._clock.now(), self._clock.monotonic()
+
+        def wall(mono: float | None) -> datetime | None:
+            if mono is None or math.isinf(mono):
+                return None
+            return now_wall + timedelta(seconds=mono - now_mono)
+
+        out = self.outcome
+        return JobStatus(
+            name=self.name,
+            kind="recurring",
+            period=_period(self.job),
+            next_run=wall(self.plan.next) if planned else None,
+            last_start=wall(out.last_start),
+            last_outcome=out.last_outcome,
+            runs=out.runs,
+            failures=out.failures,
+            running=out.running,
+        )
 
     def _on_period_changed(self, _sender: object) -> None:
         with self._lock:

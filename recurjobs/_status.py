@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from recurjobs._jobs import job_name
+
 __all__ = ["JobStatus"]
 
 
@@ -26,3 +28,18 @@ class JobStatus:
     runs: int
     failures: int
     running: bool
+
+
+def not_started(job: object, *, distributed: bool = False) -> JobStatus:
+    """The record of a registered job whose thread (or poller) has not started."""
+    return JobStatus(
+        name=job_name(job),
+        kind="distributed" if distributed else "recurring",
+        period=getattr(job, "period"),  # noqa: B009 - duck-typed jobs
+        next_run=None,
+        last_start=None,
+        last_outcome=None,
+        runs=0,
+        failures=0,
+        running=False,
+    )
