@@ -202,13 +202,10 @@ class JobRunner:
                 left = self.plan.next - now
                 self._clock.wait(self._wake, None if math.isinf(left) else left)
                 return True
-            planned = self.plan.next
-            end = self._run_once()
-            start = self.outcome.last_start
-            assert start is not None
-            self.plan = after_run(planned, start, end, seconds(_period(self.job)))
+            end = self._run_once(now)
+            self.plan = after_run(self.plan.next, now, end, seconds(_period(self.job)))
         else:
-            end = self._run_once()
+            end = self._run_once(now)
             self.plan = after_trigger(
                 self.plan,
                 strategy=trigger.strategy,
@@ -219,9 +216,8 @@ class JobRunner:
             )
         return True
 
-    def _run_once(self) -> float:
-        """Gate and run the job once; return the monotonic time the run (or back-off) ended."""
-        start = self._clock.monotonic()
+    def _run_once(self, start: float) -> float:
+        """Gate and run the job once from ``start``; return when the run (or back-off) ended."""
         self.outcome.last_start = start
         self._publish(JobExecuting)
         reason = self._gates.check(self.job)
