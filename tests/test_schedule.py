@@ -149,3 +149,13 @@ def test_pure_modules_import_no_threads_or_sql(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert set() == imported & {"threading", "sqlalchemy", "time", "recurjobs"}
+
+
+def test_importing_recurjobs_does_not_import_sqlalchemy() -> None:
+    """Apps with only recurring jobs never load SQLAlchemy: the SQL side is imported lazily."""
+    import subprocess
+    import sys
+
+    code = "import sys, recurjobs, recurjobs.testing; print('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "False" == out.stdout.strip(), out.stderr
