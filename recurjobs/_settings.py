@@ -9,6 +9,10 @@ from recurjobs._validate import duration, table_prefix
 
 __all__ = ["DistributedJobSettings"]
 
+# A bound far beyond any sensible setting that keeps every wait and every time sum finite.
+_LONGEST = timedelta(days=365)
+
+
 @dataclass(frozen=True)
 class DistributedJobSettings:
     """How the host's poller claims distributed jobs (SPEC section 6).
@@ -26,9 +30,15 @@ class DistributedJobSettings:
     table_prefix: str = "recurjobs_"
 
     def __post_init__(self) -> None:
-        duration(self.poll_period, "poll_period", infinite=False, zero=False)
-        duration(self.delay, "delay", infinite=False)
-        duration(self.max_execution_time, "max_execution_time", infinite=False, zero=False)
+        duration(self.poll_period, "poll_period", infinite=False, zero=False, maximum=_LONGEST)
+        duration(self.delay, "delay", infinite=False, maximum=_LONGEST)
+        duration(
+            self.max_execution_time,
+            "max_execution_time",
+            infinite=False,
+            zero=False,
+            maximum=_LONGEST,
+        )
         jobs = self.max_concurrent_jobs
         if isinstance(jobs, bool) or not isinstance(jobs, int):
             raise TypeError(f"max_concurrent_jobs must be an int, got {jobs!r}")

@@ -25,6 +25,8 @@ class CancellationToken:
     __slots__ = ("_clock", "_event")
 
     def __init__(self, clock: Clock | None = None) -> None:
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must provide now(), monotonic() and wait(), got {clock!r}")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._event = threading.Event()
 

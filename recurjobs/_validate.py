@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -13,11 +14,19 @@ from recurjobs._schedule import INFINITE
 T = TypeVar("T")
 
 
-def duration(value: object, name: str, *, infinite: bool = True, zero: bool = True) -> timedelta:
+def duration(
+    value: object,
+    name: str,
+    *,
+    infinite: bool = True,
+    zero: bool = True,
+    maximum: timedelta | None = None,
+) -> timedelta:
     """Check that ``value`` is a usable duration and return it.
 
     ``INFINITE`` passes when ``infinite`` is true; zero passes when ``zero`` is true; any other
-    negative value is rejected.
+    negative value is rejected, and so is a value above ``maximum`` when one is given. Messages
+    mention ``INFINITE`` only where it is allowed.
     """
     if not isinstance(value, timedelta):
         raise TypeError(f"{name} must be a datetime.timedelta, got {value!r}")
@@ -26,9 +35,12 @@ def duration(value: object, name: str, *, infinite: bool = True, zero: bool = Tr
             return value
         raise ValueError(f"{name} cannot be INFINITE here, got {value!r}")
     if value < timedelta(0):
-        raise ValueError(f"{name} must not be negative (use INFINITE for never), got {value!r}")
+        hint = " (use INFINITE for never)" if infinite else ""
+        raise ValueError(f"{name} must not be negative{hint}, got {value!r}")
     if not zero and value == timedelta(0):
         raise ValueError(f"{name} must be greater than zero, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum!r}, got {value!r}")
     return value
 
 
@@ -48,7 +60,11 @@ def table_prefix(value: object, name: str = "table_prefix") -> str:
 
 
 def seconds_or_none(value: object, name: str) -> float | None:
-    """Turn a timeout given as seconds, a timedelta or None into float seconds or None."""
+    """Turn a timeout given as seconds, a timedelta or None into float seconds or None.
+
+    Infinity, and anything longer than the longest wait the platform supports (about 292
+    years), means "no limit" (None), so a huge timeout waits instead of overflowing.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
@@ -61,7 +77,7 @@ def seconds_or_none(value: object, name: str) -> float | None:
         seconds = float(value)
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{name} must not be negative, got {value!r}")
-    return seconds
+    return None if seconds > threading.TIMEOUT_MAX else seconds
 
 
 def instance(value: object, kind: type[T], name: str) -> T:

@@ -1,9 +1,10 @@
 """The ``recurjobs`` command line (also ``python -m recurjobs``).
 
 ``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME`` and ``prune``. Exit codes: 0 done,
-1 the operation failed (database unreachable, a job thread did not stop in time), 2 bad input
-(usage, a URL or duration that does not parse, an unknown job name). Every message is one line,
-and database URLs are always shown with the password masked.
+1 the operation failed (database unreachable, a job thread did not stop in time, the target's
+module raised), 2 bad input (usage, a URL, port, prefix, name or duration that does not parse,
+an unknown job name). Every message is one line on standard error, never a traceback, and
+database URLs are always shown with the password masked.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from typing import Any, NoReturn
 from recurjobs._host import JobHost
 from recurjobs._schedule import INFINITE
 from recurjobs._status import JobStatus
+from recurjobs._validate import table_prefix
 
 __all__ = [
     "CommandError",
+    "check_database_url",
     "database_table",
     "format_duration",
     "format_table",
@@ -43,6 +46,12 @@ __all__ = [
 
 PROG = "recurjobs"
 DATABASE_ENV = "RECURJOBS_DATABASE_URL"
+
+_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Options whose value may look like a negative number or duration ("-5m"): argparse would take
+# such a value for an option and say "expected one argument".
+_VALUE_OPTIONS = ("--older-than", "--stop-timeout", "--seconds")
 
 _UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)")
@@ -178,6 +187,53 @@ def to_json(record: Any) -> dict[str, object]:
 
 
 # --------------------------------------------------------------------------- database
+def mask_url_text(text: str) -> str:
+    """``text`` with anything between ``user:`` and the last ``@`` replaced by ``***``.
+
+    For URLs that do not parse: the password must not be shown even then.
+    """
+    return re.sub(r"^([^:/@]*://[^:/@]*:).*@", r"\1***@", text, flags=re.DOTALL)
+
+
+def check_database_url(url: object, name: str = "--database") -> Any:
+    """Parse a database URL for recurjobs; return SQLAlchemy's ``URL``.
+
+    Raises ValueError (naming ``name`` and the masked URL) for a URL that does not parse, a
+    port that is no number or out of range, a backend other than SQLite, PostgreSQL or
+    MySQL/MariaDB, or a driver name SQLAlchemy does not know; TypeError for a non-string.
+    """
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if not isinstance(url, str):
+        raise TypeError(f"{name} must be a database URL string, got {url!r}")
+    shown = " ".join(mask_url_text(url).split())
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"{name} is not a database URL: {shown!r}") from None
+    except ValueError:  # int() of the port
+        raise ValueError(f"{name} has a port that is not a number: {shown!r}") from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ValueError(f"{name} has port {parsed.port}, expected 1 to 65535: {shown}")
+    backend = parsed.get_backend_name()
+    if backend == "postgres":
+        raise ValueError(
+            f"{name} uses the dialect name 'postgres', which SQLAlchemy does not know: write "
+            f"postgresql:// (or postgresql+psycopg://): {shown}"
+        )
+    if backend not in _BACKENDS:
+        raise ValueError(
+            f"{name} names the unsupported database {backend!r} (recurjobs works with sqlite, "
+            f"postgresql and mysql/mariadb): {shown}"
+        )
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"{name} names an unknown driver {parsed.drivername!r}: {shown}") from None
+    return parsed
+
+
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip() or type(exc).__name__
@@ -186,16 +242,16 @@ def _first_line(exc: BaseException) -> str:
 
 def _open_store(url: str, prefix: str) -> Any:
     """A JobStore on ``url``, or a CommandError that never shows the password."""
-    from sqlalchemy import inspect, make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
-    from recurjobs.sql import JobStore, masked
+    from recurjobs.sql import JobStore
 
-    shown = masked(url)
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise CommandError(f"not a database URL: {shown}", bad_input=True) from None
+        parsed = check_database_url(url)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(str(exc), bad_input=True) from None
+    shown = mask_url_text(url)
     in_memory = parsed.database in (None, "", ":memory:")
     if (
         parsed.get_backend_name() == "sqlite"
@@ -213,7 +269,7 @@ def _open_store(url: str, prefix: str) -> Any:
         raise CommandError(str(exc), bad_input=True) from None
     try:
         exists = inspect(store.engine).has_table(store.jobs.name)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         store.dispose()
         raise CommandError(f"cannot reach {shown}: {_scrub(_first_line(exc), parsed)}") from None
     if not exists:
@@ -252,9 +308,21 @@ def read_rows(url: str, prefix: str) -> list[Any]:
 
 
 def trigger_row(url: str, prefix: str, name: str) -> None:
-    """Mark ``name`` due now; CommandError (bad input) when there is no such row."""
-    if not _with_store(url, prefix, lambda store: store.trigger(name)):
-        raise CommandError(f"no distributed job named {name!r} in the database", bad_input=True)
+    """Mark ``name`` due now; CommandError (bad input, exit 2) when there is no such row."""
+
+    def trigger(store: Any) -> list[str] | None:
+        if store.trigger(name):
+            return None
+        return [row.name for row in store.rows()]
+
+    known = _with_store(url, prefix, trigger)
+    if known is not None:
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        raise CommandError(
+            f"no distributed job named {name!r} in the database (its row appears once a host "
+            f"with that job has started; known: {listed or 'none'})",
+            bad_input=True,
+        )
 
 
 # --------------------------------------------------------------------------- commands
@@ -297,8 +365,12 @@ def load_host(target: str) -> JobHost:
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CommandError(f"cannot import {module_name}: {exc}", bad_input=True) from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise CommandError(f"cannot import {module_name}: {exc}", bad_input=True) from None
+        raise CommandError(f"cannot import {module_name}: {_where(exc)}") from None
+    except Exception as exc:  # the module itself failed: its error, in one line
+        raise CommandError(f"cannot import {module_name}: {_where(exc)}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -306,13 +378,28 @@ def load_host(target: str) -> JobHost:
             raise CommandError(f"{module_name} has no attribute {attr}", bad_input=True) from None
     host = _as_host(obj)
     if host is None and callable(obj):
-        host = _as_host(obj())
+        try:
+            made = obj()
+        except Exception as exc:
+            raise CommandError(f"{target}() failed: {_where(exc)}") from None
+        host = _as_host(made)
     if host is None:
         raise CommandError(
             f"{target} is not a JobHost nor a zero-argument callable returning one",
             bad_input=True,
         )
     return host
+
+
+def _where(exc: BaseException) -> str:
+    """``Type: message (file:line)`` of the innermost frame: an error in one line."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        return f"{text} ({os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})"
+    return text
 
 
 def _as_host(obj: object) -> JobHost | None:
@@ -325,10 +412,9 @@ def _as_host(obj: object) -> JobHost | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level, format=_LOG_FORMAT)
     host = load_host(args.target)
+    show_recurjobs_logs(args.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -338,8 +424,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         try:
             host.start()
-        except (RuntimeError, ValueError) as exc:
-            raise CommandError(f"cannot start {args.target}: {exc}") from None
+        except Exception as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise CommandError(f"cannot start {args.target}: {message}") from None
         _say(
             f"running {len(host.jobs)} job(s) from {args.target} in process {os.getpid()}; "
             "stop with Ctrl+C or SIGTERM"
@@ -357,6 +444,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1
 
 
+def show_recurjobs_logs(level: str | int) -> None:
+    """Make the ``recurjobs`` loggers log at ``level`` to standard error, whatever the app did.
+
+    Importing the target may have configured logging: ``logging.config.dictConfig`` disables
+    loggers that exist already (ours do) unless told otherwise, and a root level of WARNING hides
+    our INFO lines. ``recurjobs run --log-level`` is an explicit request, so it wins for our
+    loggers: they are enabled again, ``recurjobs`` gets the level, and a stderr handler when no
+    handler would print its lines.
+    """
+    manager = logging.Logger.manager
+    for name, item in list(manager.loggerDict.items()):
+        if isinstance(item, logging.Logger) and (
+            name == "recurjobs" or name.startswith("recurjobs.")
+        ):
+            item.disabled = False
+    ours = logging.getLogger("recurjobs")
+    ours.disabled = False
+    ours.setLevel(level)
+    if not ours.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        ours.addHandler(handler)
+
+
 def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
@@ -372,14 +483,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
+        # "argument --older-than: must be ..." reads better as "--older-than must be ...".
+        message = re.sub(r"^argument (\S+): must ", r"\1 must ", message)
+        message = " ".join(message.split())
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _duration_arg(text: str) -> timedelta:
     try:
         return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive duration such as 7d, 12h, 30m, 45s or 1h30m, got {text!r}"
+        ) from None
 
 
 def _positive_seconds(text: str) -> float:
@@ -388,8 +504,38 @@ def _positive_seconds(text: str) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds (>= 0), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
     return value
+
+
+def _prefix_arg(text: str) -> str:
+    try:
+        return table_prefix(text, "prefix")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be {str(exc).partition(' must be ')[2]}") from None
+
+
+def _name_arg(text: str) -> str:
+    if not 1 <= len(text) <= 200:
+        raise argparse.ArgumentTypeError(f"must be a job name of 1 to 200 characters, got {text!r}")
+    return text
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--older-than -5m`` becomes ``--older-than=-5m`` so the value reaches its check."""
+    result: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        following = items[i + 1] if i + 1 < len(items) else None
+        if item in _VALUE_OPTIONS and following is not None and re.match(r"-[\d.]", following):
+            result.append(f"{item}={following}")
+            i += 2
+            continue
+        result.append(item)
+        i += 1
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--table-prefix",
+            type=_prefix_arg,
             default="recurjobs_",
             metavar="PREFIX",
             help="table prefix (default recurjobs_)",
@@ -443,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     trigger = sub.add_parser("trigger", help="mark a distributed job due now")
     database_options(trigger)
-    trigger.add_argument("name", metavar="NAME")
+    trigger.add_argument("name", metavar="NAME", type=_name_arg)
     trigger.set_defaults(func=_cmd_trigger)
 
     prune = sub.add_parser("prune", help="delete rows of distributed jobs no longer deployed")
@@ -452,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep",
         nargs="+",
         action="extend",
+        type=_name_arg,
         metavar="NAME",
         help="delete every row except these names",
     )
@@ -466,9 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``recurjobs`` and ``python -m recurjobs``; returns the exit code."""
+    """Entry point of ``recurjobs`` and ``python -m recurjobs``; returns the exit code.
+
+    Usage errors exit with 2 (argparse's own ones through ``SystemExit``); every other failure
+    is one line on standard error and exit code 1 or 2, never a traceback.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     if args.command in ("status", "trigger", "prune") and not args.database:
         parser.error(f"--database URL is required (or set ${DATABASE_ENV})")
     if args.command == "prune" and args.keep is None and args.older_than is None:
@@ -476,5 +628,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CommandError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2 if exc.bad_input else 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:  # a bug or an unforeseen failure: still one line
+        _error(f"unexpected {_where(exc)}")
+        return 1
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)

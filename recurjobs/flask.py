@@ -19,13 +19,19 @@ Where the host starts (``RECURJOBS_AUTOSTART``, default True) is decided once, i
   never: a command is not a server;
 - everywhere else (gunicorn and uWSGI workers, a script, a test), at once.
 
+Under gunicorn, whose error log is not the root logger's, the ``recurjobs`` loggers write to
+gunicorn's error log (``RECURJOBS_LOG_TO_GUNICORN``, default True) unless logging was set up
+for them already.
+
 This is the only module of recurjobs that imports Flask. No HTTP endpoint is added.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -43,6 +49,7 @@ from recurjobs._maindom import MainDom
 from recurjobs._roles import ServerRole
 from recurjobs._settings import DistributedJobSettings
 from recurjobs.cli import (
+    check_database_url,
     database_table,
     format_duration,
     format_table,
@@ -65,6 +72,7 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "RECURJOBS_DATABASE_URL": None,
     "RECURJOBS_DELAY": _SETTINGS.delay,
     "RECURJOBS_ELECT_SERVER_ROLE": False,
+    "RECURJOBS_LOG_TO_GUNICORN": True,
     "RECURJOBS_MAIN_DOM": True,
     "RECURJOBS_MAIN_DOM_DIRECTORY": None,
     "RECURJOBS_MAX_CONCURRENT_JOBS": _SETTINGS.max_concurrent_jobs,
@@ -77,6 +85,14 @@ CONFIG_DEFAULTS: dict[str, object] = {
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# The DistributedJobSettings field each key sets.
+_SETTINGS_KEYS = {
+    "poll_period": "RECURJOBS_POLL_PERIOD",
+    "delay": "RECURJOBS_DELAY",
+    "max_execution_time": "RECURJOBS_MAX_EXECUTION_TIME",
+    "max_concurrent_jobs": "RECURJOBS_MAX_CONCURRENT_JOBS",
+    "table_prefix": "RECURJOBS_TABLE_PREFIX",
+}
 
 JobsSource = Iterable[object] | Callable[[Flask], Iterable[object]]
 
@@ -112,41 +128,54 @@ class RecurJobs:
             raise RuntimeError(f"recurjobs is already initialised on the app {app.name!r}")
         for key, value in CONFIG_DEFAULTS.items():
             app.config.setdefault(key, value)
+        autostart = _flag(app.config, "RECURJOBS_AUTOSTART")
+        to_gunicorn = _flag(app.config, "RECURJOBS_LOG_TO_GUNICORN")
         host = self.create_host(app)
         app.extensions[EXTENSION_KEY] = host
         if recurjobs_cli.name not in app.cli.commands:
             app.cli.add_command(recurjobs_cli)
-        if not _flag(app.config, "RECURJOBS_AUTOSTART"):
+        if to_gunicorn:
+            log_to_gunicorn()
+        if not autostart:
             return
         where = launch_context()
         if where == "serve":
             host.start()
+            logger.info(
+                "recurjobs host of %s started with %d job(s) in process %d",
+                app.name,
+                len(host.jobs),
+                os.getpid(),
+            )
         else:
             logger.debug("recurjobs host of %s not started in the %s process", app.name, where)
 
     def create_host(self, app: Flask) -> JobHost:
         """A new, unstarted host for ``app`` from its jobs and ``RECURJOBS_*`` config."""
         config = app.config
-        jobs = self._jobs(app) if callable(self._jobs) else self._jobs
-        settings = DistributedJobSettings(
-            poll_period=_duration(config, "RECURJOBS_POLL_PERIOD"),
-            delay=_duration(config, "RECURJOBS_DELAY"),
-            max_execution_time=_duration(config, "RECURJOBS_MAX_EXECUTION_TIME"),
-            max_concurrent_jobs=_int(config, "RECURJOBS_MAX_CONCURRENT_JOBS"),
-            table_prefix=_str(config, "RECURJOBS_TABLE_PREFIX"),
-        )
+        settings = _settings(config)
         database = config["RECURJOBS_DATABASE_URL"]
         if database is not None and not isinstance(database, str):
             database = _config_error("RECURJOBS_DATABASE_URL", database, "a URL string or None")
+        if database:
+            check_database_url(database, "RECURJOBS_DATABASE_URL")
+        server_role = _server_role(config["RECURJOBS_SERVER_ROLE"])
+        main_dom = _main_dom(config["RECURJOBS_MAIN_DOM"], config)
+        elect = _flag(config, "RECURJOBS_ELECT_SERVER_ROLE")
+        if elect and not database:
+            _config_error(
+                "RECURJOBS_ELECT_SERVER_ROLE", True, "False without RECURJOBS_DATABASE_URL"
+            )
+        jobs = self._jobs(app) if callable(self._jobs) else self._jobs
         return JobHost(
             jobs,
             clock=self._clock,
-            server_role=_server_role(config["RECURJOBS_SERVER_ROLE"]),
+            server_role=server_role,
             runtime_ready=self._runtime_ready,
-            main_dom=_main_dom(config["RECURJOBS_MAIN_DOM"], config),
+            main_dom=main_dom,
             database=database or None,
             distributed=settings,
-            elect_server_role=_flag(config, "RECURJOBS_ELECT_SERVER_ROLE"),
+            elect_server_role=elect,
         )
 
     @staticmethod
@@ -189,6 +218,25 @@ def launch_context() -> str:
 
 
 # ------------------------------------------------------------------------ config values
+def log_to_gunicorn() -> bool:
+    """Send the ``recurjobs`` loggers' lines to gunicorn's error log; True when it did.
+
+    Only in a gunicorn process (the ``gunicorn.error`` logger has handlers) and only when
+    nobody set up logging that would show our lines: neither the ``recurjobs`` logger nor the
+    root logger has a handler. Our logger then gets gunicorn's error-log handlers and the level
+    INFO (unless a level was set on it), so operators see that jobs run.
+    """
+    gunicorn = logging.getLogger("gunicorn.error")
+    ours = logging.getLogger("recurjobs")
+    if not gunicorn.handlers or ours.handlers or logging.getLogger().handlers:
+        return False
+    for handler in gunicorn.handlers:
+        ours.addHandler(handler)
+    if ours.level == logging.NOTSET:
+        ours.setLevel(logging.INFO)
+    return True
+
+
 def _config_error(key: str, value: object, expected: str) -> Any:
     raise ValueError(f"{key} must be {expected}, got {value!r}")
 
@@ -197,21 +245,26 @@ def _flag(config: Any, key: str) -> bool:
     value = config[key]
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):  # from_prefixed_env() turns "0"/"1" into ints
+        return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    return bool(_config_error(key, value, "a bool"))
+    return bool(_config_error(key, value, "a bool, 0/1 or 'true'/'false'"))
 
 
 def _duration(config: Any, key: str) -> timedelta:
     value = config[key]
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            return timedelta(seconds=value)
+        except OverflowError:
+            pass
     if isinstance(value, str):
         try:
             return parse_duration(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     return _config_error(key, value, "a timedelta, seconds or a duration like '30s' or '5m'")  # type: ignore[no-any-return]
 
@@ -225,9 +278,22 @@ def _int(config: Any, key: str) -> int:
     return int(_config_error(key, value, "an int"))
 
 
-def _str(config: Any, key: str) -> str:
-    value = config[key]
-    return value if isinstance(value, str) else str(_config_error(key, value, "a str"))
+def _settings(config: Any) -> DistributedJobSettings:
+    """The poller settings; a bad value is a ValueError or TypeError naming its key."""
+    values: dict[str, Any] = {
+        "poll_period": _duration(config, "RECURJOBS_POLL_PERIOD"),
+        "delay": _duration(config, "RECURJOBS_DELAY"),
+        "max_execution_time": _duration(config, "RECURJOBS_MAX_EXECUTION_TIME"),
+        "max_concurrent_jobs": _int(config, "RECURJOBS_MAX_CONCURRENT_JOBS"),
+        "table_prefix": config["RECURJOBS_TABLE_PREFIX"],
+    }
+    defaults = DistributedJobSettings()
+    for field, value in values.items():  # one at a time, so the error names the key
+        try:
+            dataclasses.replace(defaults, **{field: value})
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{_SETTINGS_KEYS[field]}: {exc}") from None
+    return DistributedJobSettings(**values)
 
 
 def _server_role(value: object) -> ServerRole | Callable[[], ServerRole]:
@@ -245,10 +311,12 @@ def _server_role(value: object) -> ServerRole | Callable[[], ServerRole]:
 
 def _main_dom(value: object, config: Any) -> bool | str | MainDom:
     directory = config["RECURJOBS_MAIN_DOM_DIRECTORY"]
-    if directory is not None and not isinstance(directory, str):
+    if directory is not None and not (isinstance(directory, str) and directory):
         _config_error("RECURJOBS_MAIN_DOM_DIRECTORY", directory, "a directory path or None")
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         value = value.strip().lower() in _TRUE
+    elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        value = bool(value)  # from_prefixed_env() turns "0"/"1" into ints
     if value is None or value is False:
         return False
     if value is True:

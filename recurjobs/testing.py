@@ -90,8 +90,8 @@ class ManualClock:
             step = float(delta)
         else:
             raise TypeError(f"delta must be a timedelta or a number of seconds, got {delta!r}")
-        if not step >= 0:
-            raise ValueError(f"delta must not be negative, got {delta!r}")
+        if not 0 <= step < float("inf"):
+            raise ValueError(f"delta must be a finite duration >= 0, got {delta!r}")
         with self._lock:
             self._elapsed += step
             due = [w for w in self._parked if w.deadline <= self._elapsed]
@@ -119,6 +119,10 @@ class ManualClock:
             raise TypeError(f"count must be an int, got {count!r}")
         if count < 0:
             raise ValueError(f"count must not be negative, got {count!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        if not 0 <= timeout < float("inf"):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:

@@ -141,9 +141,9 @@ def test_prune_older_than(store: JobStore, capsys: pytest.CaptureFixture[str]) -
     [
         (["status"], "--database URL is required"),
         (["prune", "--database", "sqlite://"], "prune needs --keep"),
-        (["prune", "--database", "sqlite://", "--older-than", "7x"], "expected a duration"),
+        (["prune", "--database", "sqlite://", "--older-than", "7x"], "positive duration"),
         (["status", "--database", "not a url"], "not a database URL"),
-        (["status", "--database", "nosuchdb://x/y"], "unsupported database URL"),
+        (["status", "--database", "nosuchdb://x/y"], "unsupported database"),
         (["status", "--database", "sqlite:////nonexistent/jobs.db"], "no SQLite database file"),
         (["trigger", "--database", "sqlite://", "x"], "no table recurjobs_jobs"),
         (["run", "no-colon"], "expected MODULE:ATTR"),
@@ -169,11 +169,14 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_unknown_job_name_is_bad_input(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
-    """Triggering a name without a row exits with 2 and says so."""
+    """Triggering a name without a row exits with 2, in one line naming the rows there are."""
     assert 2 == main(["trigger", "--database", url_of(store), "nobody"])
-    assert "recurjobs: error: no distributed job named 'nobody' in the database\n" == (
-        capsys.readouterr().err
+    expected = (
+        "recurjobs: error: no distributed job named 'nobody' in the database (its row appears "
+        "once a host with that job has started; known: cleanup, report)\n"
     )
+    assert expected == capsys.readouterr().err
+    assert [False, False] == [r.triggered for r in store.rows()]
 
 
 def test_password_is_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
