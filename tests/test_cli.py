@@ -255,3 +255,122 @@ def test_console_script_and_module_agree(tmp_path: Path) -> None:
             [*command, "--version"], env=env, capture_output=True, text=True, timeout=30
         )
         assert (0, expected) == (done.returncode, done.stdout)
+
+
+# ------------------------------------------------------------ bad input never tracebacks
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://u:p@localhost:notaport/db", "port that is not a number"),
+        ("postgresql+psycopg://u:p@[::1/db", "port that is not a number"),
+        ("postgresql+psycopg://u:p@localhost:99999/db", "port 99999, expected 1 to 65535"),
+        ("mysql+pymysql://u:p@localhost:0/db", "port 0, expected 1 to 65535"),
+        ("oracle://u:p@localhost/db", "unsupported database 'oracle'"),
+        ("postgres://u:p@localhost/db", "write postgresql://"),
+        ("postgresql+nosuchdriver://u:p@localhost/db", "unknown driver"),
+        ("not a url", "not a database URL"),
+    ],
+)
+@pytest.mark.parametrize("command", [["status"], ["trigger", "x"], ["prune", "--keep", "x"]])
+def test_bad_urls_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], command: list[str], url: str, message: str
+) -> None:
+    """A URL that cannot name a usable database is one line, exit 2, and never the password."""
+    code = main([command[0], "--database", url, *command[1:]])
+    err = capsys.readouterr().err
+    assert (2, 1) == (code, len(err.splitlines()))
+    assert message in err
+    assert ":p@" not in err
+
+
+@pytest.mark.multiprocess
+def test_non_numeric_port_from_the_shell(tmp_path: Path) -> None:
+    """The issue's command, run as a user would: one line on stderr, exit 2, no traceback."""
+    url = "postgresql+psycopg://u:p@localhost:notaport/db"
+    done = subprocess.run(
+        [python(), "-m", "recurjobs", "status", "--database", url],
+        env=child_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    expected = (
+        "recurjobs: error: --database has a port that is not a number: "
+        "'postgresql+psycopg://u:***@localhost:notaport/db'\n"
+    )
+    assert (2, "", expected) == (done.returncode, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize("argv", [["--older-than", "-5m"], ["--older-than=-5m"]])
+def test_negative_older_than_is_named(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """`prune --older-than -5m` says the duration must be positive, instead of "expected one
+    argument"."""
+    with pytest.raises(SystemExit) as info:
+        main(["prune", "--database", "sqlite://", *argv])
+    expected = (
+        "recurjobs prune: error: --older-than must be a positive duration such as 7d, 12h, 30m, "
+        "45s or 1h30m, got '-5m' (see recurjobs prune --help)\n"
+    )
+    assert (2, expected) == (info.value.code, capsys.readouterr().err)
+
+
+def test_negative_stop_timeout_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --stop-timeout -1` names the option and the value."""
+    with pytest.raises(SystemExit) as info:
+        main(["run", "tests.apps.cli_host:host", "--stop-timeout", "-1.5"])
+    err = capsys.readouterr().err
+    assert 2 == info.value.code
+    assert "--stop-timeout must be a number of seconds >= 0, got '-1.5'" in err
+
+
+def test_failing_target_module_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """A target module that raises on import is reported in one line (error and place), exit 1."""
+    assert 1 == main(["run", "tests.apps.cli_broken:host"])
+    expected = (
+        "recurjobs: error: cannot import tests.apps.cli_broken: RuntimeError: the app's settings "
+        "are missing (cli_broken.py:5)\n"
+    )
+    assert expected == capsys.readouterr().err
+
+
+def test_unexpected_failure_is_one_line_exit_1(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure nobody foresaw (here a store method that raises) is one line and exit 1."""
+
+    def broken(self: JobStore) -> list[object]:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(JobStore, "rows", broken)
+    assert 1 == main(["status", "--database", url_of(store)])
+    err = capsys.readouterr().err
+    assert 1 == len(err.splitlines())
+    assert err.startswith("recurjobs: error: unexpected KeyError: 'surprise' (test_cli.py:")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+def test_run_log_level_shows_recurjobs_info_lines(tmp_path: Path, level: str) -> None:
+    """`run --log-level` shows recurjobs' INFO lines even when the app's module configured
+    logging (dictConfig disables existing loggers, root at WARNING)."""
+    out = tmp_path / "events.txt"
+    target = "tests.apps.cli_logging_host:host"
+    proc = subprocess.Popen(
+        [python(), "-m", "recurjobs", "run", "--log-level", level, target],
+        env=child_env(tmp_path, RECURJOBS_TEST_OUT=str(out)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: len(lines(out)) >= 3, 30, "three runs")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    acquired = [line for line in err.splitlines() if "acquired main instance lock" in line]
+    assert 0 == proc.returncode
+    assert 1 == len(acquired), err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,7 +27,13 @@ from recurjobs import (
     ServerRole,
     TriggerableJob,
 )
-from recurjobs.flask import CONFIG_DEFAULTS, EXTENSION_KEY, RecurJobs, launch_context
+from recurjobs.flask import (
+    CONFIG_DEFAULTS,
+    EXTENSION_KEY,
+    RecurJobs,
+    launch_context,
+    log_to_gunicorn,
+)
 from recurjobs.sql import JobStore
 from recurjobs.testing import ManualClock
 from tests.apps.procs import child_env, free_port, lines, python, script, wait_until
@@ -197,6 +205,85 @@ def test_bad_config_names_the_key(key: str, value: object) -> None:
     app = make_app(**{key: value})
     with pytest.raises(ValueError, match=key):
         RecurJobs(app)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"AUTOSTART": "0", "MAIN_DOM": "1"}, (False, True)),
+        ({"AUTOSTART": "1", "MAIN_DOM": "0"}, (True, False)),
+        ({"AUTOSTART": "false", "MAIN_DOM": "true"}, (False, True)),
+    ],
+)
+def test_flags_from_prefixed_env(
+    monkeypatch: pytest.MonkeyPatch,
+    apps: list[Flask],
+    env: dict[str, str],
+    expected: tuple[bool, bool],
+) -> None:
+    """FLASK_RECURJOBS_AUTOSTART=0 and MAIN_DOM=1 (ints after from_prefixed_env) are flags."""
+    for key, value in env.items():
+        monkeypatch.setenv(f"FLASK_RECURJOBS_{key}", value)
+    app = Flask("env_app")
+    app.config.from_prefixed_env()
+    apps.append(app)
+    RecurJobs(app, jobs=[Tick()])
+    host = RecurJobs.get_host(app)
+    assert expected == (host.running, host.gates.main_dom is not None)
+
+
+def test_numbers_from_prefixed_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, apps: list[Flask]
+) -> None:
+    """Durations and counts from FLASK_RECURJOBS_* arrive as numbers and are used as such."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    for key, value in {
+        "AUTOSTART": "false",
+        "MAIN_DOM": "false",
+        "DATABASE_URL": url,
+        "POLL_PERIOD": "2.5",
+        "DELAY": "0",
+        "MAX_EXECUTION_TIME": "1m30s",
+        "MAX_CONCURRENT_JOBS": "3",
+    }.items():
+        monkeypatch.setenv(f"FLASK_RECURJOBS_{key}", value)
+    app = Flask("env_app")
+    app.config.from_prefixed_env()
+    apps.append(app)
+    RecurJobs(app, jobs=[Report()])
+    settings = RecurJobs.get_host(app).settings
+    expected = (timedelta(seconds=2.5), timedelta(0), timedelta(seconds=90), 3)
+    actual = (
+        settings.poll_period,
+        settings.delay,
+        settings.max_execution_time,
+        settings.max_concurrent_jobs,
+    )
+    assert expected == actual
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("POLL_PERIOD", "-5", "RECURJOBS_POLL_PERIOD: poll_period must not be negative, got"),
+        ("POLL_PERIOD", "NaN", "RECURJOBS_POLL_PERIOD must be a timedelta"),
+        ("DELAY", "Infinity", "RECURJOBS_DELAY must be a timedelta"),
+        ("MAX_CONCURRENT_JOBS", "0", "RECURJOBS_MAX_CONCURRENT_JOBS: max_concurrent_jobs must"),
+        ("MAIN_DOM", "2", "RECURJOBS_MAIN_DOM must be True, False"),
+        ("AUTOSTART", "2", "RECURJOBS_AUTOSTART must be a bool"),
+    ],
+)
+def test_bad_numbers_from_prefixed_env(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str, message: str
+) -> None:
+    """A number from the environment that does not fit is a ValueError naming the key."""
+    monkeypatch.setenv(f"FLASK_RECURJOBS_{key}", value)
+    app = Flask("env_app")
+    app.config.from_prefixed_env()
+    app.config.setdefault("RECURJOBS_MAIN_DOM", False)
+    with pytest.raises(ValueError) as info:
+        RecurJobs(app)
+    assert message in str(info.value)
 
 
 def test_init_twice_is_an_error(apps: list[Flask]) -> None:
@@ -388,3 +475,102 @@ def test_gunicorn_three_workers_one_runs_the_jobs(tmp_path: Path) -> None:
     assert 1 == len(runners)
     assert runners <= set(events["loaded"])
     assert runners <= set(events["closed"])
+
+
+# ------------------------------------------------------------------------ logging
+@pytest.fixture
+def gunicorn_logger() -> Iterator[logging.Logger]:
+    """`gunicorn.error` and `recurjobs` without handlers (put back afterwards); yields the first."""
+    ours, gunicorn = logging.getLogger("recurjobs"), logging.getLogger("gunicorn.error")
+    saved = (list(ours.handlers), ours.level, list(gunicorn.handlers))
+    ours.handlers, gunicorn.handlers = [], []
+    ours.setLevel(logging.NOTSET)
+    try:
+        yield gunicorn
+    finally:
+        ours.handlers, gunicorn.handlers = saved[0], saved[2]
+        ours.setLevel(saved[1])
+
+
+@contextlib.contextmanager
+def no_root_handlers() -> Iterator[None]:
+    """The root logger without handlers for a moment (pytest adds its own for every phase)."""
+    root = logging.getLogger()
+    removed = list(root.handlers)
+    root.handlers = []
+    try:
+        yield
+    finally:
+        for handler in removed:
+            root.addHandler(handler)
+
+
+def test_log_to_gunicorn_attaches_its_handlers(gunicorn_logger: logging.Logger) -> None:
+    """In a gunicorn process with no other logging set up, recurjobs logs to its error log at
+    INFO."""
+    handler = logging.StreamHandler()
+    gunicorn_logger.addHandler(handler)
+    ours = logging.getLogger("recurjobs")
+    with no_root_handlers():
+        assert True is log_to_gunicorn()
+        assert ([handler], logging.INFO) == (ours.handlers, ours.level)
+        assert False is log_to_gunicorn()  # once is enough
+    assert [handler] == ours.handlers
+
+
+@pytest.mark.parametrize("where", ["root", "recurjobs", "not gunicorn"])
+def test_log_to_gunicorn_leaves_configured_logging_alone(
+    gunicorn_logger: logging.Logger, where: str
+) -> None:
+    """With a handler on root or on `recurjobs`, or outside gunicorn, nothing is attached."""
+    own = logging.NullHandler()
+    if where != "not gunicorn":
+        gunicorn_logger.addHandler(logging.StreamHandler())
+    ours = logging.getLogger("recurjobs")
+    with no_root_handlers():
+        if where != "not gunicorn":
+            logging.getLogger("" if where == "root" else "recurjobs").addHandler(own)
+        attached = log_to_gunicorn()
+        logging.getLogger().removeHandler(own)
+    expected = [own] if where == "recurjobs" else []
+    assert (False, expected) == (attached, ours.handlers)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(True, 1), (False, 0), ("0", 0)])
+def test_log_to_gunicorn_config_key(
+    gunicorn_logger: logging.Logger, apps: list[Flask], setting: object, expected: int
+) -> None:
+    """`init_app` attaches gunicorn's handlers unless RECURJOBS_LOG_TO_GUNICORN is false."""
+    gunicorn_logger.addHandler(logging.StreamHandler())
+    app = make_app(RECURJOBS_AUTOSTART=False, RECURJOBS_LOG_TO_GUNICORN=setting)
+    apps.append(app)
+    with no_root_handlers():
+        RecurJobs(app)
+    assert expected == len(logging.getLogger("recurjobs").handlers)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(60)
+def test_gunicorn_error_log_shows_recurjobs(tmp_path: Path) -> None:
+    """Under gunicorn, recurjobs' INFO lines (host started, lock acquired) reach its error log."""
+    out, port = tmp_path / "events.txt", free_port()
+    env = child_env(tmp_path, RECURJOBS_TEST_OUT=str(out))
+    log_path = tmp_path / "error.log"
+    command = [script("gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
+    command += ["--error-logfile", str(log_path), "tests.apps.flask_pid_app:app"]
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: len(_events(out)["run"]) >= 2, 30, "two runs")
+    finally:
+        _stop_group(proc)
+    (worker,) = set(_events(out)["run"])
+    text = log_path.read_text()
+    started = f"[{worker}] [INFO] recurjobs host of tests.apps.flask_pid_app started with 1 job(s)"
+    assert started in text
+    assert f"[{worker}] [INFO] acquired main instance lock " in text
