@@ -32,6 +32,10 @@ def main_dom_source(value: object) -> MainDom | None:
     if value is True:
         return MainDom.automatic()
     if isinstance(value, str):
+        if not value:
+            raise ValueError(
+                f"main_dom must be None, True, a non-empty key or a MainDom, got {value!r}"
+            )
         return MainDom(value)
     if isinstance(value, MainDom):
         return value

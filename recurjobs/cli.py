@@ -240,7 +240,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _open_store(url: str, prefix: str) -> Any:
+def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
     """A JobStore on ``url``, or a CommandError that never shows the password."""
     from sqlalchemy import inspect
     from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
@@ -248,7 +248,7 @@ def _open_store(url: str, prefix: str) -> Any:
     from recurjobs.sql import JobStore
 
     try:
-        parsed = check_database_url(url)
+        parsed = check_database_url(url, source)
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), bad_input=True) from None
     shown = mask_url_text(url)
@@ -287,11 +287,13 @@ def _scrub(text: str, url: Any) -> str:
     return text.replace(str(password), "***") if password else text
 
 
-def _with_store(url: str, prefix: str, what: Callable[[Any], Any]) -> Any:
+def _with_store(
+    url: str, prefix: str, what: Callable[[Any], Any], source: str = "--database"
+) -> Any:
     from sqlalchemy import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    store = _open_store(url, prefix)
+    store = _open_store(url, prefix, source)
     try:
         return what(store)
     except SQLAlchemyError as exc:
@@ -302,12 +304,13 @@ def _with_store(url: str, prefix: str, what: Callable[[Any], Any]) -> Any:
         store.dispose()
 
 
-def read_rows(url: str, prefix: str) -> list[Any]:
-    """Every row of the distributed jobs table (``JobStore.rows()``)."""
-    return list(_with_store(url, prefix, lambda store: store.rows()))
+def read_rows(url: str, prefix: str, *, source: str = "--database") -> list[Any]:
+    """Every row of the distributed jobs table (``JobStore.rows()``); ``source`` names where
+    the URL came from in error messages."""
+    return list(_with_store(url, prefix, lambda store: store.rows(), source))
 
 
-def trigger_row(url: str, prefix: str, name: str) -> None:
+def trigger_row(url: str, prefix: str, name: str, *, source: str = "--database") -> None:
     """Mark ``name`` due now; CommandError (bad input, exit 2) when there is no such row."""
 
     def trigger(store: Any) -> list[str] | None:
@@ -315,7 +318,7 @@ def trigger_row(url: str, prefix: str, name: str) -> None:
             return None
         return [row.name for row in store.rows()]
 
-    known = _with_store(url, prefix, trigger)
+    known = _with_store(url, prefix, trigger, source)
     if known is not None:
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         raise CommandError(
@@ -327,7 +330,7 @@ def trigger_row(url: str, prefix: str, name: str) -> None:
 
 # --------------------------------------------------------------------------- commands
 def _cmd_status(args: argparse.Namespace) -> int:
-    rows = read_rows(args.database, args.table_prefix)
+    rows = read_rows(args.database, args.table_prefix, source=args.database_source)
     if args.json:
         print(json.dumps([to_json(r) for r in rows], indent=2))
     else:
@@ -336,7 +339,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_trigger(args: argparse.Namespace) -> int:
-    trigger_row(args.database, args.table_prefix, args.name)
+    trigger_row(args.database, args.table_prefix, args.name, source=args.database_source)
     print(f"triggered {args.name}: the next server to poll runs it")
     return 0
 
@@ -347,6 +350,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         args.database,
         args.table_prefix,
         lambda store: store.prune(keep=keep, older_than=args.older_than),
+        args.database_source,
     )
     if pruned:
         print(f"pruned {len(pruned)} row(s): {', '.join(pruned)}")
@@ -571,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     def database_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--database",
-            default=os.environ.get(DATABASE_ENV),
+            default=None,
             metavar="URL",
             help=f"SQLAlchemy URL (default: ${DATABASE_ENV})",
         )
@@ -621,8 +625,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
-    if args.command in ("status", "trigger", "prune") and not args.database:
-        parser.error(f"--database URL is required (or set ${DATABASE_ENV})")
+    if args.command in ("status", "trigger", "prune"):
+        args.database_source = "--database"
+        if args.database is None:
+            args.database = os.environ.get(DATABASE_ENV) or None
+            args.database_source = f"${DATABASE_ENV}"
+        if not args.database:
+            parser.error(f"--database URL is required (or set ${DATABASE_ENV})")
     if args.command == "prune" and args.keep is None and args.older_than is None:
         parser.error("prune needs --keep NAME..., --older-than DURATION or both")
     try:

@@ -395,7 +395,7 @@ def _database_rows(database: str, prefix: str) -> list[Any]:
     from recurjobs.cli import CommandError, read_rows
 
     try:
-        return read_rows(database, prefix)
+        return read_rows(database, prefix, source="RECURJOBS_DATABASE_URL")
     except CommandError as exc:
         raise click.ClickException(str(exc)) from None
 
