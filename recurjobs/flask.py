@@ -397,6 +397,8 @@ def _database_rows(database: str, prefix: str) -> list[Any]:
     try:
         return read_rows(database, prefix, source="RECURJOBS_DATABASE_URL")
     except CommandError as exc:
+        if exc.bad_input:
+            raise click.UsageError(str(exc)) from None
         raise click.ClickException(str(exc)) from None
 
 

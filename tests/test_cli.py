@@ -17,6 +17,7 @@ from recurjobs import CancellationToken, DistributedJob, JobHost
 from recurjobs.cli import CommandError, format_duration, load_host, main, parse_duration
 from recurjobs.sql import JobStore
 from tests.apps.procs import child_env, lines, python, script, wait_until
+from tests.dbs import TestDatabase
 
 
 class Named(DistributedJob):
@@ -374,3 +375,36 @@ def test_run_log_level_shows_recurjobs_info_lines(tmp_path: Path, level: str) ->
     acquired = [line for line in err.splitlines() if "acquired main instance lock" in line]
     assert 0 == proc.returncode
     assert 1 == len(acquired), err
+
+
+def test_trigger_unknown_name_on_every_backend(
+    db: TestDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`trigger NAME` without a row is one line and exit 2 on every backend; rows stay as
+    they were."""
+    jobs = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        jobs.create_schema()
+        jobs.ensure([Named(name="cleanup")])
+        argv = ["trigger", "--database", db.url, "--table-prefix", db.table_prefix, "nobody"]
+        assert 2 == main(argv)
+        err = capsys.readouterr().err
+        assert (1, True) == (len(err.splitlines()), "known: cleanup)" in err)
+        assert [("cleanup", False)] == [(r.name, r.triggered) for r in jobs.rows()]
+    finally:
+        jobs.dispose()
+
+
+def test_unusable_database_is_one_line_exit_1(
+    db: TestDatabase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database that refuses us (a wrong password; for SQLite a directory as the file) is
+    one line and exit 1, without the password."""
+    if db.backend == "sqlite":
+        url = f"sqlite:///{tmp_path}"
+    else:
+        url = sa.make_url(db.url).set(password="not-the-password-42").render_as_string(False)
+    assert 1 == main(["status", "--database", url])
+    err = capsys.readouterr().err
+    assert (1, False) == (len(err.splitlines()), "not-the-password-42" in err), err
+    assert err.startswith("recurjobs: error: cannot reach ")
