@@ -16,6 +16,7 @@ Cases that need a change in a module another branch owns are strict xfails namin
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -857,3 +858,17 @@ def test_counts() -> None:
     """The tables hold at least 110 distinct bad inputs (issue 9 asks for 100)."""
     ids = [c.id for c in API] + [i for i, _, _ in CLI] + [f"{k}={v!r}" for k, v in FLASK]
     assert (True, len(ids)) == (len(ids) >= 110, len(set(ids)))
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e20, timedelta.max], ids=["inf", "1e20", "max"])
+def test_huge_timeouts_mean_no_limit(timeout: float | timedelta) -> None:
+    """A timeout beyond the platform's longest wait waits without limit instead of overflowing."""
+    token = CancellationToken()
+    timer = threading.Timer(0.05, token.cancel)
+    timer.start()
+    try:
+        assert True is token.wait(timeout)
+    finally:
+        timer.cancel()
+    with JobHost([rec()]) as running:
+        assert True is running.stop(timeout)  # type: ignore[arg-type]
