@@ -149,10 +149,11 @@ class Bad:
     xfail: str | None = None
 
 
-LIFE = "JobHost validation (recurjobs/_host.py), see requests-edges.md"
-SQLSTORE = "URL check at construction (branch sqlstore: recurjobs.sql._urls.check_url)"
-HOSTKW = "JobHost(start_timeout=, exit_timeout=) (branch sqlrun/life)"
-SQLARGS = "recurjobs/sql argument checks, see requests-edges.md"
+# Why a case is an expected failure until another branch is merged (then drop the field).
+LIFE = "fixed on branch life (recurjobs/_host.py trigger argument checks)"
+SQLSTORE = "fixed on branch sqlstore (recurjobs.sql._urls.check_url at construction)"
+HOSTKW = "fixed on branch life/sqlrun (JobHost start_timeout=, exit_timeout=)"
+SQLARGS = "fixed on branch sqlstore (JobStore checks retry=)"
 
 NAN = math.nan
 R, D, S, H, MC, DSR = Rec, Dist, DistributedJobSettings, JobHost, ManualClock, DatabaseServerRoles
