@@ -10,8 +10,6 @@ database URLs are always shown with the password masked.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import enum
 import importlib
 import json
 import logging
@@ -20,14 +18,28 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from types import FrameType
 from typing import Any, NoReturn
 
+from recurjobs._clistore import (
+    CommandError,
+    check_database_url,
+    mask_url_text,
+    read_rows,
+    trigger_row,
+    with_store,
+)
+from recurjobs._clitext import (
+    database_table,
+    format_duration,
+    format_table,
+    parse_duration,
+    status_table,
+    to_json,
+)
 from recurjobs._host import JobHost
-from recurjobs._schedule import INFINITE
-from recurjobs._status import JobStatus
 from recurjobs._validate import table_prefix
 
 __all__ = [
@@ -36,9 +48,12 @@ __all__ = [
     "database_table",
     "format_duration",
     "format_table",
+    "load_host",
     "main",
+    "mask_url_text",
     "parse_duration",
     "read_rows",
+    "show_recurjobs_logs",
     "status_table",
     "to_json",
     "trigger_row",
@@ -47,285 +62,10 @@ __all__ = [
 PROG = "recurjobs"
 DATABASE_ENV = "RECURJOBS_DATABASE_URL"
 
-_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Options whose value may look like a negative number or duration ("-5m"): argparse would take
 # such a value for an option and say "expected one argument".
 _VALUE_OPTIONS = ("--older-than", "--stop-timeout", "--seconds")
-
-_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)")
-
-
-class CommandError(Exception):
-    """A one-line failure for the user; ``bad_input`` selects exit code 2 instead of 1."""
-
-    def __init__(self, message: str, *, bad_input: bool = False) -> None:
-        super().__init__(message)
-        self.bad_input = bad_input
-
-
-# ------------------------------------------------------------------------------- text
-def parse_duration(text: str) -> timedelta:
-    """``"7d"``, ``"12h"``, ``"1h30m"``, ``"45s"``, ``"250ms"`` or plain seconds (``"90"``).
-
-    Raises ValueError for anything else, including zero and negative durations.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {text!r}")
-    value = text.strip().lower()
-    total = 0.0
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        total = float(value)
-    elif value and re.fullmatch(f"(?:{_PART.pattern})+", value):
-        total = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
-    else:
-        raise ValueError(f"expected a duration like 7d, 12h, 30m, 45s or 1h30m, got {text!r}")
-    if total <= 0:
-        raise ValueError(f"a duration must be greater than zero, got {text!r}")
-    return timedelta(seconds=total)
-
-
-def format_duration(value: timedelta | None) -> str:
-    """A short human form: ``"5m"``, ``"1h30m"``, ``"250ms"``, ``"never"`` for INFINITE."""
-    if value is None:
-        return "-"
-    if value == INFINITE:
-        return "never"
-    ms = round(value / timedelta(milliseconds=1))
-    if ms == 0:
-        return "0s"
-    if ms % 1000:
-        return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms}ms"
-    seconds, parts = ms // 1000, []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts)
-
-
-def _when(value: datetime | None, now: datetime) -> str:
-    """``2026-01-01 12:00:03 (3s ago)`` in UTC; ``-`` for None."""
-    if value is None:
-        return "-"
-    delta = value - now
-    step = timedelta(seconds=round(abs(delta.total_seconds())))
-    relative = "now" if step < timedelta(seconds=1) else format_duration(step)
-    if relative != "now":
-        relative = f"in {relative}" if delta > timedelta(0) else f"{relative} ago"
-    return f"{value:%Y-%m-%d %H:%M:%S} ({relative})"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces, headers first."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
-
-
-def status_table(records: Sequence[JobStatus]) -> str:
-    """A table of ``JobHost.status()`` records."""
-    if not records:
-        return "no jobs registered"
-    now = datetime.now(UTC)
-    headers = "NAME|KIND|PERIOD|NEXT RUN (UTC)|LAST START (UTC)|LAST OUTCOME|RUNS|FAILURES|RUNNING"
-    rows = [
-        [
-            r.name,
-            r.kind,
-            format_duration(r.period),
-            _when(r.next_run, now),
-            _when(r.last_start, now),
-            r.last_outcome or "-",
-            str(r.runs),
-            str(r.failures),
-            "yes" if r.running else "no",
-        ]
-        for r in records
-    ]
-    return format_table(headers.split("|"), rows)
-
-
-def database_table(rows: Sequence[Any]) -> str:
-    """A table of ``JobStore.rows()``: name, period, last run, running, owner, next due."""
-    if not rows:
-        return "no distributed jobs in the database yet"
-    headers = ["NAME", "PERIOD", "LAST RUN (UTC)", "RUNNING", "OWNER", "NEXT DUE (UTC)"]
-    lines = []
-    for r in rows:
-        running = ("yes (stale)" if r.stale else "yes") if r.running else "no"
-        due = "now (triggered)" if r.triggered else _when(r.next_due, r.database_now)
-        lines.append(
-            [
-                r.name,
-                format_duration(r.period),
-                _when(r.last_run, r.database_now),
-                running,
-                r.owner or "-",
-                due,
-            ]
-        )
-    return format_table(headers, lines)
-
-
-def to_json(record: Any) -> dict[str, object]:
-    """A dataclass record as a JSON-ready dict: ISO times, durations in seconds, enum values."""
-
-    def plain(value: object) -> object:
-        if isinstance(value, datetime):
-            return value.isoformat()
-        if isinstance(value, timedelta):
-            return None if value == INFINITE else value.total_seconds()
-        if isinstance(value, enum.Enum):
-            return value.value
-        return value
-
-    return {f.name: plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
-
-
-# --------------------------------------------------------------------------- database
-def mask_url_text(text: str) -> str:
-    """``text`` with anything between ``user:`` and the last ``@`` replaced by ``***``.
-
-    For URLs that do not parse: the password must not be shown even then.
-    """
-    return re.sub(r"^([^:/@]*://[^:/@]*:).*@", r"\1***@", text, flags=re.DOTALL)
-
-
-def check_database_url(url: object, name: str = "--database") -> Any:
-    """Parse a database URL for recurjobs; return SQLAlchemy's ``URL``.
-
-    Raises ValueError (naming ``name`` and the masked URL) for a URL that does not parse, a
-    port that is no number or out of range, a backend other than SQLite, PostgreSQL or
-    MySQL/MariaDB, or a driver name SQLAlchemy does not know; TypeError for a non-string.
-    """
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    if not isinstance(url, str):
-        raise TypeError(f"{name} must be a database URL string, got {url!r}")
-    shown = " ".join(mask_url_text(url).split())
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ValueError(f"{name} is not a database URL: {shown!r}") from None
-    except ValueError:  # int() of the port
-        raise ValueError(f"{name} has a port that is not a number: {shown!r}") from None
-    if parsed.port is not None and not 1 <= parsed.port <= 65535:
-        raise ValueError(f"{name} has port {parsed.port}, expected 1 to 65535: {shown}")
-    backend = parsed.get_backend_name()
-    if backend == "postgres":
-        raise ValueError(
-            f"{name} uses the dialect name 'postgres', which SQLAlchemy does not know: write "
-            f"postgresql:// (or postgresql+psycopg://): {shown}"
-        )
-    if backend not in _BACKENDS:
-        raise ValueError(
-            f"{name} names the unsupported database {backend!r} (recurjobs works with sqlite, "
-            f"postgresql and mysql/mariadb): {shown}"
-        )
-    try:
-        parsed.get_dialect()
-    except NoSuchModuleError:
-        raise ValueError(f"{name} names an unknown driver {parsed.drivername!r}: {shown}") from None
-    return parsed
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
-    """A JobStore on ``url``, or a CommandError that never shows the password."""
-    from sqlalchemy import inspect
-    from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
-
-    from recurjobs.sql import JobStore
-
-    try:
-        parsed = check_database_url(url, source)
-    except (TypeError, ValueError) as exc:
-        raise CommandError(str(exc), bad_input=True) from None
-    shown = mask_url_text(url)
-    in_memory = parsed.database in (None, "", ":memory:")
-    if (
-        parsed.get_backend_name() == "sqlite"
-        and not in_memory
-        and not os.path.exists(str(parsed.database))
-    ):
-        raise CommandError(f"no SQLite database file at {shown}", bad_input=True)
-    try:
-        store = JobStore(url, table_prefix=prefix)
-    except NoSuchModuleError:
-        raise CommandError(f"unsupported database URL: {shown}", bad_input=True) from None
-    except ImportError as exc:
-        raise CommandError(f"the driver for {shown} is not installed: {exc.name}") from None
-    except ValueError as exc:
-        raise CommandError(str(exc), bad_input=True) from None
-    try:
-        exists = inspect(store.engine).has_table(store.jobs.name)
-    except (SQLAlchemyError, OSError) as exc:
-        store.dispose()
-        raise CommandError(f"cannot reach {shown}: {_scrub(_first_line(exc), parsed)}") from None
-    if not exists:
-        store.dispose()
-        raise CommandError(
-            f"no table {store.jobs.name} in {shown} (wrong --table-prefix, or no host has "
-            "started with distributed jobs there yet)",
-            bad_input=True,
-        )
-    return store
-
-
-def _scrub(text: str, url: Any) -> str:
-    password = getattr(url, "password", None)
-    return text.replace(str(password), "***") if password else text
-
-
-def _with_store(
-    url: str, prefix: str, what: Callable[[Any], Any], source: str = "--database"
-) -> Any:
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import SQLAlchemyError
-
-    store = _open_store(url, prefix, source)
-    try:
-        return what(store)
-    except SQLAlchemyError as exc:
-        raise CommandError(
-            f"database error on {store.url}: {_scrub(_first_line(exc), make_url(url))}"
-        ) from None
-    finally:
-        store.dispose()
-
-
-def read_rows(url: str, prefix: str, *, source: str = "--database") -> list[Any]:
-    """Every row of the distributed jobs table (``JobStore.rows()``); ``source`` names where
-    the URL came from in error messages."""
-    return list(_with_store(url, prefix, lambda store: store.rows(), source))
-
-
-def trigger_row(url: str, prefix: str, name: str, *, source: str = "--database") -> None:
-    """Mark ``name`` due now; CommandError (bad input, exit 2) when there is no such row."""
-
-    def trigger(store: Any) -> list[str] | None:
-        if store.trigger(name):
-            return None
-        return [row.name for row in store.rows()]
-
-    known = _with_store(url, prefix, trigger, source)
-    if known is not None:
-        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-        raise CommandError(
-            f"no distributed job named {name!r} in the database (its row appears once a host "
-            f"with that job has started; known: {listed or 'none'})",
-            bad_input=True,
-        )
 
 
 # --------------------------------------------------------------------------- commands
@@ -346,7 +86,7 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     keep = None if args.keep is None else set(args.keep)
-    pruned: list[str] = _with_store(
+    pruned: list[str] = with_store(
         args.database,
         args.table_prefix,
         lambda store: store.prune(keep=keep, older_than=args.older_than),
