@@ -122,7 +122,7 @@ def send_trigger(
         return Reply(False, f"no main instance listens on {path}")
     except ConnectionRefusedError:
         return Reply(False, f"no main instance answers on {path} (stale socket)")
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return Reply(False, f"the main instance did not answer within {timeout:g} s ({path})")
     except OSError as exc:
         return Reply(False, f"cannot reach the main instance on {path}: {exc}")
@@ -162,8 +162,8 @@ def decode_delay(value: object) -> timedelta | None:
     if value == "infinite":
         return INFINITE
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and math.isfinite(value) and value >= 0:  # type: ignore[arg-type]
-        return timedelta(seconds=value)  # type: ignore[arg-type]
+    if number and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+        return timedelta(seconds=value)
     raise ValueError(f"bad next_delay {value!r}")
 
 
@@ -415,7 +415,6 @@ def _forget_listeners_in_child() -> None:
     for listener in list(_listeners.values()):
         listener.mutex = threading.Lock()
         listener.main_dom.on_main(None)
-        listener.thread = None
         listener.close(unlink=False)
     _listeners.clear()
 
