@@ -266,7 +266,12 @@ class _Listener:
                 reply = Reply(False, "refused: the sender runs as another user")
             else:
                 line = _read_line(conn, time.monotonic() + TIMEOUT)
-                reply = self._deliver(json.loads(line))
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    reply = Reply(False, f"bad request {line[:200]!r}")
+                else:
+                    reply = self._deliver(request)
             payload = {"accepted": reply.accepted, "reason": reply.reason, "pid": os.getpid()}
             conn.sendall(json.dumps(payload).encode() + b"\n")
         except Exception as exc:  # a broken request must not end the listener
