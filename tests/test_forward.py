@@ -216,7 +216,9 @@ def test_refusals_name_the_reason(tmp_path: Path, hosts: list[JobHost]) -> None:
         answer["accepted"],
         answer["reason"],
     )
-    bad = raw_request(path, json.dumps({**request, "next_delay": -3, "expires": 1e12}).encode() + b"\n")
+    bad = raw_request(
+        path, json.dumps({**request, "next_delay": -3, "expires": 1e12}).encode() + b"\n"
+    )
     assert False is bad["accepted"]
     garbage = raw_request(path, b"not json\n")
     assert (False, "bad request b'not json\\n'") == (garbage["accepted"], garbage["reason"])
