@@ -180,7 +180,10 @@ class JobHost:
                 self._role_service.start(clock=self.clock, publisher=self._publisher)
             self._state = _RUNNING
             if self._gates.main_dom is not None:
+                # Listen for forwarded triggers, and take the lock now if it is free, so that
+                # other processes can reach a main instance from the start (not after `delay`).
                 self._forwarding = attach(self._gates.main_dom, self)
+                self._gates.main_dom.try_acquire()
             self._runners = []
             for job in self._recurring:
                 self._start_runner(job)

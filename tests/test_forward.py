@@ -191,6 +191,16 @@ def test_socket_is_owner_only_and_removed_at_stop(tmp_path: Path, hosts: list[Jo
     assert [] == [t for t in threading.enumerate() if t.name == "recurjobs-trigger-listener"]
 
 
+def test_start_takes_a_free_lock_and_listens_at_once(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """start() takes a free lock at once, so triggers reach it before any run (delay INFINITE)."""
+    job = Counted()
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    host = JobHost([job], main_dom=main_dom).start()
+    hosts.append(host)
+    assert (True, True) == (main_dom.is_main, os.path.exists(str(main_dom.socket_path)))
+    assert True is send(host, job).accepted
+
+
 def test_refusals_name_the_reason(tmp_path: Path, hosts: list[JobHost]) -> None:
     """Unknown job, different registrations, not triggerable, expired or bad requests: refused."""
     mine = Counted()
@@ -269,9 +279,10 @@ def test_not_main_and_nobody_listening_is_false_at_once(
     """When the lock holder has no listener, trigger() is False at once and nothing runs."""
     job = Counted()
     main_dom = MainDom(KEY, directory=str(tmp_path))
-    host = JobHost([job], main_dom=main_dom).start()
+    host = JobHost([job], main_dom=main_dom)
     hosts.append(host)
     with foreign_holder(main_dom):
+        host.start()
         started = time.monotonic()
         assert False is host.trigger(Counted)
         elapsed = time.monotonic() - started
@@ -282,11 +293,12 @@ def test_becoming_main_later_starts_the_listener(tmp_path: Path, hosts: list[Job
     """A process that becomes main when the holder goes starts listening then."""
     job = Counted()
     main_dom = MainDom(KEY, directory=str(tmp_path))
-    host = JobHost([job], main_dom=main_dom).start()
+    host = JobHost([job], main_dom=main_dom)
     hosts.append(host)
     path = main_dom.socket_path
     assert path is not None
     with foreign_holder(main_dom):
+        host.start()
         assert (False, False) == (host.trigger(Counted), os.path.exists(path))
     assert True is host.trigger(Counted)  # main now: runs here, and listens
     assert job.ran.wait(5)
@@ -319,9 +331,9 @@ def test_without_unix_sockets_triggers_are_false_with_a_warning(
     main_dom = MainDom(KEY, directory=str(tmp_path))
     host = JobHost([job], main_dom=main_dom)
     with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
-        host.start()
         try:
             with foreign_holder(main_dom):
+                host.start()
                 assert False is host.trigger(Counted)
         finally:
             host.stop()
