@@ -14,7 +14,7 @@ same jobs in the same order everywhere.
 
 All hosts of one process that share a lock file share one listener; a request goes to the one
 host of this process that has the job. The listener starts when this process becomes main (at
-any ``try_acquire()``, through ``MainDom.on_main``) and closes when its last host stops.
+any ``try_acquire()``, through ``_maindom.on_main``) and closes when its last host stops.
 Windows has no AF_UNIX guarantee: there, forwarding is off and a forwarded trigger is False.
 """
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from recurjobs._maindom import MainDom
+from recurjobs._maindom import MainDom, on_main
 from recurjobs._schedule import INFINITE, NextExecution
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ class Attachment:
                 last = not listener.hosts
             if last and _listeners.get(listener.main_dom.path) is listener:
                 del _listeners[listener.main_dom.path]
-                listener.main_dom.on_main(None)
+                on_main(listener.main_dom, None)
         if last:
             listener.close()
 
@@ -405,7 +405,7 @@ def attach(main_dom: MainDom, host: JobHost) -> Attachment | None:
         listener = _listeners.get(main_dom.path)
         if listener is None:
             listener = _listeners[main_dom.path] = _Listener(main_dom, main_dom.socket_path)
-            main_dom.on_main(listener.ensure)
+            on_main(main_dom, listener.ensure)
         with listener.mutex:
             listener.hosts.append(host)
     if main_dom.is_main:
@@ -419,7 +419,7 @@ def _forget_listeners_in_child() -> None:
     _listeners_mutex = threading.Lock()
     for listener in list(_listeners.values()):
         listener.mutex = threading.Lock()
-        listener.main_dom.on_main(None)
+        on_main(listener.main_dom, None)
         listener.close(unlink=False)
     _listeners.clear()
 

@@ -93,7 +93,7 @@ class _SharedLock:
         self.identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the locked file
         self.users = 0  # MainDom objects that acquired in this epoch and have not released
         self.epoch = 0  # bumped whenever the hold ends, so stale users can tell
-        self.on_main: Callable[[], None] | None = None  # see MainDom.on_main
+        self.on_main: Callable[[], None] | None = None  # see on_main() below
 
     def ensure(self) -> tuple[str, str]:
         """Hold the OS lock if at all possible; returns ``(state, detail)``."""
@@ -170,6 +170,16 @@ if sys.platform != "win32":
     os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
+def on_main(main_dom: MainDom, callback: Callable[[], None] | None) -> None:
+    """Call ``callback`` after every ``try_acquire()`` in this process that finds it main.
+
+    One callback per lock file, shared by every MainDom of that file (the trigger listener of
+    ``_forward.py`` uses it to start when this process becomes main); None removes it. The
+    callback must not raise.
+    """
+    main_dom._shared.on_main = callback
+
+
 class MainDom:
     """One main instance per machine and key, decided by an OS lock on a file.
 
@@ -228,15 +238,6 @@ class MainDom:
             if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
                 return path
         return None
-
-    def on_main(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback`` after every ``try_acquire()`` in this process that finds it main.
-
-        One callback per lock file, shared by every MainDom of that file (the trigger listener
-        uses it to start when this process becomes main); None removes it. The callback must
-        not raise.
-        """
-        self._shared.on_main = callback
 
     @property
     def is_main(self) -> bool:
