@@ -289,6 +289,31 @@ def test_not_main_and_nobody_listening_is_false_at_once(
     assert (True, 0) == (elapsed < 0.5, job.runs)
 
 
+def test_main_instance_dying_mid_request_is_false_at_once(tmp_path: Path) -> None:
+    """A main instance that reads the request and then goes away without answering gives
+    False at once, not after the timeout."""
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    path = main_dom.socket_path
+    assert path is not None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(1)
+
+        def die_after_reading() -> None:
+            conn, _ = server.accept()
+            conn.recv(4096)
+            conn.close()
+
+        thread = threading.Thread(target=die_after_reading)
+        thread.start()
+        started = time.monotonic()
+        reply = send_trigger(main_dom, Counted(), (), NextExecution.NONE, None)
+        elapsed = time.monotonic() - started
+        thread.join()
+    assert (False, True) == (reply.accepted, elapsed < 0.5)
+    assert "closed before answering" in reply.reason
+
+
 def test_becoming_main_later_starts_the_listener(tmp_path: Path, hosts: list[JobHost]) -> None:
     """A process that becomes main when the holder goes starts listening then."""
     job = Counted()
