@@ -14,9 +14,10 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from recurjobs._clock import Clock, SystemClock
-from recurjobs._forward import Attachment, attach, forward_trigger
+from recurjobs._forward import forward_trigger
 from recurjobs._gates import Gates, main_dom_source, role_source
 from recurjobs._jobs import DistributedJob, RecurringJob, TriggerableJob, check_distributed
+from recurjobs._listener import Attachment, attach
 from recurjobs._loop import JobRunner
 from recurjobs._maindom import MainDom
 from recurjobs._notifications import (

@@ -36,6 +36,7 @@ from recurjobs import (
     RecurringJob,
     TriggerableJob,
     _forward,
+    _listener,
 )
 from recurjobs._forward import Reply, decode_delay, job_id, send_trigger
 from recurjobs.flask import RecurJobs
@@ -337,12 +338,12 @@ def test_trigger_during_delivery_is_not_forwarded_to_itself(
     tmp_path: Path, hosts: list[JobHost]
 ) -> None:
     """While the listener delivers, a lost lock makes trigger() False instead of a self-call."""
-    _forward._local.delivering = True
+    _forward.delivering.active = True
     try:
         main_dom = MainDom(KEY, directory=str(tmp_path))
         reply = send_trigger(main_dom, Counted(), (), NextExecution.NONE, None)
     finally:
-        _forward._local.delivering = False
+        _forward.delivering.active = False
     assert (False, True) == (reply.accepted, "lost the main instance lock" in reply.reason)
 
 
@@ -350,8 +351,8 @@ def test_without_unix_sockets_triggers_are_false_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Where AF_UNIX is missing (Windows) forwarding is off: False and one warning."""
-    monkeypatch.setattr(_forward, "_SUPPORTED", False)
-    monkeypatch.setattr(_forward, "_warned_unsupported", False)
+    monkeypatch.setattr(_forward, "SUPPORTED", False)
+    monkeypatch.setattr(_listener, "_warned_unsupported", False)
     job = Counted()
     main_dom = MainDom(KEY, directory=str(tmp_path))
     host = JobHost([job], main_dom=main_dom)
