@@ -1,5 +1,6 @@
 """Triggers reach the job: a process that is not the main instance forwards them.
 
+recurjobs._forward sends, recurjobs._listener answers in the main instance.
 The fast tests run the listener in this process (a host that holds the MainDom lock) and talk to
 it through ``send_trigger``; the ``multiprocess`` ones put the main instance in a child process,
 and the last one runs a real gunicorn with three workers.
