@@ -14,8 +14,10 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from recurjobs._clock import Clock, SystemClock
+from recurjobs._forward import forward_trigger
 from recurjobs._gates import Gates, main_dom_source, role_source
 from recurjobs._jobs import DistributedJob, RecurringJob, TriggerableJob, check_distributed
+from recurjobs._listener import Attachment, attach
 from recurjobs._loop import JobRunner
 from recurjobs._maindom import MainDom
 from recurjobs._notifications import (
@@ -107,6 +109,7 @@ class JobHost:
         self._ids: set[int] = set()  # id() of every registered job (the lists keep them alive)
         self._runners: list[JobRunner] = []
         self._sql: Any = None  # the distributed side (poller, election), made at start()
+        self._forwarding: Attachment | None = None  # receives triggers while this process is main
         for job in jobs:
             self._register(job)
 
@@ -177,6 +180,11 @@ class JobHost:
             if self._role_service is not None:
                 self._role_service.start(clock=self.clock, publisher=self._publisher)
             self._state = _RUNNING
+            if self._gates.main_dom is not None:
+                # Listen for forwarded triggers, and take the lock now if it is free, so that
+                # other processes can reach a main instance from the start (not after `delay`).
+                self._forwarding = attach(self._gates.main_dom, self)
+                self._gates.main_dom.try_acquire()
             self._runners = []
             for job in self._recurring:
                 self._start_runner(job)
@@ -240,6 +248,8 @@ class JobHost:
             ended = False
         if self._role_service is not None and not self._role_service.join(_left(deadline)):
             ended = False
+        if self._forwarding is not None:  # before the MainDom lock is released
+            self._forwarding.close()
         return ended
 
     def _stop_at_exit(self) -> None:
@@ -263,6 +273,7 @@ class JobHost:
             self._state = _NEW
             self._runners = []
             self._sql = None
+            self._forwarding = None
 
     # -------------------------------------------------------------------- triggers
     def trigger(
@@ -303,7 +314,13 @@ class JobHost:
                     )
             else:
                 found = [r for r in self._runners if r.job is job]
-        return bool(found) and found[0].trigger(strategy, next_delay)
+        if not found:
+            return False
+        main_dom = self._gates.main_dom
+        if main_dom is not None and not main_dom.try_acquire():
+            # Not the main instance: the job runs there, so ask it (SPEC 9).
+            return forward_trigger(main_dom, found[0].job, self.jobs, strategy, next_delay)
+        return found[0].trigger(strategy, next_delay)
 
     def trigger_for(self, job_class: type[TJ]) -> JobTrigger[TJ]:
         """A typed handle that triggers ``job_class`` on this host."""

@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 
 if sys.platform == "win32":
     import msvcrt
@@ -27,6 +28,10 @@ __all__ = ["MainDom"]
 logger = logging.getLogger("recurjobs.maindom")
 
 _MAIN, _NOT_MAIN, _ERROR = "main", "not main", "error"
+
+# The longest Unix socket path the OS takes (sun_path holds 108 bytes on Linux, 104 on the BSDs
+# and macOS, including the terminating NUL).
+_MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
 
 if sys.platform == "win32":
     # msvcrt locks a byte range that starts at the current file position, and Windows range
@@ -88,6 +93,7 @@ class _SharedLock:
         self.identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the locked file
         self.users = 0  # MainDom objects that acquired in this epoch and have not released
         self.epoch = 0  # bumped whenever the hold ends, so stale users can tell
+        self.on_main: Callable[[], None] | None = None  # see on_main() below
 
     def ensure(self) -> tuple[str, str]:
         """Hold the OS lock if at all possible; returns ``(state, detail)``."""
@@ -164,6 +170,16 @@ if sys.platform != "win32":
     os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
+def on_main(main_dom: MainDom, callback: Callable[[], None] | None) -> None:
+    """Call ``callback`` after every ``try_acquire()`` in this process that finds it main.
+
+    One callback per lock file, shared by every MainDom of that file (the trigger listener of
+    ``_forward.py`` uses it to start when this process becomes main); None removes it. The
+    callback must not raise.
+    """
+    main_dom._shared.on_main = callback
+
+
 class MainDom:
     """One main instance per machine and key, decided by an OS lock on a file.
 
@@ -188,6 +204,7 @@ class MainDom:
         self._key = key
         self._directory = os.path.realpath(directory)
         self._path = os.path.join(self._directory, f"recurjobs-maindom-{digest}.lock")
+        self._digest = digest
         self._shared = _shared_lock_for(self._path)
         self._epoch: int | None = None  # the shared lock's epoch when this object acquired
         self._reported: str | None = None  # last state logged, so each state logs once
@@ -208,6 +225,19 @@ class MainDom:
     def path(self) -> str:
         """Absolute path of the lock file."""
         return self._path
+
+    @property
+    def socket_path(self) -> str | None:
+        """Where the main instance listens for triggers forwarded by other processes.
+
+        Beside the lock file with ``.sock`` for ``.lock``; a shorter name in the same directory
+        when that path is too long for a Unix socket address; None when even that is too long.
+        """
+        for name in (f"recurjobs-maindom-{self._digest}.sock", f"rj-{self._digest[:16]}.sock"):
+            path = os.path.join(self._directory, name)
+            if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
+                return path
+        return None
 
     @property
     def is_main(self) -> bool:
@@ -234,6 +264,9 @@ class MainDom:
                 shared.users += 1
                 self._epoch = shared.epoch
             self._report(state, detail)
+            hook = shared.on_main if state == _MAIN else None
+        if hook is not None:
+            hook()
         return state == _MAIN
 
     def release(self) -> None:

@@ -405,17 +405,16 @@ def _database_rows(database: str, prefix: str) -> list[Any]:
 @recurjobs_cli.command("trigger")
 @click.argument("name")
 def _trigger_command(name: str) -> None:
-    """Mark the distributed job NAME due now; the next server to poll runs it."""
+    """Trigger the job NAME: a recurring job in the server's main instance, which must answer
+    within 1 s, or a distributed job through the database (the next server to poll runs it)."""
     from recurjobs.cli import CommandError, trigger_row
 
     host = RecurJobs.get_host()
     known = {job_name(j): j for j in host.jobs}
     job = known.get(name)
     if job is not None and not callable(getattr(job, "execute", None)):
-        raise click.UsageError(
-            f"{name} is a recurring job: it runs inside each server process, which a command "
-            "cannot reach; trigger it from your code with JobHost.trigger()"
-        )
+        _forward_to_main_instance(host, name, job)
+        return
     database = current_app.config.get("RECURJOBS_DATABASE_URL")
     if not database:
         raise click.UsageError(f"no job named {name!r} and RECURJOBS_DATABASE_URL is unset")
@@ -426,3 +425,23 @@ def _trigger_command(name: str) -> None:
             raise click.UsageError(str(exc)) from None
         raise click.ClickException(str(exc)) from None
     click.echo(f"triggered {name}: the next server to poll runs it")
+
+
+def _forward_to_main_instance(host: JobHost, name: str, job: object) -> None:
+    """A command is never the main instance: hand the trigger to the server process that is."""
+    from recurjobs._forward import send_trigger
+    from recurjobs._jobs import TriggerableJob
+    from recurjobs._schedule import NextExecution
+
+    main_dom = host.gates.main_dom
+    if main_dom is None:
+        raise click.UsageError(
+            f"{name} is a recurring job and RECURJOBS_MAIN_DOM is off: no main instance "
+            "to forward it to; trigger it from your code with JobHost.trigger()"
+        )
+    if not isinstance(job, TriggerableJob):
+        raise click.UsageError(f"{name} cannot be triggered: it does not subclass TriggerableJob")
+    reply = send_trigger(main_dom, job, host.jobs, NextExecution.NONE, None)
+    if not reply.accepted:
+        raise click.ClickException(f"{name} was not triggered: {reply.reason}")
+    click.echo(f"triggered {name}: the main instance (pid {reply.pid}) accepted it")

@@ -1,0 +1,684 @@
+"""Triggers reach the job: a process that is not the main instance forwards them.
+
+recurjobs._forward sends, recurjobs._listener answers in the main instance.
+The fast tests run the listener in this process (a host that holds the MainDom lock) and talk to
+it through ``send_trigger``; the ``multiprocess`` ones put the main instance in a child process,
+and the last one runs a real gunicorn with three workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from recurjobs import (
+    INFINITE,
+    CancellationToken,
+    JobExecuted,
+    JobHost,
+    MainDom,
+    NextExecution,
+    RecurringJob,
+    TriggerableJob,
+    _forward,
+    _listener,
+)
+from recurjobs._forward import Reply, decode_delay, job_id, send_trigger
+from recurjobs.flask import RecurJobs
+from tests.apps.forward_jobs import Append, Other
+from tests.apps.procs import child_env, free_port, lines, python, script, wait_until
+
+if sys.platform != "win32":
+    import fcntl
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets")
+
+KEY = "forward-test"
+
+
+class Counted(RecurringJob, TriggerableJob):
+    """Runs only when triggered; counts its runs and sets an event at each."""
+
+    def __init__(self) -> None:
+        super().__init__(INFINITE, delay=INFINITE)
+        self.runs = 0
+        self.ran = threading.Event()
+
+    def run(self, token: CancellationToken) -> None:
+        self.runs += 1
+        self.ran.set()
+
+
+class Plain(RecurringJob):
+    """Not triggerable."""
+
+    def __init__(self) -> None:
+        super().__init__(INFINITE, delay=INFINITE)
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[JobHost]]:
+    """Hosts a test starts; stopped (and their MainDom released) afterwards."""
+    made: list[JobHost] = []
+    yield made
+    for host in made:
+        host.stop()
+        if host.gates.main_dom is not None:
+            host.gates.main_dom.release()
+
+
+def main_host(hosts: list[JobHost], directory: Path, *jobs: object) -> JobHost:
+    """A started host with ``jobs`` that holds the MainDom lock for KEY in ``directory``."""
+    main_dom = MainDom(KEY, directory=str(directory))
+    host = JobHost(jobs, main_dom=main_dom).start()
+    hosts.append(host)
+    assert main_dom.try_acquire()
+    return host
+
+
+def send(host: JobHost, job: object, **kwargs: object) -> Reply:
+    """Forward a trigger of ``job`` (registered with ``host``) through the socket."""
+    main_dom = host.gates.main_dom
+    assert main_dom is not None
+    strategy = kwargs.pop("strategy", NextExecution.NONE)
+    next_delay = kwargs.pop("next_delay", None)
+    return send_trigger(main_dom, job, host.jobs, strategy, next_delay)  # type: ignore[arg-type]
+
+
+def raw_request(path: str, payload: bytes) -> dict[str, object]:
+    """Send one raw line to the listener at ``path`` and decode its one-line answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        sock.connect(path)
+        sock.sendall(payload)
+        answer = sock.makefile("rb").readline()
+    return json.loads(answer)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def foreign_holder(main_dom: MainDom) -> Iterator[None]:
+    """Hold ``main_dom``'s lock through a separate open file, as another process without a
+    listener would."""
+    fd = os.open(main_dom.path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+# -------------------------------------------------------------------------- pure parts
+@pytest.mark.parametrize(
+    ("encoded", "expected"),
+    [
+        (None, None),
+        ("infinite", INFINITE),
+        (0, timedelta(0)),
+        (2.5, timedelta(seconds=2.5)),
+    ],
+)
+def test_decode_delay(encoded: object, expected: timedelta | None) -> None:
+    """The request's next_delay decodes to None, INFINITE or seconds."""
+    assert expected == decode_delay(encoded)
+
+
+@pytest.mark.parametrize("encoded", [-1, "soon", True, float("inf"), float("nan"), [1]])
+def test_decode_delay_refuses(encoded: object) -> None:
+    """Anything else in next_delay is a ValueError naming it."""
+    with pytest.raises(ValueError, match="bad next_delay"):
+        decode_delay(encoded)
+
+
+def test_job_id_is_module_and_qualname() -> None:
+    """A job class is named the same way in every process: ``module:qualname``."""
+    assert "tests.apps.forward_jobs:Append" == job_id(Append)
+
+
+def test_socket_path_beside_the_lock_then_short_then_none(tmp_path: Path) -> None:
+    """The socket sits beside the lock file, falls back to a short name, else is None."""
+    main_dom = MainDom(KEY, directory="/")
+    assert main_dom.path[: -len(".lock")] + ".sock" == main_dom.socket_path
+    room = 107 if sys.platform.startswith("linux") else 103
+    long_dir = tmp_path / ("d" * (room - len(str(tmp_path)) - 30))
+    long_dir.mkdir()
+    short = MainDom(KEY, directory=str(long_dir)).socket_path
+    assert short is not None
+    assert (str(long_dir), True) == (os.path.dirname(short), os.path.basename(short)[:3] == "rj-")
+    longer = tmp_path / ("e" * (room - len(str(tmp_path)) - 10))
+    longer.mkdir()
+    assert None is MainDom(KEY, directory=str(longer)).socket_path
+
+
+# ------------------------------------------------------------------ listener, in-process
+def test_forwarded_trigger_runs_the_job_once(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """A request through the socket triggers the main instance's job: accepted, one run."""
+    job = Counted()
+    host = main_host(hosts, tmp_path, job)
+    executed: list[object] = []
+    host.subscribe(JobExecuted, lambda n: executed.append(n.job))
+    assert Reply(True, "accepted", os.getpid()) == send(host, job)
+    assert job.ran.wait(5)
+    host.stop()
+    assert [job] == executed
+
+
+def test_socket_is_owner_only_and_removed_at_stop(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """The socket file has mode 0o600 while listening and is gone after stop()."""
+    host = main_host(hosts, tmp_path, Counted())
+    path = host.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    info = os.lstat(path)
+    assert (True, 0o600) == (stat.S_ISSOCK(info.st_mode), stat.S_IMODE(info.st_mode))
+    host.stop()
+    assert False is os.path.exists(path)
+    assert [] == [t for t in threading.enumerate() if t.name == "recurjobs-trigger-listener"]
+
+
+def test_start_takes_a_free_lock_and_listens_at_once(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """start() takes a free lock at once, so triggers reach it before any run (delay INFINITE)."""
+    job = Counted()
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    host = JobHost([job], main_dom=main_dom).start()
+    hosts.append(host)
+    assert (True, True) == (main_dom.is_main, os.path.exists(str(main_dom.socket_path)))
+    assert True is send(host, job).accepted
+
+
+def test_refusals_name_the_reason(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """Unknown job, different registrations, not triggerable, expired or bad requests: refused."""
+    mine = Counted()
+    host = main_host(hosts, tmp_path, mine, Plain())
+    stranger = JobHost([Other(), Counted(), Counted()])  # never started: only builds requests
+    main_dom = host.gates.main_dom
+    assert main_dom is not None
+    unknown = send_trigger(main_dom, stranger.jobs[0], stranger.jobs, NextExecution.NONE, None)
+    assert (False, "no job tests.apps.forward_jobs:Other is registered") == (
+        unknown.accepted,
+        unknown.reason[: len("no job tests.apps.forward_jobs:Other is registered")],
+    )
+    twice = send_trigger(main_dom, stranger.jobs[2], stranger.jobs, NextExecution.NONE, None)
+    assert (False, True) == (twice.accepted, "registered 1 times" in twice.reason)
+    plain = send(host, host.jobs[1])
+    assert (False, True) == (plain.accepted, "TriggerableJob" in plain.reason)
+    path = main_dom.socket_path
+    assert path is not None
+    request = {"job": job_id(Counted), "index": 0, "count": 1, "strategy": "NONE"}
+    late = {**request, "next_delay": None, "expires": time.time() - 1}
+    answer = raw_request(path, json.dumps(late).encode() + b"\n")
+    assert (False, "the request arrived after its sender stopped waiting") == (
+        answer["accepted"],
+        answer["reason"],
+    )
+    bad = raw_request(
+        path, json.dumps({**request, "next_delay": -3, "expires": 1e12}).encode() + b"\n"
+    )
+    assert False is bad["accepted"]
+    garbage = raw_request(path, b"not json\n")
+    assert (False, "bad request b'not json\\n'") == (garbage["accepted"], garbage["reason"])
+    assert 0 == mine.runs
+    assert Reply(True, "accepted", os.getpid()) == send(host, mine)  # the listener lives on
+
+
+def test_hosts_of_one_process_share_one_listener(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """Two hosts on one key share the listener: a request finds the host that has the job,
+    and the socket stays until the last of them stops."""
+    first, second = Counted(), Other()
+    host_a = main_host(hosts, tmp_path, first)
+    host_b = main_host(hosts, tmp_path, second)
+    path = host_a.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    assert True is send(host_b, second).accepted
+    assert True is send(host_a, first).accepted
+    host_a.stop()
+    assert (True, True) == (os.path.exists(path), send(host_b, second).accepted)
+    host_b.stop()
+    assert False is os.path.exists(path)
+
+
+def test_same_job_class_in_two_hosts_is_refused(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """When two hosts of the main instance have the job's class, the trigger is refused."""
+    host_a = main_host(hosts, tmp_path, Counted())
+    main_host(hosts, tmp_path, Counted())
+    reply = send(host_a, host_a.jobs[0])
+    assert (False, True) == (reply.accepted, "several hosts" in reply.reason)
+
+
+def test_instances_are_matched_by_position(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """With two instances of one class, a request for the second runs the second."""
+    first, second = Counted(), Counted()
+    host = main_host(hosts, tmp_path, first, second)
+    twin = JobHost([Counted(), Counted()])  # the same code in another process
+    main_dom = host.gates.main_dom
+    assert main_dom is not None
+    reply = send_trigger(main_dom, twin.jobs[1], twin.jobs, NextExecution.NONE, None)
+    assert True is reply.accepted
+    assert second.ran.wait(5)
+    assert (0, 1) == (first.runs, second.runs)
+
+
+def test_not_main_and_nobody_listening_is_false_at_once(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """When the lock holder has no listener, trigger() is False at once and nothing runs."""
+    job = Counted()
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    host = JobHost([job], main_dom=main_dom)
+    hosts.append(host)
+    with foreign_holder(main_dom):
+        host.start()
+        started = time.monotonic()
+        assert False is host.trigger(Counted)
+        elapsed = time.monotonic() - started
+    assert (True, 0) == (elapsed < 0.5, job.runs)
+
+
+def test_main_instance_dying_mid_request_is_false_at_once(tmp_path: Path) -> None:
+    """A main instance that reads the request and then goes away without answering gives
+    False at once, not after the timeout."""
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    path = main_dom.socket_path
+    assert path is not None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(1)
+
+        def die_after_reading() -> None:
+            conn, _ = server.accept()
+            conn.recv(4096)
+            conn.close()
+
+        thread = threading.Thread(target=die_after_reading)
+        thread.start()
+        started = time.monotonic()
+        reply = send_trigger(main_dom, Counted(), (), NextExecution.NONE, None)
+        elapsed = time.monotonic() - started
+        thread.join()
+    assert (False, True) == (reply.accepted, elapsed < 0.5)
+    assert "closed before answering" in reply.reason
+
+
+def test_becoming_main_later_starts_the_listener(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """A process that becomes main when the holder goes starts listening then."""
+    job = Counted()
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    host = JobHost([job], main_dom=main_dom)
+    hosts.append(host)
+    path = main_dom.socket_path
+    assert path is not None
+    with foreign_holder(main_dom):
+        host.start()
+        assert (False, False) == (host.trigger(Counted), os.path.exists(path))
+    assert True is host.trigger(Counted)  # main now: runs here, and listens
+    assert job.ran.wait(5)
+    job.ran.clear()
+    assert (True, True) == (os.path.exists(path), send(host, job).accepted)
+    assert job.ran.wait(5)
+    assert 2 == job.runs
+
+
+def test_trigger_during_delivery_is_not_forwarded_to_itself(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """While the listener delivers, a lost lock makes trigger() False instead of a self-call."""
+    _forward.delivering.active = True
+    try:
+        main_dom = MainDom(KEY, directory=str(tmp_path))
+        reply = send_trigger(main_dom, Counted(), (), NextExecution.NONE, None)
+    finally:
+        _forward.delivering.active = False
+    assert (False, True) == (reply.accepted, "lost the main instance lock" in reply.reason)
+
+
+def test_without_unix_sockets_triggers_are_false_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where AF_UNIX is missing (Windows) forwarding is off: False and one warning."""
+    monkeypatch.setattr(_forward, "SUPPORTED", False)
+    monkeypatch.setattr(_listener, "_warned_unsupported", False)
+    job = Counted()
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    host = JobHost([job], main_dom=main_dom)
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        try:
+            with foreign_holder(main_dom):
+                host.start()
+                assert False is host.trigger(Counted)
+        finally:
+            host.stop()
+    assert 2 == len([r for r in caplog.records if r.levelno == logging.WARNING])
+    assert "needs Unix sockets" in caplog.text
+
+
+def test_occupied_socket_path_is_left_alone(
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something that is not a socket at the socket path is never removed; the main instance
+    warns once and still runs its own jobs; others get False."""
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    path = main_dom.socket_path
+    assert path is not None
+    os.mkdir(path)
+    job = Counted()
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        host = main_host(hosts, tmp_path, job)
+        assert True is host.trigger(Counted)
+    assert job.ran.wait(5)
+    assert (True, False) == (os.path.isdir(path), send(host, job).accepted)
+    assert 1 == caplog.text.count("is not a socket is in the way")
+
+
+# ------------------------------------------------------------------------- Flask command
+def test_flask_trigger_command_forwards_to_the_main_instance(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """`flask recurjobs trigger NAME` for a recurring job is accepted by the main instance."""
+    from flask import Flask
+
+    job = Counted()
+    main_host(hosts, tmp_path, job)
+    app = Flask("command")
+    app.config.update(
+        RECURJOBS_AUTOSTART=False,
+        RECURJOBS_MAIN_DOM=KEY,
+        RECURJOBS_MAIN_DOM_DIRECTORY=str(tmp_path),
+    )
+    RecurJobs(app, jobs=[Counted()])
+    result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", "Counted"])
+    assert (0, f"triggered Counted: the main instance (pid {os.getpid()}) accepted it\n") == (
+        result.exit_code,
+        result.output,
+    )
+    assert job.ran.wait(5)
+
+
+def test_flask_trigger_command_without_a_main_instance(tmp_path: Path) -> None:
+    """With no main instance answering, the command fails with one line and exit code 1."""
+    from flask import Flask
+
+    app = Flask("command")
+    app.config.update(
+        RECURJOBS_AUTOSTART=False,
+        RECURJOBS_MAIN_DOM=KEY,
+        RECURJOBS_MAIN_DOM_DIRECTORY=str(tmp_path),
+    )
+    RecurJobs(app, jobs=[Counted()])
+    result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", "Counted"])
+    assert (1, 1) == (result.exit_code, len(result.output.splitlines()))
+    assert "Error: Counted was not triggered: no main instance listens on" in result.output
+
+
+# ------------------------------------------------------------------ real child processes
+class Child:
+    """A ``tests.apps.forward_child`` process; ``out`` is the job's record file."""
+
+    def __init__(self, tmp_path: Path, mode: str, name: str = "child") -> None:
+        self.out = tmp_path / f"{name}.txt"
+        command = [python(), "-m", "tests.apps.forward_child", str(tmp_path), KEY]
+        self.proc = subprocess.Popen(
+            [*command, str(self.out), mode],
+            env=child_env(tmp_path),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pid = self.proc.pid
+
+    def first_line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(20)
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """Child processes a test starts; killed afterwards if still alive."""
+    made: list[Child] = []
+    yield made
+    for child in made:
+        with_signal = child.proc.poll() is None
+        if with_signal:
+            os.kill(child.pid, signal.SIGCONT)
+        child.kill()
+
+
+def start_child(children: list[Child], tmp_path: Path, mode: str, name: str = "child") -> Child:
+    """Start a child; for ``main`` wait until it holds the lock and listens."""
+    child = Child(tmp_path, mode, name)
+    children.append(child)
+    if mode == "main":
+        assert "main" == child.first_line()
+    return child
+
+
+def parent_host(hosts: list[JobHost], tmp_path: Path) -> tuple[JobHost, Path]:
+    """This process's host on KEY with an Append job writing to parent.txt (not main)."""
+    out = tmp_path / "parent.txt"
+    host = JobHost([Append(str(out))], main_dom=MainDom(KEY, directory=str(tmp_path))).start()
+    hosts.append(host)
+    return host, out
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_trigger_from_another_process_runs_once_in_the_main_instance(
+    tmp_path: Path, hosts: list[JobHost], children: list[Child]
+) -> None:
+    """trigger() in a non-main process is True and the main child runs the job exactly once."""
+    main = start_child(children, tmp_path, "main")
+    host, out = parent_host(hosts, tmp_path)
+    assert True is host.trigger(Append)
+    wait_until(lambda: lines(main.out), 10, "the child's run")
+    assert 0 == main.stop()
+    assert ([f"run {main.pid}", f"closed {main.pid}"], []) == (lines(main.out), lines(out))
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_main_instance_triggered_by_a_child(
+    tmp_path: Path, hosts: list[JobHost], children: list[Child]
+) -> None:
+    """The other direction: a child's trigger() reaches this process, the main instance."""
+    host, out = parent_host(hosts, tmp_path)
+    assert host.gates.main_dom is not None and host.gates.main_dom.try_acquire()
+    child = start_child(children, tmp_path, "trigger")
+    assert ("True", 0) == (child.first_line(), child.proc.wait(20))
+    wait_until(lambda: lines(out), 10, "the run here")
+    assert ([f"run {os.getpid()}"], [f"closed {child.pid}"]) == (lines(out), lines(child.out))
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_hung_main_instance_gives_false_after_one_second_and_no_late_run(
+    tmp_path: Path, hosts: list[JobHost], children: list[Child]
+) -> None:
+    """A main instance that does not answer (SIGSTOP) makes trigger() False after about 1 s,
+    and the queued request is refused when it wakes up, so it never runs late."""
+    main = start_child(children, tmp_path, "main")
+    host, _ = parent_host(hosts, tmp_path)
+    os.kill(main.pid, signal.SIGSTOP)
+    _, status = os.waitpid(main.pid, os.WUNTRACED)  # returns once it is stopped
+    assert os.WIFSTOPPED(status)
+    try:
+        started = time.monotonic()
+        accepted = host.trigger(Append)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(main.pid, signal.SIGCONT)
+    assert (False, True) == (accepted, 0.9 <= elapsed < 1.5)
+    assert True is host.trigger(Append)  # answered after the stale request was refused
+    wait_until(lambda: lines(main.out), 10, "the run")
+    assert 0 == main.stop()
+    assert [f"run {main.pid}", f"closed {main.pid}"] == lines(main.out)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_stale_socket_of_a_killed_main_instance(
+    tmp_path: Path, hosts: list[JobHost], children: list[Child]
+) -> None:
+    """A main instance killed with SIGKILL leaves its socket: senders get False at once, and
+    the next main instance replaces the socket and gets the triggers."""
+    first = start_child(children, tmp_path, "main", "first")
+    host, out = parent_host(hosts, tmp_path)
+    main_dom = host.gates.main_dom
+    assert main_dom is not None and main_dom.socket_path is not None
+    first.kill()
+    assert True is os.path.exists(main_dom.socket_path)  # nobody removed it
+    started = time.monotonic()
+    reply = send_trigger(main_dom, host.jobs[0], host.jobs, NextExecution.NONE, None)
+    assert (False, True) == (reply.accepted, time.monotonic() - started < 0.5)
+    assert "stale socket" in reply.reason
+    second = start_child(children, tmp_path, "main", "second")
+    assert True is host.trigger(Append)
+    wait_until(lambda: lines(second.out), 10, "the second main's run")
+    assert 0 == second.stop()
+    assert ([], [f"run {second.pid}", f"closed {second.pid}"], []) == (
+        lines(first.out),
+        lines(second.out),
+        lines(out),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
+def test_unwritable_directory(tmp_path: Path, hosts: list[JobHost], children: list[Child]) -> None:
+    """When the main instance cannot create its socket, others' triggers are False at once."""
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    main_dom.check()  # the lock file exists; the directory then turns read-only
+    tmp_path.chmod(0o500)
+    try:
+        main = start_child(children, tmp_path, "main")
+        host, _ = parent_host(hosts, tmp_path)
+        started = time.monotonic()
+        assert False is host.trigger(Append)
+        assert time.monotonic() - started < 0.5
+        main.stop()
+    finally:
+        tmp_path.chmod(0o700)
+
+
+# ---------------------------------------------------------------------------- gunicorn
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.timeout(90)
+def test_gunicorn_every_accepted_trigger_runs_once(tmp_path: Path) -> None:
+    """Under gunicorn with 3 workers, web requests that trigger a job reach it.
+
+    Exact invariant. Phase 1 sends 45 requests one after another and waits for each run before
+    the next request: every answer is True and there are exactly 45 runs, all in one worker
+    (the main instance), while the answers come from all three workers. Phase 2 sends 30
+    requests at once over 6 connections, where triggers that arrive before the job's loop picks
+    up the previous one coalesce into one run (allowed): every answer is True, each request's
+    ticket (written before it triggers) is taken by exactly one run that started after the
+    ticket was written, so no accepted trigger is lost, and there are between 1 and 30 runs,
+    never more runs than accepted triggers.
+    """
+    out, port = tmp_path / "runs.txt", free_port()
+    tickets = tmp_path / "tickets"
+    tickets.mkdir()
+    env = child_env(tmp_path, RECURJOBS_TEST_OUT=str(out), RECURJOBS_TEST_TICKETS=str(tickets))
+    command = [script("gunicorn"), "-w", "3", "-b", f"127.0.0.1:{port}"]
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*command, "--graceful-timeout", "10", "tests.apps.flask_trigger_app:create_app()"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def trigger(ticket: str) -> tuple[bool, int]:
+        url = f"http://127.0.0.1:{port}/trigger?ticket={ticket}"
+        request = urllib.request.Request(url, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.loads(response.read())
+        return bool(answer["accepted"]), int(answer["pid"])
+
+    def runs() -> list[tuple[int, list[str]]]:
+        found = []
+        for line in lines(out):
+            _, pid, *taken = line.split()
+            found.append((int(pid), taken))
+        return found
+
+    try:
+        wait_until(lambda: _answers(port), 30, "gunicorn to answer")
+        wait_until(lambda: len(_worker_pids(port)) == 3, 30, "three workers answering")
+        answers = []
+        for n in range(45):
+            answers.append(trigger(f"a{n}"))
+            wait_until(lambda n=n: len(runs()) == n + 1, 10, f"run {n + 1}")  # type: ignore[misc]
+        with ThreadPoolExecutor(6) as pool:
+            burst = list(pool.map(trigger, [f"b{n}" for n in range(30)]))
+        wait_until(lambda: not any(tickets.iterdir()), 10, "every ticket taken")
+    finally:
+        _stop_group(proc)
+    everything = runs()
+    assert ([True] * 45, 3) == ([a for a, _ in answers], len({pid for _, pid in answers}))
+    assert [[f"a{n}"] for n in range(45)] == [taken for _, taken in everything[:45]]
+    assert [True] * 30 == [a for a, _ in burst]
+    later = everything[45:]
+    taken = sorted(t for _, ts in later for t in ts)
+    assert (sorted(f"b{n}" for n in range(30)), True) == (taken, 1 <= len(later) <= 30)
+    assert 1 == len({pid for pid, _ in everything})
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/pid", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _worker_pids(port: int) -> set[int]:
+    """The pids that answered 30 quick concurrent requests."""
+
+    def one(_: int) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/pid", timeout=5) as response:
+            return int(response.read())
+
+    with ThreadPoolExecutor(6) as pool:
+        return set(pool.map(one, range(30)))
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's whole process group and wait for the leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
