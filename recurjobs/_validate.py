@@ -26,7 +26,8 @@ def duration(value: object, name: str, *, infinite: bool = True, zero: bool = Tr
             return value
         raise ValueError(f"{name} cannot be INFINITE here, got {value!r}")
     if value < timedelta(0):
-        raise ValueError(f"{name} must not be negative (use INFINITE for never), got {value!r}")
+        hint = " (use INFINITE for never)" if infinite else ""
+        raise ValueError(f"{name} must not be negative{hint}, got {value!r}")
     if not zero and value == timedelta(0):
         raise ValueError(f"{name} must be greater than zero, got {value!r}")
     return value

@@ -75,7 +75,7 @@ class Flaky(RecurringJob, TriggerableJob):
         self.broken = False
         self.starts: list[float] = []
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[misc]
     def period(self) -> timedelta:
         if self.broken:
             raise RuntimeError("period is broken")
@@ -106,16 +106,31 @@ def test_property_that_raises_uses_the_last_good_value(
     assert "period" in messages and "server_roles" in messages
 
 
+class BadDelay(RecurringJob):
+    """A job whose delay property raises once the host has accepted it."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(minutes(5))
+        self.clock = clock
+        self.broken = False
+        self.starts: list[float] = []
+
+    @property
+    def delay(self) -> timedelta:  # type: ignore[override]
+        if self.broken:
+            raise ValueError("no delay today")
+        return timedelta(0)
+
+    def run(self, token: CancellationToken) -> None:
+        self.starts.append(self.clock.monotonic() / MIN)
+
+
 def test_delay_property_that_raises_uses_the_default(clock: ManualClock) -> None:
     """A delay property that raises at start gives the default delay of three minutes."""
-
-    class BadDelay(TimedJob):
-        @property  # type: ignore[override]
-        def delay(self) -> timedelta:
-            raise ValueError("no delay today")
-
-    job = BadDelay(clock, minutes(5))
-    with JobHost([job], clock=clock):
+    job = BadDelay(clock)
+    host = JobHost([job], clock=clock)
+    job.broken = True
+    with host:
         walk_to(clock, 8)
     assert [3, 8] == job.starts
 
@@ -216,7 +231,7 @@ def test_guard_returns_the_error_or_the_default(caplog: pytest.LogCaptureFixture
         raise SystemExit(3)
 
     assert None is run_user(lambda: None)
-    assert SystemExit == type(run_user(boom))
+    assert isinstance(run_user(boom), SystemExit)
     with caplog.at_level(logging.ERROR, logger="recurjobs"):
         assert 7 == call_user("the answer", boom, default=7)
         assert 5 == call_user("the answer", lambda: 5, default=7)

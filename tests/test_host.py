@@ -346,7 +346,7 @@ def test_trigger_with_a_closed_gate_returns_false(clock: ManualClock) -> None:
 
 
 def test_trigger_by_name_explains_what_to_pass(clock: ManualClock) -> None:
-    """trigger("Name") is a TypeError asking for the class or instance, naming trigger_distributed."""
+    """trigger("Name") is a TypeError asking for the class or instance (or trigger_distributed)."""
     with JobHost([TimedJob(clock, minutes(5), delay=INFINITE)], clock=clock) as host:
         with pytest.raises(TypeError, match="job class or instance") as info:
             host.trigger("TimedJob")  # type: ignore[arg-type]

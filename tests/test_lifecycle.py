@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_stop_from_a_job_thread_stops_every_job(clock: ManualClock) -> None:
     def body(_token: CancellationToken) -> None:
         try:
             results.append(host.stop(timeout=5))
-        except BaseException as exc:  # noqa: BLE001 - the test reports what stop() raised
+        except BaseException as exc:  # the test reports whatever stop() raised
             results.append(exc)
 
     jobs = [TimedJob(clock, minutes(60), delay=INFINITE) for _ in range(20)]
@@ -82,7 +83,7 @@ def test_stop_from_a_job_failed_handler_stops_every_job(clock: ManualClock) -> N
     def on_failed(_n: JobFailed) -> None:
         try:
             results.append(host.stop(timeout=5))
-        except BaseException as exc:  # noqa: BLE001 - the test reports what stop() raised
+        except BaseException as exc:  # the test reports whatever stop() raised
             results.append(exc)
 
     jobs = [TimedJob(clock, minutes(60), delay=INFINITE) for _ in range(20)]
@@ -196,6 +197,10 @@ def test_stop_releases_the_main_instance_lock(clock: ManualClock, tmp_path: Path
     assert ("not-main", "main") == (before, other_process())
 
 
+def _appender(seen: list[str]) -> Callable[[JobNotification], None]:
+    return lambda n: seen.append(type(n).__name__)
+
+
 def test_no_run_starts_after_stopping_under_a_race(clock: ManualClock) -> None:
     """300 stops racing a due run: per job, never a JobExecuting after JobStopping."""
     bad: list[list[str]] = []
@@ -204,7 +209,7 @@ def test_no_run_starts_after_stopping_under_a_race(clock: ManualClock) -> None:
         job = TimedJob(trial_clock, minutes(1), delay=minutes(1))
         host = JobHost([job], clock=trial_clock)
         seen: list[str] = []
-        host.subscribe(JobNotification, lambda n, seen=seen: seen.append(type(n).__name__))
+        host.subscribe(JobNotification, _appender(seen))
         # A subscriber that takes a moment (a log handler, a metrics push) widens the window.
         host.subscribe(JobStopping, lambda _n: time.sleep(0.001))
         host.start()
@@ -284,11 +289,14 @@ def test_exit_timeout_and_start_timeout_are_kept_and_validated() -> None:
     host = JobHost([], exit_timeout=2.5, start_timeout=7)
     assert (2.5, 7.0) == (host.exit_timeout, host.start_timeout)
     assert (5.0, 10.0) == (JobHost([]).exit_timeout, JobHost([]).start_timeout)
-    for name in ("exit_timeout", "start_timeout"):
-        with pytest.raises(ValueError, match=name):
-            JobHost([], **{name: -1.0})
-        with pytest.raises(TypeError, match=name):
-            JobHost([], **{name: "5"})
+    with pytest.raises(ValueError, match="exit_timeout"):
+        JobHost([], exit_timeout=-1.0)
+    with pytest.raises(ValueError, match="start_timeout"):
+        JobHost([], start_timeout=-1.0)
+    with pytest.raises(TypeError, match="exit_timeout"):
+        JobHost([], exit_timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="start_timeout"):
+        JobHost([], start_timeout=None)  # type: ignore[arg-type]
 
 
 def test_second_host_with_same_key_and_jobs_warns(
