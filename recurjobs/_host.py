@@ -115,13 +115,13 @@ class JobHost:
         self._runners: list[JobRunner] = []
         self._sql: Any = None  # the distributed side (poller, election), made at start()
         self._shutdown: Shutdown | None = None  # made by the first stop()
+        self._starter: threading.Thread | None = None  # the thread inside _start_runner()
         for job in jobs:
             self._register(job)
 
     # ---------------------------------------------------------------- registration
     def add(self, job: object) -> None:
         """Register another job; after ``start()`` it starts at once."""
-        runner = None
         with self._lock:
             self._register(job)
             if self._state != _RUNNING:
@@ -132,9 +132,7 @@ class JobHost:
                 else:
                     self._sql.add(job)
             else:
-                runner = self._new_runner(job)
-        if runner is not None:
-            self._start_runner(runner)
+                self._start_runner(job)
 
     def _register(self, job: object) -> None:
         if isinstance(job, type):
@@ -189,13 +187,11 @@ class JobHost:
                 self._role_service.start(clock=self.clock, publisher=self._publisher)
             self._state = _RUNNING
             self._runners = []
-            runners = [self._new_runner(job) for job in self._recurring]
+            _warn_if_duplicated(self)
             _started_hosts.add(self)
-        _warn_if_duplicated(self)
+            for job in self._recurring:
+                self._start_runner(job)
         atexit.register(self._stop_at_exit)
-        # Outside the lock: a JobStarting handler may call stop() or add().
-        for runner in runners:
-            self._start_runner(runner)
         return self
 
     def _start_sql(self) -> None:
@@ -204,15 +200,20 @@ class JobHost:
         self._sql = HostSql(self)
         self._sql.start(self._distributed)
 
-    def _new_runner(self, job: object) -> JobRunner:
+    def _start_runner(self, job: object) -> None:
+        """Start one job's thread; called with the host lock held, so the stop sequence (which
+        takes the lock first) never sees a half-started job."""
         runner = JobRunner(job, clock=self.clock, gates=self._gates, publisher=self._publisher)
         self._runners.append(runner)
-        return runner
-
-    def _start_runner(self, runner: JobRunner) -> None:
-        self._publisher.publish(JobStarting(job=runner.job, at=self.clock.now()))
-        if runner.start():  # False when stop() began meanwhile
-            self._publisher.publish(JobStarted(job=runner.job, at=self.clock.now()))
+        self._starter = threading.current_thread()
+        try:
+            self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
+            if self._shutdown is not None:  # a JobStarting handler called stop(): run nothing
+                runner.close()
+            runner.start()
+            self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
+        finally:
+            self._starter = None
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop every job and wait up to ``timeout`` seconds; True when every thread ended.
@@ -237,8 +238,9 @@ class JobHost:
             return shutdown.run(lambda: self._stop_sequence(shutdown))
         if first:
             shutdown.run_in_thread(lambda: self._stop_sequence(shutdown))
-        if shutdown.runs_here():
-            return False  # a handler of the sequence itself: the sequence goes on after it
+        if shutdown.runs_here() or self._starter is threading.current_thread():
+            # A handler of the sequence itself, or of start(): the sequence goes on after it.
+            return False
         if on_host_thread:
             return shutdown.wait_for_threads(self._job_threads)
         if shutdown.done():

@@ -89,11 +89,10 @@ class JobRunner:
         self.plan = Plan(math.inf, None, True)
 
     # ----------------------------------------------------------- called from other threads
-    def start(self) -> bool:
-        """Plan the first run and start the daemon thread; False when already closed."""
+    def start(self) -> None:
+        """Plan the first run and start the daemon thread (also when already closed: the
+        thread then only waits for ``stop()``, so the notifications stay paired)."""
         with self._lock:
-            if not self._open:
-                return False
             self.plan = initial(self._clock.monotonic(), seconds(self.view.delay()))
             self._thread = threading.Thread(
                 target=self._main, name=f"recurjobs:{self.name}", daemon=True
@@ -101,7 +100,6 @@ class JobRunner:
         for signal, receiver in self._signals():
             call_user(f"{signal!r}.connect", signal.connect, receiver, default=None)
         self._thread.start()
-        return True
 
     def trigger(self, strategy: NextExecution, next_delay: timedelta | None) -> bool:
         """Ask for one extra run as soon as the thread is free; the latest trigger wins."""

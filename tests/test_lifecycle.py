@@ -22,6 +22,7 @@ from recurjobs import (
     JobFailed,
     JobHost,
     JobNotification,
+    JobStarting,
     JobStopped,
     JobStopping,
     MainDom,
@@ -328,3 +329,16 @@ def test_stop_before_start_and_restart(clock: ManualClock) -> None:
     assert host.stop() is True
     with pytest.raises(RuntimeError, match="stopped"):
         host.start()
+
+
+def test_stop_from_a_job_starting_handler_does_not_deadlock(clock: ManualClock) -> None:
+    """stop() from a JobStarting handler returns at once; start() returns and nothing runs."""
+    results: list[bool] = []
+    job = TimedJob(clock, minutes(5), delay=timedelta(0))
+    host = JobHost([job, TimedJob(clock, minutes(5))], clock=clock)
+    host.subscribe(JobStarting, lambda _n: results.append(host.stop(timeout=5)))
+    began = time.monotonic()
+    host.start()
+    assert host.stop(timeout=5)
+    assert time.monotonic() - began < 3.0
+    assert ([False, False], []) == (results, job.starts)
