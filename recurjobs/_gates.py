@@ -1,4 +1,4 @@
-"""The three checks before every run: runtime ready, server role, main instance (SPEC 4)."""
+"""The three checks before every run: runtime ready, server role, main instance."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ __all__ = ["JobRunner", "Outcome"]
 logger = logging.getLogger("recurjobs")
 
 # A gated job whose period and ignored_delay are both zero would otherwise re-check in a tight
-# loop; this floor keeps it from spinning (SPEC 4 asks that a failing gate never spins).
+# loop; this floor keeps it from spinning: a failing gate must never spin.
 _MIN_BACKOFF = 1.0
 # The longest single wait on the clock. A longer plan (a period of a million days) is waited in
 # chunks: the loop simply waits again, so no duration is too large for Event.wait.
