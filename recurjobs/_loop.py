@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from recurjobs._clock import Clock
+from recurjobs._clock import MAX_WAIT, Clock
 from recurjobs._gates import Gates
 from recurjobs._guard import call_user, run_user
 from recurjobs._jobview import JobView
@@ -35,9 +35,6 @@ logger = logging.getLogger("recurjobs")
 # A gated job whose period and ignored_delay are both zero would otherwise re-check in a tight
 # loop; this floor keeps it from spinning: a failing gate must never spin.
 _MIN_BACKOFF = 1.0
-# The longest single wait on the clock. A longer plan (a period of a million days) is waited in
-# chunks: the loop simply waits again, so no duration is too large for Event.wait.
-MAX_WAIT = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,5 +332,6 @@ class JobRunner:
 
 
 def _bounded(left: float) -> float | None:
-    """A wait of ``left`` seconds as one clock wait: None for never, at most ``MAX_WAIT``."""
+    """A wait of ``left`` seconds as one clock wait: None for never, at most ``MAX_WAIT`` (the
+    loop then simply waits again)."""
     return None if math.isinf(left) else min(left, MAX_WAIT)

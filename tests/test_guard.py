@@ -238,3 +238,10 @@ def test_guard_returns_the_error_or_the_default(caplog: pytest.LogCaptureFixture
     assert ["the answer raised SystemExit"] == [
         r.getMessage().split(":")[0] for r in caplog.records
     ]
+
+
+def test_token_wait_with_a_huge_timeout_does_not_overflow() -> None:
+    """token.wait(timedelta.max) on the real clock waits (in chunks) until cancelled."""
+    token = CancellationToken(RecordingClock())
+    threading.Timer(0.05, token.cancel).start()
+    assert token.wait(timedelta.max) is True
