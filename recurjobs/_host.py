@@ -340,6 +340,7 @@ class JobHost:
             self._runners = []
             self._sql = None
             self._shutdown = None
+            self._starter = None
 
     # -------------------------------------------------------------------- triggers
     def trigger(

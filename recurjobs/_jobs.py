@@ -195,5 +195,5 @@ def _roles(value: object) -> frozenset[ServerRole]:
 
 def job_name(job: object) -> str:
     """A readable name for logs and status: ``job.name`` if it is a str, else the class name."""
-    name = getattr(job, "name", None)
+    name = call_user(f"name of a {type(job).__name__}", getattr, job, "name", None, default=None)
     return name if isinstance(name, str) else type(job).__name__
