@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -245,3 +247,20 @@ def test_token_wait_with_a_huge_timeout_does_not_overflow() -> None:
     token = CancellationToken(RecordingClock())
     threading.Timer(0.05, token.cancel).start()
     assert token.wait(timedelta.max) is True
+
+
+def test_only_the_guard_catches_everything() -> None:
+    """Outside recurjobs/_guard.py the core catches broad exceptions only at the two last-resort
+    places (a crashed job loop, a failed stop sequence): user code is guarded in one place."""
+    root = Path(__file__).resolve().parent.parent / "recurjobs"
+    broad: list[str] = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ExceptHandler):
+                continue
+            caught = node.type
+            if caught is None or (
+                isinstance(caught, ast.Name) and caught.id in ("Exception", "BaseException")
+            ):
+                broad.append(path.name)
+    assert ["_guard.py", "_guard.py", "_loop.py", "_shutdown.py"] == broad
