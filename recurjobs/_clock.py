@@ -7,7 +7,11 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["MAX_WAIT", "Clock", "SystemClock"]
+
+MAX_WAIT = 86400.0
+"""The longest single wait recurjobs asks of a clock (a day). Longer waits (a period of a
+million days) are waited in chunks, so no duration is too large for ``Event.wait``."""
 
 
 @runtime_checkable

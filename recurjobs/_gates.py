@@ -1,12 +1,13 @@
-"""The three checks before every run: runtime ready, server role, main instance (SPEC 4)."""
+"""The three checks before every run: runtime ready, server role, main instance."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
+from recurjobs._guard import call_user
 from recurjobs._maindom import MainDom
-from recurjobs._roles import DEFAULT_SERVER_ROLES, IgnoreReason, ServerRole
+from recurjobs._roles import IgnoreReason, ServerRole
 
 __all__ = ["Gates", "role_source"]
 
@@ -58,11 +59,9 @@ class Gates:
 
     def role(self) -> ServerRole:
         """The current role; a source that raises or returns junk counts as UNKNOWN."""
-        try:
-            role: object = self.server_role()
-        except Exception:
-            logger.exception("server_role callable failed; treating the role as UNKNOWN")
-            return ServerRole.UNKNOWN
+        role: object = call_user(
+            "server_role callable", self.server_role, default=ServerRole.UNKNOWN
+        )
         if not isinstance(role, ServerRole):
             logger.error("server_role callable returned %r, not a ServerRole", role)
             return ServerRole.UNKNOWN
@@ -70,19 +69,18 @@ class Gates:
 
     def ready(self) -> bool:
         """Whether the runtime is ready; a callable that raises counts as not ready."""
-        try:
-            return bool(self.runtime_ready())
-        except Exception:
-            logger.exception("runtime_ready callable failed; treating the runtime as not ready")
-            return False
+        return bool(call_user("runtime_ready callable", self.runtime_ready, default=False))
 
-    def check(self, job: object) -> IgnoreReason | None:
-        """The first gate that fails for ``job``, in SPEC order, or None when it may run."""
+    def is_main(self) -> bool:
+        """Whether this process is the main instance (always, without a MainDom)."""
+        return self.main_dom is None or self.main_dom.try_acquire()
+
+    def check(self, roles: Collection[ServerRole]) -> IgnoreReason | None:
+        """The first gate that fails for a job allowed in ``roles``, in order, or None."""
         if not self.ready():
             return IgnoreReason.RUNTIME_NOT_READY
-        roles = getattr(job, "server_roles", DEFAULT_SERVER_ROLES)
         if self.role() not in roles:
             return IgnoreReason.SERVER_ROLE
-        if self.main_dom is not None and not self.main_dom.try_acquire():
+        if not self.is_main():
             return IgnoreReason.NOT_MAIN_DOM
         return None

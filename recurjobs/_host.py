@@ -16,6 +16,7 @@ from typing import Any, Generic, Self, TypeVar
 from recurjobs._clock import Clock, SystemClock
 from recurjobs._forward import forward_trigger
 from recurjobs._gates import Gates, main_dom_source, role_source
+from recurjobs._guard import call_user, in_user_code
 from recurjobs._jobs import DistributedJob, RecurringJob, TriggerableJob, check_distributed
 from recurjobs._listener import Attachment, attach
 from recurjobs._loop import JobRunner
@@ -24,13 +25,13 @@ from recurjobs._notifications import (
     JobNotification,
     JobStarted,
     JobStarting,
-    JobStopping,
     Publisher,
     Subscription,
 )
 from recurjobs._roles import ServerRole
 from recurjobs._schedule import NextExecution
 from recurjobs._settings import DistributedJobSettings
+from recurjobs._shutdown import Shutdown
 from recurjobs._status import JobStatus, not_started
 from recurjobs._validate import callable_, duration, instance, seconds_or_none
 
@@ -66,6 +67,8 @@ class JobHost:
         database: Any = None,
         distributed: DistributedJobSettings | None = None,
         elect_server_role: bool = False,
+        start_timeout: float = 10.0,
+        exit_timeout: float = 5.0,
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must provide now(), monotonic() and wait(), got {clock!r}")
@@ -101,6 +104,10 @@ class JobHost:
             raise ValueError("elect_server_role=True needs database=...")
         self.database = database
         self._elect = elect_server_role
+        self.start_timeout: float = _timeout(start_timeout, "start_timeout")
+        """How long ``start()`` waits for an unreachable database (seconds)."""
+        self.exit_timeout: float = _timeout(exit_timeout, "exit_timeout")
+        """How long the stop at interpreter exit waits for the threads (seconds)."""
         self._publisher = Publisher()
         self._lock = threading.RLock()
         self._state = _NEW
@@ -110,6 +117,8 @@ class JobHost:
         self._runners: list[JobRunner] = []
         self._sql: Any = None  # the distributed side (poller, election), made at start()
         self._forwarding: Attachment | None = None  # receives triggers while this process is main
+        self._shutdown: Shutdown | None = None  # made by the first stop()
+        self._starter: threading.Thread | None = None  # the thread inside _start_runner()
         for job in jobs:
             self._register(job)
 
@@ -186,9 +195,10 @@ class JobHost:
                 self._forwarding = attach(self._gates.main_dom, self)
                 self._gates.main_dom.try_acquire()
             self._runners = []
+            _warn_if_duplicated(self)
+            _started_hosts.add(self)
             for job in self._recurring:
                 self._start_runner(job)
-            _started_hosts.add(self)
         atexit.register(self._stop_at_exit)
         return self
 
@@ -199,61 +209,128 @@ class JobHost:
         self._sql.start(self._distributed)
 
     def _start_runner(self, job: object) -> None:
+        """Start one job's thread; called with the host lock held, so the stop sequence (which
+        takes the lock first) never sees a half-started job."""
         runner = JobRunner(job, clock=self.clock, gates=self._gates, publisher=self._publisher)
-        self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
-        runner.start()
         self._runners.append(runner)
-        self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
+        self._starter = threading.current_thread()
+        try:
+            self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
+            if self._shutdown is not None:  # a JobStarting handler called stop(): run nothing
+                runner.close()
+            runner.start()
+            self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
+        finally:
+            self._starter = None
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Cancel every token, wake every wait and wait up to ``timeout`` seconds for the threads.
+        """Stop every job and wait up to ``timeout`` seconds; True when every thread ended.
 
-        Returns True when every thread ended. Never hangs: job threads are daemons, so one
-        that ignores its token is left behind (and logged). Stopping twice is harmless.
+        Never hangs: job threads are daemons, so one that ignores its token is left behind
+        (and logged). May be called from a job or a handler (it never joins the calling
+        thread). A concurrent or repeated call waits on the first call's deadline.
         """
         limit = seconds_or_none(timeout, "timeout")
         with self._lock:
-            if self._state != _RUNNING:
+            if self._state != _RUNNING and self._shutdown is None:
                 self._state = _STOPPED
-                return all(r.join(0) for r in self._runners)
-            self._state = _STOPPED
-            runners = list(self._runners)
-            sql = self._sql
-        atexit.unregister(self._stop_at_exit)
+                return True
+            shutdown, first = self._shutdown, self._shutdown is None
+            if shutdown is None:
+                self._state = _STOPPED
+                shutdown = self._shutdown = Shutdown(limit)
+        if first:
+            atexit.unregister(self._stop_at_exit)
+        on_host_thread = self._on_host_thread()
+        if first and not on_host_thread:
+            return shutdown.run(lambda: self._stop_sequence(shutdown))
+        if first:
+            shutdown.run_in_thread(lambda: self._stop_sequence(shutdown))
+        if shutdown.runs_here() or self._starter is threading.current_thread():
+            # A handler of the sequence itself, or of start(): the sequence goes on after it.
+            return False
+        if on_host_thread:
+            return shutdown.wait_for_threads(self._job_threads)
+        if shutdown.done():
+            return self._all_ended()
+        return shutdown.wait()
+
+    def _stop_sequence(self, shutdown: Shutdown) -> bool:
+        """The stop order, top to bottom; the only place it is written. Returns whether every
+        thread ended by ``shutdown.deadline``."""
+        with self._lock:
+            runners, sql = list(self._runners), self._sql
+        # 1. No run begins any more: cancel every token and stop claiming distributed runs.
         for runner in runners:
-            self._publisher.publish(JobStopping(job=runner.job, at=self.clock.now()))
-            runner.cancel()
+            runner.close()
         if sql is not None:
-            sql.stop()
-        if self._role_service is not None:
-            self._role_service.stop()
-        deadline = None if limit is None else time.monotonic() + limit
-        # Wake the parked threads a batch at a time and give each batch a moment to end: woken
-        # all at once, thousands of threads fight over the GIL and stop() takes seconds.
+            sql.stop_claiming()
+        # ... then publish JobStopping and wake each job thread. In batches, each given a
+        # moment to end: thousands of threads woken at once fight over the GIL.
         for i in range(0, len(runners), _WAKE_BATCH):
             batch = runners[i : i + _WAKE_BATCH]
             for runner in batch:
-                runner.wake()
+                runner.stop()
             until = time.monotonic() + _BATCH_WAIT
-            if deadline is not None:
-                until = min(until, deadline)
+            if shutdown.deadline is not None:
+                until = min(until, shutdown.deadline)
             for runner in batch:
-                runner.join(max(0.0, until - time.monotonic()))
+                runner.join(shutdown.left(until))
+        # 2. Wait for the job threads and the distributed runs. Claims and the elected role
+        #    stay alive meanwhile, so no other server starts the same work yet.
         ended = True
         for runner in runners:
-            if not runner.join(_left(deadline)):
-                logger.warning("%s did not stop within %s s", runner.name, timeout)
+            if not runner.join(shutdown.left()):
+                logger.warning("%s did not stop before the stop() deadline", runner.name)
                 ended = False
-        if sql is not None and not sql.join(_left(deadline)):
-            ended = False
-        if self._role_service is not None and not self._role_service.join(_left(deadline)):
-            ended = False
-        if self._forwarding is not None:  # before the MainDom lock is released
+        if sql is not None:
+            ended = sql.wait_runs(shutdown.deadline) and ended
+        # 3. Hand back the claims: flush pending finishes, end the poller and heartbeats.
+        if sql is not None:
+            ended = sql.hand_back(shutdown.deadline) and ended
+        # 4. Resign the elected role, now that the jobs it gates have ended.
+        if sql is not None:
+            sql.resign()
+        service = self._role_service
+        if service is not None:
+            call_user("stop() of the server_role service", service.stop, default=None)
+            joined = call_user(
+                "join() of the server_role service", service.join, shutdown.left(), default=False
+            )
+            ended = bool(joined) and ended
+        # 5. Stop listening for forwarded triggers, then release the main-instance lock:
+        #    another process may take over now.
+        if self._forwarding is not None:
             self._forwarding.close()
+        if self._gates.main_dom is not None:
+            self._gates.main_dom.release()
+        # 6. Dispose of the engines recurjobs made.
+        if sql is not None:
+            sql.dispose()
+        return ended
+
+    def _on_host_thread(self) -> bool:
+        """Whether the caller is a thread the stop sequence waits for (or runs user code)."""
+        me = threading.current_thread()
+        with self._lock:
+            runners = list(self._runners)
+        return in_user_code() or any(r.owns(me) for r in runners)
+
+    def _job_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return [r.thread for r in self._runners if r.thread is not None]
+
+    def _all_ended(self) -> bool:
+        """After the stop sequence: whether every thread has ended by now (no waiting)."""
+        with self._lock:
+            runners, sql = list(self._runners), self._sql
+        ended = all(r.join(0) for r in runners)
+        if sql is not None:
+            ended = sql.wait_runs(time.monotonic()) and ended
         return ended
 
     def _stop_at_exit(self) -> None:
-        self.stop()
+        self.stop(self.exit_timeout)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -274,6 +351,8 @@ class JobHost:
             self._runners = []
             self._sql = None
             self._forwarding = None
+            self._shutdown = None
+            self._starter = None
 
     # -------------------------------------------------------------------- triggers
     def trigger(
@@ -286,8 +365,9 @@ class JobHost:
         """Run a triggerable job now (or right after its current run).
 
         ``job`` is a registered job class or instance. ``strategy`` or ``next_delay`` say when
-        the automatic run after it comes (SPEC's trigger table). Returns False when the host is
-        not running or the job is not registered.
+        the automatic run after it comes. Returns True when the trigger was accepted; False
+        when the host is not running, the job is not registered, or the run cannot happen
+        here now (the runtime is not ready or this server's role is not one of the job's).
         """
         if not isinstance(strategy, NextExecution):
             raise TypeError(f"strategy must be a NextExecution, got {strategy!r}")
@@ -298,14 +378,30 @@ class JobHost:
                     f"give either strategy or next_delay, not both (strategy={strategy!r}, "
                     f"next_delay={next_delay!r})"
                 )
+        if isinstance(job, str):
+            raise TypeError(
+                f"job must be the job class or instance to trigger, not the name {job!r}; "
+                "for a distributed job use trigger_distributed(name)"
+            )
         kind = job if isinstance(job, type) else type(job)
         if not issubclass(kind, TriggerableJob):
             raise TypeError(
                 f"{kind.__name__} cannot be triggered: it does not subclass TriggerableJob"
             )
+        runner = self._runner_for(job)
+        if runner is None:
+            return False
+        if not self._gates.is_main():
+            return self._forward(runner.job, strategy, next_delay)
+        if self._gates.check(runner.view.server_roles()) is not None:
+            return False  # the run cannot happen here now: refuse it rather than drop it later
+        return runner.trigger(strategy, next_delay)
+
+    def _runner_for(self, job: object) -> JobRunner | None:
+        """The runner of a registered job (class or instance), None when not running."""
         with self._lock:
             if self._state != _RUNNING:
-                return False
+                return None
             if isinstance(job, type):
                 found = [r for r in self._runners if type(r.job) is job]
                 if len(found) > 1:
@@ -314,13 +410,16 @@ class JobHost:
                     )
             else:
                 found = [r for r in self._runners if r.job is job]
-        if not found:
-            return False
+        return found[0] if found else None
+
+    def _forward(
+        self, job: object, strategy: NextExecution, next_delay: timedelta | None
+    ) -> bool:
+        """Hand a trigger to this machine's main instance; True only when it accepted it."""
         main_dom = self._gates.main_dom
-        if main_dom is not None and not main_dom.try_acquire():
-            # Not the main instance: the job runs there, so ask it (SPEC 9).
-            return forward_trigger(main_dom, found[0].job, self.jobs, strategy, next_delay)
-        return found[0].trigger(strategy, next_delay)
+        if main_dom is None:
+            return False
+        return forward_trigger(main_dom, job, self.jobs, strategy, next_delay)
 
     def trigger_for(self, job_class: type[TJ]) -> JobTrigger[TJ]:
         """A typed handle that triggers ``job_class`` on this host."""
@@ -370,7 +469,7 @@ class JobHost:
 
     # ----------------------------------------------------------------------- status
     def status(self) -> tuple[JobStatus, ...]:
-        """One immutable record per registered job (SPEC 9)."""
+        """One immutable record per registered job."""
         with self._lock:
             runners = {id(r.job): r for r in self._runners}
             sql = self._sql
@@ -418,8 +517,40 @@ def _is_engine(value: object) -> bool:
     return type(value).__name__ == "Engine" and hasattr(value, "dialect")
 
 
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+def _timeout(value: object, name: str) -> float:
+    """A number of seconds, at least zero (``JobHost``'s start and exit timeouts)."""
+    seconds = seconds_or_none(value, name)
+    if seconds is None:
+        raise TypeError(f"{name} must be a number of seconds, got None")
+    return seconds
+
+
+def _warn_if_duplicated(host: JobHost) -> None:
+    """Warn when another running host of this process shares the MainDom key and job classes.
+
+    Both hosts would be "main" (one acquisition is shared per process), so every such job
+    would run twice: the usual cause is a module-level ``app = create_app()`` plus a server
+    that calls ``create_app()`` again.
+    """
+    main_dom = host.gates.main_dom
+    if main_dom is None:
+        return
+    mine = {type(job) for job in host.jobs if not _is_distributed(job)}
+    twice: set[type] = set()
+    for other in list(_started_hosts):
+        theirs = other.gates.main_dom
+        if other is host or not other.running or theirs is None or theirs.key != main_dom.key:
+            continue
+        twice |= mine & {type(job) for job in other.jobs if not _is_distributed(job)}
+    if twice:
+        names = ", ".join(sorted(kind.__qualname__ for kind in twice))
+        logger.warning(
+            "another JobHost in this process already runs %s with main instance key %r: each "
+            "of these jobs now runs twice. Create one JobHost per process (for example, do not "
+            "call create_app() both at import time and from the server).",
+            names,
+            main_dom.key,
+        )
 
 
 def _reset_hosts_in_child() -> None:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import abc
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from recurjobs._guard import call_user
 from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
 from recurjobs._token import CancellationToken
 from recurjobs._validate import duration
 
 __all__ = ["DistributedJob", "RecurringJob", "Signal", "TriggerableJob", "job_name"]
-
-logger = logging.getLogger("recurjobs")
 
 
 class Signal:
@@ -47,10 +45,7 @@ class Signal:
     def fire(self) -> None:
         """Call every connected receiver with the sender."""
         for fn in self._receivers:
-            try:
-                fn(self._sender)
-            except Exception:
-                logger.exception("signal receiver %r failed", fn)
+            call_user(f"signal receiver {fn!r}", fn, self._sender, default=None)
 
     def __repr__(self) -> str:
         return f"Signal(receivers={len(self._receivers)})"
@@ -200,5 +195,5 @@ def _roles(value: object) -> frozenset[ServerRole]:
 
 def job_name(job: object) -> str:
     """A readable name for logs and status: ``job.name`` if it is a str, else the class name."""
-    name = getattr(job, "name", None)
+    name = call_user(f"name of a {type(job).__name__}", getattr, job, "name", None, default=None)
     return name if isinstance(name, str) else type(job).__name__

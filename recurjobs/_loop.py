@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from recurjobs._clock import Clock
+from recurjobs._clock import MAX_WAIT, Clock
 from recurjobs._gates import Gates
-from recurjobs._jobs import job_name
+from recurjobs._guard import call_user, run_user
+from recurjobs._jobview import JobView
 from recurjobs._notifications import (
     JobCanceled,
     JobExecuted,
@@ -20,17 +21,10 @@ from recurjobs._notifications import (
     JobFailed,
     JobIgnored,
     JobStopped,
+    JobStopping,
     Publisher,
 )
-from recurjobs._schedule import (
-    INFINITE,
-    NextExecution,
-    Plan,
-    after_run,
-    after_trigger,
-    initial,
-    seconds,
-)
+from recurjobs._schedule import NextExecution, Plan, after_run, after_trigger, initial, seconds
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken, JobCancelled
 
@@ -39,7 +33,7 @@ __all__ = ["JobRunner", "Outcome"]
 logger = logging.getLogger("recurjobs")
 
 # A gated job whose period and ignored_delay are both zero would otherwise re-check in a tight
-# loop; this floor keeps it from spinning (SPEC 4 asks that a failing gate never spins).
+# loop; this floor keeps it from spinning: a failing gate must never spin.
 _MIN_BACKOFF = 1.0
 
 
@@ -62,12 +56,18 @@ class Outcome:
 
 
 class JobRunner:
-    """Owns one recurring job's thread. ``trigger``, period changes and ``stop`` only set state
-    and wake the thread's event; the thread does everything else."""
+    """Owns one recurring job's thread. ``trigger``, period changes and the stop calls only set
+    state and wake the thread's event; the thread does everything else.
+
+    Stopping has two steps, both called by the host's stop sequence: ``close()`` lets no new
+    run begin and cancels the token; ``stop()`` publishes ``JobStopping`` and lets the thread
+    end. No ``JobExecuting`` follows ``JobStopping``, and ``JobStopped`` follows both.
+    """
 
     def __init__(self, job: object, *, clock: Clock, gates: Gates, publisher: Publisher) -> None:
         self.job = job
-        self.name = job_name(job)
+        self.view = JobView(job)
+        self.name = self.view.name
         self._clock = clock
         self._gates = gates
         self._publisher = publisher
@@ -75,7 +75,11 @@ class JobRunner:
         self._lock = threading.Lock()
         self._pending: _Trigger | None = None
         self._period_changed = False
-        self._stopping = False
+        self._open = True  # a run may begin; False from close() on
+        self._ending = False  # the thread may leave its loop; True from stop() on
+        self._announcing = False  # the thread is publishing JobExecuting
+        self._stopping_owed = False  # stop() came meanwhile: the thread publishes JobStopping
+        self._exited = False
         self._thread: threading.Thread | None = None
         self.token = CancellationToken(clock)
         self.outcome = Outcome()
@@ -83,46 +87,74 @@ class JobRunner:
 
     # ----------------------------------------------------------- called from other threads
     def start(self) -> None:
-        """Plan the first run and start the daemon thread."""
-        self.plan = initial(self._clock.monotonic(), seconds(_delay(self.job)))
+        """Plan the first run and start the daemon thread (also when already closed: the
+        thread then only waits for ``stop()``, so the notifications stay paired)."""
+        with self._lock:
+            self.plan = initial(self._clock.monotonic(), seconds(self.view.delay()))
+            self._thread = threading.Thread(
+                target=self._main, name=f"recurjobs:{self.name}", daemon=True
+            )
         for signal, receiver in self._signals():
-            signal.connect(receiver)
-        self._thread = threading.Thread(
-            target=self._main, name=f"recurjobs:{self.name}", daemon=True
-        )
+            call_user(f"{signal!r}.connect", signal.connect, receiver, default=None)
         self._thread.start()
 
     def trigger(self, strategy: NextExecution, next_delay: timedelta | None) -> bool:
         """Ask for one extra run as soon as the thread is free; the latest trigger wins."""
         with self._lock:
-            if self._stopping or self._thread is None:
+            if not (self._open and self.alive()):
                 return False
             delay = None if next_delay is None else seconds(next_delay)
             self._pending = _Trigger(strategy, delay, self._clock.monotonic())
         self._wake.set()
         return True
 
-    def stop(self) -> None:
-        """Cancel the token and wake the thread; it leaves its loop at the next check."""
-        self.cancel()
-        self.wake()
-
-    def cancel(self) -> None:
-        """Mark the runner stopping and cancel the token, without waking an idle thread yet."""
+    def close(self) -> None:
+        """Let no new run begin and cancel the token (a running job sees it); never blocks."""
         with self._lock:
-            self._stopping = True
+            self._open = False
         self.token.cancel()
 
-    def wake(self) -> None:
-        """Wake the thread from its wait (after ``cancel()``: so that it ends)."""
+    def stop(self) -> None:
+        """Publish ``JobStopping``, then let the thread leave its loop and wake it.
+
+        If the thread is publishing ``JobExecuting`` right now, it publishes ``JobStopping``
+        itself right after, so the order per job holds without waiting for its handlers.
+        """
+        with self._lock:
+            self._open = False
+            owed = self._stopping_owed = self._announcing
+        self.token.cancel()
+        if not owed and self._thread is not None:
+            self._publish(JobStopping)
+        with self._lock:
+            self._ending = True
         self._wake.set()
 
     def join(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` real seconds for the thread; True when it has ended."""
-        if self._thread is None:
+        """Wait up to ``timeout`` real seconds for the thread; True when it has ended.
+
+        Never joins the calling thread (False when asked to: it has not ended).
+        """
+        thread = self._thread
+        if thread is None:
             return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if thread is threading.current_thread():
+            return False
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The job's thread (None before ``start()``)."""
+        return self._thread
+
+    def owns(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is this runner's thread."""
+        return self._thread is thread
+
+    def alive(self) -> bool:
+        """Whether the thread runs its loop (False before start, after it ended, or if it died)."""
+        return self._thread is not None and self._thread.is_alive() and not self._exited
 
     def status(self, *, planned: bool) -> JobStatus:
         """This job's record for ``JobHost.status()``; ``planned``: show the next run."""
@@ -131,19 +163,24 @@ class JobRunner:
         def wall(mono: float | None) -> datetime | None:
             if mono is None or math.isinf(mono):
                 return None
-            return now_wall + timedelta(seconds=mono - now_mono)
+            try:
+                return now_wall + timedelta(seconds=mono - now_mono)
+            except OverflowError:  # further away than datetime reaches: practically never
+                return None
 
         out = self.outcome
+        alive = self.alive()
         return JobStatus(
             name=self.name,
             kind="recurring",
-            period=_period(self.job),
-            next_run=wall(self.plan.next) if planned else None,
+            period=self.view.period(),
+            next_run=wall(self.plan.next) if planned and alive else None,
             last_start=wall(out.last_start),
             last_outcome=out.last_outcome,
             runs=out.runs,
             failures=out.failures,
             running=out.running,
+            alive=alive,
         )
 
     def _on_period_changed(self, _sender: object) -> None:
@@ -160,7 +197,8 @@ class JobRunner:
             ("period_changed", self._on_period_changed),
             ("ignored_delay_changed", self._on_ignored_delay_changed),
         ):
-            signal = getattr(self.job, attr, None)
+            what = f"{attr} of {self.name}"
+            signal = call_user(what, getattr, self.job, attr, None, default=None)
             if callable(getattr(signal, "connect", None)):
                 pairs.append((signal, receiver))
         return pairs
@@ -170,40 +208,44 @@ class JobRunner:
         try:
             while self._step():
                 pass
-        except BaseException:  # pragma: no cover - a bug in the loop itself; keep it visible
-            logger.exception("recurring loop of %s crashed", self.name)
+        except BaseException:  # a bug in the loop or the clock: no user code runs unguarded
+            logger.exception("recurring loop of %s crashed; the job will not run again", self.name)
         finally:
+            with self._lock:
+                self._exited = True
             for signal, receiver in self._signals():
                 disconnect = getattr(signal, "disconnect", None)
                 if callable(disconnect):
-                    disconnect(receiver)
+                    call_user(f"{signal!r}.disconnect", disconnect, receiver, default=None)
             self._publish(JobStopped)
-            close = getattr(self.job, "close", None)
+            what = f"close() of {self.name}"
+            close = call_user(what, getattr, self.job, "close", None, default=None)
             if callable(close):
-                try:
-                    close()
-                except Exception:
-                    logger.exception("close() of %s failed", self.name)
+                call_user(what, close, default=None)
 
     def _step(self) -> bool:
         """One iteration: wait, or run once. False when the thread should end."""
         with self._lock:
             self._wake.clear()
-            if self._stopping:
+            if self._ending:
                 return False
+            closed = not self._open
             trigger, self._pending = self._pending, None
-            period = seconds(_period(self.job))
-            if self._period_changed:
-                self._period_changed = False
-                self.plan = self.plan.with_period(period)
+            changed, self._period_changed = self._period_changed, False
+        if closed:
+            # Stopping: no run may begin; wait for stop() to let the thread end.
+            self._clock.wait(self._wake, None)
+            return True
+        period = seconds(self.view.period())
+        if changed:
+            self.plan = self.plan.with_period(period)
         now = self._clock.monotonic()
         if trigger is None:
             if now < self.plan.next:
-                left = self.plan.next - now
-                self._clock.wait(self._wake, None if math.isinf(left) else left)
+                self._clock.wait(self._wake, _bounded(self.plan.next - now))
                 return True
             end = self._run_once(now)
-            self.plan = after_run(self.plan.next, now, end, seconds(_period(self.job)))
+            self.plan = after_run(self.plan.next, now, end, seconds(self.view.period()))
         else:
             end = self._run_once(now)
             self.plan = after_trigger(
@@ -212,85 +254,84 @@ class JobRunner:
                 next_delay=trigger.next_delay,
                 triggered_at=trigger.at,
                 end=end,
-                period=seconds(_period(self.job)),
+                period=seconds(self.view.period()),
             )
         return True
 
     def _run_once(self, start: float) -> float:
         """Gate and run the job once from ``start``; return when the run (or back-off) ended."""
+        with self._lock:
+            if not self._open:
+                return start
+            self._announcing = True
         self.outcome.last_start = start
         self._publish(JobExecuting)
-        reason = self._gates.check(self.job)
+        with self._lock:
+            self._announcing = False
+            owed, self._stopping_owed = self._stopping_owed, False
+        if owed:
+            self._publish(JobStopping)
+        reason = self._gates.check(self.view.server_roles())
         if reason is not None:
             logger.debug("%s ignored: %s", self.name, reason.name)
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
             return self._back_off(start)
-        self.outcome.running = True
-        try:
-            run = getattr(self.job, "run")  # noqa: B009 - duck-typed jobs
-            run(self.token)
-        except JobCancelled as exc:
-            self._finish_failed(exc, cancelled=self.token.is_cancelled())
-        except Exception as exc:
-            self._finish_failed(exc, cancelled=False)
+        if not self._admit():  # stop began while the run was announced: it never starts
+            self._finish(start, "canceled")
+            return self._clock.monotonic()
+        error = run_user(lambda: self.job.run(self.token))  # type: ignore[attr-defined]
+        self.outcome.running = False
+        if error is None:
+            self._finish(start, "executed")
+        elif isinstance(error, JobCancelled) and self.token.is_cancelled():
+            self._finish(start, "canceled")
         else:
-            self.outcome.runs += 1
-            self.outcome.last_outcome = "executed"
-            elapsed = max(0.0, self._clock.monotonic() - start)
-            self._publish(JobExecuted, duration=timedelta(seconds=elapsed))
-        finally:
-            self.outcome.running = False
+            self._finish(start, "failed", error)
         return self._clock.monotonic()
 
-    def _finish_failed(self, exc: BaseException, *, cancelled: bool) -> None:
+    def _admit(self) -> bool:
+        """Whether the run may start now (no stop began); marks it running if so."""
+        with self._lock:
+            self.outcome.running = self._open
+            return self._open
+
+    def _finish(self, start: float, outcome: str, error: BaseException | None = None) -> None:
+        """Count, log (one INFO line per finished run) and publish a run's outcome."""
+        elapsed = max(0.0, self._clock.monotonic() - start)
         self.outcome.runs += 1
-        if cancelled:
-            self.outcome.last_outcome = "canceled"
+        self.outcome.last_outcome = outcome
+        if error is not None:
+            self.outcome.failures += 1
+            logger.error("%s failed", self.name, exc_info=error)
+        logger.info("%s %s in %.3f s", self.name, outcome, elapsed)
+        if outcome == "executed":
+            self._publish(JobExecuted, duration=timedelta(seconds=elapsed))
+        elif outcome == "canceled":
             self._publish(JobCanceled)
-            return
-        self.outcome.failures += 1
-        self.outcome.last_outcome = "failed"
-        logger.exception("%s failed", self.name, exc_info=exc)
-        self._publish(JobFailed, exception=exc)
+        else:
+            self._publish(JobFailed, exception=error)
 
     def _back_off(self, start: float) -> float:
         """Sleep ``ignored_delay`` from ``start``; a change re-plans it, shutdown ends it."""
         while True:
             with self._lock:
                 self._wake.clear()
-                if self._stopping:
+                if not self._open:
                     return self._clock.monotonic()
-            delay = seconds(_ignored_delay(self.job))
-            if delay == 0 and seconds(_period(self.job)) == 0:
+            delay = seconds(self.view.ignored_delay())
+            if delay == 0 and seconds(self.view.period()) == 0:
                 delay = _MIN_BACKOFF
             left = start + delay - self._clock.monotonic()
             if left <= 0:
                 return start + delay
-            self._clock.wait(self._wake, None if math.isinf(left) else left)
+            self._clock.wait(self._wake, _bounded(left))
 
     def _publish(self, kind: type, **fields: object) -> None:
         self._publisher.publish(kind(job=self.job, at=self._clock.now(), **fields))
 
 
-def _period(job: object) -> timedelta:
-    return _attr(job, "period", INFINITE)
-
-
-def _delay(job: object) -> timedelta:
-    return _attr(job, "delay", timedelta(minutes=3))
-
-
-def _ignored_delay(job: object) -> timedelta:
-    return _attr(job, "ignored_delay", timedelta(minutes=1))
-
-
-def _attr(job: object, name: str, default: timedelta) -> timedelta:
-    """Read a duration a job exposes; junk is logged and the default used (never a dead thread)."""
-    value = getattr(job, name, default)
-    if isinstance(value, timedelta) and (value == INFINITE or value >= timedelta(0)):
-        return value
-    logger.error(
-        "%s.%s is %r, not a valid duration; using %r", type(job).__name__, name, value, default
-    )
-    return default
+def _bounded(left: float) -> float | None:
+    """A wait of ``left`` seconds as one clock wait: None for never, at most ``MAX_WAIT`` (the
+    loop then simply waits again)."""
+    return None if math.isinf(left) else min(left, MAX_WAIT)

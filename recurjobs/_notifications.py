@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+from recurjobs._guard import call_user
 from recurjobs._roles import IgnoreReason, ServerRole
 
 __all__ = [
@@ -29,8 +29,6 @@ __all__ = [
     "ServerRoleChanged",
     "Subscription",
 ]
-
-logger = logging.getLogger("recurjobs")
 
 
 @dataclass(frozen=True)
@@ -166,12 +164,8 @@ class Publisher:
             self._entries = tuple(e for e in self._entries if e is not entry)
 
     def publish(self, notification: JobNotification) -> None:
-        """Deliver to every matching handler; a handler's exception is logged and swallowed."""
+        """Deliver to every matching handler; whatever a handler raises is logged and swallowed."""
         for kind, handler in self._entries:
             if isinstance(notification, kind):
-                try:
-                    handler(notification)
-                except Exception:
-                    logger.exception(
-                        "notification handler %r failed on %s", handler, type(notification).__name__
-                    )
+                what = f"notification handler {handler!r} on {type(notification).__name__}"
+                call_user(what, handler, notification, default=None)

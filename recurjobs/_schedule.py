@@ -2,7 +2,7 @@
 
 Everything here works on plain floats of monotonic seconds (``math.inf`` means never). No
 threads, no clock reads, no SQL: the loop in ``_loop.py`` feeds in the moments it observed and
-gets back the next plan. The rules are SPEC section 3.
+gets back the next plan. The rules are described in docs/concepts.md.
 """
 
 from __future__ import annotations

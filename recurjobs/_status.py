@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from recurjobs._guard import call_user
 from recurjobs._jobs import job_name
+from recurjobs._schedule import INFINITE
 
 __all__ = ["JobStatus"]
 
@@ -16,7 +18,10 @@ class JobStatus:
     """What one job is doing: schedule, last result and counters, as seen by this host.
 
     ``last_outcome`` is one of ``"executed"``, ``"failed"``, ``"canceled"``, ``"ignored"`` or
-    None before the first run. ``next_run`` is None when no automatic run is planned.
+    None before the first run. ``next_run`` is None when no automatic run is planned (or it is
+    further away than a ``datetime`` reaches). ``alive`` is False when no thread serves a
+    recurring job: before ``start()``, after ``stop()``, or if its thread ended unexpectedly
+    (a bug; the log says why), in which case ``trigger()`` returns False too.
     """
 
     name: str
@@ -28,18 +33,21 @@ class JobStatus:
     runs: int
     failures: int
     running: bool
+    alive: bool = True
 
 
 def not_started(job: object, *, distributed: bool = False) -> JobStatus:
     """The record of a registered job whose thread (or poller) has not started."""
+    name = job_name(job)
     return JobStatus(
-        name=job_name(job),
+        name=name,
         kind="distributed" if distributed else "recurring",
-        period=getattr(job, "period"),  # noqa: B009 - duck-typed jobs
+        period=call_user(f"period of {name}", getattr, job, "period", INFINITE, default=INFINITE),
         next_run=None,
         last_start=None,
         last_outcome=None,
         runs=0,
         failures=0,
         running=False,
+        alive=False,
     )

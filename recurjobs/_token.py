@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from recurjobs._clock import Clock, SystemClock
+from recurjobs._clock import MAX_WAIT, Clock, SystemClock
 from recurjobs._validate import seconds_or_none
 
 __all__ = ["CancellationToken", "JobCancelled"]
@@ -44,9 +44,16 @@ class CancellationToken:
         Returns True when the token is cancelled, False when the timeout passed first.
         """
         seconds = seconds_or_none(timeout, "timeout")
-        if self._event.is_set():
-            return True
-        return self._clock.wait(self._event, seconds) or self._event.is_set()
+        if self._event.is_set() or seconds is None:
+            return self._event.is_set() or self._clock.wait(self._event, None)
+        # Waited in chunks of at most MAX_WAIT, so a huge timeout never overflows the clock.
+        end = self._clock.monotonic() + seconds
+        while not self._event.is_set():
+            left = end - self._clock.monotonic()
+            if left <= 0:
+                return False
+            self._clock.wait(self._event, min(left, MAX_WAIT))
+        return True
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`JobCancelled` when cancellation was requested."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -324,3 +325,71 @@ def test_job_is_closed_once_after_its_thread_ended(clock: ManualClock) -> None:
     host.stop()
     host.stop()
     assert 1 == len(closes)
+
+
+def test_trigger_with_a_closed_gate_returns_false(clock: ManualClock) -> None:
+    """A trigger delivered while the runtime or the job's role gate is closed returns False."""
+    ready = [False]
+    job = TimedJob(clock, minutes(5), delay=INFINITE)
+    role_job = TimedJob(
+        clock, minutes(5), delay=INFINITE, server_roles=[recurjobs.ServerRole.SUBSCRIBER]
+    )
+    with JobHost([job], clock=clock, runtime_ready=lambda: ready[0]) as host, JobHost(
+        [role_job], clock=clock
+    ) as role_host:
+        clock.wait_for_waiters(2)
+        results = [host.trigger(job), role_host.trigger(role_job)]
+        ready[0] = True
+        results.append(host.trigger(job))
+        clock.wait_for_waiters(2)
+    assert ([False, False, True], [0], []) == (results, job.starts, role_job.starts)
+
+
+def test_trigger_by_name_explains_what_to_pass(clock: ManualClock) -> None:
+    """trigger("Name") is a TypeError asking for the class or instance (or trigger_distributed)."""
+    with JobHost([TimedJob(clock, minutes(5), delay=INFINITE)], clock=clock) as host:
+        with pytest.raises(TypeError, match="job class or instance") as info:
+            host.trigger("TimedJob")  # type: ignore[arg-type]
+    assert "trigger_distributed" in str(info.value)
+
+
+def test_duration_errors_mention_infinite_only_where_allowed() -> None:
+    """A negative duration's message suggests INFINITE only when INFINITE is accepted."""
+    from recurjobs._validate import duration
+
+    with pytest.raises(ValueError) as allowed:
+        duration(timedelta(seconds=-5), "period")
+    with pytest.raises(ValueError) as refused:
+        duration(timedelta(seconds=-5), "period", infinite=False)
+    assert ("INFINITE" in str(allowed.value), "INFINITE" in str(refused.value)) == (True, False)
+
+
+def test_one_info_line_per_finished_run(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each finished run logs one INFO line naming job, outcome and duration; ignored is DEBUG."""
+    outcomes = iter(["ok", "fail", "cancel"])
+    release = threading.Event()
+
+    def body(token: CancellationToken) -> None:
+        what = next(outcomes)
+        if what == "fail":
+            raise RuntimeError("boom")
+        if what == "cancel":
+            release.set()
+            token.wait()
+            token.raise_if_cancelled()
+
+    job = TimedJob(clock, minutes(5), body=body)
+    gated = TimedJob(clock, minutes(5), server_roles=[recurjobs.ServerRole.SUBSCRIBER])
+    with caplog.at_level(logging.DEBUG, logger="recurjobs"):
+        with JobHost([job, gated], clock=clock) as host:
+            walk_to(clock, 5, waiters=2)
+            clock.advance(minutes(5))
+            assert release.wait(5)
+            host.stop(timeout=5)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    runs = [m for m in info if "TimedJob" in m]
+    assert 3 == len(runs)
+    for message, outcome in zip(runs, ["executed", "failed", "canceled"], strict=True):
+        assert outcome in message and " s" in message

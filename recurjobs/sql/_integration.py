@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from recurjobs._host import JobHost
 
 __all__ = ["HostSql"]
+
+_RESIGN_WAIT = 5.0  # resign(): longest wait for the election thread to give up the role
 
 
 class HostSql:
@@ -85,6 +88,31 @@ class HostSql:
         if ended:
             self.store.dispose()  # closes the pool of an engine made from a URL, not a given one
         return ended
+
+    # The stop sequence's steps (JobHost._stop_sequence calls them in this order).
+    def stop_claiming(self) -> None:
+        """No new claims; cancel every run's token and wake the threads (never blocks)."""
+        if self.poller is not None:
+            self.poller.stop()
+
+    def wait_runs(self, deadline: float | None) -> bool:
+        """Wait until ``deadline`` (time.monotonic()) for the runs; True when none is left."""
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.poller is None or self.poller.join(left)
+
+    def hand_back(self, deadline: float | None) -> bool:
+        """Flush finishes and end the poller threads (each run hands its row back itself)."""
+        return True
+
+    def resign(self) -> None:
+        """Give up the elected role."""
+        if self.roles is not None:
+            self.roles.stop()
+            self.roles.join(_RESIGN_WAIT)
+
+    def dispose(self) -> None:
+        """Close the pool of an engine made from a URL (not a given one)."""
+        self.store.dispose()
 
     def status(self) -> list[JobStatus]:
         """Status records of the distributed jobs, from the poller's view."""

@@ -1,0 +1,71 @@
+"""The one boundary around user code.
+
+Every call recurjobs makes into code it did not write goes through :func:`run_user` or
+:func:`call_user`: a job's ``run``/``execute``, a notification handler, a signal receiver,
+``close()``, a job property read (``period``, ``delay``, ``ignored_delay``, ``server_roles``)
+and the ``runtime_ready``/``server_role`` callables. Grep for them and you have audited the
+promise "nothing a job does kills the loop".
+
+What survives is decided here, once: everything is caught, ``BaseException`` included.
+``SystemExit`` and ``KeyboardInterrupt`` raised by job code on a worker thread mean nothing
+to the interpreter there (signals are delivered to the main thread), so turning them into a
+failed run is the only useful reading; a handler that raises one is logged like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["call_user", "in_user_code", "run_user"]
+
+logger = logging.getLogger("recurjobs")
+
+T = TypeVar("T")
+
+_local = threading.local()
+
+
+def _enter() -> None:
+    _local.depth = getattr(_local, "depth", 0) + 1
+
+
+def _leave() -> None:
+    _local.depth -= 1
+
+
+def in_user_code() -> bool:
+    """True while this thread is inside a guarded call (a job, a handler, a property...)."""
+    return getattr(_local, "depth", 0) > 0
+
+
+def run_user(fn: Callable[..., object], *args: object) -> BaseException | None:
+    """Call job code; return what it raised (anything), or None when it returned.
+
+    Nothing is logged: the caller turns the result into a run outcome (failed, canceled).
+    """
+    _enter()
+    try:
+        fn(*args)
+    except BaseException as exc:  # the boundary: see the module docstring
+        return exc
+    finally:
+        _leave()
+    return None
+
+
+def call_user(what: str, fn: Callable[..., T], *args: object, default: T) -> T:
+    """Call user code for its value; if it raises anything, log it and return ``default``.
+
+    ``what`` names the call in the log line, e.g. ``"period of Cleanup"``.
+    """
+    _enter()
+    try:
+        return fn(*args)
+    except BaseException as exc:  # the boundary: see the module docstring
+        logger.error("%s raised %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        return default
+    finally:
+        _leave()

@@ -1,0 +1,266 @@
+"""The one guard around user code: nothing a job, handler or property does ends the loop."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from recurjobs import (
+    INFINITE,
+    CancellationToken,
+    JobExecuted,
+    JobExecuting,
+    JobFailed,
+    JobHost,
+    RecurringJob,
+    SystemClock,
+    TriggerableJob,
+)
+from recurjobs._guard import call_user, run_user
+from recurjobs.testing import ManualClock
+from tests.helpers import MIN, Recorder, TimedJob, minutes, walk_to
+
+
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+def test_system_exit_from_run_is_a_failure_and_the_loop_lives(
+    clock: ManualClock, kind: type[BaseException]
+) -> None:
+    """SystemExit or KeyboardInterrupt raised by run() is JobFailed and the next run happens."""
+
+    def body(_token: CancellationToken) -> None:
+        raise kind()
+
+    job = TimedJob(clock, minutes(5), body=body)
+    host = JobHost([job], clock=clock)
+    recorder = Recorder(host)
+    with host:
+        walk_to(clock, 10)
+        assert host.trigger(TimedJob)
+        walk_to(clock, 11)
+    assert [0, 5, 10, 10] == job.starts
+    assert ["JobExecuting", "JobFailed"] * 4 == recorder.kinds()
+    failed = [n for n in recorder.items if isinstance(n, JobFailed)]
+    assert [kind] * 4 == [type(n.exception) for n in failed]
+
+
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+def test_system_exit_from_a_handler_is_swallowed(
+    clock: ManualClock, kind: type[BaseException]
+) -> None:
+    """A handler raising SystemExit or KeyboardInterrupt is logged; runs go on."""
+
+    def bad(_n: object) -> None:
+        raise kind()
+
+    job = TimedJob(clock, minutes(5))
+    host = JobHost([job], clock=clock)
+    host.subscribe(JobExecuting, bad)
+    host.subscribe(JobExecuted, bad)
+    recorder = Recorder(host)
+    with host:
+        walk_to(clock, 10)
+    assert [0, 5, 10] == job.starts
+    assert ["JobExecuting", "JobExecuted"] * 3 == recorder.kinds()
+
+
+class Flaky(RecurringJob, TriggerableJob):
+    """A job whose duration properties raise once ``broken`` is set."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(minutes(5), delay=timedelta(0), ignored_delay=minutes(1))
+        self.clock = clock
+        self.broken = False
+        self.starts: list[float] = []
+
+    @property  # type: ignore[misc]
+    def period(self) -> timedelta:
+        if self.broken:
+            raise RuntimeError("period is broken")
+        return self._period
+
+    @property
+    def server_roles(self) -> frozenset[object]:  # type: ignore[override]
+        if self.broken:
+            raise SystemExit("server_roles is broken")
+        return super().server_roles
+
+    def run(self, token: CancellationToken) -> None:
+        self.starts.append(round(self.clock.monotonic() / MIN, 6))
+        self.broken = True
+
+
+def test_property_that_raises_uses_the_last_good_value(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """period and server_roles properties that raise are logged; the last good value is used."""
+    job = Flaky(clock)
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), JobHost([job], clock=clock) as host:
+        walk_to(clock, 10)
+        status = host.status()[0]
+    assert [0, 5, 10] == job.starts
+    assert minutes(5) == status.period
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "period" in messages and "server_roles" in messages
+
+
+class BadDelay(RecurringJob):
+    """A job whose delay property raises once the host has accepted it."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(minutes(5))
+        self.clock = clock
+        self.broken = False
+        self.starts: list[float] = []
+
+    @property
+    def delay(self) -> timedelta:  # type: ignore[override]
+        if self.broken:
+            raise ValueError("no delay today")
+        return timedelta(0)
+
+    def run(self, token: CancellationToken) -> None:
+        self.starts.append(self.clock.monotonic() / MIN)
+
+
+def test_delay_property_that_raises_uses_the_default(clock: ManualClock) -> None:
+    """A delay property that raises at start gives the default delay of three minutes."""
+    job = BadDelay(clock)
+    host = JobHost([job], clock=clock)
+    job.broken = True
+    with host:
+        walk_to(clock, 8)
+    assert [3, 8] == job.starts
+
+
+@pytest.mark.parametrize(
+    "period", [timedelta(days=10**6), timedelta.max], ids=["million-days", "max"]
+)
+def test_huge_period_means_practically_never(period: timedelta) -> None:
+    """A period of a million days (or timedelta.max) waits without OverflowError on the real
+    clock: a trigger still runs the job and status() works."""
+    ran = threading.Semaphore(0)
+
+    def body(_token: CancellationToken) -> None:
+        ran.release()
+
+    job = TimedJob(ManualClock(), period, delay=timedelta(0), body=body)
+    with JobHost([job]) as host:
+        assert ran.acquire(timeout=5)
+        assert host.trigger(TimedJob)
+        assert ran.acquire(timeout=5)
+        assert host.trigger(TimedJob, next_delay=timedelta.max)
+        assert ran.acquire(timeout=5)
+        status = host.status()[0]
+    assert (None, 3) == (status.next_run, status.runs)
+
+
+class RecordingClock(SystemClock):
+    """The real clock, recording every wait's timeout and counting the calls."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+        self.calls = threading.Semaphore(0)
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        self.timeouts.append(timeout)
+        self.calls.release()
+        return super().wait(event, timeout)
+
+
+def test_huge_delays_wait_in_bounded_chunks() -> None:
+    """Huge delay and ignored_delay values are waited in chunks the real clock accepts."""
+    ran = threading.Event()
+    job = TimedJob(ManualClock(), minutes(5), delay=timedelta.max, body=lambda _t: ran.set())
+    gated = TimedJob(
+        ManualClock(), timedelta(0), delay=timedelta(0), ignored_delay=timedelta(days=10**6)
+    )
+    clock, gated_clock = RecordingClock(), RecordingClock()
+    with JobHost([job], clock=clock) as host, JobHost(
+        [gated], clock=gated_clock, runtime_ready=lambda: False
+    ):
+        assert clock.calls.acquire(timeout=5)
+        assert gated_clock.calls.acquire(timeout=5)
+        assert host.trigger(TimedJob)
+        assert ran.wait(5)
+    longest = max(t for t in [*clock.timeouts, *gated_clock.timeouts] if t is not None)
+    assert longest <= 86400.0
+
+
+def test_status_with_max_period_does_not_raise(clock: ManualClock) -> None:
+    """status() of a job with period timedelta.max gives next_run None instead of raising."""
+    job = TimedJob(clock, timedelta.max, delay=timedelta(0))
+    with JobHost([job], clock=clock) as host:
+        clock.wait_for_waiters(1)
+        status = host.status()[0]
+    assert (None, 1) == (status.next_run, status.runs)
+
+
+class BrokenClock(ManualClock):
+    """A clock whose wait fails once ``broken`` is set: a fault inside the loop itself."""
+
+    broken = False
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        if self.broken:
+            raise RuntimeError("clock failure")
+        return super().wait(event, timeout)
+
+
+def test_dead_job_thread_shows_in_trigger_and_status() -> None:
+    """If a job's thread ends anyway, trigger() returns False and status() says alive=False."""
+    clock = BrokenClock()
+    job = TimedJob(clock, minutes(5), delay=INFINITE)
+    with JobHost([job], clock=clock) as host:
+        clock.wait_for_waiters(1)
+        assert True is host.status()[0].alive
+        clock.broken = True
+        assert host.trigger(TimedJob)
+        runner_thread = [t for t in threading.enumerate() if t.name == "recurjobs:TimedJob"]
+        for thread in runner_thread:
+            thread.join(5)
+        assert (False, False) == (host.trigger(TimedJob), host.status()[0].alive)
+
+
+def test_guard_returns_the_error_or_the_default(caplog: pytest.LogCaptureFixture) -> None:
+    """run_user hands back what job code raised; call_user logs it and returns the default."""
+
+    def boom() -> int:
+        raise SystemExit(3)
+
+    assert None is run_user(lambda: None)
+    assert isinstance(run_user(boom), SystemExit)
+    with caplog.at_level(logging.ERROR, logger="recurjobs"):
+        assert 7 == call_user("the answer", boom, default=7)
+        assert 5 == call_user("the answer", lambda: 5, default=7)
+    assert ["the answer raised SystemExit"] == [
+        r.getMessage().split(":")[0] for r in caplog.records
+    ]
+
+
+def test_token_wait_with_a_huge_timeout_does_not_overflow() -> None:
+    """token.wait(timedelta.max) on the real clock waits (in chunks) until cancelled."""
+    token = CancellationToken(RecordingClock())
+    threading.Timer(0.05, token.cancel).start()
+    assert token.wait(timedelta.max) is True
+
+
+def test_only_the_guard_catches_everything() -> None:
+    """Outside recurjobs/_guard.py the core catches broad exceptions only at the two last-resort
+    places (a crashed job loop, a failed stop sequence): user code is guarded in one place."""
+    root = Path(__file__).resolve().parent.parent / "recurjobs"
+    broad: list[str] = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ExceptHandler):
+                continue
+            caught = node.type
+            if caught is None or (
+                isinstance(caught, ast.Name) and caught.id in ("Exception", "BaseException")
+            ):
+                broad.append(path.name)
+    assert ["_guard.py", "_guard.py", "_loop.py", "_shutdown.py"] == broad
