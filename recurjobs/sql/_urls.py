@@ -20,7 +20,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bound_sessions, to_ms
+from recurjobs.sql._bounds import (
+    DEFAULT_STATEMENT_TIMEOUT,
+    bound_sessions,
+    check_statement_timeout,
+    to_ms,
+)
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -259,6 +264,7 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
     A driver that is not installed raises :class:`DatabaseUnavailable` (also an
     ``ImportError``) saying what to install.
     """
+    limit_ms = to_ms(check_statement_timeout(statement_timeout))
     url = make_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     backend = url.get_backend_name()
@@ -280,7 +286,7 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
         raise error from exc
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_wal)
-    bound_sessions(engine, to_ms(statement_timeout))
+    bound_sessions(engine, limit_ms)
     return engine
 
 
