@@ -35,7 +35,7 @@ from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, JobRow, job_row, ms
 from recurjobs.sql._tables import create_tables, jobs_table
-from recurjobs.sql._urls import engine_for, masked
+from recurjobs.sql._urls import engine_for, masked, scrub
 
 __all__ = ["JobStore"]
 
@@ -257,7 +257,7 @@ class JobStore:
             name,
             self.url,
             self.statement_timeout,
-            f"{type(exc).__name__}: {exc.__cause__ or exc}".splitlines()[0][:200],
+            scrub(str(getattr(exc, "orig", None) or exc).splitlines()[0][:200], self.engine),
         )
 
     def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:
