@@ -25,7 +25,6 @@ kills every worker's process group in a ``finally``, and proxies close themselve
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -47,9 +46,20 @@ __all__ = ["Fault", "Report", "SoakConfig", "analyse", "run_soak"]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("fault_worker.py")
-FAULT_KINDS = ("drop", "stall", "refuse", "kill", "sigstop", "restart")
+FAULT_KINDS = ("drop", "stall", "refuse", "kill", "sigstop", "longstop", "restart")
 STOP_SLACK = 2.0  # stop(timeout) may overrun its timeout by this much and still count as bounded
-_WEIGHTS = {"drop": 2, "stall": 2, "refuse": 1, "kill": 2, "sigstop": 2, "restart": 1}
+# A host frozen past its lease may run on this long after it wakes (its watchdog must cancel
+# the run at once: the claim could not be renewed in time).
+WAKE_SLACK = 0.5
+_WEIGHTS = {
+    "drop": 2,
+    "stall": 2,
+    "refuse": 1,
+    "kill": 2,
+    "sigstop": 2,
+    "longstop": 1,
+    "restart": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -62,19 +72,21 @@ class SoakConfig:
     directory: Path
     seconds: float = 180.0
     workers: int = 4
-    jobs: tuple[tuple[str, float], ...] = (
-        ("j0", 2.0),
-        ("j1", 2.0),
-        ("j2", 2.5),
-        ("j3", 2.5),
-        ("j4", 3.0),
-        ("j5", 3.0),
+    # (name, period, shortest run, longest run), seconds. The long ones outlast
+    # max_execution_time, so they live on heartbeats, which the faults interrupt.
+    jobs: tuple[tuple[str, float, float, float], ...] = (
+        ("j0", 2.0, 0.1, 1.5),
+        ("j1", 2.0, 0.1, 1.5),
+        ("j2", 2.5, 0.1, 1.5),
+        ("j3", 2.5, 0.1, 1.5),
+        ("j4", 3.0, 0.1, 1.5),
+        ("j5", 3.0, 0.1, 1.5),
+        ("long0", 2.0, 2.0, 6.0),
+        ("long1", 3.0, 2.0, 6.0),
     )
     poll: float = 0.5
     max_execution_time: float = 3.0
-    max_concurrent_jobs: int = 6
-    run_min: float = 0.1
-    run_max: float = 1.5
+    max_concurrent_jobs: int = 8
     stall_seconds: float = 10.0
     refuse_seconds: float = 30.0
     sigstop_seconds: tuple[float, float] = (1.0, 3.0)
@@ -91,11 +103,14 @@ class SoakConfig:
     @property
     def quiet(self) -> float:
         """Length of the quiet phase after the last fault."""
-        return max(self.bound(p) for _, p in self.jobs) + self.margin
+        return max(self.bound(j[1]) for j in self.jobs) + self.margin
 
     @property
-    def shortest_lease(self) -> float:
-        return min(p for _, p in self.jobs) + self.max_execution_time
+    def longest_lease(self) -> float:
+        return max(j[1] for j in self.jobs) + self.max_execution_time
+
+    def period(self, job: str) -> float:
+        return next(j[1] for j in self.jobs if j[0] == job)
 
 
 @dataclass
@@ -151,6 +166,7 @@ class Report:
     slots: dict[int, str]
     runs: dict[str, list[Run]] = field(default_factory=dict)
     overlaps: list[str] = field(default_factory=list)
+    frozen_overlaps: list[tuple[str, float]] = field(default_factory=list)
     gaps: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     deaths: list[str] = field(default_factory=list)
     stops: list[tuple[int, float, str, str]] = field(default_factory=list)
@@ -179,7 +195,13 @@ class Report:
             "chaos": f"{self.rel(self.chaos_end):.0f} s",
             "faults": " ".join(f"{k} {kinds[k]}" for k in FAULT_KINDS if kinds[k]),
             "runs": str(runs),
-            "overlapping runs": str(len(self.overlaps)),
+            "overlapping runs": f"{len(self.overlaps)}"
+            + (
+                f" (+{len(self.frozen_overlaps)} by hosts frozen past their lease, which ran "
+                f"on {max(x[1] for x in self.frozen_overlaps) * 1000:.0f} ms at most after waking)"
+                if self.frozen_overlaps
+                else ""
+            ),
             "longest gap after faults": gap,
             "thread deaths": str(len(self.deaths)),
             "stop() max": f"{stop_max:.2f} s (n={len(self.stops)}, False {false_stops}, "
@@ -205,6 +227,11 @@ class Report:
             lines.append(f"{job}: from {self.rel(begin):7.2f}  {length:5.2f} s / {bound:.2f}{flag}")
         lines.append("## overlapping runs")
         lines.extend(self.overlaps or ["none"])
+        lines.append(
+            f"## runs of hosts frozen (SIGSTOP) past their lease, overlapped by a takeover "
+            f"(expected while frozen; after waking at most {WAKE_SLACK} s allowed)"
+        )
+        lines.extend(f"{text} ({after:.3f} s after waking)" for text, after in self.frozen_overlaps)
         lines.append("## lease losses (job, pid, slot, t, host's own link and process healthy?)")
         lines.extend(
             f"{job} pid {pid} {self.slots.get(pid, '?')} at {self.rel(t):.2f} healthy={ok}"
@@ -253,8 +280,6 @@ class _Soak:
             "slot": slot,
             "lifetime": c.seconds + c.quiet + c.stop_timeout + 120.0,
             "stop_timeout": c.stop_timeout,
-            "run_min": c.run_min,
-            "run_max": c.run_max,
         }
         out = open(c.directory / f"{slot}.{self.generation[slot]}.out", "wb")  # noqa: SIM115
         env = os.environ | {"PYTHONPATH": str(ROOT)}
@@ -391,6 +416,13 @@ class _Soak:
             self.signal(w, signal.SIGSTOP)
             w.stopped_until = now + seconds
             self.faults.append(Fault("sigstop", w.slot, now, now + seconds, (w.proc.pid,)))
+        elif kind == "longstop":  # frozen past its lease: another host may take over
+            seconds = self.rng.uniform(c.longest_lease + 1, c.longest_lease + 3)
+            if now + seconds > until:
+                return
+            self.signal(w, signal.SIGSTOP)
+            w.stopped_until = now + seconds
+            self.faults.append(Fault("longstop", w.slot, now, now + seconds, (w.proc.pid,)))
         elif kind == "restart":
             if now + c.stop_timeout + 5 > until:
                 return
@@ -578,7 +610,7 @@ def _rel(t: float, t0: float) -> str:
 
 def _healthy(faults: list[Fault], pid: int, slots: dict[int, str], t: float, c: SoakConfig) -> bool:
     """Whether no fault touched this host's link or process in the lease before ``t``."""
-    lease = max(p for _, p in c.jobs) + c.max_execution_time
+    lease = c.longest_lease
     slot = slots.get(pid, "?")
     return not any(
         f.hits(pid, slot) and f.begin <= t and f.end >= t - lease
@@ -590,30 +622,54 @@ def _healthy(faults: list[Fault], pid: int, slots: dict[int, str], t: float, c: 
 def _find_overlaps(report: Report) -> None:
     c, t0 = report.config, report.t0
     for job, runs in report.runs.items():
-        period = dict(c.jobs).get(job, 0.0)
-        lease = period + c.max_execution_time
+        lease = c.period(job) + c.max_execution_time
         for i, a in enumerate(runs):
             for b in runs[i + 1 :]:
                 if b.start >= a.end:
                     break
                 window = (a.start - lease, b.end)
+                frozen = next(
+                    (
+                        f
+                        for f in report.faults
+                        if f.kind == "longstop"
+                        and a.pid in f.pids
+                        and a.start <= f.begin <= b.start <= f.end + 1.0
+                    ),
+                    None,
+                )
                 near = [
                     f.text(t0) for f in report.faults if f.end >= window[0] and f.begin <= window[1]
                 ]
-                report.overlaps.append(
+                text = (
                     f"{job}: pid {a.pid} ({report.slots.get(a.pid, '?')}) ran "
                     f"{a.start - t0:.2f}-{a.end - t0:.2f} ({a.how}) and pid {b.pid} "
                     f"({report.slots.get(b.pid, '?')}) ran {b.start - t0:.2f}-{b.end - t0:.2f} "
                     f"({b.how}): {min(a.end, b.end) - b.start:.2f} s together\n"
                     + "\n".join(f"    fault near: {n}" for n in near)
                 )
+                if frozen is not None:
+                    after = max(0.0, min(a.end, b.end) - max(frozen.end, b.start))
+                    if after <= WAKE_SLACK:
+                        report.frozen_overlaps.append((text.splitlines()[0], after))
+                        continue
+                    text = f"{text}\n    (frozen until {frozen.end - t0:.2f}, ran on {after:.2f} s)"
+                report.overlaps.append(text)
 
 
 def _find_gaps(report: Report) -> None:
     c = report.config
     begin, end = report.faults_end, report.quiet_end
-    for job, period in c.jobs:
-        starts = [r.start for r in report.runs.get(job, []) if begin < r.start <= end]
-        points = [begin, *starts, end]
-        length, at = max((b - a, a) for a, b in itertools.pairwise(points))
-        report.gaps[job] = (length, c.bound(period), at)
+    for job, period, _, _ in c.jobs:
+        # Idle time: from the faults' end (or a run's end) to the next start, and from the
+        # last run's end to the end of the quiet phase.
+        free_from, longest, at = begin, 0.0, begin
+        for run in report.runs.get(job, []):
+            if run.end <= begin or run.start > end:
+                continue
+            if run.start - free_from > longest:
+                longest, at = run.start - free_from, free_from
+            free_from = max(free_from, run.end)
+        if end - free_from > longest:
+            longest, at = end - free_from, free_from
+        report.gaps[job] = (longest, c.bound(period), at)

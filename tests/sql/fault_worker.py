@@ -2,9 +2,9 @@
 
 Usage: ``python tests/sql/fault_worker.py CONFIG_JSON`` (the JSON itself, not a file), with
 the repository root on PYTHONPATH. Config keys: ``url`` (already pointing at the proxy),
-``prefix``, ``jobs`` (``[[name, period_seconds], ...]``), ``poll``, ``max_execution_time``,
-``max_concurrent_jobs``, ``log`` (the shared log file), ``slot``, ``lifetime``,
-``stop_timeout``, ``run_min``/``run_max`` (a run lasts a random time in between).
+``prefix``, ``jobs`` (``[[name, period, run_min, run_max], ...]``: a run lasts a random time
+between ``run_min`` and ``run_max`` seconds), ``poll``, ``max_execution_time``,
+``max_concurrent_jobs``, ``log`` (the shared log file), ``slot``, ``lifetime``, ``stop_timeout``.
 
 Every line goes to the shared log with one ``os.write`` on an ``O_APPEND`` descriptor, so the
 lines of concurrent processes never interleave. Times are ``time.time()`` (one clock for every
@@ -62,7 +62,7 @@ class Log:
 
 
 class SoakJob(DistributedJob):
-    """Runs for a random 0.1-1.5 s (or until its token is cancelled), logging start and end."""
+    """Runs for a random time (or until its token is cancelled), logging start and end."""
 
     def __init__(self, log: Log, name: str, period: float, run_min: float, run_max: float):
         super().__init__(name=name, period=timedelta(seconds=period))
@@ -104,8 +104,8 @@ def _start_host(config: dict[str, Any], log: Log, stop: threading.Event) -> JobH
     )
     while not stop.is_set():
         jobs = [
-            SoakJob(log, name, period, config["run_min"], config["run_max"])
-            for name, period in config["jobs"]
+            SoakJob(log, name, period, run_min, run_max)
+            for name, period, run_min, run_max in config["jobs"]
         ]
         host = JobHost(jobs, database=config["url"], distributed=settings)
         host.subscribe(
@@ -131,6 +131,10 @@ def main(raw: str) -> int:
         log.pid,
         args.thread.name if args.thread is not None else "?",
         f"{args.exc_type.__name__}: {args.exc_value}",
+    )
+    logging.basicConfig(  # warnings go to the worker's output file, for diagnosis
+        level=logging.WARNING,
+        format="%(created).3f %(process)d %(threadName)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("recurjobs").addHandler(_ErrorRecords(log))
     stop = threading.Event()

@@ -2,7 +2,7 @@
 
 Three ``fault_worker.py`` host processes reach the database through loopback proxies while a
 seeded chaos loop resets connections, stalls (5 s) and refuses (8 s) them, kills (-9), pauses
-(SIGSTOP) and restarts hosts for ``RECURJOBS_FAULT_SECONDS`` (default 30) seconds; then a quiet
+(SIGSTOP) and restarts hosts for ``RECURJOBS_FAULT_SECONDS`` (default 25) seconds; then a quiet
 phase. ``benchmarks/bench_faults.py`` is the long version (4 hosts, 3 minutes, 10 s stalls,
 30 s refusals). See ``tests/sql/fault_soak.py`` for what is checked and how.
 """
@@ -28,7 +28,7 @@ from tests.sql.fault_soak import Report, SoakConfig, run_soak
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
-SECONDS = float(os.environ.get("RECURJOBS_FAULT_SECONDS", "30"))
+SECONDS = float(os.environ.get("RECURJOBS_FAULT_SECONDS", "25"))
 SEED = int(os.environ.get("RECURJOBS_FAULT_SEED", "20261130"))
 
 
