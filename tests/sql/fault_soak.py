@@ -264,6 +264,8 @@ class _Soak:
         self.respawn_at: dict[str, float] = {}
         self.generation = Counter[str]()
         self.exits: list[str] = []
+        self.up: set[int] = set()  # pids that logged "up" (their host started)
+        self._log_offset = 0
 
     # ------------------------------------------------------------------ workers
     def spawn(self, slot: str) -> None:
@@ -356,7 +358,21 @@ class _Soak:
             for w in self.workers.values()
         )
 
+    def read_up(self) -> None:
+        """Learn from the log's new lines which workers have started their host."""
+        if not self.log_path.exists():
+            return
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._log_offset += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            if line.startswith("up "):
+                self.up.add(int(line.split(" ")[2]))
+
     def housekeep(self, now: float) -> None:
+        self.read_up()
         for w in self.workers.values():
             if w.stopped_until and now >= w.stopped_until:
                 self.signal(w, signal.SIGCONT)
@@ -423,8 +439,8 @@ class _Soak:
             self.signal(w, signal.SIGSTOP)
             w.stopped_until = now + seconds
             self.faults.append(Fault("longstop", w.slot, now, now + seconds, (w.proc.pid,)))
-        elif kind == "restart":
-            if now + c.stop_timeout + 5 > until:
+        elif kind == "restart":  # a graceful stop (only of a host that started)
+            if now + c.stop_timeout + 5 > until or w.proc.pid not in self.up:
                 return
             self.signal(w, signal.SIGTERM)
             w.terminating_since = now
