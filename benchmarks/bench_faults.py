@@ -3,13 +3,18 @@
 Per backend (PostgreSQL, MariaDB), ``--workers`` host processes (``tests/sql/fault_worker.py``:
 a JobHost with 6 distributed jobs of period 2-3 s, ``max_execution_time`` 3 s, poll 0.5 s,
 runs of 0.1-1.5 s) reach the database through one loopback ``FaultProxy`` each
-(``tests/faultproxy.py``). For ``--seconds`` a chaos loop picks, every 2-6 s at random:
+(``tests/faultproxy.py``); two more jobs run 2-6 s, past ``max_execution_time``, so they live on
+heartbeats. For ``--seconds`` a chaos loop picks, every 2-6 s at random:
 
 * reset every connection of one worker's proxy or of all of them;
 * stall one or all proxies for ``--stall`` s (10): bytes held, then delivered;
 * refuse one or all for ``--refuse`` s (30): listener closed, open connections reset;
+* hold one claim's COMMIT on one proxy for ``--stall`` s: the claimed row stays locked, as when
+  a host pauses between UPDATE and COMMIT (other hosts claiming that row wait on the lock);
 * ``kill -9`` a worker and start a replacement 0-2 s later;
 * ``SIGSTOP`` a worker for 1-3 s (shorter than a lease minus a heartbeat), then ``SIGCONT``;
+* ``SIGSTOP`` a worker for 1-3 s past the longest lease: another host takes over while it is
+  frozen (reported apart); once awake, its run must end within 0.5 s;
 * SIGTERM a worker (``host.stop(10)``) and start a replacement once it exited.
 
 Then a quiet phase (longest ``period + max_execution_time + 2 x poll`` plus 3 s), then SIGTERM to
@@ -47,7 +52,7 @@ if str(ROOT) not in sys.path:
 from _common import Row  # noqa: E402
 
 from tests.dbs import ENV_VARS, TestDatabase, database_urls, drop_tables  # noqa: E402
-from tests.sql.fault_soak import Report, SoakConfig, run_soak  # noqa: E402
+from tests.sql.fault_soak import FAULT_KINDS, Report, SoakConfig, run_soak  # noqa: E402
 
 ORDER = 90
 BACKENDS = ("postgres", "mysql")
@@ -109,11 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--stall", type=float, default=10.0, help="length of a stall (s)")
     parser.add_argument("--refuse", type=float, default=30.0, help="length of a refusal (s)")
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULT_KINDS),
+        help=f"comma-separated fault kinds to inject (default: all of {','.join(FAULT_KINDS)})",
+    )
     parser.add_argument("--seed", type=int, default=None, help="chaos seed (default: random)")
     parser.add_argument("--out", type=Path, default=None, help="directory for logs and details")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.workers < 1:
         parser.error("--seconds must be > 0 and --workers >= 1")
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    unknown = sorted(set(faults) - set(FAULT_KINDS))
+    if unknown or not faults:
+        parser.error(f"--faults: unknown kind(s) {unknown}; choose from {', '.join(FAULT_KINDS)}")
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_faults_"))
     urls = _urls()
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             stall_seconds=args.stall,
             refuse_seconds=args.refuse,
             seed=seed,
+            faults=faults,
         )
         details = report.details()
         (out / backend / "details.txt").write_text(details + "\n")

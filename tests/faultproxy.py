@@ -12,6 +12,10 @@ control methods hand their work to that thread and return once it is done:
 * :meth:`FaultProxy.refuse` closes the listening socket for ``seconds`` (a connect gets
   "connection refused") and, by default, resets every current connection: a database that went
   down and came back on the same port.
+* :meth:`FaultProxy.hold_commit` holds one transaction open on the server: the first
+  connection that sends ``after`` (bytes, e.g. a column only one UPDATE writes) and then a
+  ``COMMIT`` is stalled, that connection alone, for ``seconds`` from the COMMIT on. Its row locks
+  stay held meanwhile, like a host paused between UPDATE and COMMIT.
 * :meth:`FaultProxy.pass_through` ends the current fault at once.
 
 A new fault replaces the current one. Everything is bounded: a fault ends by itself, the proxy
@@ -32,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import math
 import os
 import random
 import selectors
@@ -108,6 +113,8 @@ class _Pair:
         self.to_client = bytearray()
         self.connecting = True
         self.closed = False
+        self.held_until = 0.0  # this connection alone is stalled until then (hold_commit)
+        self.saw_marker = False
 
 
 class FaultProxy:
@@ -144,6 +151,7 @@ class FaultProxy:
         self._mode = _PASS
         self._mode_until = 0.0
         self._rebind_until = 0.0
+        self._hold: tuple[float, bytes, float] | None = None  # seconds, marker, armed until
         self._commands: list[tuple[Callable[[], object], list[object], threading.Event]] = []
         self._commands_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -223,6 +231,23 @@ class FaultProxy:
 
         self._call(f"refuse {seconds:g} s" + (" and drop" if drop else ""), refuse)
 
+    def hold_commit(self, seconds: float, *, after: bytes, within: float = 10.0) -> None:
+        """Stall the first connection that sends ``after`` and then ``COMMIT`` for ``seconds``.
+
+        Armed for ``within`` seconds; ``log`` says when a COMMIT was held (or none came).
+        """
+        self._check_seconds(seconds)
+        self._check_seconds(within)
+        if not isinstance(after, bytes) or not after:
+            raise TypeError(f"after must be non-empty bytes, got {after!r}")
+
+        def arm() -> None:
+            self._hold = (float(seconds), after, time.monotonic() + within)
+            for pair in self._pairs:
+                pair.saw_marker = False
+
+        self._call(f"hold a COMMIT after {after.decode(errors='replace')} for {seconds:g} s", arm)
+
     def pass_through(self) -> None:
         """End the current fault now: forward everything again."""
         self._call("pass through", lambda: self._set_mode(_PASS, 0.0))
@@ -280,6 +305,13 @@ class FaultProxy:
                     wake = min(wake, self._mode_until)
                 if self._listener is None and self._mode != _REFUSE:
                     wake = min(wake, now + 0.1)  # retrying to listen again
+                wake = min(wake, self._release_held(now))
+                if self._hold is not None:
+                    if now >= self._hold[2]:
+                        self._hold = None
+                        self._note("hold_commit: no COMMIT came")
+                    else:
+                        wake = min(wake, self._hold[2])
                 for key, mask in self._selector.select(max(0.0, wake - now)):
                     self._dispatch(key, mask)
                 self._run_commands()
@@ -374,7 +406,7 @@ class FaultProxy:
                     self._close(pair)
                     return
                 pair.connecting = False
-            elif self._mode != _STALL:
+            elif not self._stalled(pair):
                 sock, peer_buffer, own_buffer = (
                     (pair.client, pair.to_upstream, pair.to_client)
                     if side == "client"
@@ -385,6 +417,8 @@ class FaultProxy:
                     if not chunk:
                         self._close(pair, flush=True)
                         return
+                    if side == "client" and self._hold is not None:
+                        self._maybe_hold(pair, chunk)
                     peer_buffer += chunk
                 if mask & selectors.EVENT_WRITE and own_buffer:
                     sent = sock.send(own_buffer)
@@ -400,7 +434,7 @@ class FaultProxy:
 
     def _flush(self, pair: _Pair) -> None:
         """Send what each side has waiting, as far as the sockets take it now."""
-        if self._mode == _STALL or pair.connecting:
+        if self._stalled(pair) or pair.connecting:
             return
         for sock, buffer in ((pair.upstream, pair.to_upstream), (pair.client, pair.to_client)):
             if buffer:
@@ -410,9 +444,39 @@ class FaultProxy:
                     continue
                 del buffer[:sent]
 
+    def _stalled(self, pair: _Pair) -> bool:
+        return self._mode == _STALL or pair.held_until > 0.0
+
+    def _maybe_hold(self, pair: _Pair, chunk: bytes) -> None:
+        """Hold ``pair`` if it sent the armed marker before and this chunk commits."""
+        assert self._hold is not None
+        seconds, marker, _ = self._hold
+        if marker in chunk:
+            pair.saw_marker = True
+        if pair.saw_marker and b"COMMIT" in chunk.upper():
+            pair.held_until = time.monotonic() + seconds
+            self._hold = None
+            self._note(f"holding a COMMIT for {seconds:g} s")
+
+    def _release_held(self, now: float) -> float:
+        """Let held connections go once their time is up; when the next one is due."""
+        nearest = math.inf
+        for pair in list(self._pairs):
+            if pair.held_until > 0.0:
+                if now >= pair.held_until:
+                    pair.held_until = 0.0
+                    self._note("released a held COMMIT")
+                    with contextlib.suppress(OSError):
+                        self._flush(pair)
+                    if not pair.closed:
+                        self._interest(pair)
+                else:
+                    nearest = min(nearest, pair.held_until)
+        return nearest
+
     def _interest(self, pair: _Pair) -> None:
         """Register what each socket of ``pair`` waits for (nothing at all while stalled)."""
-        moving = self._mode != _STALL
+        moving = not self._stalled(pair)
         client = 0
         upstream = selectors.EVENT_WRITE if pair.connecting else 0
         if moving and not pair.connecting:

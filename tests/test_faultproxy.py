@@ -154,6 +154,30 @@ def test_pass_through_ends_a_stall_early(proxy: FaultProxy) -> None:
     assert "pass" == proxy.state()
 
 
+def test_hold_commit_holds_only_the_connection_that_commits_after_the_marker(
+    proxy: FaultProxy,
+) -> None:
+    """hold_commit() stalls the one connection that sent the marker and then COMMIT."""
+    with _connect(proxy) as other, _connect(proxy) as marked:
+        assert b"UPDATE t SET mark=1" == _roundtrip(marked, b"UPDATE t SET mark=1")
+        proxy.hold_commit(0.6, after=b"mark")
+        assert b"SELECT 1; commit" == _roundtrip(other, b"SELECT 1; commit")  # no marker
+        assert b"UPDATE t SET mark=2" == _roundtrip(marked, b"UPDATE t SET mark=2")
+        began = time.monotonic()
+        marked.sendall(b"commit")
+        marked.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            marked.recv(10)
+        assert b"still free" == _roundtrip(other, b"still free")
+        marked.settimeout(3)
+        assert b"commit" == marked.recv(10)
+        waited = time.monotonic() - began
+    assert 0.5 <= waited < 2.0, waited
+    assert ["holding a COMMIT for 0.6 s", "released a held COMMIT"] == [
+        what for _, what in proxy.log if "COMMIT" in what and "after" not in what
+    ]
+
+
 def test_refuse_refuses_then_listens_again_on_the_same_port(proxy: FaultProxy) -> None:
     """refuse(0.5) resets open connections, refuses new ones, then accepts on the same port."""
     port = proxy.port

@@ -46,8 +46,11 @@ __all__ = ["Fault", "Report", "SoakConfig", "analyse", "run_soak"]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("fault_worker.py")
-FAULT_KINDS = ("drop", "stall", "refuse", "kill", "sigstop", "longstop", "restart")
+FAULT_KINDS = ("drop", "stall", "refuse", "lockhold", "kill", "sigstop", "longstop", "restart")
 STOP_SLACK = 2.0  # stop(timeout) may overrun its timeout by this much and still count as bounded
+# Only a claim writes this column: holding the COMMIT after it keeps a claimed row locked.
+CLAIM_MARKER = b"last_attempted_run"
+LOCKHOLD_ARMED = 5.0  # a lockhold waits this long at most for a claim to hold
 # A host frozen past its lease may run on this long after it wakes (its watchdog must cancel
 # the run at once: the claim could not be renewed in time).
 WAKE_SLACK = 0.5
@@ -55,6 +58,7 @@ _WEIGHTS = {
     "drop": 2,
     "stall": 2,
     "refuse": 1,
+    "lockhold": 2,
     "kill": 2,
     "sigstop": 2,
     "longstop": 1,
@@ -395,6 +399,14 @@ class _Soak:
 
     def inject(self, kind: str, now: float, until: float) -> None:
         c = self.c
+        if kind == "lockhold":  # a host "paused" between a claim's UPDATE and its COMMIT
+            slot = self.rng.choice(sorted(self.proxies))
+            seconds = c.stall_seconds
+            if self.proxies[slot].state() != "pass" or now + LOCKHOLD_ARMED + seconds > until:
+                return
+            self.proxies[slot].hold_commit(seconds, after=CLAIM_MARKER, within=LOCKHOLD_ARMED)
+            self.faults.append(Fault("lockhold", slot, now, now + LOCKHOLD_ARMED + seconds))
+            return
         if kind in ("drop", "stall", "refuse"):
             idle = [s for s, p in self.proxies.items() if p.state() == "pass"]
             target = "all" if self.rng.random() < 0.4 else self.rng.choice(sorted(self.proxies))
@@ -462,6 +474,7 @@ class _Soak:
             t0 = time.time()
             self.chaos(t0 + c.seconds)
             chaos_end = time.time()
+            self.refine_lockholds()
             faults_end = max([f.end for f in self.faults] + [t0])
             quiet_end = max(chaos_end, faults_end) + c.quiet
             while time.time() < quiet_end:
@@ -483,6 +496,22 @@ class _Soak:
             death_time=self.death_time,
             exits=self.exits,
         )
+
+    def refine_lockholds(self) -> None:
+        """Replace each lockhold's armed window by when its COMMIT was really held."""
+        for f in self.faults:
+            if f.kind != "lockhold":
+                continue
+            held = [
+                t
+                for t, what in self.proxies[f.target].log
+                if what.startswith("holding a COMMIT") and f.begin <= t <= f.end
+            ]
+            if held:
+                f.begin, f.end = held[0], held[0] + self.c.stall_seconds
+                f.note = "a claim's COMMIT held"
+            else:
+                f.note = "armed, but no claim came through"
 
     def wait_up(self, count: int, timeout: float) -> None:
         deadline = time.time() + timeout
