@@ -257,6 +257,11 @@ class FaultProxy:
         return self._mode if self.running else "closed"
 
     @property
+    def holding(self) -> bool:
+        """Whether a hold_commit() is armed or holds a connection now."""
+        return self._hold is not None or any(p.held_until > 0.0 for p in list(self._pairs))
+
+    @property
     def connections(self) -> int:
         """How many proxied connections are open now."""
         return len(self._pairs)

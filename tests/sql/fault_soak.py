@@ -16,6 +16,8 @@ worker gracefully (SIGTERM: ``host.stop()``) and start a replacement. Then a qui
   host may take such a run over while it is stopped;
 * after the last fault ended, no job waits longer than
   ``period + max_execution_time + 2 * poll`` for its next start;
+* a host whose link and process were healthy never loses a lease, and while one host holds a
+  claimed row locked (``lockhold``) the other jobs are still claimed within their bound;
 * no exception escapes any thread; ``host.stop(stop_timeout)`` always returns within
   ``stop_timeout`` + 2 s.
 
@@ -92,6 +94,7 @@ class SoakConfig:
     max_execution_time: float = 3.0
     max_concurrent_jobs: int = 8
     stall_seconds: float = 10.0
+    lockhold_seconds: float = 10.0
     refuse_seconds: float = 30.0
     sigstop_seconds: tuple[float, float] = (1.0, 3.0)
     chaos_interval: tuple[float, float] = (2.0, 6.0)
@@ -171,6 +174,8 @@ class Report:
     runs: dict[str, list[Run]] = field(default_factory=dict)
     overlaps: list[str] = field(default_factory=list)
     frozen_overlaps: list[tuple[str, float]] = field(default_factory=list)
+    lock_stalls: list[str] = field(default_factory=list)
+    lock_windows: int = 0
     gaps: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     deaths: list[str] = field(default_factory=list)
     stops: list[tuple[int, float, str, str]] = field(default_factory=list)
@@ -207,6 +212,8 @@ class Report:
                 else ""
             ),
             "longest gap after faults": gap,
+            "jobs stalled by one locked row": f"{len(self.lock_stalls)} "
+            f"(in {self.lock_windows} holds)",
             "thread deaths": str(len(self.deaths)),
             "stop() max": f"{stop_max:.2f} s (n={len(self.stops)}, False {false_stops}, "
             f"hung {len(self.hung)})",
@@ -236,6 +243,11 @@ class Report:
             f"(expected while frozen; after waking at most {WAKE_SLACK} s allowed)"
         )
         lines.extend(f"{text} ({after:.3f} s after waking)" for text, after in self.frozen_overlaps)
+        lines.append(
+            f"## lockholds checked ({self.lock_windows}): other jobs idle past their bound "
+            "while one host held a claimed row locked"
+        )
+        lines.extend(self.lock_stalls or ["none"])
         lines.append("## lease losses (job, pid, slot, t, host's own link and process healthy?)")
         lines.extend(
             f"{job} pid {pid} {self.slots.get(pid, '?')} at {self.rel(t):.2f} healthy={ok}"
@@ -401,8 +413,9 @@ class _Soak:
         c = self.c
         if kind == "lockhold":  # a host "paused" between a claim's UPDATE and its COMMIT
             slot = self.rng.choice(sorted(self.proxies))
-            seconds = c.stall_seconds
-            if self.proxies[slot].state() != "pass" or now + LOCKHOLD_ARMED + seconds > until:
+            seconds = c.lockhold_seconds
+            proxy = self.proxies[slot]
+            if proxy.state() != "pass" or proxy.holding or now + LOCKHOLD_ARMED + seconds > until:
                 return
             self.proxies[slot].hold_commit(seconds, after=CLAIM_MARKER, within=LOCKHOLD_ARMED)
             self.faults.append(Fault("lockhold", slot, now, now + LOCKHOLD_ARMED + seconds))
@@ -415,6 +428,8 @@ class _Soak:
             ):
                 return
             proxies = list(self.proxies.values()) if target == "all" else [self.proxies[target]]
+            if any(p.holding for p in proxies):
+                return
             if kind == "drop":
                 dropped = sum(p.drop() for p in proxies)
                 self.faults.append(Fault("drop", target, now, now, note=f"{dropped} connections"))
@@ -499,16 +514,18 @@ class _Soak:
 
     def refine_lockholds(self) -> None:
         """Replace each lockhold's armed window by when its COMMIT was really held."""
+        used: set[float] = set()
         for f in self.faults:
             if f.kind != "lockhold":
                 continue
             held = [
                 t
                 for t, what in self.proxies[f.target].log
-                if what.startswith("holding a COMMIT") and f.begin <= t <= f.end
+                if what.startswith("holding a COMMIT") and f.begin <= t <= f.end and t not in used
             ]
             if held:
-                f.begin, f.end = held[0], held[0] + self.c.stall_seconds
+                used.add(held[0])
+                f.begin, f.end = held[0], held[0] + self.c.lockhold_seconds
                 f.note = "a claim's COMMIT held"
             else:
                 f.note = "armed, but no claim came through"
@@ -630,6 +647,7 @@ def analyse(
     report.runs = {job: sorted(r, key=lambda x: x.start) for job, r in runs.items()}
     _find_overlaps(report)
     _find_gaps(report)
+    _find_lock_stalls(report)
 
     for message in report.overlaps:
         report.broken.append(f"overlap: {message.splitlines()[0]}")
@@ -639,6 +657,13 @@ def analyse(
                 f"{job} waited {length:.2f} s > {bound:.2f} s from {_rel(begin, t0)} after the "
                 "faults stopped"
             )
+    report.broken.extend(f"one locked row stalled other jobs: {s}" for s in report.lock_stalls)
+    report.broken.extend(
+        f"{job} lost its lease on pid {pid} ({slots.get(pid, '?')}) at {_rel(t, t0)} although "
+        "no fault touched that host's link or process (a heartbeat waited behind something)"
+        for job, pid, t, healthy in report.lost
+        if healthy
+    )
     report.broken.extend(f"thread death: {d}" for d in report.deaths)
     for pid, seconds, result, when in report.stops:
         if seconds > c.stop_timeout + STOP_SLACK:
@@ -708,13 +733,51 @@ def _find_gaps(report: Report) -> None:
     for job, period, _, _ in c.jobs:
         # Idle time: from the faults' end (or a run's end) to the next start, and from the
         # last run's end to the end of the quiet phase.
-        free_from, longest, at = begin, 0.0, begin
-        for run in report.runs.get(job, []):
-            if run.end <= begin or run.start > end:
-                continue
-            if run.start - free_from > longest:
-                longest, at = run.start - free_from, free_from
-            free_from = max(free_from, run.end)
-        if end - free_from > longest:
-            longest, at = end - free_from, free_from
+        longest, at = _idle_within(report.runs.get(job, []), begin, end)
         report.gaps[job] = (longest, c.bound(period), at)
+
+
+def _idle_within(runs: list[Run], begin: float, end: float) -> tuple[float, float]:
+    """The longest stretch of [begin, end] no run covers, and where it starts."""
+    free_from, longest, at = begin, 0.0, begin
+    for run in runs:
+        if run.end <= begin or run.start >= end:
+            continue
+        if run.start - free_from > longest:
+            longest, at = run.start - free_from, free_from
+        free_from = max(free_from, run.end)
+    if end - free_from > longest:
+        longest, at = end - free_from, free_from
+    return longest, at
+
+
+def _find_lock_stalls(report: Report) -> None:
+    """While one host holds a claimed row locked, the other jobs must still be claimed.
+
+    Checked for every held COMMIT that no other fault disturbed (only kills, drops and short
+    SIGSTOPs may overlap it: the bound allows for those). The job with the longest idle time
+    in the window is taken to be the held row's and is not judged.
+    """
+    c, t0 = report.config, report.t0
+    harmless = {"drop", "kill", "sigstop"}
+    for hold in report.faults:
+        if hold.kind != "lockhold" or not hold.note.startswith("a claim"):
+            continue
+        window = (hold.begin - c.longest_lease, hold.end)
+        if any(
+            f is not hold and f.kind not in harmless and f.end >= window[0] and f.begin <= window[1]
+            for f in report.faults
+        ):
+            continue
+        report.lock_windows += 1
+        idle = {
+            job: _idle_within(report.runs.get(job, []), hold.begin, hold.end) for job, *_ in c.jobs
+        }
+        held_job = max(idle, key=lambda j: idle[j][0])
+        for job, (length, at) in sorted(idle.items()):
+            if job != held_job and length > c.bound(c.period(job)):
+                report.lock_stalls.append(
+                    f"{job} idle {length:.2f} s from {at - t0:.2f} while {hold.target} held a "
+                    f"claim's COMMIT {hold.begin - t0:.2f}-{hold.end - t0:.2f} (bound "
+                    f"{c.bound(c.period(job)):.2f} s; {held_job} taken as the held row)"
+                )
