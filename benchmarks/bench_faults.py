@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 from _common import Row  # noqa: E402
 
 from tests.dbs import ENV_VARS, TestDatabase, database_urls, drop_tables  # noqa: E402
-from tests.sql.fault_soak import FAULT_KINDS, Report, SoakConfig, run_soak  # noqa: E402
+from tests.sql.fault_soak import FAULT_KINDS, Report, SoakConfig, reanalyse, run_soak  # noqa: E402
 
 ORDER = 90
 BACKENDS = ("postgres", "mysql")
@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="chaos seed (default: random)")
     parser.add_argument("--out", type=Path, default=None, help="directory for logs and details")
+    parser.add_argument(
+        "--reanalyse",
+        action="store_true",
+        help="analyse the soaks kept in --out again (same --seconds/--workers/...) instead",
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.workers < 1:
         parser.error("--seconds must be > 0 and --workers >= 1")
@@ -130,8 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--faults: unknown kind(s) {unknown}; choose from {', '.join(FAULT_KINDS)}")
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_faults_"))
-    urls = _urls()
     backends = BACKENDS if args.backend == "all" else (args.backend,)
+    if args.reanalyse:
+        if args.out is None:
+            parser.error("--reanalyse needs --out DIR")
+        return _reanalyse(args, backends, faults)
+    urls = _urls()
     reports = []
     for backend in backends:
         if backend not in urls:
@@ -159,6 +168,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nseed {seed}; details in {out}/<backend>/details.txt")
     broken = [b for r in reports for b in r.broken]
     return 1 if broken or not reports else 0
+
+
+def _reanalyse(args: argparse.Namespace, backends: tuple[str, ...], faults: tuple[str, ...]) -> int:
+    reports = []
+    for backend in backends:
+        directory = args.out / backend
+        if not (directory / "soak.json").exists():
+            continue
+        config = SoakConfig(
+            backend=backend,
+            url="",
+            table_prefix="",
+            directory=directory,
+            seconds=args.seconds,
+            workers=args.workers,
+            stall_seconds=args.stall,
+            refuse_seconds=args.refuse,
+            seed=args.seed or 0,
+            faults=faults,
+        )
+        report = reanalyse(config)
+        (directory / "details.txt").write_text(report.details() + "\n")
+        reports.append(report)
+    print(table(reports))
+    return 1 if any(r.broken for r in reports) or not reports else 0
 
 
 def run(quick: bool) -> list[Row]:

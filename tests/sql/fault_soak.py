@@ -27,6 +27,7 @@ kills every worker's process group in a ``finally``, and proxies close themselve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from sqlalchemy import make_url
 
 from tests.faultproxy import FaultProxy
 
-__all__ = ["Fault", "Report", "SoakConfig", "analyse", "run_soak"]
+__all__ = ["Fault", "Report", "SoakConfig", "analyse", "reanalyse", "run_soak"]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("fault_worker.py")
@@ -52,7 +53,7 @@ FAULT_KINDS = ("drop", "stall", "refuse", "lockhold", "kill", "sigstop", "longst
 STOP_SLACK = 2.0  # stop(timeout) may overrun its timeout by this much and still count as bounded
 # Only a claim writes this column: holding the COMMIT after it keeps a claimed row locked.
 CLAIM_MARKER = b"last_attempted_run"
-LOCKHOLD_ARMED = 5.0  # a lockhold waits this long at most for a claim to hold
+LOCKHOLD_ARMED = 10.0  # a lockhold waits this long at most for a claim to hold
 # A host frozen past its lease may run on this long after it wakes (its watchdog must cancel
 # the run at once: the claim could not be renewed in time).
 WAKE_SLACK = 0.5
@@ -175,6 +176,8 @@ class Report:
     overlaps: list[str] = field(default_factory=list)
     frozen_overlaps: list[tuple[str, float]] = field(default_factory=list)
     lock_stalls: list[str] = field(default_factory=list)
+    takeovers: list[tuple[str, str, float, float]] = field(default_factory=list)
+    recoveries: list[tuple[str, float]] = field(default_factory=list)
     lock_windows: int = 0
     gaps: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     deaths: list[str] = field(default_factory=list)
@@ -248,6 +251,13 @@ class Report:
             "while one host held a claimed row locked"
         )
         lines.extend(self.lock_stalls or ["none"])
+        lines.append("## takeovers: a run cut short by its host's fault, next start elsewhere")
+        lines.extend(
+            f"{job} after {kind}: {latency:.2f} s (lease {lease:.1f} s)"
+            for job, kind, latency, lease in self.takeovers
+        )
+        lines.append("## first run in the cluster after an all-hosts fault ended")
+        lines.extend(f"{what}: {after:.2f} s" for what, after in self.recoveries)
         lines.append("## lease losses (job, pid, slot, t, host's own link and process healthy?)")
         lines.extend(
             f"{job} pid {pid} {self.slots.get(pid, '?')} at {self.rel(t):.2f} healthy={ok}"
@@ -369,9 +379,13 @@ class _Soak:
             time.sleep(0.05)
 
     def pending(self) -> bool:
-        return bool(self.respawn_at) or any(
-            w.stopped_until or (w.terminating_since and not w.ended_at)
-            for w in self.workers.values()
+        return (
+            bool(self.respawn_at)
+            or any(p.holding for p in self.proxies.values())
+            or any(
+                w.stopped_until or (w.terminating_since and not w.ended_at)
+                for w in self.workers.values()
+            )
         )
 
     def read_up(self) -> None:
@@ -415,7 +429,7 @@ class _Soak:
             slot = self.rng.choice(sorted(self.proxies))
             seconds = c.lockhold_seconds
             proxy = self.proxies[slot]
-            if proxy.state() != "pass" or proxy.holding or now + LOCKHOLD_ARMED + seconds > until:
+            if proxy.state() != "pass" or proxy.holding or now + seconds > until:
                 return
             self.proxies[slot].hold_commit(seconds, after=CLAIM_MARKER, within=LOCKHOLD_ARMED)
             self.faults.append(Fault("lockhold", slot, now, now + LOCKHOLD_ARMED + seconds))
@@ -499,18 +513,18 @@ class _Soak:
             self.terminate_all()
         finally:
             self.cleanup()
-        return analyse(
-            c,
-            self.log_path,
-            t0=t0,
-            chaos_end=chaos_end,
-            faults_end=faults_end,
-            quiet_end=quiet_end,
-            faults=self.faults,
-            slots=self.slots,
-            death_time=self.death_time,
-            exits=self.exits,
-        )
+        record = {
+            "t0": t0,
+            "chaos_end": chaos_end,
+            "faults_end": faults_end,
+            "quiet_end": quiet_end,
+            "faults": [dataclasses.asdict(f) for f in self.faults],
+            "slots": self.slots,
+            "death_time": self.death_time,
+            "exits": self.exits,
+        }
+        (c.directory / "soak.json").write_text(json.dumps(record))
+        return reanalyse(c)
 
     def refine_lockholds(self) -> None:
         """Replace each lockhold's armed window by when its COMMIT was really held."""
@@ -528,7 +542,8 @@ class _Soak:
                 f.begin, f.end = held[0], held[0] + self.c.lockhold_seconds
                 f.note = "a claim's COMMIT held"
             else:
-                f.note = "armed, but no claim came through"
+                f.end = f.begin  # it did nothing
+                f.note = f"armed {LOCKHOLD_ARMED:g} s, but no claim came through"
 
     def wait_up(self, count: int, timeout: float) -> None:
         deadline = time.time() + timeout
@@ -571,6 +586,23 @@ class _Soak:
             w.out.close()
         for p in self.proxies.values():
             p.close()
+
+
+def reanalyse(config: SoakConfig) -> Report:
+    """Analyse a finished soak again from its directory (``runs.log`` and ``soak.json``)."""
+    record = json.loads((config.directory / "soak.json").read_text())
+    return analyse(
+        config,
+        config.directory / "runs.log",
+        t0=record["t0"],
+        chaos_end=record["chaos_end"],
+        faults_end=record["faults_end"],
+        quiet_end=record["quiet_end"],
+        faults=[Fault(**{**f, "pids": tuple(f["pids"])}) for f in record["faults"]],
+        slots={int(pid): slot for pid, slot in record["slots"].items()},
+        death_time={int(pid): t for pid, t in record["death_time"].items()},
+        exits=record["exits"],
+    )
 
 
 def run_soak(config: SoakConfig) -> Report:
@@ -648,6 +680,7 @@ def analyse(
     _find_overlaps(report)
     _find_gaps(report)
     _find_lock_stalls(report)
+    _find_recoveries(report)
 
     for message in report.overlaps:
         report.broken.append(f"overlap: {message.splitlines()[0]}")
@@ -754,18 +787,22 @@ def _idle_within(runs: list[Run], begin: float, end: float) -> tuple[float, floa
 def _find_lock_stalls(report: Report) -> None:
     """While one host holds a claimed row locked, the other jobs must still be claimed.
 
-    Checked for every held COMMIT that no other fault disturbed (only kills, drops and short
-    SIGSTOPs may overlap it: the bound allows for those). The job with the longest idle time
+    Checked for every held COMMIT that no other fault disturbed (only kills, drops, restarts and
+    short SIGSTOPs may overlap it: the bound allows for those). The job with the longest idle time
     in the window is taken to be the held row's and is not judged.
     """
     c, t0 = report.config, report.t0
-    harmless = {"drop", "kill", "sigstop"}
+    harmless = {"drop", "kill", "sigstop", "restart"}
     for hold in report.faults:
         if hold.kind != "lockhold" or not hold.note.startswith("a claim"):
             continue
         window = (hold.begin - c.longest_lease, hold.end)
         if any(
-            f is not hold and f.kind not in harmless and f.end >= window[0] and f.begin <= window[1]
+            f is not hold
+            and f.kind not in harmless
+            and not (f.kind == "lockhold" and not f.note.startswith("a claim"))  # never held
+            and f.end >= window[0]
+            and f.begin <= window[1]
             for f in report.faults
         ):
             continue
@@ -781,3 +818,28 @@ def _find_lock_stalls(report: Report) -> None:
                     f"claim's COMMIT {hold.begin - t0:.2f}-{hold.end - t0:.2f} (bound "
                     f"{c.bound(c.period(job)):.2f} s; {held_job} taken as the held row)"
                 )
+
+
+def _find_recoveries(report: Report) -> None:
+    """Informational figures: how soon a job interrupted by a fault ran again elsewhere, and how
+    soon the cluster ran anything after a fault that hit every host."""
+    c, t0 = report.config, report.t0
+    for fault in report.faults:
+        if fault.kind in ("kill", "longstop"):
+            for job, runs in report.runs.items():
+                cut = [
+                    r for r in runs if r.pid in fault.pids and r.start <= fault.begin < r.end + 0.01
+                ]
+                if not cut:
+                    continue
+                later = [r.start for r in runs if r.pid not in fault.pids and r.start > fault.begin]
+                if later:
+                    lease = c.period(job) + c.max_execution_time
+                    report.takeovers.append((job, fault.kind, min(later) - fault.begin, lease))
+        elif fault.target == "all" and fault.kind in ("stall", "refuse"):
+            first = min(
+                (r.start for runs in report.runs.values() for r in runs if r.start > fault.end),
+                default=math.inf,
+            )
+            what = f"{fault.kind} {fault.end - fault.begin:g} s ending at {fault.end - t0:.2f}"
+            report.recoveries.append((what, first - fault.end))

@@ -1,10 +1,11 @@
 """A short fault-injection soak per server backend: the cluster keeps its promises under faults.
 
 Three ``fault_worker.py`` host processes reach the database through loopback proxies while a
-seeded chaos loop resets connections, stalls (5 s) and refuses (8 s) them, kills (-9), pauses
-(SIGSTOP) and restarts hosts for ``RECURJOBS_FAULT_SECONDS`` (default 25) seconds; then a quiet
-phase. ``benchmarks/bench_faults.py`` is the long version (4 hosts, 3 minutes, 10 s stalls,
-30 s refusals). See ``tests/sql/fault_soak.py`` for what is checked and how.
+seeded chaos loop resets connections, stalls (5 s) and refuses (8 s) them, holds a claim's
+COMMIT (10 s: the row stays locked), kills (-9), pauses (SIGSTOP) and restarts hosts for
+``RECURJOBS_FAULT_SECONDS`` (default 25) seconds; then a quiet phase. ``benchmarks/bench_faults.py``
+is the long version (4 hosts, 3 minutes, 10 s stalls, 30 s refusals). See
+``tests/sql/fault_soak.py`` for what is checked and how.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def _soak(db: TestDatabase, directory: Path) -> Report:
 
 @pytest.mark.timeout(180)
 def test_a_cluster_under_faults_keeps_its_promises(server_db: TestDatabase, tmp_path: Path) -> None:
-    """No overlapping runs, no job waiting past its bound after the faults, no thread death,
-    and every stop() returned within its timeout, while hosts and links failed at random."""
+    """No overlapping runs, no job waiting past its bound after the faults, no lease lost by a
+    healthy host, other jobs claimed while one row is locked, no thread death, and every stop()
+    returned within its timeout, while hosts and links failed at random."""
     report = _soak(server_db, tmp_path)
     details = report.details()
     print(details)
@@ -80,6 +82,8 @@ def test_a_cluster_under_faults_keeps_its_promises(server_db: TestDatabase, tmp_
     assert sum(len(r) for r in report.runs.values()) >= 20, details  # and jobs ran meanwhile
     assert [] == report.overlaps, details
     assert {} == {job: gap for job, gap in report.gaps.items() if gap[0] > gap[1]}, details
+    assert [] == report.lock_stalls, details
+    assert [] == [lost for lost in report.lost if lost[3]], details  # lost by healthy hosts
     assert [] == report.deaths, details
     assert [] == report.hung, details
     assert [] == [s for s in report.stops if s[1] > report.config.stop_timeout + 2], details
