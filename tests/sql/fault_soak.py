@@ -103,6 +103,8 @@ class SoakConfig:
     margin: float = 3.0
     seed: int = 0
     faults: tuple[str, ...] = FAULT_KINDS
+    # Faults injected first, one at a time and with nothing else going on, before the random ones.
+    opening: tuple[str, ...] = ()
 
     def bound(self, period: float) -> float:
         """The promised longest wait of a job after the faults stopped."""
@@ -365,6 +367,11 @@ class _Soak:
     # -------------------------------------------------------------------- chaos
     def chaos(self, until: float) -> None:
         c = self.c
+        for kind in c.opening:  # alone, one after the other, so each is judged undisturbed
+            self.inject(kind, time.time(), until)
+            while self.pending() and time.time() < until:
+                self.housekeep(time.time())
+                time.sleep(0.05)
         kinds = [k for k in c.faults if k in _WEIGHTS]
         next_fault = time.time() + self.rng.uniform(*c.chaos_interval) / 2
         while True:

@@ -1,11 +1,12 @@
 """A short fault-injection soak per server backend: the cluster keeps its promises under faults.
 
-Three ``fault_worker.py`` host processes reach the database through loopback proxies while a
-seeded chaos loop resets connections, stalls (5 s) and refuses (8 s) them, holds a claim's
-COMMIT (10 s: the row stays locked), kills (-9), pauses (SIGSTOP) and restarts hosts for
-``RECURJOBS_FAULT_SECONDS`` (default 25) seconds; then a quiet phase. ``benchmarks/bench_faults.py``
-is the long version (4 hosts, 3 minutes, 10 s stalls, 30 s refusals). See
-``tests/sql/fault_soak.py`` for what is checked and how.
+Three ``fault_worker.py`` host processes reach the database through loopback proxies. First one
+host's claim COMMIT is held for 10 s with nothing else going on (the claimed row stays locked:
+the other jobs must still be claimed); then a seeded chaos loop resets connections, stalls (5 s)
+and refuses (8 s) them, holds COMMITs, kills (-9), pauses (SIGSTOP) and restarts hosts, for
+``RECURJOBS_FAULT_SECONDS`` (default 25) seconds in all; then a quiet phase.
+``benchmarks/bench_faults.py`` is the long version (4 hosts, 3 minutes, 10 s stalls, 30 s
+refusals). See ``tests/sql/fault_soak.py`` for what is checked and how.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def _soak(db: TestDatabase, directory: Path) -> Report:
             stall_seconds=5.0,
             refuse_seconds=8.0,
             chaos_interval=(1.5, 4.0),
+            opening=("lockhold",),
             seed=SEED,
         )
     )
