@@ -221,6 +221,20 @@ def run(quick: bool) -> list[Row]:
         rows += [
             Row(name, "overlapping runs of one job", "", [float(len(report.overlaps))], limit=0),
             Row(name, "longest wait after the faults / promised bound", "", [worst], limit=1.0),
+            Row(
+                name,
+                "jobs idle past their bound while one row was locked",
+                "",
+                [float(len(report.lock_stalls))],
+                limit=0,
+            ),
+            Row(
+                name,
+                "leases lost by hosts no fault touched",
+                "",
+                [float(sum(1 for x in report.lost if x[3]))],
+                limit=0,
+            ),
             Row(name, "thread deaths", "", [float(len(report.deaths))], limit=0),
             Row(
                 name,
