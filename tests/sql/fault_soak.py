@@ -369,15 +369,16 @@ class _Soak:
         c = self.c
         for kind in c.opening:  # alone, one after the other, so each is judged undisturbed
             self.inject(kind, time.time(), until)
-            while self.pending() and time.time() < until:
+            while self.pending() and time.time() < until:  # bounded by the chaos phase
                 self.housekeep(time.time())
                 time.sleep(0.05)
         kinds = [k for k in c.faults if k in _WEIGHTS]
         next_fault = time.time() + self.rng.uniform(*c.chaos_interval) / 2
+        hard_end = until + c.stop_timeout + 60.0  # pending work ends long before; never later
         while True:
             now = time.time()
             self.housekeep(now)
-            if now >= until and not self.pending():
+            if (now >= until and not self.pending()) or now >= hard_end:
                 return
             if now >= next_fault and now < until and kinds:
                 kind = self.rng.choices(kinds, weights=[_WEIGHTS[k] for k in kinds])[0]
@@ -388,7 +389,7 @@ class _Soak:
     def pending(self) -> bool:
         return (
             bool(self.respawn_at)
-            or any(p.holding for p in self.proxies.values())
+            or any(p.holding and p.running for p in self.proxies.values())
             or any(
                 w.stopped_until or (w.terminating_since and not w.ended_at)
                 for w in self.workers.values()
