@@ -98,6 +98,11 @@ class JobHost:
             raise TypeError(
                 f"database must be a URL string or an SQLAlchemy Engine, got {database!r}"
             )
+        if isinstance(database, str):
+            # Imported here: an app without a database never loads SQLAlchemy.
+            from recurjobs.sql._urls import check_url
+
+            check_url(database)
         if not isinstance(elect_server_role, bool):
             raise TypeError(f"elect_server_role must be a bool, got {elect_server_role!r}")
         if elect_server_role and database is None:
@@ -383,6 +388,8 @@ class JobHost:
                 f"job must be the job class or instance to trigger, not the name {job!r}; "
                 "for a distributed job use trigger_distributed(name)"
             )
+        if not isinstance(job, (type, TriggerableJob)):
+            raise TypeError(f"job must be a TriggerableJob subclass or instance, got {job!r}")
         kind = job if isinstance(job, type) else type(job)
         if not issubclass(kind, TriggerableJob):
             raise TypeError(
@@ -431,6 +438,8 @@ class JobHost:
         """Mark the distributed job ``name`` due now, for whichever server polls next."""
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
+        if not 1 <= len(name) <= 200:
+            raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
         with self._lock:
             sql = self._sql if self._state == _RUNNING else None
         return sql is not None and bool(sql.trigger(name))

@@ -9,8 +9,8 @@ Three tables, one test each:
 - the Flask extension's ``RECURJOBS_*`` keys: ``init_app`` raises ``ValueError`` or
   ``TypeError`` naming the key.
 
-Cases that need a change in a module another branch owns are strict xfails naming the branch;
-``/work/coord/requests-edges.md`` says what each needs.
+A case may carry an ``xfail`` reason while a fix is pending; such cases are strict, so a fix
+that lands makes the run fail until the mark is removed.
 """
 
 from __future__ import annotations
@@ -150,10 +150,6 @@ class Bad:
 
 
 # Why a case is an expected failure until another branch is merged (then drop the field).
-LIFE = "fixed on branch life (recurjobs/_host.py trigger argument checks)"
-SQLSTORE = "fixed on branch sqlstore (recurjobs.sql._urls.check_url at construction)"
-HOSTKW = "fixed on branch life/sqlrun (JobHost start_timeout=, exit_timeout=)"
-SQLARGS = "fixed on branch sqlstore (JobStore checks retry=)"
 
 NAN = math.nan
 R, D, S, H, MC, DSR = Rec, Dist, DistributedJobSettings, JobHost, ManualClock, DatabaseServerRoles
@@ -355,49 +351,42 @@ API: list[Bad] = [
         call(H, database="not a url"),
         ValueError,
         ("database", "not a url"),
-        SQLSTORE,
     ),
     Bad(
         "host-database-postgres",
         call(H, database="postgres://u@h/db"),
         ValueError,
         ("database", "postgres://"),
-        SQLSTORE,
     ),
     Bad(
         "host-database-oracle",
         call(H, database="oracle://u@h/db"),
         ValueError,
         ("database", "oracle"),
-        SQLSTORE,
     ),
     Bad(
         "host-start-timeout-negative",
         call(H, start_timeout=-1.0),
         ValueError,
         ("start_timeout", "-1.0"),
-        HOSTKW,
     ),
     Bad(
         "host-start-timeout-str",
         call(H, start_timeout="10"),
         TypeError,
         ("start_timeout", "'10'"),
-        HOSTKW,
     ),
     Bad(
         "host-exit-timeout-negative",
         call(H, exit_timeout=-5.0),
         ValueError,
         ("exit_timeout", "-5.0"),
-        HOSTKW,
     ),
     Bad(
         "host-exit-timeout-nan",
         call(H, exit_timeout=NAN),
         ValueError,
         ("exit_timeout", "nan"),
-        HOSTKW,
     ),
     Bad("host-add-int", call(H().add, 5), TypeError, ("job", "5")),
     Bad("host-add-class", call(H().add, Rec), TypeError, ("job", "Rec")),
@@ -441,8 +430,8 @@ API: list[Bad] = [
         TypeError,
         ("Plain", "TriggerableJob"),
     ),
-    Bad("trigger-name-str", call(host().trigger, "Rec"), TypeError, ("job", "'Rec'"), LIFE),
-    Bad("trigger-int", call(host().trigger, 5), TypeError, ("job", "5"), LIFE),
+    Bad("trigger-name-str", call(host().trigger, "Rec"), TypeError, ("job", "'Rec'")),
+    Bad("trigger-int", call(host().trigger, 5), TypeError, ("job", "5")),
     Bad("trigger-for-int", call(host().trigger_for, 5), TypeError, ("job_class", "5")),
     Bad("trigger-for-plain", call(host().trigger_for, Plain), TypeError, ("job_class", "Plain")),
     Bad("trigger-for-instance", call(host().trigger_for, rec()), TypeError, ("job_class", "Rec")),
@@ -452,14 +441,12 @@ API: list[Bad] = [
         call(host().trigger_distributed, ""),
         ValueError,
         ("name", "''"),
-        LIFE,
     ),
     Bad(
         "trigger-distributed-long",
         call(host().trigger_distributed, "x" * 201),
         ValueError,
         ("name", "200"),
-        LIFE,
     ),
     Bad("subscribe-kind-int", call(host().subscribe, int, print), TypeError, ("kind", "int")),
     Bad("subscribe-handler", call(host().subscribe, JobFailed, 5), TypeError, ("handler", "5")),
@@ -521,9 +508,9 @@ API: list[Bad] = [
         ("table_prefix", "'bad-prefix'"),
     ),
     Bad("store-prefix-int", store(table_prefix=5), TypeError, ("table_prefix", "5")),
-    Bad("store-not-url", store("not a url"), ValueError, ("database", "not a url"), SQLSTORE),
-    Bad("store-oracle", store("oracle://u@h/db"), ValueError, ("database", "oracle"), SQLSTORE),
-    Bad("store-retry", store(retry="fast"), TypeError, ("retry", "'fast'"), SQLARGS),
+    Bad("store-not-url", store("not a url"), ValueError, ("database", "not a url")),
+    Bad("store-oracle", store("oracle://u@h/db"), ValueError, ("database", "oracle")),
+    Bad("store-retry", store(retry="fast"), TypeError, ("retry", "'fast'")),
     Bad("roles-database-int", call(DSR, 5), TypeError, ("database", "5")),
     Bad(
         "roles-identity-empty", call(DSR, "sqlite://", identity=""), ValueError, ("identity", "''")
@@ -565,7 +552,7 @@ API: list[Bad] = [
         ValueError,
         ("table_prefix", "'x y'"),
     ),
-    Bad("roles-not-url", call(DSR, "not a url"), ValueError, ("database", "not a url"), SQLSTORE),
+    Bad("roles-not-url", call(DSR, "not a url"), ValueError, ("database", "not a url")),
 ]
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Executable
 
 from recurjobs._jobs import check_distributed
+from recurjobs._validate import instance
 from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
@@ -71,7 +72,7 @@ class JobStore:
             database, statement_timeout=self.statement_timeout
         )
         self.url = masked(self.engine)
-        self.retry = retry if retry is not None else RetryPolicy()
+        self.retry = instance(retry, RetryPolicy, "retry") if retry is not None else RetryPolicy()
         self.metadata = MetaData()
         self.jobs = jobs_table(self.metadata, table_prefix)
         # One shared connection (in-memory SQLite) must not interleave two transactions.
