@@ -15,7 +15,7 @@ _LONGEST = timedelta(days=365)
 
 @dataclass(frozen=True)
 class DistributedJobSettings:
-    """How the host's poller claims distributed jobs (SPEC section 6).
+    """How the host's poller claims distributed jobs (see docs/distributed.md).
 
     ``poll_period``: how often each server looks for due jobs. ``delay``: the wait after start
     before the first poll. ``max_execution_time``: how long past its period a claim may go

@@ -102,3 +102,11 @@ def test_api_reference_is_current() -> None:
     expected = gen_api.render()
     actual = (ROOT / "docs" / "api.md").read_text()
     assert expected == actual, "docs/api.md is stale: run `.venv/bin/python docs/gen_api.py`"
+
+
+@pytest.mark.parametrize(
+    "page", [*PAGES, ROOT / "docs" / "api.md"], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_page_cites_no_internal_contract(page: Path) -> None:
+    """User docs explain behaviour themselves: none points readers to "SPEC", which they lack."""
+    assert [] == re.findall(r".{0,30}\bSPEC\b.{0,30}", page.read_text())
