@@ -36,7 +36,7 @@ from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
 from recurjobs.sql._heartbeat import Heartbeat
 from recurjobs.sql._leases import Leases
-from recurjobs.sql._runs import Run, RunStats, execute_run
+from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
 
 __all__ = ["DistributedPoller"]
@@ -198,7 +198,7 @@ class DistributedPoller:
         try:
             accepted = self.store.trigger(name)
         except Exception as exc:
-            logger.warning("triggering %s on %s failed: %s", name, self.store.url, exc)
+            logger.warning("triggering %s on %s failed: %s", name, self.store.url, first_line(exc))
             return False
         if accepted:
             with self._lock:
@@ -295,7 +295,8 @@ class DistributedPoller:
                 self._schema_ready = True
             self.store.ensure(todo)
         except Exception as exc:
-            logger.warning("preparing distributed jobs on %s failed: %s", self.store.url, exc)
+            url = self.store.url
+            logger.warning("preparing distributed jobs on %s failed: %s", url, first_line(exc))
             return False
         with self._lock:
             for job in todo:
@@ -332,7 +333,8 @@ class DistributedPoller:
                 elif won is False:
                     lost += 1
         except Exception as exc:
-            logger.warning("polling %s failed, trying again next poll: %s", self.store.url, exc)
+            url = self.store.url
+            logger.warning("polling %s failed, trying again next poll: %s", url, first_line(exc))
 
     def _claim(self, name: str) -> bool | None:
         """Claim and launch ``name``: True when won, False when another host was quicker,
@@ -347,7 +349,7 @@ class DistributedPoller:
         try:
             claim = self.store.try_claim(name, owner=self.owner, lease=lease)
         except Exception as exc:
-            logger.warning("claiming %s on %s failed: %s", name, self.store.url, exc)
+            logger.warning("claiming %s on %s failed: %s", name, self.store.url, first_line(exc))
             return None
         if claim is None:
             return False  # another host was quicker

@@ -33,7 +33,7 @@ from recurjobs._token import CancellationToken, JobCancelled
 from recurjobs.sql._rows import Claim
 from recurjobs.sql._store import JobStore
 
-__all__ = ["Run", "RunStats", "execute_run", "finish_once", "guarded"]
+__all__ = ["Run", "RunStats", "execute_run", "finish_once", "first_line", "guarded"]
 
 logger = logging.getLogger("recurjobs.sql")
 
@@ -166,7 +166,7 @@ def finish_once(store: JobStore, run: Run) -> bool:
             "retrying",
             claim.name,
             store.url,
-            _first_line(exc),
+            first_line(exc),
         )
         return False
     if not landed:
@@ -184,5 +184,6 @@ def finish_once(store: JobStore, run: Run) -> bool:
     return True
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The exception's type and the first line of its message (no SQL), for log lines."""
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
