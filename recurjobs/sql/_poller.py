@@ -51,7 +51,7 @@ _FLUSH_PAUSE = 0.1
 
 
 class DistributedPoller:
-    """Runs this host's share of the distributed jobs (SPEC section 6).
+    """Runs this host's share of the distributed jobs.
 
     ``beat_store`` is the store the heartbeat thread uses (its own connection pool when the
     host made one); it defaults to ``store``.
