@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from recurjobs._clock import Clock
 from recurjobs.sql._leases import Leases
@@ -19,6 +20,8 @@ from recurjobs.sql._store import JobStore
 __all__ = ["Heartbeat"]
 
 logger = logging.getLogger("recurjobs.sql")
+
+_FLUSH_PAUSE = 0.1  # real seconds between two rounds of retrying finishes in hand_back()
 
 
 class Heartbeat:
@@ -58,6 +61,30 @@ class Heartbeat:
         thread.join(timeout)
         return not thread.is_alive()
 
+    def hand_back(self, deadline: float | None) -> bool:
+        """End the thread, then retry the pending finishes on the calling thread until they
+        all settled or ``deadline`` (``time.monotonic()``; None: no limit) passed.
+
+        True when the thread ended and no finish is left pending; a finish still pending is
+        logged (its row becomes claimable when its lease runs out).
+        """
+        self.close()
+        if not self.join(_left(deadline)):
+            return False  # still in a database call: it owns the finishes until it returns
+        while self.leases.pending():
+            self.leases.retry_finishes(None, self.store)
+            left = _left(deadline)
+            if not self.leases.pending() or left == 0.0:
+                break
+            threading.Event().wait(_FLUSH_PAUSE if left is None else min(_FLUSH_PAUSE, left))
+        for run in self.leases.pending():
+            logger.warning(
+                "distributed job %s: the row could not be handed back before the stop deadline; "
+                "it becomes claimable again when its lease expires",
+                run.claim.name,
+            )
+        return not self.leases.pending()
+
     def step(self) -> None:
         """One iteration: the heartbeats and finish retries that are due now."""
         now = self.clock.monotonic()
@@ -76,3 +103,7 @@ class Heartbeat:
             wake = self.leases.next_due()
             self.clock.wait(self._wake, None if wake == float("inf") else max(0.0, wake - now))
             self._wake.clear()
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -46,8 +46,6 @@ logger = logging.getLogger("recurjobs.sql")
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 # Consecutive lost claims after which a poll stops: other hosts are working the same list.
 _GIVE_UP_AFTER = 3
-# Real-time pause between two attempts of flushing pending finishes in hand_back().
-_FLUSH_PAUSE = 0.1
 
 
 class DistributedPoller:
@@ -158,22 +156,8 @@ class DistributedPoller:
         if not polled and thread is not None:
             thread.join(_left(deadline))
             polled = not thread.is_alive()
-        self.heartbeat.close()
-        beat_ended = self.heartbeat.join(_left(deadline))
-        while beat_ended and self.leases.pending():
-            self.leases.retry_finishes(None, self.heartbeat.store)
-            left = _left(deadline)
-            if not self.leases.pending() or (left is not None and left <= 0):
-                break
-            threading.Event().wait(_FLUSH_PAUSE if left is None else min(_FLUSH_PAUSE, left))
-        for run in self.leases.pending():
-            logger.warning(
-                "distributed job %s: the row could not be handed back before the stop deadline; "
-                "it becomes claimable again when its lease expires",
-                run.claim.name,
-            )
-        runs_ended = not self.leases.running()
-        return polled and beat_ended and runs_ended and not self.leases.pending()
+        flushed = self.heartbeat.hand_back(deadline)
+        return polled and flushed and not self.leases.running()
 
     def stop(self) -> None:
         """Same as :meth:`stop_claiming` (kept for callers of the earlier two-step API)."""
