@@ -513,3 +513,44 @@ def test_a_job_whose_row_cannot_be_written_does_not_block_the_others(
     h.past_delay()
     assert good.ran.wait(5)
     assert "preparing distributed jobs" in caplog.text
+
+
+def test_heartbeats_go_on_while_a_poll_is_stuck(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll stuck in the database (a blocked SELECT or claim) does not hold up the heartbeats
+    of running jobs: they have their own thread."""
+    started, release = threading.Event(), threading.Event()
+    jobs = Job("a", PERIOD, body=blocking(started, release)), Job("b", PERIOD)
+    h = harness(*jobs, max_concurrent_jobs=2)
+    stuck, unstick = threading.Event(), threading.Event()
+    due_names = h.store.due_names
+    beats: list[bool] = []
+    heartbeat = h.store.heartbeat
+
+    def blocked(names: Collection[str]) -> list[str]:
+        if started.is_set():
+            stuck.set()
+            unstick.wait(30)
+        return due_names(names)
+
+    def spy(claim: Claim) -> bool:
+        beats.append(heartbeat(claim))
+        return beats[-1]
+
+    monkeypatch.setattr(h.store, "due_names", blocked)
+    monkeypatch.setattr(h.store, "heartbeat", spy)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    h.clock.wait_for_waiters(BUSY)
+    h.clock.advance(POLL)
+    assert stuck.wait(5)
+    for expected in (1, 2, 3):
+        h.clock.wait_for_waiters(2)  # heartbeat and watchdog; the poller is stuck
+        h.clock.advance(h.poller.leases.interval)
+        assert wait_until(lambda n=expected: len(beats) >= n)  # type: ignore[misc]
+    assert ([True] * len(beats), []) == (beats, h.kinds("a")[2:])
+    unstick.set()
+    release.set()
