@@ -11,13 +11,14 @@ cluster-wide "exactly one of us" decision:
 - :func:`guarded_update`: one ``UPDATE ... WHERE <guard>`` judged by ``rowcount == 1``.
 - :func:`db_now_ms`: the database clock as an SQL expression (epoch milliseconds).
 - :func:`make_engine`, :func:`masked`: engines for URLs; URLs with the password hidden.
-- :class:`RetryPolicy`, :func:`is_transient`: how database steps ride out transient faults.
+- :class:`RetryPolicy`, :func:`is_transient`, :func:`is_lock_timeout`: how database steps ride
+  out transient faults, and which faults mean a lock was held for longer than the bound.
 """
 
 from recurjobs.sql._claims import guarded_update, new_claim_id
 from recurjobs.sql._clockexpr import db_now_ms, int_div
 from recurjobs.sql._election import DatabaseServerRoles
-from recurjobs.sql._retry import RetryPolicy, is_transient
+from recurjobs.sql._retry import RetryPolicy, is_lock_timeout, is_transient
 from recurjobs.sql._rows import Claim, JobRow
 from recurjobs.sql._store import JobStore
 from recurjobs.sql._urls import make_engine, masked
@@ -31,6 +32,7 @@ __all__ = [
     "db_now_ms",
     "guarded_update",
     "int_div",
+    "is_lock_timeout",
     "is_transient",
     "make_engine",
     "masked",

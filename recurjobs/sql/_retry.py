@@ -5,6 +5,11 @@ was lost or refused, a deadlock or lock wait chosen as victim, a serialization f
 "database is locked". Anything else (a syntax error, a missing table, a constraint) is raised at
 once.
 
+A lock or statement timeout (:func:`is_lock_timeout`) is transient too, but it is not repeated
+at once: the statement already waited its whole bound (``_bounds``), so another attempt now
+would only multiply the wait. The caller's next round (the next poll, the next heartbeat) is
+the retry.
+
 Retrying writes is safe here because every write is a single guarded statement that can be
 repeated: heartbeat and trigger write the same thing again; a claim repeats with the *same*
 claim id and its guard also accepts a row that already carries that id, so when the first
@@ -25,7 +30,7 @@ import tenacity
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-__all__ = ["RetryPolicy", "is_transient"]
+__all__ = ["RetryPolicy", "is_lock_timeout", "is_transient"]
 
 logger = logging.getLogger("recurjobs.sql")
 
@@ -37,8 +42,23 @@ _MYSQL_TRANSIENT = {1205, 1213, 2006, 2013, 2002, 2003, 1053, 1040, 1927}
 # PostgreSQL SQLSTATE classes/codes: connection exceptions, serialization failure, deadlock,
 # lock not available, admin shutdown / crash shutdown / cannot connect now, too many connections.
 _PG_TRANSIENT_PREFIXES = ("08",)
-_PG_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
-_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "disk i/o error")
+_PG_TRANSIENT = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"}
+_SQLITE_LOCKED = ("database is locked", "database table is locked")
+_SQLITE_TRANSIENT = (*_SQLITE_LOCKED, "disk i/o error")
+# Waited out its bound: PostgreSQL lock_not_available and query_canceled (statement_timeout);
+# MySQL/MariaDB lock wait timeout, MySQL max_execution_time, MariaDB max_statement_time.
+_PG_LOCK_TIMEOUT = {"55P03", "57014"}
+_MYSQL_LOCK_TIMEOUT = {1205, 3024, 1969}
+
+
+def _mysql_errno(orig: BaseException | None) -> int | None:
+    """The error number of a MySQL driver's error: ``args`` is ``(errno, message)``.
+
+    Checked before ``sqlstate``: PyMySQL also carries a SQLSTATE (``HY000`` for most errors),
+    which says far less than the number.
+    """
+    args = getattr(orig, "args", ())
+    return args[0] if args and type(args[0]) is int else None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -50,12 +70,12 @@ def is_transient(exc: BaseException) -> bool:
     if exc.connection_invalidated:
         return True
     orig = exc.orig
+    errno = _mysql_errno(orig)
+    if errno is not None:
+        return errno in _MYSQL_TRANSIENT or errno == 0  # 0: PyMySQL's closed connection
     code = getattr(orig, "sqlstate", None)  # psycopg 3
     if isinstance(code, str):
         return code in _PG_TRANSIENT or code.startswith(_PG_TRANSIENT_PREFIXES)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):  # PyMySQL and other MySQL drivers: (errno, message)
-        return args[0] in _MYSQL_TRANSIENT or args[0] == 0  # 0: PyMySQL's closed connection
     message = str(orig).lower()
     if any(text in message for text in _SQLITE_TRANSIENT):
         return True
@@ -64,6 +84,25 @@ def is_transient(exc: BaseException) -> bool:
         isinstance(exc, (OperationalError, InterfaceError))
         and "sqlite" not in type(orig).__module__
     )
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is a statement that gave up waiting for a lock (or ran out of time)."""
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    errno = _mysql_errno(orig)
+    if errno is not None:
+        return errno in _MYSQL_LOCK_TIMEOUT
+    code = getattr(orig, "sqlstate", None)  # psycopg 3
+    if isinstance(code, str):
+        return code in _PG_LOCK_TIMEOUT
+    message = str(orig).lower()
+    return "sqlite" in type(orig).__module__ and any(text in message for text in _SQLITE_LOCKED)
+
+
+def _retried(exc: BaseException) -> bool:
+    return is_transient(exc) and not is_lock_timeout(exc)
 
 
 @dataclass(frozen=True)
@@ -82,6 +121,8 @@ class RetryPolicy:
     def call(self, what: str, where: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` and return its result, retrying transient faults; log each retry.
 
+        Lock and statement timeouts are raised at once (see the module's docstring).
+
         ``what`` names the step and ``where`` the (masked) database URL for the log lines. The
         last fault is raised when the retries give up.
         """
@@ -98,7 +139,7 @@ class RetryPolicy:
             )
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(is_transient),
+            retry=tenacity.retry_if_exception(_retried),
             stop=tenacity.stop_after_delay(self.max_time)
             | tenacity.stop_after_attempt(self.max_attempts),
             # Exponential from initial_wait up to max_wait, plus jitter so hosts that failed

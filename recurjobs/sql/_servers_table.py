@@ -23,9 +23,6 @@ MySQL reports matched rows here, not changed ones (SQLAlchemy sets ``CLIENT.FOUN
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -43,12 +40,12 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     true,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._claims import guarded_update
 from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._tables import create_tables
@@ -162,39 +159,3 @@ class ServerTables:
 
     def _expired(self, retention_ms: int) -> ColumnElement[bool]:
         return db_now_ms() - self.servers.c.last_seen_ms > retention_ms
-
-
-@contextlib.contextmanager
-def bounded_waits(conn: Connection, limit_ms: int) -> Iterator[None]:
-    """Bound lock waits (and, on PostgreSQL, statement time) for the statements inside.
-
-    A server frozen in the middle of its touch (SIGSTOP, a long GC pause) holds the lease row's
-    lock; the others then wait at most ``limit_ms`` for it instead of the server default (50 s
-    for InnoDB). PostgreSQL gets transaction-local settings; MySQL/MariaDB a session setting
-    that is put back afterwards, so an engine shared with other code is left as it was.
-    SQLite keeps the busy timeout of ``make_engine``. Either way the role also expires on its
-    own (``_election``) while a touch hangs.
-    """
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        setting = (
-            "SELECT set_config('statement_timeout', :t, true), set_config('lock_timeout', :t, true)"
-        )
-        conn.execute(text(setting), {"t": str(limit_ms)})
-    elif dialect in ("mysql", "mariadb"):
-        conn.execute(
-            text(
-                "SET @recurjobs_lock_wait = @@SESSION.innodb_lock_wait_timeout, "
-                "SESSION innodb_lock_wait_timeout = :s"
-            ),
-            {"s": max(1, math.ceil(limit_ms / 1000))},
-        )
-        try:
-            yield
-        finally:
-            try:
-                conn.execute(text("SET SESSION innodb_lock_wait_timeout = @recurjobs_lock_wait"))
-            except Exception:
-                pass  # the connection is broken and will be discarded with its session
-        return
-    yield

@@ -1,7 +1,8 @@
 """JobStore: the distributed jobs table, one short guarded statement per operation.
 
 Every method is one small transaction (ensure and prune: a read, then guarded writes), retried
-through transient faults by the store's :class:`RetryPolicy`. Due and stale are decided by the
+through transient faults by the store's :class:`RetryPolicy`, and no statement waits on a lock
+for longer than the store's ``statement_timeout`` (``_bounds``). Due and stale are decided by the
 database clock inside the statements (``_claims``); Python time appears only in what ``rows()``
 shows.
 """
@@ -9,6 +10,7 @@ shows.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import timedelta
@@ -21,14 +23,22 @@ from sqlalchemy.sql import ColumnElement, Executable
 
 from recurjobs._jobs import check_distributed
 from recurjobs._validate import table_prefix as check_prefix
+from recurjobs.sql._bounds import (
+    DEFAULT_STATEMENT_TIMEOUT,
+    bounded_waits,
+    check_statement_timeout,
+    to_ms,
+)
 from recurjobs.sql._claims import claimable, due, guarded_update, new_claim_id, stale
 from recurjobs.sql._clockexpr import db_now_ms
-from recurjobs.sql._retry import RetryPolicy
+from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, JobRow, job_row, ms
 from recurjobs.sql._tables import create_tables, jobs_table
 from recurjobs.sql._urls import engine_for, masked
 
 __all__ = ["JobStore"]
+
+logger = logging.getLogger("recurjobs.sql")
 
 T = TypeVar("T")
 
@@ -38,6 +48,11 @@ class JobStore:
 
     ``database`` is a URL (an engine is made with :func:`make_engine`) or an SQLAlchemy
     ``Engine`` (used as it is; :meth:`dispose` leaves it alone).
+
+    ``statement_timeout`` (seconds) bounds how long any statement waits for a lock held by
+    another transaction (and, on PostgreSQL, how long it runs; MySQL/MariaDB count whole
+    seconds). A claim that hits it is "not claimed this time" (``None``); other steps raise the
+    driver's error at once, without retrying, and are tried again at their next round.
     """
 
     def __init__(
@@ -46,9 +61,14 @@ class JobStore:
         *,
         table_prefix: str = "recurjobs_",
         retry: RetryPolicy | None = None,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
     ) -> None:
         check_prefix(table_prefix)
-        self.engine, self._owns_engine = engine_for(database)
+        self.statement_timeout = check_statement_timeout(statement_timeout)
+        self._bound_ms = to_ms(self.statement_timeout)
+        self.engine, self._owns_engine = engine_for(
+            database, statement_timeout=self.statement_timeout
+        )
         self.url = masked(self.engine)
         self.retry = retry if retry is not None else RetryPolicy()
         self.metadata = MetaData()
@@ -60,16 +80,21 @@ class JobStore:
             ":memory:",
         )
         self._serial = threading.Lock() if shared else None
+        self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
 
     # ------------------------------------------------------------------ plumbing
     def _step(self, what: str, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one transaction, retried through transient faults."""
+        """Run ``fn`` in one bounded transaction, retried through transient faults."""
 
         def attempt() -> T:
-            with self._serialised(), self.engine.begin() as conn:
+            with (
+                self._serialised(),
+                self.engine.begin() as conn,
+                bounded_waits(conn, self._bound_ms),
+            ):
                 return fn(conn)
 
         return self.retry.call(what, self.url, attempt)
@@ -95,7 +120,9 @@ class JobStore:
     def create_schema(self) -> None:
         """Create the table if it is missing; hosts doing it at the same moment all succeed."""
         self.retry.call(
-            "creating tables", self.url, lambda: create_tables(self.engine, self.metadata)
+            "creating tables",
+            self.url,
+            lambda: create_tables(self.engine, self.metadata, limit_ms=self._bound_ms),
         )
 
     def now_ms(self) -> int:
@@ -167,7 +194,9 @@ class JobStore:
         """Claim ``name`` if it is due and free (or stale); None when another host has it.
 
         ``lease`` is how long the claim lives without a heartbeat: the owner's period plus
-        max_execution_time. Retries reuse the claim id (see ``_claims.claimable``).
+        max_execution_time. Retries reuse the claim id (see ``_claims.claimable``). When the row
+        stays locked by another transaction for ``statement_timeout``, the answer is None too
+        ("not claimed this time"): the wait is not repeated, the next poll tries again.
         """
         claim = Claim(name=name, claim_id=new_claim_id(), lease=lease)
         c = self.jobs.c
@@ -182,10 +211,31 @@ class JobStore:
             "due_now": False,
         }
         where = and_(c.name == name, claimable(self.jobs, claim.claim_id))
-        won = self._step(
-            "claiming a job", lambda conn: guarded_update(conn, self.jobs, where, values)
-        )
+        try:
+            won = self._step(
+                "claiming a job", lambda conn: guarded_update(conn, self.jobs, where, values)
+            )
+        except Exception as exc:
+            if not is_lock_timeout(exc):
+                raise
+            self._report_locked(name, exc)
+            return None
+        self._locked.discard(name)
         return claim if won else None
+
+    def _report_locked(self, name: str, exc: BaseException) -> None:
+        """Log a claim that timed out on a locked row: WARNING once, DEBUG while it lasts."""
+        level = logging.DEBUG if name in self._locked else logging.WARNING
+        self._locked.add(name)
+        logger.log(
+            level,
+            "the row of %s on %s stayed locked by another transaction for %gs; "
+            "not claimed this time (%s)",
+            name,
+            self.url,
+            self.statement_timeout,
+            f"{type(exc).__name__}: {exc.__cause__ or exc}".splitlines()[0][:200],
+        )
 
     def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:
         c = self.jobs.c
@@ -193,7 +243,11 @@ class JobStore:
         return self._step(what, lambda conn: guarded_update(conn, self.jobs, where, values))
 
     def heartbeat(self, claim: Claim) -> bool:
-        """Renew ``claim``; False when it is no longer ours (taken over after going stale)."""
+        """Renew ``claim``; False when it is no longer ours (taken over after going stale).
+
+        A row locked by another transaction for ``statement_timeout`` raises the driver's
+        error (``is_lock_timeout``): "could not renew this time", not "lost".
+        """
         return self._fenced("renewing a claim", claim, {"last_alive_ms": db_now_ms()})
 
     def finish(self, claim: Claim) -> bool:

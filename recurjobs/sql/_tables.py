@@ -11,6 +11,7 @@ import logging
 from sqlalchemy import BigInteger, Boolean, Column, Engine, MetaData, String, Table, inspect
 from sqlalchemy.exc import DBAPIError
 
+from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
 from recurjobs.sql._urls import masked
 
 __all__ = ["create_tables", "jobs_table"]
@@ -44,17 +45,25 @@ def jobs_table(metadata: MetaData, prefix: str) -> Table:
     )
 
 
-def create_tables(engine: Engine, metadata: MetaData, *, attempts: int = 3) -> None:
+def create_tables(
+    engine: Engine,
+    metadata: MetaData,
+    *,
+    attempts: int = 3,
+    limit_ms: int = to_ms(DEFAULT_STATEMENT_TIMEOUT),
+) -> None:
     """Create the tables of ``metadata`` that are missing; safe when hosts race to do it.
 
     ``checkfirst`` skips tables that exist; when another host creates one between our check and
     our ``CREATE TABLE`` the database refuses ours ("already exists", or a duplicate key in
     PostgreSQL's catalogue). Then the check runs again: if the tables are there now, the other
-    host won and all is well; otherwise the error is real and is raised.
+    host won and all is well; otherwise the error is real and is raised. Lock waits are bounded
+    by ``limit_ms`` (``_bounds``).
     """
     for attempt in range(1, attempts + 1):
         try:
-            metadata.create_all(engine, checkfirst=True)
+            with engine.begin() as conn, bounded_waits(conn, limit_ms):
+                metadata.create_all(conn, checkfirst=True)
             return
         except DBAPIError as exc:
             if _all_exist(engine, metadata):

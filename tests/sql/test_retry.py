@@ -16,7 +16,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
-from recurjobs.sql import RetryPolicy, is_transient, masked
+from recurjobs.sql import RetryPolicy, is_lock_timeout, is_transient, masked
 
 URL = "postgresql+psycopg://user:s3cret@db.example:5432/app"
 
@@ -77,7 +77,7 @@ def test_policy_retries_transient_faults_then_returns(caplog: pytest.LogCaptureF
     at WARNING with the URL's password masked."""
     sleeps: list[float] = []
     attempts: list[int] = []
-    fault = wrapped(OperationalError, sqlite3.OperationalError("database is locked"))
+    fault = wrapped(OperationalError, pymysql.err.OperationalError(1213, "Deadlock found"))
 
     def step() -> str:
         attempts.append(1)
@@ -98,7 +98,7 @@ def test_policy_retries_transient_faults_then_returns(caplog: pytest.LogCaptureF
 
 def test_policy_gives_up_after_its_attempts_and_raises_the_last_fault() -> None:
     """When the retries are used up the last fault reaches the caller."""
-    fault = wrapped(OperationalError, sqlite3.OperationalError("database is locked"))
+    fault = wrapped(OperationalError, psycopg.errors.SerializationFailure("could not serialize"))
     calls: list[int] = []
 
     def step() -> None:
@@ -119,6 +119,55 @@ def test_policy_raises_permanent_faults_at_once() -> None:
         raise wrapped(ProgrammingError, psycopg.errors.UndefinedTable("no table"))
 
     with pytest.raises(ProgrammingError):
+        RetryPolicy(sleep=lambda s: None).call("x", "y", step)
+    assert 1 == len(calls)
+
+
+LOCK_TIMEOUTS = [
+    wrapped(OperationalError, sqlite3.OperationalError("database is locked")),
+    wrapped(OperationalError, pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")),
+    wrapped(
+        OperationalError,
+        pymysql.err.OperationalError(1205, "Lock wait timeout exceeded", sqlstate="HY000"),
+    ),
+    wrapped(OperationalError, psycopg.errors.LockNotAvailable("canceling statement: lock timeout")),
+    wrapped(OperationalError, psycopg.errors.QueryCanceled("canceling statement: timeout")),
+]
+
+
+@pytest.mark.parametrize("exc", LOCK_TIMEOUTS, ids=lambda e: str(getattr(e, "orig", e))[:24])
+def test_lock_and_statement_timeouts_are_recognised(exc: Exception) -> None:
+    """A statement that waited out its lock or statement bound is a lock timeout, and
+    transient (the next round may find the lock gone)."""
+    assert (True, True) == (is_lock_timeout(exc), is_transient(exc))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        wrapped(OperationalError, pymysql.err.OperationalError(1213, "Deadlock found")),
+        wrapped(OperationalError, psycopg.errors.DeadlockDetected("deadlock detected")),
+        wrapped(OperationalError, sqlite3.OperationalError("no such table: x")),
+        wrapped(OperationalError, pymysql.err.OperationalError(2013, "Lost connection")),
+        ValueError("database is locked"),
+    ],
+    ids=lambda e: str(getattr(e, "orig", e))[:24],
+)
+def test_other_faults_are_no_lock_timeouts(exc: Exception) -> None:
+    """Deadlocks, lost connections and other errors are not lock timeouts."""
+    assert not is_lock_timeout(exc)
+
+
+@pytest.mark.parametrize("exc", LOCK_TIMEOUTS, ids=lambda e: str(getattr(e, "orig", e))[:24])
+def test_policy_does_not_repeat_a_lock_timeout(exc: Exception) -> None:
+    """A statement that already waited its whole bound is raised at once, not waited again."""
+    calls: list[int] = []
+
+    def step() -> None:
+        calls.append(1)
+        raise exc
+
+    with pytest.raises(OperationalError):
         RetryPolicy(sleep=lambda s: None).call("x", "y", step)
     assert 1 == len(calls)
 
