@@ -25,7 +25,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
 from recurjobs._clock import Clock
@@ -306,6 +306,10 @@ class DistributedPoller:
                 # All of them fit, so the order only decides collisions: every host read the
                 # same order and would otherwise race for the same row at every step.
                 random.shuffle(names)
+            # A row whose last claim waited out a lock held by another session goes last, so
+            # that lock delays only that row, not the due jobs behind it.
+            locked = self._locked_rows()
+            names.sort(key=lambda n: n in locked)
             lost = 0
             for name in names:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
@@ -319,6 +323,13 @@ class DistributedPoller:
         except Exception as exc:
             url = self.store.url
             logger.warning("polling %s failed, trying again next poll: %s", url, first_line(exc))
+
+    def _locked_rows(self) -> Collection[str]:
+        """The rows whose last claim timed out on a lock (as the store reports them)."""
+        report = getattr(self.store, "locked_rows", None)
+        if callable(report):
+            return set(report())
+        return set(getattr(self.store, "_locked", ()))
 
     def _claim(self, name: str) -> bool | None:
         """Claim and launch ``name``: True when won, False when another host was quicker,
