@@ -10,7 +10,10 @@ cluster-wide "exactly one of us" decision:
 - :class:`JobRow`, :class:`Claim`: what the store hands out.
 - :func:`guarded_update`: one ``UPDATE ... WHERE <guard>`` judged by ``rowcount == 1``.
 - :func:`db_now_ms`: the database clock as an SQL expression (epoch milliseconds).
-- :func:`make_engine`, :func:`masked`: engines for URLs; URLs with the password hidden.
+- :func:`make_engine`, :func:`masked`, :func:`check_url`: engines for URLs; URLs with the
+  password hidden; a ``database=`` value judged at construction.
+- :class:`DatabaseUnavailable`: what ``JobStore.check_ready`` (and so ``JobHost.start()``)
+  raises when the database cannot be used.
 - :class:`RetryPolicy`, :func:`is_transient`, :func:`is_lock_timeout`: how database steps ride
   out transient faults, and which faults mean a lock was held for longer than the bound.
 """
@@ -21,14 +24,16 @@ from recurjobs.sql._election import DatabaseServerRoles
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout, is_transient
 from recurjobs.sql._rows import Claim, JobRow
 from recurjobs.sql._store import JobStore
-from recurjobs.sql._urls import make_engine, masked
+from recurjobs.sql._urls import DatabaseUnavailable, check_url, make_engine, masked
 
 __all__ = [
     "Claim",
     "DatabaseServerRoles",
+    "DatabaseUnavailable",
     "JobRow",
     "JobStore",
     "RetryPolicy",
+    "check_url",
     "db_now_ms",
     "guarded_update",
     "int_div",

@@ -44,6 +44,17 @@ _MYSQL_TRANSIENT = {1205, 1213, 2006, 2013, 2002, 2003, 1053, 1040, 1927}
 _PG_TRANSIENT_PREFIXES = ("08",)
 _PG_TRANSIENT = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"}
 _SQLITE_LOCKED = ("database is locked", "database table is locked")
+# Refusals that no second attempt changes, recognised by their text where the driver gives no
+# code (psycopg 3 reports connection failures with sqlstate None): wrong password or user,
+# unknown database, no permission.
+_REFUSED = (
+    "authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "not permitted to log in",
+    "permission denied",
+    "access denied",
+)
 _SQLITE_TRANSIENT = (*_SQLITE_LOCKED, "disk i/o error")
 # Waited out its bound: PostgreSQL lock_not_available and query_canceled (statement_timeout);
 # MySQL/MariaDB lock wait timeout, MySQL max_execution_time, MariaDB max_statement_time.
@@ -79,6 +90,8 @@ def is_transient(exc: BaseException) -> bool:
     message = str(orig).lower()
     if any(text in message for text in _SQLITE_TRANSIENT):
         return True
+    if any(text in message for text in _REFUSED):
+        return False
     # Unknown driver: a lost connection surfaces as OperationalError or InterfaceError.
     return (
         isinstance(exc, (OperationalError, InterfaceError))

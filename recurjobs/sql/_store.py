@@ -31,10 +31,11 @@ from recurjobs.sql._bounds import (
 )
 from recurjobs.sql._claims import claimable, due, guarded_update, new_claim_id, stale
 from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, JobRow, job_row, ms
 from recurjobs.sql._tables import create_tables, jobs_table
-from recurjobs.sql._urls import engine_for, masked
+from recurjobs.sql._urls import engine_for, masked, scrub
 
 __all__ = ["JobStore"]
 
@@ -123,6 +124,28 @@ class JobStore:
             "creating tables",
             self.url,
             lambda: create_tables(self.engine, self.metadata, limit_ms=self._bound_ms),
+        )
+
+    def check_ready(self, timeout: float) -> None:
+        """Check that this store can work, or raise :class:`~recurjobs.sql.DatabaseUnavailable`.
+
+        Connects, creates the table if it is missing, and proves with a rolled-back write that
+        rows can be written and (on MySQL/MariaDB) that updates count matched rows
+        (``CLIENT.FOUND_ROWS``). Refused credentials, an unknown database, an SQLite path that
+        cannot be opened or written, or a connection counting changed rows fail at once; a
+        server that cannot be reached is retried for ``timeout`` seconds first.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        if not timeout >= 0 or timeout == float("inf"):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        check_ready(
+            self.engine,
+            self.metadata,
+            self.jobs,
+            timeout=float(timeout),
+            limit_ms=self._bound_ms,
+            sleep=self.retry.sleep,
         )
 
     def now_ms(self) -> int:
@@ -234,7 +257,7 @@ class JobStore:
             name,
             self.url,
             self.statement_timeout,
-            f"{type(exc).__name__}: {exc.__cause__ or exc}".splitlines()[0][:200],
+            scrub(str(getattr(exc, "orig", None) or exc).splitlines()[0][:200], self.engine),
         )
 
     def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:

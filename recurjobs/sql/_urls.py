@@ -1,20 +1,49 @@
-"""Engines for URL strings, and URLs fit for logs (passwords masked)."""
+"""Database URLs: checked at construction, engines made for them, shown with passwords hidden.
+
+- :func:`check_url` judges a ``database=`` value when a host is built (``ValueError`` naming
+  the parameter), without connecting and without importing a driver.
+- :func:`make_engine` / :func:`engine_for` make the engine recurjobs uses for a URL.
+- :func:`masked` and :func:`scrub` keep passwords out of every log line and message, also a
+  password typed with a raw ``@``, ``:`` or ``/`` in it.
+- :class:`DatabaseUnavailable` is what ``start()`` raises when the database cannot be used.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bound_sessions, to_ms
+from recurjobs.sql._bounds import (
+    DEFAULT_STATEMENT_TIMEOUT,
+    bound_sessions,
+    check_statement_timeout,
+    to_ms,
+)
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "engine_for", "make_engine", "masked"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "SUPPORTED_BACKENDS",
+    "DatabaseUnavailable",
+    "check_url",
+    "engine_for",
+    "make_engine",
+    "masked",
+    "scrub",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = to_ms(DEFAULT_STATEMENT_TIMEOUT)
 """How long SQLite waits for another process's write lock before reporting "locked" (the
 default statement timeout, see ``_bounds``)."""
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+"""The SQLAlchemy backend names recurjobs has a database clock for (``_clockexpr``)."""
 
 _CONNECT_TIMEOUT_S = 10
 # Drivers known to take ``connect_timeout`` (seconds) as a connect argument.
@@ -24,20 +53,189 @@ _TIMEOUT_DRIVERS = {
     ("mysql", "pymysql"),
     ("mariadb", "pymysql"),
 }
+_EXAMPLE = "such as sqlite:///jobs.db or postgresql+psycopg://user:password@host/db"
+_MASK = "***"
+_UNPARSABLE = "<unparsable database URL>"
+# scheme://user:secret@rest: the secret runs to the LAST "@", so a raw "@" in it stays hidden.
+_USERINFO = re.compile(r"^(?P<scheme>[^:/?#\s]+://)(?P<user>[^:@/]*):(?P<secret>.*)@(?P<rest>.*)$")
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database of a host cannot be used: refused credentials, an unknown database, a
+    missing driver, an unwritable SQLite file, or a server unreachable for ``start_timeout``.
+
+    ``url`` is the masked URL and ``reason`` a one-line explanation (passwords scrubbed).
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot use the database {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class _MissingDriver(DatabaseUnavailable, ImportError):
+    """The URL's driver is not installed. Still an ``ImportError`` for callers that catch it."""
+
+
+# Import names of drivers, and how to install them.
+_INSTALL = {
+    "psycopg": 'pip install "recurjobs[postgres]" (psycopg 3)',
+    "psycopg2": "pip install psycopg2-binary",
+    "pymysql": 'pip install "recurjobs[mysql]" (PyMySQL)',
+    "MySQLdb": "pip install mysqlclient",
+    "mariadb": "pip install mariadb",
+}
 
 
 def masked(target: Engine | URL | str) -> str:
-    """The URL of ``target`` with the password hidden, for every log line and message."""
+    """The URL of ``target`` with the whole password hidden, for every log line and message.
+
+    A password typed without URL-encoding may hold ``@``, ``:`` or ``/``; SQLAlchemy then reads
+    part of it as the host. Everything up to the last ``@`` counts as password here, so no part
+    of it is shown (the price, for a URL whose query holds an ``@``, is hiding more).
+    """
     if isinstance(target, Engine):
-        url = target.url
-    elif isinstance(target, URL):
-        url = target
-    else:
-        try:
-            url = make_url(target)
-        except Exception:  # a string that is no URL: show nothing of it
-            return "<unparsable database URL>"
-    return url.render_as_string(hide_password=True)
+        target = target.url
+    if isinstance(target, URL):
+        split = _split_raw_at(target)
+        if split is None:
+            return target.render_as_string(hide_password=True)
+        shown = f"{target.drivername}://{quote_plus(target.username or '')}:{_MASK}@{split[1]}"
+        query = target.set(host=None, port=None, database=None).render_as_string()
+        return shown + query[query.index("?") :] if "?" in query else shown
+    return _mask_text(str(target))
+
+
+def _split_raw_at(url: URL) -> tuple[str, str] | None:
+    """For a URL whose password held a raw "@": (the rest of the password, the true
+    host/port/database), as the parser had put them into the host or the database name."""
+    if url.password is None:
+        return None
+    port = f":{url.port}" if url.port is not None else ""
+    tail = f"{url.host or ''}{port}" + (f"/{url.database}" if url.database is not None else "")
+    if "@" not in tail:
+        return None
+    rest, real = tail.rsplit("@", 1)
+    return rest, real
+
+
+def _mask_text(text: str) -> str:
+    try:
+        url: URL | None = make_url(text)
+    except Exception:  # not a URL SQLAlchemy can read; it may still hold a password
+        url = None
+    if url is not None and url.password is None:
+        return url.render_as_string(hide_password=True)
+    match = _USERINFO.match(text.strip())
+    if match is not None:
+        return f"{match['scheme']}{match['user']}:{_MASK}@{match['rest']}"
+    if url is not None:
+        return masked(url)
+    return _UNPARSABLE
+
+
+def _secrets(target: Engine | URL | str) -> set[str]:
+    """Every spelling of the password of ``target`` that a driver's message might echo."""
+    found: set[str] = set()
+    if isinstance(target, Engine):
+        target = target.url
+    if isinstance(target, URL):
+        if target.password is None:
+            return set()
+        found.add(str(target.password))
+        split = _split_raw_at(target)
+        if split is not None:
+            found.add(f"{target.password}@{split[0]}")
+        return _spellings(found)
+    match = _USERINFO.match(target.strip())
+    if match is not None and match["secret"]:
+        found.add(match["secret"])
+    with contextlib.suppress(Exception):
+        found |= _secrets(make_url(target))
+    return _spellings(found)
+
+
+def _spellings(found: set[str]) -> set[str]:
+    """Each secret, its pieces between raw "@"s, and their URL-encoded forms (3+ characters)."""
+    for secret in list(found):
+        found.update(secret.split("@"))
+    for secret in list(found):
+        found.add(quote(secret, safe=""))
+        found.add(quote_plus(secret, safe=""))
+    # One or two characters would garble every message and are no secret worth the name.
+    return {secret for secret in found if len(secret) >= 3}
+
+
+def scrub(text: str, target: Engine | URL | str) -> str:
+    """``text`` (a driver's error message, say) with every spelling of ``target``'s password
+    replaced by ``***``, longest first so no fragment of it survives (passwords shorter than
+    three characters are left: replacing them would garble the message)."""
+    for secret in sorted(_secrets(target), key=len, reverse=True):
+        text = text.replace(secret, _MASK)
+    return text
+
+
+def check_url(value: object) -> None:
+    """Judge a ``database=`` value at construction: an ``Engine``, or a URL of a supported
+    backend. ``TypeError`` for other types, ``ValueError`` naming ``database`` and the masked
+    value otherwise.
+
+    Only the URL's form and backend are judged, so no driver is imported: a URL for a driver
+    that is not installed passes here and fails ``start()`` with :class:`DatabaseUnavailable`.
+    """
+    if isinstance(value, Engine):
+        return
+    if not isinstance(value, (str, URL)):
+        shown_value = "" if isinstance(value, (bytes, bytearray)) else f" {value!r:.100}"
+        raise TypeError(
+            "database must be a URL string or an SQLAlchemy Engine, "
+            f"got {type(value).__name__}{shown_value}"
+        )
+    shown = masked(value)
+    if shown == _UNPARSABLE and not any(char in str(value) for char in "@:") and len(value) < 80:
+        shown = str(value)  # no room for a password in it: show what was given
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"database must be a database URL {_EXAMPLE}, got {value!r}")
+    try:
+        url = make_url(value)
+    except NoSuchModuleError:
+        scheme = str(value).split("://", 1)[0].split("+", 1)[0].lower()
+        if scheme == "postgres":
+            raise ValueError(
+                f"database has no SQLAlchemy dialect 'postgres' in {shown}: "
+                "write postgresql+psycopg://... instead"
+            ) from None
+        raise ValueError(f"database is an unsupported database URL: {shown!r}") from None
+    except ArgumentError:
+        raise ValueError(f"database must be a database URL {_EXAMPLE}, got {shown!r}") from None
+    except ValueError:  # the port is no number: say so without echoing the text that was read
+        raise ValueError(
+            f"database has a port that is not a number in {shown!r} (or a password with a "
+            "raw '@', ':' or '/': encode it with urllib.parse.quote_plus, '@' becomes %40)"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "postgres":
+        raise ValueError(
+            f"database has no SQLAlchemy dialect 'postgres' in {shown}: "
+            "write postgresql+psycopg://... instead"
+        )
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"database is an unsupported database URL: {shown!r} (backend {backend!r}; "
+            "recurjobs supports sqlite, postgresql, mysql and mariadb)"
+        )
+    if url.password is not None and "@" in f"{url.host or ''}{url.database or ''}":
+        raise ValueError(
+            f"database has an '@' in its password that is not URL-encoded: {shown} "
+            "(encode the password with urllib.parse.quote_plus, '@' becomes %40)"
+        )
+    try:
+        url.get_dialect()  # finds SQLAlchemy's dialect class; the driver is imported later
+    except NoSuchModuleError:
+        raise ValueError(
+            f"database names a driver SQLAlchemy does not know: {url.get_driver_name()!r} "
+            f"in {shown}"
+        ) from None
 
 
 def engine_for(
@@ -46,9 +244,9 @@ def engine_for(
     """The engine for ``database`` (a URL or an Engine) and whether we made it (and own it)."""
     if isinstance(database, Engine):
         return database, False
-    if isinstance(database, (str, URL)):
-        return make_engine(database, statement_timeout=statement_timeout), True
-    raise TypeError(f"database must be a URL or an SQLAlchemy Engine, got {database!r}")
+    check_url(database)
+    assert isinstance(database, (str, URL))  # check_url accepts nothing else
+    return make_engine(database, statement_timeout=statement_timeout), True
 
 
 def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Engine:
@@ -62,7 +260,11 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
 
     Every new connection's session is bounded by ``statement_timeout`` seconds (lock waits,
     and statement time on PostgreSQL; SQLite's busy timeout), see ``_bounds``.
+
+    A driver that is not installed raises :class:`DatabaseUnavailable` (also an
+    ``ImportError``) saying what to install.
     """
+    limit_ms = to_ms(check_statement_timeout(statement_timeout))
     url = make_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     backend = url.get_backend_name()
@@ -72,10 +274,19 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
             kwargs["poolclass"] = StaticPool
     elif _bounded(url):
         kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(url, **kwargs)
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0]
+        hint = _INSTALL.get(module, "install the driver the URL names")
+        error = _MissingDriver(
+            masked(url), f"its driver {module or url.get_driver_name()!r} is not installed: {hint}"
+        )
+        error.name = exc.name
+        raise error from exc
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_wal)
-    bound_sessions(engine, to_ms(statement_timeout))
+    bound_sessions(engine, limit_ms)
     return engine
 
 

@@ -195,3 +195,41 @@ def test_a_given_engine_keeps_its_own_session_settings(db: TestDatabase) -> None
     assert ([expected_inside], before, None) == (inside, session(), session_bound_ms(engine))
     store.dispose()
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, ValueError),
+        (-1.0, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (7200, ValueError),
+        ("5", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+        (timedelta(seconds=5), TypeError),
+    ],
+    ids=repr,
+)
+def test_bad_statement_timeouts_are_refused_naming_the_parameter(
+    value: object, error: type[Exception]
+) -> None:
+    """statement_timeout must be a number of seconds from 1 ms to an hour."""
+    with pytest.raises(error, match=r"^statement_timeout must be"):
+        JobStore("sqlite://", statement_timeout=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), ("1", TypeError)],
+    ids=repr,
+)
+def test_bad_check_ready_timeouts_are_refused_naming_the_parameter(
+    value: object, error: type[Exception]
+) -> None:
+    """check_ready's timeout must be a finite number of seconds, zero or more."""
+    store = JobStore("sqlite://")
+    with pytest.raises(error, match=r"^timeout must be"):
+        store.check_ready(value)  # type: ignore[arg-type]
+    store.dispose()

@@ -55,12 +55,28 @@ def test_transient_faults_are_retried(exc: Exception) -> None:
         wrapped(ProgrammingError, pymysql.err.ProgrammingError(1146, "Table doesn't exist")),
         wrapped(IntegrityError, pymysql.err.IntegrityError(1062, "Duplicate entry")),
         wrapped(ProgrammingError, psycopg.errors.UndefinedTable("relation does not exist")),
+        wrapped(
+            OperationalError,
+            psycopg.OperationalError(
+                'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+                'FATAL:  password authentication failed for user "app"'
+            ),
+        ),
+        wrapped(
+            OperationalError,
+            psycopg.OperationalError('connection failed: FATAL:  database "app" does not exist'),
+        ),
+        wrapped(OperationalError, pymysql.err.OperationalError(1045, "Access denied for user")),
+        wrapped(OperationalError, pymysql.err.OperationalError(1049, "Unknown database 'x'")),
+        wrapped(OperationalError, sqlite3.OperationalError("unable to open database file")),
         ValueError("not a database error"),
     ],
     ids=lambda e: str(getattr(e, "orig", e))[:24],
 )
 def test_permanent_faults_are_not_retried(exc: Exception) -> None:
-    """Missing tables, constraint violations and non-database errors are raised at once."""
+    """Missing tables, constraint violations, refused credentials, unknown databases and
+    non-database errors are raised at once (psycopg reports connection refusals without a
+    SQLSTATE, so its message decides)."""
     assert not is_transient(exc)
 
 
