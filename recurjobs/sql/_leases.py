@@ -21,7 +21,7 @@ import threading
 
 from recurjobs._clock import Clock
 from recurjobs._notifications import DistributedJobLeaseLost, Publisher
-from recurjobs.sql._runs import Run, finish_once, guarded
+from recurjobs.sql._runs import Run, finish_once, first_line, guarded
 from recurjobs.sql._store import JobStore
 
 __all__ = ["Leases"]
@@ -125,7 +125,10 @@ class Leases:
                 renewed = store.heartbeat(run.claim)
             except Exception as exc:
                 logger.warning(
-                    "renewing the claim of %s on %s failed: %s", run.claim.name, store.url, exc
+                    "renewing the claim of %s on %s failed: %s",
+                    run.claim.name,
+                    store.url,
+                    first_line(exc, store.engine),
                 )
                 run.next_beat = self.clock.monotonic() + self.interval
                 continue

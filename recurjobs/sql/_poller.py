@@ -182,7 +182,7 @@ class DistributedPoller:
         try:
             accepted = self.store.trigger(name)
         except Exception as exc:
-            logger.warning("triggering %s on %s failed: %s", name, self.store.url, first_line(exc))
+            logger.warning("triggering %s on %s failed: %s", name, self.store.url, self._why(exc))
             return False
         if accepted:
             with self._lock:
@@ -280,7 +280,7 @@ class DistributedPoller:
             self.store.ensure(todo)
         except Exception as exc:
             url = self.store.url
-            logger.warning("preparing distributed jobs on %s failed: %s", url, first_line(exc))
+            logger.warning("preparing distributed jobs on %s failed: %s", url, self._why(exc))
             return False
         with self._lock:
             for job in todo:
@@ -322,7 +322,11 @@ class DistributedPoller:
                     lost += 1
         except Exception as exc:
             url = self.store.url
-            logger.warning("polling %s failed, trying again next poll: %s", url, first_line(exc))
+            logger.warning("polling %s failed, trying again next poll: %s", url, self._why(exc))
+
+    def _why(self, exc: BaseException) -> str:
+        """What went wrong, in one line, password masked."""
+        return first_line(exc, self.store.engine)
 
     def _locked_rows(self) -> Collection[str]:
         """The rows whose last claim timed out on a lock (as the store reports them)."""
@@ -344,7 +348,7 @@ class DistributedPoller:
         try:
             claim = self.store.try_claim(name, owner=self.owner, lease=lease)
         except Exception as exc:
-            logger.warning("claiming %s on %s failed: %s", name, self.store.url, first_line(exc))
+            logger.warning("claiming %s on %s failed: %s", name, self.store.url, self._why(exc))
             return None
         if claim is None:
             return False  # another host was quicker

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import Engine
+
 from recurjobs._clock import Clock
 from recurjobs._jobs import job_name
 from recurjobs._notifications import (
@@ -32,6 +34,7 @@ from recurjobs._notifications import (
 from recurjobs._token import CancellationToken, JobCancelled
 from recurjobs.sql._rows import Claim
 from recurjobs.sql._store import JobStore
+from recurjobs.sql._urls import scrub
 
 __all__ = ["Run", "RunStats", "execute_run", "finish_once", "first_line", "guarded"]
 
@@ -166,7 +169,7 @@ def finish_once(store: JobStore, run: Run) -> bool:
             "retrying",
             claim.name,
             store.url,
-            first_line(exc),
+            first_line(exc, store.engine),
         )
         return False
     if not landed:
@@ -184,6 +187,8 @@ def finish_once(store: JobStore, run: Run) -> bool:
     return True
 
 
-def first_line(exc: BaseException) -> str:
-    """The exception's type and the first line of its message (no SQL), for log lines."""
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+def first_line(exc: BaseException, engine: Engine | None = None) -> str:
+    """The exception's type and the first line of its message (no SQL), for log lines; with
+    ``engine``, any spelling of its password is masked."""
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return line if engine is None else scrub(line, engine)
