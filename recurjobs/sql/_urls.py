@@ -186,11 +186,9 @@ def check_url(value: object) -> None:
     if isinstance(value, Engine):
         return
     if not isinstance(value, (str, URL)):
-        shown_value = "" if isinstance(value, (bytes, bytearray)) else f" {value!r:.100}"
-        raise TypeError(
-            "database must be a URL string or an SQLAlchemy Engine, "
-            f"got {type(value).__name__}{shown_value}"
-        )
+        # Bytes may be a URL with its password: name the type only.
+        shown_value = type(value).__name__ if isinstance(value, (bytes, bytearray)) else repr(value)
+        raise TypeError(f"database must be a URL or an SQLAlchemy Engine, got {shown_value:.100}")
     shown = masked(value)
     if shown == _UNPARSABLE and not any(char in str(value) for char in "@:") and len(value) < 80:
         shown = str(value)  # no room for a password in it: show what was given
