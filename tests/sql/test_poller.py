@@ -554,3 +554,45 @@ def test_heartbeats_go_on_while_a_poll_is_stuck(
     assert ([True] * len(beats), []) == (beats, h.kinds("a")[2:])
     unstick.set()
     release.set()
+
+
+def test_a_failed_finish_is_retried_on_the_host_clock(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finish that fails leaves the claim held and renewed; the heartbeat thread retries it
+    with back-off on the host clock until it lands, then the row is free."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    finish = h.store.finish
+    attempts: list[bool] = []
+    failing = True
+
+    def flaky(claim: Claim) -> bool:
+        attempts.append(failing)
+        if failing:
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return finish(claim)
+
+    monkeypatch.setattr(h.store, "finish", flaky)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert wait_until(lambda: bool(h.poller.leases.pending()))
+    claim_id = row(h.store, "a")["claim_id"]
+    alive = row(h.store, "a")["last_alive_ms"]
+    for _ in range(3):  # each back-off is at most one heartbeat interval
+        before = len(attempts)
+        h.clock.wait_for_waiters(IDLE)
+        h.clock.advance(h.poller.leases.interval)
+        assert wait_until(lambda n=before: len(attempts) > n)  # type: ignore[misc]
+    assert wait_until(lambda: row(h.store, "a")["last_alive_ms"] != alive)  # still renewed
+    h.clock.wait_for_waiters(IDLE)
+    assert (True, claim_id, True) == (
+        bool(row(h.store, "a")["running"]),
+        row(h.store, "a")["claim_id"],
+        all(attempts),
+    )
+    failing = False
+    h.clock.advance(h.poller.leases.interval)
+    assert wait_until(lambda: not row(h.store, "a")["running"])
+    assert ([], False) == (h.poller.leases.all(), attempts[-1])
