@@ -36,6 +36,7 @@ __all__ = [
     "bounded_waits",
     "check_statement_timeout",
     "session_bound_ms",
+    "to_ms",
 ]
 
 DEFAULT_STATEMENT_TIMEOUT = 5.0
