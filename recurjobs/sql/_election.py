@@ -44,7 +44,7 @@ from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._retry import RetryPolicy
 from recurjobs.sql._rows import ms
 from recurjobs.sql._servers_table import ServerTables, Touched, bounded_waits
-from recurjobs.sql._urls import engine_for, masked
+from recurjobs.sql._urls import engine_for, masked, scrub
 
 __all__ = ["DatabaseServerRoles", "default_identity"]
 
@@ -217,8 +217,7 @@ class DatabaseServerRoles:
         except Exception as exc:
             self._schema_ready = False  # perhaps the tables were dropped: check at next touch
             line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            password = self.engine.url.password
-            line = line.replace(str(password), "***") if password else line
+            line = scrub(line, self.engine)  # every spelling of the password, masked
             logger.warning("%s for %s on %s failed: %s", what, self._identity, self.url, line)
             return None
 
