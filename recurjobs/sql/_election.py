@@ -44,7 +44,7 @@ from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._retry import RetryPolicy
 from recurjobs.sql._rows import ms
 from recurjobs.sql._servers_table import ServerTables, Touched, bounded_waits
-from recurjobs.sql._urls import engine_for, masked
+from recurjobs.sql._urls import engine_for, masked, scrub
 
 __all__ = ["DatabaseServerRoles", "default_identity"]
 
@@ -166,8 +166,23 @@ class DatabaseServerRoles:
         return self.role
 
     def resign(self) -> None:
-        """Release the publisher lease and mark this server inactive, now; the role becomes
-        UNKNOWN. Another server takes over at its next touch. The thread does this on stop."""
+        """Stop touching, release the publisher lease and mark this server inactive, now; the
+        role becomes UNKNOWN. Another server takes over at its next touch.
+
+        This is "resign now": a running thread is stopped first (and waited for, bounded by
+        one touch), so no touch can take the lease back afterwards. :meth:`stop` only asks the
+        thread to end; it resigns on its way out. A host keeps its role until it has no
+        role-gated work left, then resigns.
+        """
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread() and thread.is_alive():
+            self.stop()
+            thread.join(self._bound_ms / 1000 * 2 + 1.0)
+            if not thread.is_alive():
+                return  # it resigned on its way out
+        self._resign_now()
+
+    def _resign_now(self) -> None:
         if self._joined:
             self._step(
                 "resigning",
@@ -202,8 +217,7 @@ class DatabaseServerRoles:
         except Exception as exc:
             self._schema_ready = False  # perhaps the tables were dropped: check at next touch
             line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            password = self.engine.url.password
-            line = line.replace(str(password), "***") if password else line
+            line = scrub(line, self.engine)  # every spelling of the password, masked
             logger.warning("%s for %s on %s failed: %s", what, self._identity, self.url, line)
             return None
 
@@ -293,7 +307,7 @@ class DatabaseServerRoles:
                 self.touch_once()
                 self._wait_until(began + self.touch_interval.total_seconds())
         finally:
-            self.resign()
+            self._resign_now()
             self.dispose()
 
     def _wait_until(self, next_touch: float) -> None:

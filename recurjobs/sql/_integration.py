@@ -2,26 +2,30 @@
 
 ``JobHost.start()`` imports this module only when the host has distributed jobs or
 ``elect_server_role=True``, so apps without a database never import SQLAlchemy.
+
+``JobHost.stop()`` owns the stop order and calls, in this order: :meth:`HostSql.stop_claiming`
+(never blocks), :meth:`HostSql.wait_runs` (claims and the elected role keep being renewed),
+:meth:`HostSql.hand_back` (pending finishes flushed, threads ended), :meth:`HostSql.resign`
+(the elected role given up), and, after the host released its other resources,
+:meth:`HostSql.dispose`. Deadlines are on ``time.monotonic()``.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from recurjobs._roles import ServerRole
 from recurjobs._status import JobStatus
 from recurjobs.sql._election import DatabaseServerRoles, default_identity
-from recurjobs.sql._poller import DistributedPoller
+from recurjobs.sql._poller import DistributedPoller, heartbeat_interval
+from recurjobs.sql._retry import RetryPolicy
 from recurjobs.sql._store import JobStore
 
 if TYPE_CHECKING:
     from recurjobs._host import JobHost
 
 __all__ = ["HostSql"]
-
-_RESIGN_WAIT = 5.0  # resign(): longest wait for the election thread to give up the role
 
 
 class HostSql:
@@ -30,19 +34,48 @@ class HostSql:
     def __init__(self, host: JobHost) -> None:
         self._host = host
         self.owner = default_identity()
-        self.store = JobStore(host.database, table_prefix=host.settings.table_prefix)
+        prefix = host.settings.table_prefix
+        # No statement may wait on a lock for longer than a heartbeat interval (at most 5 s, at
+        # least 1 s, MySQL's smallest lock wait), so one locked row never costs a lease.
+        self.statement_timeout = min(5.0, max(1.0, heartbeat_interval(host.settings)))
+        self.store = JobStore(
+            host.database, table_prefix=prefix, statement_timeout=self.statement_timeout
+        )
+        self.beat_store = self._beat_store(host.database, prefix)
         self.poller: DistributedPoller | None = None
         self.roles: DatabaseServerRoles | None = None
 
+    def _beat_store(self, database: object, prefix: str) -> JobStore:
+        """The heartbeat thread's store: its own pool for a URL, so heartbeats never wait for
+        a connection behind claims and finishes; a shared in-memory SQLite is one connection."""
+        engine = self.store.engine
+        if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+            return self.store
+        interval = self._host.settings.poll_period.total_seconds()
+        # One heartbeat must not hold up the others for long: a short retry, then next beat.
+        retry = RetryPolicy(max_time=min(2.0, max(interval, 0.2)), max_attempts=3, max_wait=0.5)
+        source = database if isinstance(database, str) else engine
+        return JobStore(
+            source, table_prefix=prefix, retry=retry, statement_timeout=self.statement_timeout
+        )
+
+    # ------------------------------------------------------------------ starting
     def start(self, jobs: Sequence[object]) -> None:
-        """Start the poller (when there are distributed jobs) and the election (when asked)."""
+        """Check the database (raising ``DatabaseUnavailable`` when it cannot be used), then
+        start the poller (when there are distributed jobs) and the election (when asked)."""
         host = self._host
+        check = getattr(self.store, "check_ready", None)
+        if check is not None:
+            try:
+                check(getattr(host, "start_timeout", 10.0))
+            except BaseException:
+                self.dispose()
+                raise
         if jobs:
             self._start_poller(jobs)
         if host.elects_server_role:
-            self.roles = DatabaseServerRoles(
-                self.store.engine, table_prefix=host.settings.table_prefix
-            )
+            prefix = host.settings.table_prefix
+            self.roles = DatabaseServerRoles(self.store.engine, table_prefix=prefix)
             self.roles.start(clock=host.clock, publisher=host.publisher)
 
     def _start_poller(self, jobs: Sequence[object]) -> None:
@@ -55,6 +88,7 @@ class HostSql:
             publisher=host.publisher,
             owner=self.owner,
             ready=host.gates.ready,
+            beat_store=self.beat_store,
         )
         self.poller.start()
 
@@ -65,57 +99,53 @@ class HostSql:
         else:
             self.poller.add(job)
 
+    # ------------------------------------------------------------------- running
     def trigger(self, name: str) -> bool:
-        """Mark a distributed job due now."""
+        """Mark a distributed job due now (kept while it runs: it runs again right after)."""
         return self.poller is not None and self.poller.trigger(name)
 
     def server_role(self) -> ServerRole:
         """The elected role (UNKNOWN before the first successful touch)."""
         return self.roles() if self.roles is not None else ServerRole.UNKNOWN
 
-    def stop(self) -> None:
-        """Ask the poller and the election to stop (does not wait)."""
-        if self.poller is not None:
-            self.poller.stop()
-        if self.roles is not None:
-            self.roles.stop()
-
-    def join(self, timeout: float | None) -> bool:
-        """Wait for the poller and election threads; True when both ended."""
-        ended = self.poller is None or self.poller.join(timeout)
-        if self.roles is not None:
-            ended = self.roles.join(timeout) and ended
-        if ended:
-            self.store.dispose()  # closes the pool of an engine made from a URL, not a given one
-        return ended
-
-    # The stop sequence's steps (JobHost._stop_sequence calls them in this order).
-    def stop_claiming(self) -> None:
-        """No new claims; cancel every run's token and wake the threads (never blocks)."""
-        if self.poller is not None:
-            self.poller.stop()
-
-    def wait_runs(self, deadline: float | None) -> bool:
-        """Wait until ``deadline`` (time.monotonic()) for the runs; True when none is left."""
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self.poller is None or self.poller.join(left)
-
-    def hand_back(self, deadline: float | None) -> bool:
-        """Flush finishes and end the poller threads (each run hands its row back itself)."""
-        return True
-
-    def resign(self) -> None:
-        """Give up the elected role."""
-        if self.roles is not None:
-            self.roles.stop()
-            self.roles.join(_RESIGN_WAIT)
-
-    def dispose(self) -> None:
-        """Close the pool of an engine made from a URL (not a given one)."""
-        self.store.dispose()
-
     def status(self) -> list[JobStatus]:
         """Status records of the distributed jobs, from the poller's view."""
         if self.poller is None:
             return []
         return list(self.poller.status())
+
+    # ------------------------------------------------------------------ stopping
+    def stop_claiming(self) -> None:
+        """No new claims; cancel every run's token and wake the threads. Never blocks.
+
+        Heartbeats and the election keep running: claims and the role are held until the
+        runs that need them ended (:meth:`wait_runs`) and the host says so.
+        """
+        if self.poller is not None:
+            self.poller.stop_claiming()
+
+    def wait_runs(self, deadline: float | None) -> bool:
+        """Wait (claims renewed meanwhile) until no distributed run is left or ``deadline``
+        (``time.monotonic()``; None: no limit) passed; True when none is left."""
+        return self.poller is None or self.poller.wait_runs(deadline)
+
+    def hand_back(self, deadline: float | None) -> bool:
+        """Flush pending finishes and end the poller and heartbeat threads, by ``deadline``.
+
+        A run still going keeps its claim, unrenewed (it goes stale after its lease). True
+        when every thread ended and every claim was handed back.
+        """
+        return self.poller is None or self.poller.hand_back(deadline)
+
+    def resign(self) -> None:
+        """Give up the elected role now (another server takes it at its next touch)."""
+        if self.roles is not None:
+            self.roles.resign()
+
+    def dispose(self) -> None:
+        """Close the pools of engines made from URLs (a given Engine is left alone)."""
+        if self.roles is not None:
+            self.roles.dispose()
+        self.store.dispose()
+        if self.beat_store is not self.store:
+            self.beat_store.dispose()

@@ -1,8 +1,11 @@
-"""Leases: the claims of the runs in progress on this host, renewed and watched.
+"""Leases: the claims this host holds, renewed, watched, and handed back.
 
-The poller thread calls :meth:`Leases.renew_due` (heartbeats, database I/O). A watchdog
-thread, ``recurjobs-lease``, exists while runs do: it does no I/O, so a poller thread stuck on
-a dead database cannot keep it from cancelling a run whose claim may expire unrenewed.
+A claim is held from the moment it is won until its finish lands (or the fence refuses it):
+while the job runs, and afterwards for as long as a failed finish is pending. The heartbeat
+thread (``_heartbeat``) calls :meth:`Leases.renew_due` and :meth:`Leases.retry_finishes`; a
+watchdog thread, ``recurjobs-lease``, exists while runs do: it does no I/O, so a heartbeat
+stuck on a dead database cannot keep it from cancelling a run whose claim may expire
+unrenewed.
 
 The local deadline of a claim is measured on the host's monotonic clock from the moment the
 last successful claim or heartbeat was *sent*: the database stamped it no earlier, so the
@@ -18,16 +21,18 @@ import threading
 
 from recurjobs._clock import Clock
 from recurjobs._notifications import DistributedJobLeaseLost, Publisher
-from recurjobs.sql._runs import Run
+from recurjobs.sql._runs import Run, finish_once, first_line
 from recurjobs.sql._store import JobStore
 
 __all__ = ["Leases"]
 
 logger = logging.getLogger("recurjobs.sql")
 
+_FIRST_RETRY = 0.1  # seconds before the first retry of a failed finish; doubles up to interval
+
 
 class Leases:
-    """The runs in progress, by job name, with their claims' renewal state."""
+    """The claims this host holds, by job name: running jobs and pending finishes."""
 
     def __init__(self, *, store: JobStore, clock: Clock, publisher: Publisher, interval: float):
         self.store = store
@@ -38,6 +43,8 @@ class Leases:
         self._runs: dict[str, Run] = {}
         self._wake = threading.Event()
         self._watch: threading.Thread | None = None
+        self.on_change: list[threading.Event] = []
+        """Events set whenever the registry changes (the heartbeat thread's wake-up)."""
 
     # ------------------------------------------------------------------ registry
     def add(self, run: Run, sent: float) -> None:
@@ -51,23 +58,37 @@ class Leases:
                     target=self._watchdog, name="recurjobs-lease", daemon=True
                 )
                 self._watch.start()
-        self._wake.set()
+        self._changed()
 
-    def remove(self, name: str) -> None:
-        """Forget the run of ``name`` (its thread has ended)."""
+    def ended(self, run: Run, settled: bool) -> None:
+        """The run's thread is ending; forget the claim if its finish ``settled``, else keep it
+        (renewed) with its finish pending."""
         with self._lock:
-            self._runs.pop(name, None)
-        self._wake.set()
+            if settled:
+                if self._runs.get(run.claim.name) is run:
+                    del self._runs[run.claim.name]
+            else:
+                run.pending = True
+                run.next_finish = self.clock.monotonic() + _FIRST_RETRY
+        self._changed()
 
     def get(self, name: str) -> Run | None:
-        """The run of ``name`` in progress, if any."""
+        """The claim held for ``name`` (running or finishing), if any."""
         with self._lock:
             return self._runs.get(name)
 
     def all(self) -> list[Run]:
-        """Every run in progress (lost ones included: their threads still occupy a slot)."""
+        """Every claim held (lost runs and pending finishes included)."""
         with self._lock:
             return list(self._runs.values())
+
+    def running(self) -> list[Run]:
+        """The runs whose job is still executing (their threads occupy a slot)."""
+        return [r for r in self.all() if not r.ended]
+
+    def pending(self) -> list[Run]:
+        """The runs that ended but whose finish has not landed yet."""
+        return [r for r in self.all() if r.pending]
 
     def watchdog(self) -> threading.Thread | None:
         """The watchdog thread while it exists."""
@@ -78,30 +99,43 @@ class Leases:
         """Cancel the token of every run in progress (shutdown)."""
         for run in self.all():
             run.token.cancel()
-        self._wake.set()
+        self._changed()
 
-    def next_beat(self) -> float:
-        """When the poller thread should renew next (monotonic; ``inf``: nothing to renew)."""
-        return min((r.next_beat for r in self.all() if _watched(r)), default=math.inf)
+    def next_due(self) -> float:
+        """When the heartbeat thread has work next (monotonic; ``inf``: nothing held)."""
+        beats = [r.next_beat for r in self.all() if _renewed(r)]
+        finishes = [r.next_finish for r in self.pending()]
+        return min([*beats, *finishes], default=math.inf)
 
     def _deadline(self, run: Run, sent: float) -> float:
         return sent + run.claim.lease.total_seconds() - self.interval
 
+    def _changed(self) -> None:
+        self._wake.set()
+        for event in self.on_change:
+            event.set()
+
     # ---------------------------------------------------------------- renewing
-    def renew_due(self, now: float) -> None:
-        """Send the heartbeats that are due at monotonic ``now`` (poller thread)."""
-        for run in [r for r in self.all() if _watched(r) and r.next_beat <= now]:
+    def renew_due(self, now: float, store: JobStore | None = None) -> None:
+        """Send the heartbeats that are due at monotonic ``now`` (heartbeat thread)."""
+        store = store if store is not None else self.store
+        for run in [r for r in self.all() if _renewed(r) and r.next_beat <= now]:
             sent = self.clock.monotonic()
             try:
-                renewed = self.store.heartbeat(run.claim)
+                renewed = store.heartbeat(run.claim)
             except Exception as exc:
                 logger.warning(
-                    "renewing the claim of %s on %s failed: %s", run.claim.name, self.store.url, exc
+                    "renewing the claim of %s on %s failed: %s",
+                    run.claim.name,
+                    store.url,
+                    first_line(exc, store.engine),
                 )
                 run.next_beat = self.clock.monotonic() + self.interval
                 continue
             if not renewed:
-                if not run.finishing:  # else the claim is gone because the run just ended
+                if run.pending:
+                    self._settle(run)  # someone else holds the row now: nothing to hand back
+                elif not run.ended:  # else the claim is gone because the run just ended
                     self.lose(run, "its claim was taken over by another host")
                 continue
             with self._lock:
@@ -109,27 +143,47 @@ class Leases:
                 run.next_beat = sent + self.interval
             self._wake.set()
 
+    def retry_finishes(self, now: float | None = None, store: JobStore | None = None) -> None:
+        """Retry the pending finishes that are due at monotonic ``now`` (None: all of them)."""
+        store = store if store is not None else self.store
+        for run in self.pending():
+            if now is not None and run.next_finish > now:
+                continue
+            if finish_once(store, run):
+                self._settle(run)
+            else:
+                backoff = min(self.interval, _FIRST_RETRY * 2 ** min(run.finish_failures, 20))
+                run.next_finish = self.clock.monotonic() + backoff
+
+    def _settle(self, run: Run) -> None:
+        with self._lock:
+            run.pending = False
+            if self._runs.get(run.claim.name) is run:
+                del self._runs[run.claim.name]
+        self._changed()
+
     def lose(self, run: Run, why: str) -> None:
         """The claim is (or may be) gone: cancel the run and say so, once."""
         with self._lock:
-            if run.lost:
+            if run.lost or run.ended:
                 return
             run.lost = True
             run.stats.lease_losses += 1
         logger.warning("distributed job %s lost its claim: %s; cancelling it", run.claim.name, why)
         run.token.cancel()
-        self.publisher.publish(
-            DistributedJobLeaseLost(job=run.job, at=self.clock.now(), claim_id=run.claim.claim_id)
+        notification = DistributedJobLeaseLost(
+            job=run.job, at=self.clock.now(), claim_id=run.claim.claim_id
         )
+        self.publisher.publish(notification)
 
     def _watchdog(self) -> None:
         while True:
             now = self.clock.monotonic()
             with self._lock:
-                if not self._runs:
+                if not any(not r.ended for r in self._runs.values()):
                     self._watch = None
                     return
-                live = [r for r in self._runs.values() if _watched(r)]
+                live = [r for r in self._runs.values() if _renewed(r) and not r.ended]
             expired = [r for r in live if r.deadline <= now]
             for run in expired:
                 self.lose(run, "its claim could not be renewed in time")
@@ -140,6 +194,9 @@ class Leases:
             self._wake.clear()
 
 
-def _watched(run: Run) -> bool:
-    """Whether the run's claim still needs renewing and watching."""
-    return not (run.lost or run.finishing)
+def _renewed(run: Run) -> bool:
+    """Whether the claim still needs renewing: the run goes on (or its finish is pending), and
+    the claim was not given up."""
+    if run.lost:
+        return False
+    return run.pending or not run.ended

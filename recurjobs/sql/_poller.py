@@ -1,13 +1,21 @@
 """DistributedPoller: claims due distributed jobs for this host and runs them.
 
-Threads (all daemons): ``recurjobs-poller`` does every database step: it ensures rows, renews
-running claims (``_leases``) and, every ``poll_period`` after the initial ``delay``, claims due
-jobs up to the free slots. ``recurjobs-run-<name>``: one short-lived thread per claimed run
-(``_runs``). ``recurjobs-lease``: the lease watchdog, while runs exist (``_leases``).
+Threads (all daemons): ``recurjobs-poller`` writes the rows of this host's jobs at its first
+poll (after the initial ``delay``) and then, every ``poll_period``, claims due jobs up to the
+free slots. ``recurjobs-run-<name>``: one short-lived thread per claimed run (``_runs``).
+``recurjobs-heartbeat`` renews the claims held and retries finishes that failed, on its own
+connection (``_heartbeat``). ``recurjobs-lease``: the lease watchdog, while runs exist
+(``_leases``).
 
 The poller thread is an APScheduler-style loop: one iteration (:meth:`DistributedPoller.step`),
-then a wait on the host clock until the next poll or heartbeat; ``trigger``, ``add`` and
-``stop`` only set state and wake it. Nothing a database, a job or a handler raises ends it.
+then a wait on the host clock until the next poll; ``trigger``, ``add`` and ``stop_claiming``
+only set state and wake it. Nothing a database, a job or a handler raises ends it.
+
+Stopping is three calls, made in this order by the host (each bounded by a deadline on
+``time.monotonic()``): :meth:`~DistributedPoller.stop_claiming` (no new claims, every token
+cancelled; never blocks), :meth:`~DistributedPoller.wait_runs` (runs end while their claims
+keep being renewed), :meth:`~DistributedPoller.hand_back` (pending finishes flushed, threads
+ended; a run still going keeps its claim, unrenewed, until it goes stale).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 
 from recurjobs._clock import Clock
@@ -26,8 +34,9 @@ from recurjobs._notifications import Publisher
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
+from recurjobs.sql._heartbeat import Heartbeat
 from recurjobs.sql._leases import Leases
-from recurjobs.sql._runs import Run, RunStats, execute_run
+from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
 
 __all__ = ["DistributedPoller"]
@@ -40,7 +49,11 @@ _GIVE_UP_AFTER = 3
 
 
 class DistributedPoller:
-    """Runs this host's share of the distributed jobs (SPEC section 6)."""
+    """Runs this host's share of the distributed jobs.
+
+    ``beat_store`` is the store the heartbeat thread uses (its own connection pool when the
+    host made one); it defaults to ``store``.
+    """
 
     def __init__(
         self,
@@ -52,6 +65,7 @@ class DistributedPoller:
         publisher: Publisher,
         owner: str,
         ready: Callable[[], bool],
+        beat_store: JobStore | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -60,9 +74,11 @@ class DistributedPoller:
         self.owner = owner
         self._ready = ready
         self._poll_s = settings.poll_period.total_seconds()
-        # Renew well inside the lease (period + max_execution_time >= 4 intervals).
-        interval = min(self._poll_s, settings.max_execution_time.total_seconds() / 4)
+        interval = heartbeat_interval(settings)
         self.leases = Leases(store=store, clock=clock, publisher=publisher, interval=interval)
+        self.heartbeat = Heartbeat(
+            leases=self.leases, store=beat_store if beat_store is not None else store, clock=clock
+        )
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._state = _NEW
@@ -79,7 +95,7 @@ class DistributedPoller:
 
     # ------------------------------------------------------------------ control
     def add(self, job: object) -> None:
-        """Take on another job; its row is ensured at the poller's next iteration."""
+        """Take on another job; its row is written at the next poll (after the delay)."""
         check_distributed(job)
         name: str = getattr(job, "name")  # noqa: B009
         with self._lock:
@@ -90,7 +106,8 @@ class DistributedPoller:
         self._wake.set()
 
     def start(self) -> None:
-        """Start the poller thread; the first poll comes ``settings.delay`` later."""
+        """Start the poller and heartbeat threads; the first poll comes ``settings.delay``
+        later."""
         with self._lock:
             if self._state == _RUNNING:
                 return
@@ -100,36 +117,61 @@ class DistributedPoller:
             self._next_poll = self.clock.monotonic() + self.settings.delay.total_seconds()
             thread = threading.Thread(target=self._main, name="recurjobs-poller", daemon=True)
             self._thread = thread
+        self.heartbeat.start()
         thread.start()
 
-    def stop(self) -> None:
-        """Stop claiming, cancel every running job's token and wake the threads; never blocks.
+    def stop_claiming(self) -> None:
+        """No new claims; cancel every running job's token and wake the threads. Never blocks.
 
-        The poller thread keeps renewing the claims of runs that have not ended yet (a job
-        that ignores its token must not be run twice meanwhile) and exits once they all have;
-        each run hands its row back (fenced finish) as it ends.
+        The heartbeat thread keeps renewing the claims of runs that have not ended yet (a job
+        that ignores its token must not be run twice meanwhile) until :meth:`hand_back`.
         """
         with self._lock:
             self._state = _STOPPED
         self.leases.cancel_all()
         self._wake.set()
 
-    def join(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` real seconds (None: no limit) for every thread to end."""
-        deadline = math.inf if timeout is None else time.monotonic() + timeout
-        for thread in self._threads():
-            left = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
-            thread.join(left)
-        return not any(t.is_alive() for t in self._threads())
+    def wait_runs(self, deadline: float | None) -> bool:
+        """Wait until every run's thread ended or ``deadline`` (``time.monotonic()``; None: no
+        limit) passed; True when no run is left."""
+        threads = [r.thread for r in self.leases.all() if r.thread is not None]
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(_left(deadline))
+        return not any(t.is_alive() for t in threads)
 
-    def _threads(self) -> list[threading.Thread]:
-        runs = [r.thread for r in self.leases.all()]
-        threads = [self._thread, *runs, self.leases.watchdog()]
-        return [t for t in threads if t is not None]
+    def hand_back(self, deadline: float | None) -> bool:
+        """End the poller and heartbeat threads, then flush pending finishes until ``deadline``.
+
+        A run still going keeps its claim, unrenewed: it goes stale after its lease, so no other
+        host runs the job meanwhile. True when every thread ended and no finish is pending.
+        """
+        if self._state == _NEW:
+            return True  # never started: nothing to hand back
+        if self._state == _RUNNING:
+            self.stop_claiming()  # the caller skipped it
+        thread = self._thread
+        polled = thread is None or thread is threading.current_thread()
+        if not polled and thread is not None:
+            thread.join(_left(deadline))
+            polled = not thread.is_alive()
+        flushed = self.heartbeat.hand_back(deadline)
+        return polled and flushed and not self.leases.running()
+
+    def stop(self) -> None:
+        """Same as :meth:`stop_claiming` (kept for callers of the earlier two-step API)."""
+        self.stop_claiming()
+
+    def join(self, timeout: float | None) -> bool:
+        """:meth:`wait_runs`, then :meth:`hand_back`, within ``timeout`` real seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ran_out = self.wait_runs(deadline)
+        return self.hand_back(deadline) and ran_out
 
     def trigger(self, name: str) -> bool:
         """Mark job ``name`` due now in the database and poll at once (after the delay).
 
+        A job that is running now stays marked, so it runs once more right after this run.
         False when this host does not know the job, is not started or already stopped, or
         the database refused (no row yet, or unreachable: logged).
         """
@@ -139,7 +181,7 @@ class DistributedPoller:
         try:
             accepted = self.store.trigger(name)
         except Exception as exc:
-            logger.warning("triggering %s on %s failed: %s", name, self.store.url, exc)
+            logger.warning("triggering %s on %s failed: %s", name, self.store.url, self._why(exc))
             return False
         if accepted:
             with self._lock:
@@ -155,6 +197,7 @@ class DistributedPoller:
 
     def _status_of(self, name: str, job: object) -> JobStatus:
         stats = self._stats[name]
+        run = self.leases.get(name)
         return JobStatus(
             name=name,
             kind="distributed",
@@ -164,7 +207,7 @@ class DistributedPoller:
             last_outcome=stats.last_outcome,
             runs=stats.runs,
             failures=stats.failures,
-            running=self.leases.get(name) is not None,
+            running=run is not None and not run.ended,
         )
 
     def stats(self, name: str) -> RunStats:
@@ -177,28 +220,28 @@ class DistributedPoller:
         while True:
             try:
                 self.step()
-            except Exception:  # a bug, not a database fault: log it and keep the thread alive
+            except BaseException:  # a bug or a job's SystemExit: keep polling
                 logger.exception("distributed poller iteration failed")
             with self._lock:
-                if self._state == _STOPPED and not self.leases.all():
+                if self._state == _STOPPED:
                     return
             self.clock.wait(self._wake, self._wait_seconds())
             self._wake.clear()
 
     def _wait_seconds(self) -> float | None:
         now = self.clock.monotonic()
-        wake = self.leases.next_beat()
         with self._lock:
-            if self._state == _RUNNING:
-                wake = min(wake, self._next_poll)
-                if self._pending():
-                    wake = min(wake, now + self._poll_s)  # retry a failed ensure
+            if self._state != _RUNNING:
+                return 0.0
+            wake = self._next_poll
+            if self._polling and self._pending():
+                wake = min(wake, now + self._poll_s)  # retry a failed ensure
         return None if math.isinf(wake) else max(0.0, wake - now)
 
     def step(self) -> None:
-        """One iteration: renew due claims, ensure rows, and poll when it is time."""
+        """One iteration: after the delay, write the rows that need it and poll when it is
+        time."""
         now = self.clock.monotonic()
-        self.leases.renew_due(now)
         with self._lock:
             if self._state != _RUNNING:
                 return
@@ -211,7 +254,9 @@ class DistributedPoller:
                     self._next_poll = now + self._poll_s
             if poll:
                 self._poll_asked = False
-            pending = self._pending()
+            # Rows are written at the first poll, not at start: a new job's last_run is then
+            # the database's now at start + delay, so it first runs at start + delay + period.
+            pending = self._polling and self._pending()
         if pending:
             self._ensure()
         if poll and self._schema_ready:  # jobs whose rows are not written yet are not due
@@ -233,7 +278,8 @@ class DistributedPoller:
                 self._schema_ready = True
             self.store.ensure(todo)
         except Exception as exc:
-            logger.warning("preparing distributed jobs on %s failed: %s", self.store.url, exc)
+            url = self.store.url
+            logger.warning("preparing distributed jobs on %s failed: %s", url, self._why(exc))
             return False
         with self._lock:
             for job in todo:
@@ -244,13 +290,13 @@ class DistributedPoller:
         """Claim due jobs up to the free slots: one SELECT, then one guarded UPDATE per job."""
         try:
             ready = bool(self._ready())
-        except Exception:
+        except BaseException:  # user code: even SystemExit must not end polling
             logger.exception("the runtime_ready callable raised; not claiming this time")
             return
-        running = {r.claim.name for r in self.leases.all()}
-        free = self.settings.max_concurrent_jobs - len(running)
+        held = {r.claim.name for r in self.leases.all()}  # running, or finish pending
+        free = self.settings.max_concurrent_jobs - len(self.leases.running())
         with self._lock:
-            candidates = [n for n in self._jobs if n not in running]
+            candidates = [n for n in self._jobs if n not in held]
         if not ready or free <= 0 or not candidates:
             return
         try:
@@ -259,49 +305,109 @@ class DistributedPoller:
                 # All of them fit, so the order only decides collisions: every host read the
                 # same order and would otherwise race for the same row at every step.
                 random.shuffle(names)
+            # A row whose last claim waited out a lock held by another session goes last, so
+            # that lock delays only that row, not the due jobs behind it.
+            locked = self._locked_rows()
+            names.sort(key=lambda n: n in locked)
             lost = 0
             for name in names:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
                     break  # the rest is being claimed by other hosts; next poll looks again
-                if self._claim(name):
+                won = self._claim(name)
+                if won:
                     free -= 1
                     lost = 0
-                else:
+                elif won is False:
                     lost += 1
         except Exception as exc:
-            logger.warning("polling %s failed, trying again next poll: %s", self.store.url, exc)
+            url = self.store.url
+            logger.warning("polling %s failed, trying again next poll: %s", url, self._why(exc))
 
-    def _claim(self, name: str) -> bool:
+    def _why(self, exc: BaseException) -> str:
+        """What went wrong, in one line, password masked."""
+        return first_line(exc, self.store.engine)
+
+    def _locked_rows(self) -> Collection[str]:
+        """The rows whose last claim timed out on a lock (as the store reports them)."""
+        return self.store.locked_rows()
+
+    def _claim(self, name: str) -> bool | None:
+        """Claim and launch ``name``: True when won, False when another host was quicker,
+        None when the statement failed (a locked row, a lost connection: only this row waits).
+        """
         with self._lock:
             job = self._jobs[name]
+            if self._state != _RUNNING:
+                return False
         lease = getattr(job, "period") + self.settings.max_execution_time  # noqa: B009
         sent = self.clock.monotonic()
-        claim = self.store.try_claim(name, owner=self.owner, lease=lease)
+        try:
+            claim = self.store.try_claim(name, owner=self.owner, lease=lease)
+        except Exception as exc:
+            logger.warning("claiming %s on %s failed: %s", name, self.store.url, self._why(exc))
+            return None
         if claim is None:
             return False  # another host was quicker
+        if self.clock.monotonic() >= sent + lease.total_seconds() - self.leases.interval:
+            # The claim's acknowledgement came so late (a commit held up by a lock or a stall)
+            # that its lease may already have lapsed and another host may own the row: never
+            # start a run that could overlap a takeover. The row is taken again once stale.
+            logger.warning(
+                "the claim of %s on %s was confirmed too late to be safe; not running it",
+                name,
+                self.store.url,
+            )
+            return False
         run = Run(
-            job=job, claim=claim, token=CancellationToken(self.clock), stats=self._stats[name]
+            job=job,
+            claim=claim,
+            token=CancellationToken(self.clock),
+            stats=self._stats[name],
+            owner=self.owner,
         )
         run.thread = threading.Thread(
             target=self._run, args=(run,), name=f"recurjobs-run-{name}", daemon=True
         )
         with self._lock:
             launch = self._state == _RUNNING
-            if launch:  # registered under the lock, so stop() cannot miss its token
+            if launch:  # registered under the lock, so stop_claiming() cannot miss its token
                 self.leases.add(run, sent)
         if not launch:
-            self.store.release(claim)
+            try:
+                self.store.release(claim)
+            except Exception as exc:
+                logger.warning(
+                    "releasing %s on %s failed (%s); it becomes claimable when its lease "
+                    "expires",
+                    name,
+                    self.store.url,
+                    exc,
+                )
             return False
         run.thread.start()
         return True
 
     def _run(self, run: Run) -> None:
+        settled = False
         try:
-            execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)
+            settled = execute_run(
+                run, store=self.store, clock=self.clock, publisher=self.publisher
+            )
         finally:
-            self.leases.remove(run.claim.name)
+            self.leases.ended(run, settled)
             self._wake.set()
 
 
 def _spec(job: object) -> tuple[timedelta, bool]:
     return getattr(job, "period"), bool(getattr(job, "align_to_clock", False))  # noqa: B009
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def heartbeat_interval(settings: DistributedJobSettings) -> float:
+    """Seconds between two renewals of a claim: the poll period, at most a quarter of
+    ``max_execution_time`` (a lease is ``period + max_execution_time``, so >= 4 intervals)."""
+    quarter = settings.max_execution_time.total_seconds() / 4
+    return min(settings.poll_period.total_seconds(), quarter)

@@ -1,8 +1,14 @@
 """One claimed run of a distributed job: its lease bookkeeping and the thread body that runs it.
 
-The poller thread renews the claim (heartbeat) and a watchdog cancels the run when the claim
-could expire unrenewed; this module only knows how to run the job once, publish what happened
-and hand the row back with a fenced finish.
+The heartbeat thread renews the claim and a watchdog cancels the run when the claim could
+expire unrenewed (``_leases``); this module only knows how to run the job once, publish what
+happened, log one INFO line, and hand the row back with a fenced finish. A finish that fails
+is not dropped: the run is marked ``pending`` and the heartbeat thread retries it.
+
+Everything user-supplied that runs here (``execute``, notification handlers) goes through
+:func:`recurjobs._guard.run_user` (handlers through the publisher's own guard): any
+``BaseException`` is caught and reported, so neither ``SystemExit`` nor
+``KeyboardInterrupt`` from a job can end the run thread before it hands the row back.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import Engine
+
 from recurjobs._clock import Clock
+from recurjobs._guard import run_user
 from recurjobs._jobs import job_name
 from recurjobs._notifications import (
     DistributedJobClaimed,
@@ -25,8 +34,9 @@ from recurjobs._notifications import (
 from recurjobs._token import CancellationToken, JobCancelled
 from recurjobs.sql._rows import Claim
 from recurjobs.sql._store import JobStore
+from recurjobs.sql._urls import scrub
 
-__all__ = ["Run", "RunStats", "execute_run"]
+__all__ = ["Run", "RunStats", "execute_run", "finish_once", "first_line"]
 
 logger = logging.getLogger("recurjobs.sql")
 
@@ -47,80 +57,118 @@ class RunStats:
 class Run:
     """A claimed run: the job, its claim and token, and its lease's renewal state.
 
-    ``deadline`` (cancel the run if not renewed by then) and ``next_beat`` (renew then) are on
-    the host clock's monotonic scale; ``_leases`` keeps them.
+    ``deadline`` (cancel the run if not renewed by then), ``next_beat`` (renew then) and
+    ``next_finish`` (retry a pending finish then) are on the host clock's monotonic scale;
+    ``_leases`` keeps them.
     """
 
     job: object
     claim: Claim
     token: CancellationToken
     stats: RunStats
+    owner: str = ""
     deadline: float = 0.0
     next_beat: float = 0.0
     lost: bool = False
-    finishing: bool = False
-    """Set before the finish is sent: a heartbeat that finds the claim gone after that is our
-    own finish, not a takeover."""
+    ended: bool = False
+    """``execute`` has returned (or raised): the thread is about to finish the row."""
+    pending: bool = False
+    """The finish failed; the claim is kept (and renewed) and the finish retried."""
+    next_finish: float = 0.0
+    finish_failures: int = 0
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
-def execute_run(run: Run, *, store: JobStore, clock: Clock, publisher: Publisher) -> None:
-    """Run the job once and publish the outcome; always hand the row back (fenced finish).
+def execute_run(
+    run: Run, *, store: JobStore, clock: Clock, publisher: Publisher
+) -> bool:
+    """Run the job once, publish and log the outcome, then try the fenced finish once.
 
     Sequence: ``DistributedJobClaimed``, ``JobExecuting``, then ``JobExecuted``, ``JobFailed``
-    or ``JobCanceled`` (the job raised ``JobCancelled`` after its token was cancelled).
+    (anything raised, ``SystemExit`` included) or ``JobCanceled`` (the job raised
+    ``JobCancelled`` after its token was cancelled). Returns whether the row was handed back
+    (or the fence refused it); False leaves the finish pending for the heartbeat thread.
     """
     job, claim, token, stats = run.job, run.claim, run.token, run.stats
+    outcome = "failed"
+    started = clock.monotonic()
     try:
         publisher.publish(DistributedJobClaimed(job=job, at=clock.now(), claim_id=claim.claim_id))
         stats.runs += 1
         stats.last_start = clock.now()
         publisher.publish(JobExecuting(job=job, at=stats.last_start))
         started = clock.monotonic()
-        try:
-            job.execute(token)  # type: ignore[attr-defined]
-        except JobCancelled as exc:
-            stats.last_duration = timedelta(seconds=clock.monotonic() - started)
-            if token.is_cancelled():
-                stats.last_outcome = "canceled"
-                publisher.publish(JobCanceled(job=job, at=clock.now()))
-            else:
-                _failed(job, exc, clock, publisher, stats)
-        except Exception as exc:
-            stats.last_duration = timedelta(seconds=clock.monotonic() - started)
-            _failed(job, exc, clock, publisher, stats)
-        else:
-            stats.last_duration = timedelta(seconds=clock.monotonic() - started)
-            stats.last_outcome = "executed"
+        raised = _call_execute(job, token)
+        stats.last_duration = timedelta(seconds=clock.monotonic() - started)
+        if raised is None:
+            outcome = "executed"
             publisher.publish(JobExecuted(job=job, at=clock.now(), duration=stats.last_duration))
+        elif isinstance(raised, JobCancelled) and token.is_cancelled():
+            outcome = "canceled"
+            publisher.publish(JobCanceled(job=job, at=clock.now()))
+        else:
+            stats.failures += 1
+            publisher.publish(JobFailed(job=job, at=clock.now(), exception=raised))
     finally:
-        run.finishing = True
-        _finish(store, claim)
+        stats.last_outcome = outcome
+        run.ended = True
+        if run.lost:
+            outcome = "lease_lost" if outcome == "canceled" else outcome
+        logger.info(
+            "distributed job %s %s in %.3f s (claim %s, owner %s)",
+            claim.name,
+            outcome,
+            clock.monotonic() - started,
+            claim.claim_id,
+            run.owner or "?",
+        )
+    return finish_once(store, run)
 
 
-def _failed(
-    job: object, exc: BaseException, clock: Clock, publisher: Publisher, stats: RunStats
-) -> None:
-    stats.failures += 1
-    stats.last_outcome = "failed"
-    logger.exception("distributed job %s failed", job_name(job), exc_info=exc)
-    publisher.publish(JobFailed(job=job, at=clock.now(), exception=exc))
+def _call_execute(job: object, token: CancellationToken) -> BaseException | None:
+    """Run the job through the one guard around user code; log what it raised."""
+    raised = run_user(job.execute, token)  # type: ignore[attr-defined]
+    if raised is not None and not (isinstance(raised, JobCancelled) and token.is_cancelled()):
+        logger.error("distributed job %s failed", job_name(job), exc_info=raised)
+    return raised
 
 
-def _finish(store: JobStore, claim: Claim) -> None:
-    """Stamp last_run and free the row if the claim is still ours; never raise."""
+def finish_once(store: JobStore, run: Run) -> bool:
+    """Stamp last_run and free the row if the claim is still ours; never raise.
+
+    True when the finish is settled (landed, or the fence refused it: the row has a new
+    owner); False when the database could not be reached, so the finish must be retried.
+    """
+    claim = run.claim
     try:
-        if not store.finish(claim):
-            logger.info(
-                "distributed job %s: the claim was taken over before the run ended; the row "
-                "was left to its new owner",
-                claim.name,
-            )
+        landed = store.finish(claim)
     except Exception as exc:
+        run.finish_failures += 1
         logger.warning(
-            "distributed job %s: could not hand the row back on %s (%s); it becomes claimable "
-            "again when its lease expires",
+            "distributed job %s: could not hand the row back on %s (%s); keeping the claim and "
+            "retrying",
             claim.name,
             store.url,
-            exc,
+            first_line(exc, store.engine),
         )
+        return False
+    if not landed:
+        logger.info(
+            "distributed job %s: the claim was taken over before the run ended; the row was "
+            "left to its new owner",
+            claim.name,
+        )
+    elif run.finish_failures:
+        logger.info(
+            "distributed job %s: the row was handed back after %d failed attempts",
+            claim.name,
+            run.finish_failures,
+        )
+    return True
+
+
+def first_line(exc: BaseException, engine: Engine | None = None) -> str:
+    """The exception's type and the first line of its message (no SQL), for log lines; with
+    ``engine``, any spelling of its password is masked."""
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return line if engine is None else scrub(line, engine)

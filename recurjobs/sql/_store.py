@@ -247,6 +247,10 @@ class JobStore:
         self._locked.discard(name)
         return claim if won else None
 
+    def locked_rows(self) -> frozenset[str]:
+        """The job rows whose last claim timed out on a lock held by another transaction."""
+        return frozenset(self._locked)
+
     def _report_locked(self, name: str, exc: BaseException) -> None:
         """Log a claim that timed out on a locked row: WARNING once, DEBUG while it lasts."""
         level = logging.DEBUG if name in self._locked else logging.WARNING

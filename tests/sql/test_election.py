@@ -612,3 +612,56 @@ def test_cleanly_stopped_publisher_hands_over_at_the_next_touch(
         first.lines[-1],
     )
     assert took < 1.5, took
+
+
+# ------------------------------------------------------- resigning, and the host's stop order
+def test_resign_stops_touching_so_the_lease_stays_free(make_roles: MakeRoles) -> None:
+    """resign() on a started instance ends its thread first, so no later touch takes the lease
+    back: the other server becomes SINGLE and stays it."""
+    publisher, other = make_roles(), make_roles()
+    publisher.start()
+    assert wait_for(lambda: publisher() is ServerRole.SINGLE)
+    publisher.resign()
+    time.sleep(3 * INTERVAL.total_seconds())  # several touch intervals of the resigned one
+    assert (ServerRole.UNKNOWN, None, True) == (
+        publisher(),
+        lease(other)["holder"],
+        publisher.join(0),
+    )
+    assert ServerRole.SINGLE == other.touch_once()
+
+
+def test_host_keeps_the_elected_role_until_it_resigns(db: TestDatabase) -> None:
+    """With elect_server_role, stopping claims and waiting for runs keeps the role and its lease;
+    only resign() gives them up."""
+    from tests.sql.helpers import Job
+    from tests.sql.runhelpers import SqlSide, prepared
+
+    job = Job("a", timedelta(hours=1))
+    store = prepared(db, job)
+    side = SqlSide(db, job, elect_server_role=True)
+    try:
+        side.start()
+        roles = side.sql.roles
+        assert roles is not None
+        assert wait_for(lambda: side.sql.server_role() is ServerRole.SINGLE)
+        side.sql.stop_claiming()
+        assert side.sql.wait_runs(time.monotonic() + 5)
+        assert side.sql.hand_back(time.monotonic() + 5)
+        kept = (side.sql.server_role(), lease(roles)["holder"])
+        side.sql.resign()
+        assert (ServerRole.SINGLE, roles.identity) == kept
+        assert (ServerRole.UNKNOWN, None) == (side.sql.server_role(), lease(roles)["holder"])
+    finally:
+        side.stop(5)
+        store.dispose()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` in real time until it holds (for other threads' progress)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -1,12 +1,15 @@
 """The distributed poller driven by a ManualClock against a SQLite file.
 
 The poller's waits follow the ManualClock; the database clock does not, so rows are made due
-by writing their timestamps directly (``make_due``) rather than by advancing time.
+by writing their timestamps directly (``make_due``) rather than by advancing time. Parked on
+the clock: the poller and heartbeat threads while idle (``IDLE``), plus the lease watchdog
+while a job runs (``BUSY``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +42,7 @@ SETTINGS = DistributedJobSettings(
     max_execution_time=timedelta(seconds=8),  # heartbeat every min(1, 8 / 4) = 1 s
 )
 PERIOD = timedelta(seconds=10)  # lease: 10 + 8 = 18 s; cancelled 1 s before it could expire
+IDLE, BUSY = 2, 3  # threads parked on the clock: poller and heartbeat (+ watchdog while busy)
 
 
 class Harness:
@@ -46,6 +50,7 @@ class Harness:
 
     def __init__(self, tmp_path: Path, *jobs: Job, **settings: Any) -> None:
         self.clock = ManualClock()
+        self.jobs = jobs
         self.store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
         self.events: list[JobNotification] = []
         self.ready = True
@@ -62,11 +67,14 @@ class Harness:
             ready=lambda: self.ready,
         )
 
-    def start(self) -> None:
-        """Start the poller and wait until its rows exist and it waits for the delay."""
+    def start(self, *, rows: bool = True) -> None:
+        """Start the poller and wait until it waits for the delay; with ``rows``, first write
+        the jobs' rows as another host did before (the poller writes them at its first poll)."""
+        if rows:
+            self.store.create_schema()
+            self.store.ensure(self.jobs)
         self.poller.start()
-        self.clock.wait_for_waiters(1)
-        assert wait_until(lambda: bool(self.store.rows()))
+        self.clock.wait_for_waiters(IDLE)
 
     def past_delay(self) -> None:
         """Advance to the first poll and wait until the poller is parked again."""
@@ -95,9 +103,15 @@ def harness(tmp_path: Path) -> Iterator[MakeHarness]:
 
     yield make
     for h in made:
-        h.poller.stop()
-        h.poller.join(5)
+        h.poller.stop_claiming()
+        h.poller.wait_runs(_in(5))
+        h.poller.hand_back(_in(5))
         h.store.dispose()
+
+
+def _in(seconds: float) -> float:
+    """A deadline ``seconds`` from now on ``time.monotonic()``, as the host's stop passes."""
+    return time.monotonic() + seconds
 
 
 def blocking(started: threading.Event, release: threading.Event) -> Any:
@@ -112,18 +126,39 @@ def blocking(started: threading.Event, release: threading.Event) -> Any:
     return body
 
 
-def test_rows_are_ensured_at_start_and_nothing_runs_before_the_delay(harness: MakeHarness) -> None:
-    """The row exists right after start; a due job waits for the delay, then runs."""
+def test_a_due_job_waits_for_the_delay_then_runs(harness: MakeHarness) -> None:
+    """A job whose row is due at start is not claimed before the delay, then runs at once."""
     job = Job("a", PERIOD)
     h = harness(job)
     h.start()
-    assert ["a"] == [r.name for r in h.store.rows()]
     make_due(h.store, "a")
     h.clock.advance(DELAY - 0.5)
-    h.clock.wait_for_waiters(1)
+    h.clock.wait_for_waiters(IDLE)
     assert 0 == job.runs
     h.clock.advance(0.5)
     assert job.ran.wait(5)
+
+
+def test_rows_are_written_at_the_first_poll_with_last_run_now(harness: MakeHarness) -> None:
+    """No row exists before the delay; the first poll inserts it with last_run = the database's
+    now, so a new job first runs a period after start + delay, not at start + period."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    h.store.create_schema()
+    h.start(rows=False)
+    h.clock.advance(DELAY - 0.5)
+    h.clock.wait_for_waiters(IDLE)
+    assert [] == h.store.rows()
+    before = h.store.now_ms()
+    h.clock.advance(0.5)
+    assert wait_until(lambda: bool(h.store.rows()))
+    (new,) = h.store.rows()
+    assert (True, False, 0) == (
+        before <= row(h.store, "a")["last_run_ms"] <= h.store.now_ms(),
+        new.running,
+        job.runs,
+    )
+    assert new.last_run + PERIOD == new.next_due
 
 
 def test_a_run_publishes_claimed_executing_executed_and_frees_the_row(harness: MakeHarness) -> None:
@@ -194,13 +229,13 @@ def test_claims_stop_at_max_concurrent_jobs(harness: MakeHarness) -> None:
     h.past_delay()
     assert wait_until(lambda: sum(e.is_set() for e in started.values()) == 2)
     first = sorted(n for n, e in started.items() if e.is_set())
-    h.clock.wait_for_waiters(2)  # poller and lease watchdog parked
+    h.clock.wait_for_waiters(BUSY)  # poller and lease watchdog parked
     h.clock.advance(POLL)
-    h.clock.wait_for_waiters(2)
+    h.clock.wait_for_waiters(BUSY)
     assert 2 == sum(e.is_set() for e in started.values())
     release[first[0]].set()
     assert wait_until(lambda: len(h.poller.leases.all()) == 1)
-    h.clock.wait_for_waiters(2)
+    h.clock.wait_for_waiters(BUSY)
     h.clock.advance(POLL)
     assert wait_until(lambda: all(e.is_set() for e in started.values()))
     for e in release.values():
@@ -214,7 +249,7 @@ def test_trigger_runs_a_job_at_once_after_the_delay(harness: MakeHarness) -> Non
     assert not h.poller.trigger("a")  # not started
     h.start()
     h.past_delay()
-    h.clock.wait_for_waiters(1)
+    h.clock.wait_for_waiters(IDLE)
     assert not h.poller.trigger("unknown")
     assert h.poller.trigger("a")
     assert job.ran.wait(5)
@@ -241,7 +276,7 @@ def test_heartbeats_renew_a_long_run_every_interval(
     h.past_delay()
     assert started.wait(5)
     for expected in (1, 2, 3):
-        h.clock.wait_for_waiters(2)
+        h.clock.wait_for_waiters(BUSY)
         h.clock.advance(h.poller.leases.interval)
         assert wait_until(lambda n=expected: len(beats) == n)  # type: ignore[misc]
     assert [True, True, True] == beats
@@ -260,7 +295,7 @@ def test_a_takeover_found_by_a_heartbeat_cancels_the_run(harness: MakeHarness) -
     h.past_delay()
     assert started.wait(5)
     set_row(h.store, "a", claim_id="thief", owner="other")
-    h.clock.wait_for_waiters(2)
+    h.clock.wait_for_waiters(BUSY)
     h.clock.advance(h.poller.leases.interval)
     assert wait_until(lambda: "JobCanceled" in h.kinds())
     assert wait_until(lambda: not h.poller.leases.all())
@@ -298,9 +333,9 @@ def test_a_claim_that_cannot_be_renewed_in_time_is_given_up(
 
     monkeypatch.setattr(h.store, "heartbeat", down)
     lease = (PERIOD + SETTINGS.max_execution_time).total_seconds()
-    h.clock.wait_for_waiters(2)
+    h.clock.wait_for_waiters(BUSY)
     h.clock.advance(lease - 1.5)  # renewals keep failing, but the lease may still be ours
-    h.clock.wait_for_waiters(2)
+    h.clock.wait_for_waiters(BUSY)
     assert not any(isinstance(e, DistributedJobLeaseLost) for e in h.events)
     h.clock.advance(0.5)
     assert wait_until(lambda: "DistributedJobLeaseLost" in h.kinds())
@@ -325,7 +360,7 @@ def test_database_faults_never_end_the_poller(
     h.start()
     make_due(h.store, "a")
     h.past_delay()
-    h.clock.wait_for_waiters(1)
+    h.clock.wait_for_waiters(IDLE)
     assert (0, []) == (job.runs, failures)
     h.clock.advance(POLL)
     assert job.ran.wait(5)
@@ -339,9 +374,9 @@ def test_nothing_is_claimed_while_the_runtime_is_not_ready(harness: MakeHarness)
     h.start()
     make_due(h.store, "a")
     h.past_delay()
-    h.clock.wait_for_waiters(1)
+    h.clock.wait_for_waiters(IDLE)
     h.clock.advance(POLL)
-    h.clock.wait_for_waiters(1)
+    h.clock.wait_for_waiters(IDLE)
     assert 0 == job.runs
     h.ready = True
     h.clock.advance(POLL)
@@ -357,7 +392,7 @@ def test_jobs_added_after_start_are_ensured_and_run(harness: MakeHarness) -> Non
     h.poller.add(late)
     assert wait_until(lambda: "late" in [r.name for r in h.store.rows()])
     make_due(h.store, "late")
-    h.clock.wait_for_waiters(1)
+    h.clock.wait_for_waiters(IDLE)
     h.clock.advance(POLL)
     assert late.ran.wait(5)
     with pytest.raises(ValueError, match="late"):
@@ -370,14 +405,15 @@ def test_a_changed_period_is_written_at_the_next_iteration(harness: MakeHarness)
     h = harness(job)
     h.start()
     h.past_delay()
-    h.clock.wait_for_waiters(1)
+    h.clock.wait_for_waiters(IDLE)
     job.period = timedelta(seconds=42)
     h.clock.advance(POLL)
     assert wait_until(lambda: 42_000 == row(h.store, "a")["period_ms"])
 
 
 def test_an_uncooperative_job_keeps_its_claim_alive_after_stop(harness: MakeHarness) -> None:
-    """After stop, a job that ignores its token is still renewed until it returns, then finished."""
+    """After stop_claiming, a job that ignores its token is still renewed while wait_runs waits,
+    then finished when it returns; hand_back ends every thread."""
     started, release = threading.Event(), threading.Event()
 
     def stubborn(token: CancellationToken) -> None:
@@ -389,15 +425,17 @@ def test_an_uncooperative_job_keeps_its_claim_alive_after_stop(harness: MakeHarn
     make_due(h.store, "a")
     h.past_delay()
     assert started.wait(5)
-    h.poller.stop()
-    assert not h.poller.join(0.05)
+    h.poller.stop_claiming()
+    assert not h.poller.wait_runs(_in(0.05))
     claim_id = row(h.store, "a")["claim_id"]
-    h.clock.wait_for_waiters(2)
+    alive = row(h.store, "a")["last_alive_ms"]
+    h.clock.wait_for_waiters(2)  # heartbeat and watchdog (the poller thread has ended)
     h.clock.advance(h.poller.leases.interval)
-    h.clock.wait_for_waiters(2)
+    assert wait_until(lambda: row(h.store, "a")["last_alive_ms"] != alive)
     assert (True, claim_id) == (bool(row(h.store, "a")["running"]), row(h.store, "a")["claim_id"])
     release.set()
-    assert h.poller.join(5)
+    assert h.poller.wait_runs(_in(5))
+    assert h.poller.hand_back(_in(5))
     assert ["DistributedJobClaimed", "JobExecuting", "JobExecuted"] == h.kinds()
     assert not row(h.store, "a")["running"]
 
@@ -409,16 +447,19 @@ def test_a_claim_won_while_stopping_is_released(
     job = Job("a", PERIOD)
     h = harness(job)
     try_claim = h.store.try_claim
+    stopped = threading.Event()
 
     def claim_then_stop(name: str, **kwargs: Any) -> Any:
         won = try_claim(name, **kwargs)
-        h.poller.stop()
+        h.poller.stop_claiming()
+        stopped.set()
         return won
 
     monkeypatch.setattr(h.store, "try_claim", claim_then_stop)
     h.start()
     make_due(h.store, "a")
     h.past_delay()
+    assert stopped.wait(5)
     assert h.poller.join(5)
     assert 0 == job.runs
     assert (False, True) == (bool(row(h.store, "a")["running"]), bool(row(h.store, "a")["due_now"]))
@@ -472,3 +513,86 @@ def test_a_job_whose_row_cannot_be_written_does_not_block_the_others(
     h.past_delay()
     assert good.ran.wait(5)
     assert "preparing distributed jobs" in caplog.text
+
+
+def test_heartbeats_go_on_while_a_poll_is_stuck(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll stuck in the database (a blocked SELECT or claim) does not hold up the heartbeats
+    of running jobs: they have their own thread."""
+    started, release = threading.Event(), threading.Event()
+    jobs = Job("a", PERIOD, body=blocking(started, release)), Job("b", PERIOD)
+    h = harness(*jobs, max_concurrent_jobs=2)
+    stuck, unstick = threading.Event(), threading.Event()
+    due_names = h.store.due_names
+    beats: list[bool] = []
+    heartbeat = h.store.heartbeat
+
+    def blocked(names: Collection[str]) -> list[str]:
+        if started.is_set():
+            stuck.set()
+            unstick.wait(30)
+        return due_names(names)
+
+    def spy(claim: Claim) -> bool:
+        beats.append(heartbeat(claim))
+        return beats[-1]
+
+    monkeypatch.setattr(h.store, "due_names", blocked)
+    monkeypatch.setattr(h.store, "heartbeat", spy)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    h.clock.wait_for_waiters(BUSY)
+    h.clock.advance(POLL)
+    assert stuck.wait(5)
+    for expected in (1, 2, 3):
+        h.clock.wait_for_waiters(2)  # heartbeat and watchdog; the poller is stuck
+        h.clock.advance(h.poller.leases.interval)
+        assert wait_until(lambda n=expected: len(beats) >= n)  # type: ignore[misc]
+    assert ([True] * len(beats), []) == (beats, h.kinds("a")[2:])
+    unstick.set()
+    release.set()
+
+
+def test_a_failed_finish_is_retried_on_the_host_clock(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finish that fails leaves the claim held and renewed; the heartbeat thread retries it
+    with back-off on the host clock until it lands, then the row is free."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    finish = h.store.finish
+    attempts: list[bool] = []
+    failing = True
+
+    def flaky(claim: Claim) -> bool:
+        attempts.append(failing)
+        if failing:
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return finish(claim)
+
+    monkeypatch.setattr(h.store, "finish", flaky)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert wait_until(lambda: bool(h.poller.leases.pending()))
+    claim_id = row(h.store, "a")["claim_id"]
+    alive = row(h.store, "a")["last_alive_ms"]
+    for _ in range(3):  # each back-off is at most one heartbeat interval
+        before = len(attempts)
+        h.clock.wait_for_waiters(IDLE)
+        h.clock.advance(h.poller.leases.interval)
+        assert wait_until(lambda n=before: len(attempts) > n)  # type: ignore[misc]
+    assert wait_until(lambda: row(h.store, "a")["last_alive_ms"] != alive)  # still renewed
+    h.clock.wait_for_waiters(IDLE)
+    assert (True, claim_id, True) == (
+        bool(row(h.store, "a")["running"]),
+        row(h.store, "a")["claim_id"],
+        all(attempts),
+    )
+    failing = False
+    h.clock.advance(h.poller.leases.interval)
+    assert wait_until(lambda: not row(h.store, "a")["running"])
+    assert ([], False) == (h.poller.leases.all(), attempts[-1])

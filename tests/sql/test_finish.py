@@ -1,0 +1,302 @@
+"""The end of a distributed run: the finish is never dropped, one INFO line is logged, nothing a
+job raises ends the run thread before it hands the row back, and a trigger during a run is kept.
+
+Faults are injected with an engine event (``runhelpers.Fault``) on the host's own engine; the
+shared database servers are never stopped. Each test runs on SQLite, PostgreSQL and MariaDB.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from recurjobs import CancellationToken, JobExecuting, JobFailed
+from tests.dbs import TestDatabase
+from tests.sql.helpers import HOUR, Job, make_due, row, wait_until
+from tests.sql.runhelpers import (
+    Fault,
+    faulty_engine,
+    polite,
+    prepared,
+    settings,
+    sql_side,
+    stubborn,
+)
+
+
+def test_a_failed_finish_is_retried_until_it_lands(db: TestDatabase) -> None:
+    """While the finish UPDATE fails, the claim is kept and renewed; once the fault clears the
+    row is freed with last_run stamped, and a trigger then runs the job again."""
+    job = Job("a", HOUR)
+    store = prepared(db, job, due=("a",))
+    fault = Fault()
+    engine = faulty_engine(db, fault)
+    try:
+        fault.active = True
+        with sql_side(db, job, database=engine) as side:
+            poller = side.sql.poller
+            assert poller is not None
+            assert wait_until(lambda: bool(poller.leases.pending()), 20)
+            held = row(store, "a")
+            assert (True, side.sql.owner) == (bool(held["running"]), held["owner"])
+            assert wait_until(lambda: row(store, "a")["last_alive_ms"] > held["last_alive_ms"])
+            assert fault.hits >= 6  # the run thread's retries gave up, the heartbeat goes on
+            cleared_at = store.now_ms()
+            fault.active = False
+            assert wait_until(lambda: not row(store, "a")["running"])
+            freed = row(store, "a")
+            assert (None, None, True) == (
+                freed["claim_id"],
+                freed["owner"],
+                freed["last_run_ms"] >= cleared_at,
+            )
+            assert [] == poller.leases.all()
+            assert side.sql.trigger("a")
+            assert wait_until(lambda: 2 == job.runs)
+            assert wait_until(lambda: not row(store, "a")["running"])
+    finally:
+        engine.dispose()
+        store.dispose()
+
+
+def test_a_pending_finish_is_flushed_by_hand_back(db: TestDatabase) -> None:
+    """A finish still failing at stop is retried by hand_back until the fault clears, within
+    its deadline; the row is free afterwards."""
+    job = Job("a", HOUR)
+    store = prepared(db, job, due=("a",))
+    fault = Fault()
+    engine = faulty_engine(db, fault)
+    try:
+        fault.active = True
+        with sql_side(db, job, database=engine) as side:
+            poller = side.sql.poller
+            assert poller is not None
+            assert wait_until(lambda: bool(poller.leases.pending()), 20)
+            clear = threading.Timer(0.5, lambda: setattr(fault, "active", False))
+            clear.start()
+            began = time.monotonic()
+            side.sql.stop_claiming()
+            assert side.sql.wait_runs(time.monotonic() + 5)
+            assert side.sql.hand_back(began + 5)
+            took = time.monotonic() - began
+            clear.join()
+            assert (False, True) == (bool(row(store, "a")["running"]), 0.5 <= took < 5)
+    finally:
+        engine.dispose()
+        store.dispose()
+
+
+def test_one_info_line_per_finished_run(db: TestDatabase, caplog: pytest.LogCaptureFixture) -> None:
+    """Each finished run logs one INFO line on the recurjobs loggers: job, outcome, duration,
+    claim id and owner."""
+    caplog.set_level(logging.INFO, logger="recurjobs")
+
+    def boom(token: CancellationToken) -> None:
+        raise RuntimeError("boom")
+
+    ok, bad = Job("ok", HOUR), Job("bad", HOUR, body=boom)
+    store = prepared(db, ok, bad, due=("ok", "bad"))
+    try:
+        with sql_side(db, ok, bad, distributed=settings(db, max_concurrent_jobs=2)) as side:
+            assert wait_until(lambda: "JobExecuted" in side.kinds("ok"))
+            assert wait_until(lambda: "JobFailed" in side.kinds("bad"))
+            assert wait_until(lambda: not any(r.running for r in store.rows()))
+            claims = {
+                e.job.name: e.claim_id  # type: ignore[attr-defined]
+                for e in side.events
+                if type(e).__name__ == "DistributedJobClaimed"
+            }
+            lines = [
+                r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.INFO
+                and r.name.startswith("recurjobs")
+                and r.getMessage().startswith("distributed job ")
+                and " in " in r.getMessage()
+            ]
+            owner = side.sql.owner
+        assert sorted(
+            [
+                f"distributed job bad failed (claim {claims['bad']}, owner {owner})",
+                f"distributed job ok executed (claim {claims['ok']}, owner {owner})",
+            ]
+        ) == sorted(_without_duration(line) for line in lines)
+    finally:
+        store.dispose()
+
+
+def _without_duration(line: str) -> str:
+    """``distributed job x executed in 0.012 s (...)`` -> ``distributed job x executed (...)``."""
+    head, _, tail = line.partition(" in ")
+    return f"{head} {tail.split(' s ', 1)[1]}"
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()])
+def test_system_exit_from_a_distributed_job_is_a_failed_run(
+    db: TestDatabase, raised: BaseException
+) -> None:
+    """SystemExit or KeyboardInterrupt from execute() is published as JobFailed, the row is
+    handed back, and the poller goes on claiming."""
+
+    def leave(token: CancellationToken) -> None:
+        raise raised
+
+    job = Job("a", HOUR, body=leave)
+    store = prepared(db, job, due=("a",))
+    try:
+        with sql_side(db, job) as side:
+            assert wait_until(lambda: "JobFailed" in side.kinds("a"))
+            failed = [e for e in side.events if isinstance(e, JobFailed)]
+            assert [raised] == [e.exception for e in failed]
+            assert wait_until(lambda: not row(store, "a")["running"])
+            make_due(store, "a")
+            assert wait_until(lambda: 2 == side.kinds("a").count("JobFailed"))
+            assert ["DistributedJobClaimed", "JobExecuting", "JobFailed"] * 2 == side.kinds("a")
+    finally:
+        store.dispose()
+
+
+def test_a_handler_raising_system_exit_does_not_stop_the_run(db: TestDatabase) -> None:
+    """KeyboardInterrupt from a JobExecuting handler is logged; the job still runs, its outcome
+    is published and the row is handed back."""
+    job = Job("a", HOUR)
+    store = prepared(db, job, due=("a",))
+    try:
+        with sql_side(db, job) as side:
+
+            def interrupt(n: object) -> None:
+                raise KeyboardInterrupt
+
+            side.host.subscribe(JobExecuting, interrupt)
+            make_due(store, "a")
+            assert wait_until(lambda: "JobExecuted" in side.kinds("a"))
+            assert wait_until(lambda: not row(store, "a")["running"])
+            assert 1 == job.runs
+    finally:
+        store.dispose()
+
+
+def test_a_runtime_ready_raising_system_exit_never_ends_the_poller(db: TestDatabase) -> None:
+    """SystemExit from the runtime_ready callable is logged as "not ready"; once it answers,
+    the poller claims as usual."""
+    state = {"raise": True}
+
+    def ready() -> bool:
+        if state["raise"]:
+            raise SystemExit(1)
+        return True
+
+    job = Job("a", HOUR)
+    store = prepared(db, job, due=("a",))
+    try:
+        with sql_side(db, job, runtime_ready=ready) as side:
+            poller = side.sql.poller
+            assert poller is not None
+            time.sleep(0.3)  # a few polls (0.1 s) meet the raising gate
+            assert 0 == job.runs
+            state["raise"] = False
+            assert job.ran.wait(10)
+            assert poller._thread is not None and poller._thread.is_alive()
+    finally:
+        store.dispose()
+
+
+def test_a_trigger_during_a_run_is_kept_and_runs_the_job_again(db: TestDatabase) -> None:
+    """Triggering a job while it runs keeps due_now set on the row; the job runs once more
+    right after the current run, then due_now is cleared."""
+    started, release = threading.Event(), threading.Event()
+    runs: list[float] = []
+
+    def body(token: CancellationToken) -> None:
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            started.set()
+            release.wait(30)
+
+    job = Job("a", HOUR, body=body)
+    store = prepared(db, job, due=("a",))
+    try:
+        with sql_side(db, job) as side:
+            assert started.wait(10)
+            assert side.sql.trigger("a")
+            held = row(store, "a")
+            assert (True, True) == (bool(held["running"]), bool(held["due_now"]))
+            release.set()
+            assert wait_until(lambda: 2 == len(runs))
+            assert wait_until(lambda: not row(store, "a")["running"])
+            assert (False, 2) == (bool(row(store, "a")["due_now"]), job.runs)
+    finally:
+        store.dispose()
+
+
+def test_wait_runs_keeps_claims_renewed_until_the_run_ends(db: TestDatabase) -> None:
+    """After stop_claiming, a job that ignores its token keeps its claim renewed past its lease
+    while wait_runs waits; when it returns, the row is handed back and hand_back ends."""
+    release = threading.Event()
+    job = Job("a", timedelta(seconds=1), body=stubborn(release))  # lease: 1 + 2 = 3 s
+    store = prepared(db, job, due=("a",))
+    try:
+        with sql_side(db, job) as side:
+            assert job.ran.wait(10)
+            claim = row(store, "a")["claim_id"]
+            side.sql.stop_claiming()
+            began = time.monotonic()
+            assert False is side.sql.wait_runs(began + 4)  # longer than the 3 s lease
+            held = row(store, "a")
+            assert (True, claim) == (bool(held["running"]), held["claim_id"])
+            assert store.now_ms() - held["last_alive_ms"] < 1500
+            assert [] == [e for e in side.events if type(e).__name__ == "DistributedJobLeaseLost"]
+            release.set()
+            assert side.sql.wait_runs(time.monotonic() + 5)
+            assert side.sql.hand_back(time.monotonic() + 5)
+            assert False is bool(row(store, "a")["running"])
+    finally:
+        store.dispose()
+
+
+def test_hand_back_leaves_a_run_past_the_deadline_its_claim(db: TestDatabase) -> None:
+    """A run still going at the deadline keeps its claim, unrenewed, and hand_back says so."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def body(token: CancellationToken) -> None:
+        started.set()
+        release.wait(30)
+
+    job = Job("a", HOUR, body=body)
+    store = prepared(db, job, due=("a",))
+    try:
+        with sql_side(db, job) as side:
+            assert started.wait(10)
+            claim = row(store, "a")["claim_id"]
+            side.sql.stop_claiming()
+            assert False is side.sql.wait_runs(time.monotonic() + 0.2)
+            assert False is side.sql.hand_back(time.monotonic() + 0.2)
+            assert (True, claim) == (bool(row(store, "a")["running"]), row(store, "a")["claim_id"])
+            release.set()
+    finally:
+        store.dispose()
+
+
+def test_polite_runs_end_and_hand_back(db: TestDatabase) -> None:
+    """The whole stop order on a cooperative run: cancelled, finished, every thread ended."""
+    started = threading.Event()
+    job = Job("a", HOUR, body=polite(started))
+    store = prepared(db, job, due=("a",))
+    try:
+        with sql_side(db, job) as side:
+            assert started.wait(10)
+            assert side.stop(5)
+            assert (False, ["DistributedJobClaimed", "JobExecuting", "JobExecuted"]) == (
+                bool(row(store, "a")["running"]),
+                side.kinds("a"),
+            )
+            poller = side.sql.poller
+            assert poller is not None and poller._thread is not None
+            assert (False, True) == (poller._thread.is_alive(), poller.heartbeat.join(0))
+    finally:
+        store.dispose()

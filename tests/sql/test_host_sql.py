@@ -1,0 +1,38 @@
+"""HostSql, the SQL side of a JobHost: start() checks the database before any thread starts."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url
+
+from tests.dbs import TestDatabase
+from tests.sql.helpers import HOUR, Job
+from tests.sql.runhelpers import SqlSide
+
+
+def unusable(db: TestDatabase, tmp_path: Path) -> str:
+    """A URL of the test's backend that fails at once: an SQLite file in a missing directory,
+    or the server's URL with a wrong password."""
+    if db.backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'no-such-directory' / 'jobs.db'}"
+    return make_url(db.url).set(password="wrong-password").render_as_string(hide_password=False)
+
+
+def test_start_checks_the_database_before_starting_threads(
+    db: TestDatabase, tmp_path: Path
+) -> None:
+    """An unusable database makes HostSql.start() raise DatabaseUnavailable naming the masked
+    URL; no poller or heartbeat thread is left behind."""
+    from recurjobs.sql import DatabaseUnavailable
+
+    before = {t.ident for t in threading.enumerate()}
+    side = SqlSide(db, Job("a", HOUR), database=unusable(db, tmp_path))
+    with pytest.raises(DatabaseUnavailable) as caught:
+        side.start()
+    new = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert (None, []) == (side.sql.poller, [n for n in new if n.startswith("recurjobs")])
+    assert "wrong-password" not in str(caught.value)
+    assert make_url(db.url).host is None or str(make_url(db.url).host) in str(caught.value)
