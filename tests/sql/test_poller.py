@@ -596,3 +596,27 @@ def test_a_failed_finish_is_retried_on_the_host_clock(
     h.clock.advance(h.poller.leases.interval)
     assert wait_until(lambda: not row(h.store, "a")["running"])
     assert ([], False) == (h.poller.leases.all(), attempts[-1])
+
+
+def test_a_claim_confirmed_after_its_lease_could_lapse_never_runs(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim whose acknowledgement arrives so late that its lease may have lapsed (a commit
+    held up by another transaction's lock) starts no run: another host may own the row."""
+    started = threading.Event()
+    h = harness(Job("a", PERIOD, body=lambda token: started.set()))
+    try_claim = h.store.try_claim
+    lease = (PERIOD + SETTINGS.max_execution_time).total_seconds()
+
+    def late(name: str, **kwargs: Any) -> Claim | None:
+        claim = try_claim(name, **kwargs)
+        h.clock.advance(lease)  # the commit was held up for a whole lease
+        return claim
+
+    monkeypatch.setattr(h.store, "try_claim", late)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert wait_until(lambda: bool(row(h.store, "a")["running"]))
+    h.clock.wait_for_waiters(IDLE)
+    assert (False, []) == (started.is_set(), h.kinds("a"))
