@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -184,3 +185,26 @@ def test_mysql_engine_keeping_found_rows_passes(db: TestDatabase) -> None:
     assert [True, True] == [store.trigger("a"), store.trigger("a")]
     store.dispose()
     engine.dispose()
+
+
+def test_host_start_fails_on_a_wrong_password(db: TestDatabase) -> None:
+    """``JobHost.start()`` raises the refusal itself and starts no thread: a wrong password
+    never "starts" into a loop of warnings."""
+    server_only(db)
+    from recurjobs import DistributedJobSettings, JobHost
+
+    url = with_parts(db.url, password=BAD_PASSWORD)
+    host = JobHost(
+        [Job("a", timedelta(seconds=10))],
+        database=url,
+        distributed=DistributedJobSettings(table_prefix=db.table_prefix),
+        start_timeout=30,
+    )
+    before = set(threading.enumerate())
+    began = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as caught:
+        host.start()
+    took = time.monotonic() - began
+    threads = [t.name for t in set(threading.enumerate()) - before]
+    assert (False, [], True) == (host.running, threads, masked(url) in str(caught.value))
+    assert took < 5, took
