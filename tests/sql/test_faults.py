@@ -80,7 +80,7 @@ def test_a_cluster_under_faults_keeps_its_promises(server_db: TestDatabase, tmp_
     report = _soak(server_db, tmp_path)
     details = report.details()
     print(details)
-    assert len(report.faults) >= 5, details  # the chaos loop did inject faults
+    assert len(report.faults) >= 3, details  # the opening hold and chaos faults were injected
     assert sum(len(r) for r in report.runs.values()) >= 20, details  # and jobs ran meanwhile
     assert [] == report.overlaps, details
     assert {} == {job: gap for job, gap in report.gaps.items() if gap[0] > gap[1]}, details
