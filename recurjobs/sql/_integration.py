@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -38,12 +39,21 @@ class HostSql:
         # No statement may wait on a lock for longer than a heartbeat interval (at most 5 s, at
         # least 1 s, MySQL's smallest lock wait), so one locked row never costs a lease.
         self.statement_timeout = min(5.0, max(1.0, heartbeat_interval(host.settings)))
+        # The poller's retries back off on this event, so stop() never waits out a back-off.
+        self._stopping = threading.Event()
         self.store = JobStore(
-            host.database, table_prefix=prefix, statement_timeout=self.statement_timeout
+            host.database,
+            table_prefix=prefix,
+            statement_timeout=self.statement_timeout,
+            retry=RetryPolicy(sleep=self._back_off),
         )
         self.beat_store = self._beat_store(host.database, prefix)
         self.poller: DistributedPoller | None = None
         self.roles: DatabaseServerRoles | None = None
+
+    def _back_off(self, seconds: float) -> None:
+        """A retry's pause, cut short once the host stops claiming."""
+        self._stopping.wait(seconds)
 
     def _beat_store(self, database: object, prefix: str) -> JobStore:
         """The heartbeat thread's store: its own pool for a URL, so heartbeats never wait for
@@ -121,6 +131,7 @@ class HostSql:
         Heartbeats and the election keep running: claims and the role are held until the
         runs that need them ended (:meth:`wait_runs`) and the host says so.
         """
+        self._stopping.set()
         if self.poller is not None:
             self.poller.stop_claiming()
 

@@ -116,7 +116,8 @@ def main(config_path: str) -> int:
     stop.wait(min(float(config["seconds"]), _LIFETIME_SECONDS))
     record("stopping", t=time.monotonic())
     ended = host.stop(10)
-    record("stopped", t=time.monotonic(), ended=ended)
+    alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("recurjobs"))
+    record("stopped", t=time.monotonic(), ended=ended, alive=alive)
     return 0
 
 

@@ -158,7 +158,8 @@ def overlaps(runs: list[Event]) -> list[tuple[Event, Event]]:
 def assert_healthy(cluster: Cluster) -> None:
     """Nothing escaped any thread of any worker, and every host stopped all its threads."""
     assert [] == cluster.events("thread-exception")
-    assert [True] * len(cluster.procs) == [e["ended"] for e in cluster.events("stopped")]
+    stopped = cluster.events("stopped")
+    assert [True] * len(cluster.procs) == [e["ended"] for e in stopped], stopped
 
 
 def assert_cadence(cluster: Cluster, job: str) -> None:
