@@ -138,7 +138,7 @@ def test_sqlite_file_lock_is_bounded(db: TestDatabase) -> None:
             began = time.monotonic()
             side.stop(5)
             took = time.monotonic() - began
-        assert took < 5.5, took
+        assert took < 5 + 2, took  # the deadline, plus the stop's grace for its last steps
     finally:
         side.stop(5)
         store.dispose()
