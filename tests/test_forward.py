@@ -643,7 +643,11 @@ def test_gunicorn_every_accepted_trigger_runs_once(tmp_path: Path) -> None:
     finally:
         _stop_group(proc)
     everything = runs()
-    assert ([True] * 45, 3) == ([a for a, _ in answers], len({pid for _, pid in answers}))
+    # Every answer True; the main instance (where the runs are) did not answer them all, so
+    # forwarded triggers were among them (which workers answer is the kernel's choice).
+    main_pids = {pid for pid, _ in everything}
+    forwarded = [pid for _, pid in answers if pid not in main_pids]
+    assert ([True] * 45, True) == ([a for a, _ in answers], len(forwarded) > 0)
     assert [[f"a{n}"] for n in range(45)] == [taken for _, taken in everything[:45]]
     assert [True] * 30 == [a for a, _ in burst]
     later = everything[45:]

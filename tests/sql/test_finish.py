@@ -54,7 +54,7 @@ def test_a_failed_finish_is_retried_until_it_lands(db: TestDatabase) -> None:
                 freed["owner"],
                 freed["last_run_ms"] >= cleared_at,
             )
-            assert [] == poller.leases.all()
+            assert wait_until(lambda: [] == poller.leases.all())  # forgotten right after
             assert side.sql.trigger("a")
             assert wait_until(lambda: 2 == job.runs)
             assert wait_until(lambda: not row(store, "a")["running"])
