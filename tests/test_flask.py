@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from recurjobs.flask import (
 )
 from recurjobs.sql import JobStore
 from recurjobs.testing import ManualClock
-from tests.apps.procs import child_env, free_port, lines, python, script, wait_until
+from tests.apps.procs import child_env, free_port, lines, python, script, stop_group, wait_until
 
 
 class Tick(RecurringJob, TriggerableJob):
@@ -387,17 +386,6 @@ def test_cli_trigger_refuses(apps: list[Flask], name: str, message: str) -> None
 
 
 # ------------------------------------------------------------------ real servers
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the child's whole process group and wait for the leader."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 def _events(path: Path) -> dict[str, list[int]]:
@@ -440,7 +428,7 @@ def test_flask_run_debug_runs_jobs_once(tmp_path: Path, main_dom: str) -> None:
         child = wait_until(served_pid, 30, "the dev server to answer")
         wait_until(lambda: len(_events(out)["run"]) >= 5, 30, "five runs")
     finally:
-        _stop_group(proc)
+        stop_group(proc)
     events = _events(out)
     assert [proc.pid, child] == events["loaded"]
     assert {child} == set(events["run"])
@@ -467,7 +455,7 @@ def test_gunicorn_three_workers_one_runs_the_jobs(tmp_path: Path) -> None:
         runs_before = len(_events(out)["run"])
         wait_until(lambda: len(_events(out)["run"]) >= runs_before + 10, 30, "ten more runs")
     finally:
-        _stop_group(proc)
+        stop_group(proc)
     events = _events(out)
     assert 3 == len(set(events["loaded"]))
     assert proc.pid not in events["loaded"]
@@ -568,7 +556,7 @@ def test_gunicorn_error_log_shows_recurjobs(tmp_path: Path) -> None:
     try:
         wait_until(lambda: len(_events(out)["run"]) >= 2, 30, "two runs")
     finally:
-        _stop_group(proc)
+        stop_group(proc)
     (worker,) = set(_events(out)["run"])
     text = log_path.read_text()
     started = f"[{worker}] [INFO] recurjobs host of tests.apps.flask_pid_app started with 1 job(s)"

@@ -42,7 +42,7 @@ from recurjobs import (
 from recurjobs._forward import Reply, decode_delay, job_id, send_trigger
 from recurjobs.flask import RecurJobs
 from tests.apps.forward_jobs import Append, Other
-from tests.apps.procs import child_env, free_port, lines, python, script, wait_until
+from tests.apps.procs import child_env, free_port, lines, python, script, stop_group, wait_until
 
 if sys.platform != "win32":
     import fcntl
@@ -641,7 +641,7 @@ def test_gunicorn_every_accepted_trigger_runs_once(tmp_path: Path) -> None:
             burst = list(pool.map(trigger, [f"b{n}" for n in range(30)]))
         wait_until(lambda: not any(tickets.iterdir()), 10, "every ticket taken")
     finally:
-        _stop_group(proc)
+        stop_group(proc)
     everything = runs()
     # Every answer True; the main instance (where the runs are) did not answer them all, so
     # forwarded triggers were among them (which workers answer is the kernel's choice).
@@ -675,14 +675,3 @@ def _worker_pids(port: int) -> set[int]:
         return set(pool.map(one, range(30)))
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the child's whole process group and wait for the leader."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -65,3 +67,16 @@ def python() -> str:
 def script(name: str) -> str:
     """A console script installed next to the interpreter (``flask``, ``gunicorn``, ...)."""
     return str(Path(sys.executable).with_name(name))
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's whole process group and wait for the leader."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
