@@ -1,6 +1,7 @@
 """recurjobs: recurring and distributed background jobs for synchronous Python apps."""
 
 from recurjobs._clock import Clock, SystemClock
+from recurjobs._cron import Cron
 from recurjobs._host import JobHost, JobTrigger
 from recurjobs._jobs import DistributedJob, RecurringJob, Signal, TriggerableJob
 from recurjobs._maindom import MainDom
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CancellationToken",
     "Clock",
+    "Cron",
     "DistributedJob",
     "DistributedJobClaimed",
     "DistributedJobLeaseLost",

@@ -36,7 +36,8 @@ class NotTriggerable(RecurringJob):
 def test_public_names_are_pinned() -> None:
     """recurjobs.__all__ is exactly the curated public surface, in sorted() order."""
     expected = [
-        "CancellationToken", "Clock", "DistributedJob", "DistributedJobClaimed",
+        "CancellationToken", "Clock",
+        "Cron", "DistributedJob", "DistributedJobClaimed",
         "DistributedJobLeaseLost", "DistributedJobSettings", "INFINITE", "IgnoreReason",
         "JobCanceled", "JobCancelled", "JobExecuted", "JobExecuting", "JobFailed", "JobHost",
         "JobIgnored", "JobNotification", "JobStarted", "JobStarting", "JobStatus",

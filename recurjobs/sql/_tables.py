@@ -42,6 +42,10 @@ def jobs_table(metadata: MetaData, prefix: str) -> Table:
         Column("claim_id", String(64), nullable=True),
         # Set by trigger_distributed: due at the next poll whatever the schedule says.
         Column("due_now", Boolean, nullable=False, default=False),
+        # Paused cluster-wide: never claimed until resumed (a running claim finishes).
+        Column("paused", Boolean, nullable=False, default=False),
+        # A calendar schedule, "<expression>|<zone name>", or NULL for a period.
+        Column("cron", String(255), nullable=True),
     )
 
 
