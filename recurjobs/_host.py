@@ -33,7 +33,7 @@ from recurjobs._schedule import NextExecution
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._shutdown import Shutdown
 from recurjobs._status import JobStatus, not_started
-from recurjobs._validate import callable_, duration, instance, seconds_or_none
+from recurjobs._validate import callable_, duration, instance, schedule, seconds_or_none
 
 __all__ = ["JobHost", "JobTrigger"]
 
@@ -159,7 +159,7 @@ class JobHost:
             return
         if not callable(getattr(job, "run", None)):
             raise TypeError(f"job must have a run(token) method, got {job!r}")
-        duration(getattr(job, "period", None), "period")
+        schedule(getattr(job, "period", None), "period")
         for attr in ("delay", "ignored_delay"):
             if hasattr(job, attr):
                 duration(getattr(job, attr), attr)
