@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from recurjobs._cron import Cron
 from recurjobs._schedule import INFINITE
 from recurjobs._status import JobStatus
 
 __all__ = [
     "database_table",
     "format_duration",
+    "format_schedule",
     "format_table",
     "parse_duration",
     "status_table",
@@ -64,6 +66,13 @@ def format_duration(value: timedelta | None) -> str:
     return "".join(parts)
 
 
+def format_schedule(value: timedelta | Cron | None) -> str:
+    """A period as :func:`format_duration` shows it; a calendar as ``0 3 * * * (Europe/Paris)``."""
+    if isinstance(value, Cron):
+        return value.describe()
+    return format_duration(value)
+
+
 def _when(value: datetime | None, now: datetime) -> str:
     """``2026-01-01 12:00:03 (3s ago)`` in UTC; ``-`` for None."""
     if value is None:
@@ -95,7 +104,7 @@ def status_table(records: Sequence[JobStatus]) -> str:
         [
             r.name,
             r.kind,
-            format_duration(r.period),
+            format_schedule(r.period),
             _when(r.next_run, now),
             _when(r.last_start, now),
             r.last_outcome or "-",
@@ -120,7 +129,8 @@ def database_table(rows: Sequence[Any]) -> str:
         lines.append(
             [
                 r.name,
-                format_duration(r.period),
+                # A Cron row (the jobs table's cron column) shows its expression and zone.
+                format_schedule(getattr(r, "cron", None) or r.period),
                 _when(r.last_run, r.database_now),
                 running,
                 r.owner or "-",
@@ -138,6 +148,8 @@ def to_json(record: Any) -> dict[str, object]:
             return value.isoformat()
         if isinstance(value, timedelta):
             return None if value == INFINITE else value.total_seconds()
+        if isinstance(value, Cron):
+            return value.describe()
         if isinstance(value, enum.Enum):
             return value.value
         return value

@@ -1,4 +1,9 @@
-"""The per-job thread: wait for the plan, a trigger, a period change or shutdown; run; repeat."""
+"""The per-job thread: wait for the plan, a trigger, a period change or shutdown; run; repeat.
+
+A period plan is kept in the clock's monotonic seconds. A calendar plan (a :class:`Cron` period)
+is a wall-clock instant read against the clock's ``now()``; its waits last at most
+``RECHECK`` seconds, so a wall clock stepped by NTP or a suspend is noticed within a minute.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from recurjobs._clock import MAX_WAIT, Clock
+from recurjobs._cron import Cron
 from recurjobs._gates import Gates
 from recurjobs._guard import call_user, run_user
 from recurjobs._jobview import JobView
@@ -24,11 +30,21 @@ from recurjobs._notifications import (
     JobStopping,
     Publisher,
 )
-from recurjobs._schedule import NextExecution, Plan, after_run, after_trigger, initial, seconds
+from recurjobs._schedule import (
+    NextExecution,
+    Plan,
+    after_run,
+    after_trigger,
+    fire_after_run,
+    fire_after_trigger,
+    first_fire,
+    initial,
+    seconds,
+)
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken, JobCancelled
 
-__all__ = ["JobRunner", "Outcome"]
+__all__ = ["RECHECK", "JobRunner", "Outcome"]
 
 logger = logging.getLogger("recurjobs")
 
@@ -36,12 +52,17 @@ logger = logging.getLogger("recurjobs")
 # loop; this floor keeps it from spinning: a failing gate must never spin.
 _MIN_BACKOFF = 1.0
 
+RECHECK = 60.0
+"""The longest wait of a calendar job, in monotonic seconds: a wall-clock step (NTP, a suspend)
+is noticed within this long, and the fire time is checked against ``now()`` again."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Trigger:
     strategy: NextExecution
     next_delay: float | None
     at: float
+    wall: datetime
 
 
 @dataclass(slots=True)
@@ -84,13 +105,22 @@ class JobRunner:
         self.token = CancellationToken(clock)
         self.outcome = Outcome()
         self.plan = Plan(math.inf, None, True)
+        # The calendar in force (None: a period) and its plan: the wall instant of the next
+        # automatic run, None for none.
+        self.cron: Cron | None = None
+        self.fire: datetime | None = None
 
     # ----------------------------------------------------------- called from other threads
     def start(self) -> None:
         """Plan the first run and start the daemon thread (also when already closed: the
         thread then only waits for ``stop()``, so the notifications stay paired)."""
         with self._lock:
-            self.plan = initial(self._clock.monotonic(), seconds(self.view.delay()))
+            delay = seconds(self.view.delay())
+            self.plan = initial(self._clock.monotonic(), delay)
+            schedule = self.view.period()
+            if isinstance(schedule, Cron):
+                self.cron = schedule
+                self.fire = first_fire(schedule.next_after, self._clock.now(), delay)
             self._thread = threading.Thread(
                 target=self._main, name=f"recurjobs:{self.name}", daemon=True
             )
@@ -104,7 +134,9 @@ class JobRunner:
             if not (self._open and self.alive()):
                 return False
             delay = None if next_delay is None else seconds(next_delay)
-            self._pending = _Trigger(strategy, delay, self._clock.monotonic())
+            self._pending = _Trigger(
+                strategy, delay, self._clock.monotonic(), self._clock.now()
+            )
         self._wake.set()
         return True
 
@@ -170,11 +202,14 @@ class JobRunner:
 
         out = self.outcome
         alive = self.alive()
+        with self._lock:
+            cron, fire, plan = self.cron, self.fire, self.plan
+        next_run = fire if cron is not None else wall(plan.next)
         return JobStatus(
             name=self.name,
             kind="recurring",
             period=self.view.period(),
-            next_run=wall(self.plan.next) if planned and alive else None,
+            next_run=next_run if planned and alive else None,
             last_start=wall(out.last_start),
             last_outcome=out.last_outcome,
             runs=out.runs,
@@ -236,7 +271,12 @@ class JobRunner:
             # Stopping: no run may begin; wait for stop() to let the thread end.
             self._clock.wait(self._wake, None)
             return True
-        period = seconds(self.view.period())
+        schedule = self.view.period()
+        if isinstance(schedule, Cron) or self.cron is not None:
+            self._switch(schedule)
+        if self.cron is not None:
+            return self._calendar_step(self.cron, trigger)
+        period = seconds(schedule) if isinstance(schedule, timedelta) else math.inf
         if changed:
             self.plan = self.plan.with_period(period)
         now = self._clock.monotonic()
@@ -245,7 +285,7 @@ class JobRunner:
                 self._clock.wait(self._wake, _bounded(self.plan.next - now))
                 return True
             end = self._run_once(now)
-            self.plan = after_run(self.plan.next, now, end, seconds(self.view.period()))
+            self.plan = after_run(self.plan.next, now, end, self._period_seconds())
         else:
             end = self._run_once(now)
             self.plan = after_trigger(
@@ -254,8 +294,66 @@ class JobRunner:
                 next_delay=trigger.next_delay,
                 triggered_at=trigger.at,
                 end=end,
-                period=seconds(self.view.period()),
+                period=self._period_seconds(),
             )
+        return True
+
+    def _period_seconds(self) -> float:
+        """The period in seconds (``inf`` if it just became a calendar: the next step follows)."""
+        schedule = self.view.period()
+        return seconds(schedule) if isinstance(schedule, timedelta) else math.inf
+
+    def _switch(self, schedule: timedelta | Cron) -> None:
+        """Follow a change between periods and calendars (or to another calendar).
+
+        To a calendar: the next run is the first fire time after the change. Back to a period:
+        the cadence counts from the last run's start (from the change if there was none). A
+        schedule that has not begun (waiting for its first trigger) stays so.
+        """
+        if schedule == self.cron:
+            return
+        begun = self.fire is not None if self.cron is not None else not math.isinf(self.plan.next)
+        if isinstance(schedule, Cron):
+            fire = schedule.next_after(self._clock.now()) if begun else None
+            with self._lock:
+                self.cron, self.fire = schedule, fire
+            return
+        now = self._clock.monotonic()
+        last = self.outcome.last_start
+        anchor = last if last is not None else now
+        plan = Plan(math.inf, None, True)
+        if begun:
+            plan = Plan(anchor + seconds(schedule), anchor, False)
+        with self._lock:
+            self.cron, self.fire, self.plan = None, None, plan
+
+    def _calendar_step(self, cron: Cron, trigger: _Trigger | None) -> bool:
+        """One iteration of a calendar job: wait (at most ``RECHECK``), or run once."""
+        now = self._clock.now()
+        if trigger is None:
+            planned = self.fire
+            if planned is None:
+                self._clock.wait(self._wake, None)
+                return True
+            left = (planned - now).total_seconds()
+            if left > 0:
+                self._clock.wait(self._wake, min(left, RECHECK))
+                return True
+            self._run_once(self._clock.monotonic())
+            fire = fire_after_run(cron.next_after, planned, now, self._clock.now())
+        else:
+            self._run_once(self._clock.monotonic())
+            fire = fire_after_trigger(
+                cron.next_after,
+                self.fire,
+                strategy=trigger.strategy,
+                next_delay=trigger.next_delay,
+                triggered_at=trigger.wall,
+                start=now,
+                end=self._clock.now(),
+            )
+        with self._lock:
+            self.fire = fire
         return True
 
     def _run_once(self, start: float) -> float:
@@ -320,7 +418,7 @@ class JobRunner:
                 if not self._open:
                     return self._clock.monotonic()
             delay = seconds(self.view.ignored_delay())
-            if delay == 0 and seconds(self.view.period()) == 0:
+            if delay == 0 and self._period_seconds() == 0:
                 delay = _MIN_BACKOFF
             left = start + delay - self._clock.monotonic()
             if left <= 0:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from recurjobs._cron import Cron
 from recurjobs._guard import call_user
 from recurjobs._jobs import job_name
 from recurjobs._schedule import INFINITE
@@ -26,7 +27,8 @@ class JobStatus:
 
     name: str
     kind: Literal["recurring", "distributed"]
-    period: timedelta
+    period: timedelta | Cron
+    """The period, or the calendar (a :class:`recurjobs.Cron`)."""
     next_run: datetime | None
     last_start: datetime | None
     last_outcome: str | None

@@ -34,6 +34,7 @@ from recurjobs._clistore import (
 from recurjobs._clitext import (
     database_table,
     format_duration,
+    format_schedule,
     format_table,
     parse_duration,
     status_table,
@@ -47,6 +48,7 @@ __all__ = [
     "check_database_url",
     "database_table",
     "format_duration",
+    "format_schedule",
     "format_table",
     "load_host",
     "main",

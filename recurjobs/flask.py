@@ -45,6 +45,7 @@ from flask.helpers import get_debug_flag
 from recurjobs._clock import Clock
 from recurjobs._host import JobHost
 from recurjobs._jobs import job_name
+from recurjobs._jobview import JobView
 from recurjobs._maindom import MainDom
 from recurjobs._roles import ServerRole
 from recurjobs._settings import DistributedJobSettings
@@ -52,6 +53,7 @@ from recurjobs.cli import (
     check_database_url,
     database_table,
     format_duration,
+    format_schedule,
     format_table,
     parse_duration,
     status_table,
@@ -341,15 +343,15 @@ def _list_command() -> None:
     rows: list[list[str]] = []
     for job in host.jobs:
         if callable(getattr(job, "execute", None)) and not callable(getattr(job, "run", None)):
-            rows.append([job_name(job), "distributed", format_duration(job.period), "-", "-"])  # type: ignore[attr-defined]
+            rows.append([job_name(job), "distributed", format_schedule(job.period), "-", "-"])  # type: ignore[attr-defined]
             continue
         roles = getattr(job, "server_roles", None)
         rows.append(
             [
                 job_name(job),
                 "recurring",
-                format_duration(getattr(job, "period")),  # noqa: B009
-                format_duration(getattr(job, "delay", timedelta(minutes=3))),
+                format_schedule(getattr(job, "period")),  # noqa: B009
+                format_duration(JobView(job).delay()),
                 ",".join(sorted(r.name for r in roles)) if roles else "-",
             ]
         )
