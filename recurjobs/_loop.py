@@ -39,6 +39,7 @@ from recurjobs._schedule import (
     fire_after_trigger,
     first_fire,
     initial,
+    next_fire,
     seconds,
 )
 from recurjobs._status import JobStatus
@@ -314,7 +315,7 @@ class JobRunner:
             return
         begun = self.fire is not None if self.cron is not None else not math.isinf(self.plan.next)
         if isinstance(schedule, Cron):
-            fire = schedule.next_after(self._clock.now()) if begun else None
+            fire = next_fire(schedule.next_after, self._clock.now()) if begun else None
             with self._lock:
                 self.cron, self.fire = schedule, fire
             return

@@ -26,6 +26,7 @@ __all__ = [
     "fire_after_trigger",
     "first_fire",
     "initial",
+    "next_fire",
     "seconds",
 ]
 
@@ -145,7 +146,7 @@ Calendar = Callable[[datetime], datetime]
 _TICK = timedelta(microseconds=1)
 
 
-def _next(cron: Calendar, t: datetime) -> datetime | None:
+def next_fire(cron: Calendar, t: datetime) -> datetime | None:
     """``cron(t)``; None when there is none (beyond year 9999, or never again)."""
     try:
         return cron(t)
@@ -161,13 +162,13 @@ def first_fire(cron: Calendar, start: datetime, delay: float) -> datetime | None
         earliest = start + timedelta(seconds=delay)
     except OverflowError:  # further away than datetime reaches: practically never
         return None
-    return _next(cron, earliest - _TICK)
+    return next_fire(cron, earliest - _TICK)
 
 
 def _resume(cron: Calendar, after: datetime, end: datetime) -> datetime | None:
     """The calendar from ``after`` on, for a run that ended at ``end``: the first fire time
     after ``after``; if the run already ran past it, exactly one run at once (``end``)."""
-    fire = _next(cron, after)
+    fire = next_fire(cron, after)
     if fire is not None and fire <= end:
         # Overran one or more fire times: one catch-up run now, never a burst.
         return end
