@@ -34,6 +34,7 @@ from recurjobs._settings import DistributedJobSettings
 from recurjobs._shutdown import Shutdown
 from recurjobs._status import JobStatus, not_started
 from recurjobs._validate import callable_, duration, instance, schedule, seconds_or_none
+from recurjobs._watch import CalendarWatch
 
 __all__ = ["JobHost", "JobTrigger"]
 
@@ -114,6 +115,7 @@ class JobHost:
         self.exit_timeout: float = _timeout(exit_timeout, "exit_timeout")
         """How long the stop at interpreter exit waits for the threads (seconds)."""
         self._publisher = Publisher()
+        self._watch = CalendarWatch()  # the wall clock, for every calendar job of this host
         self._lock = threading.RLock()
         self._state = _NEW
         self._recurring: list[object] = []
@@ -216,7 +218,9 @@ class JobHost:
     def _start_runner(self, job: object) -> None:
         """Start one job's thread; called with the host lock held, so the stop sequence (which
         takes the lock first) never sees a half-started job."""
-        runner = JobRunner(job, clock=self.clock, gates=self._gates, publisher=self._publisher)
+        runner = JobRunner(
+            job, clock=self.clock, gates=self._gates, publisher=self._publisher, watch=self._watch
+        )
         self._runners.append(runner)
         self._starter = threading.current_thread()
         try:

@@ -1,8 +1,8 @@
 """The per-job thread: wait for the plan, a trigger, a period change or shutdown; run; repeat.
 
 A period plan is kept in the clock's monotonic seconds. A calendar plan (a :class:`Cron` period)
-is a wall-clock instant read against the clock's ``now()``; its waits last at most
-``RECHECK`` seconds, so a wall clock stepped by NTP or a suspend is noticed within a minute.
+is a wall-clock instant read against the clock's ``now()``; the host's ``CalendarWatch``
+makes sure a wall clock stepped by NTP or a suspend is noticed within ``RECHECK`` seconds.
 """
 
 from __future__ import annotations
@@ -44,18 +44,15 @@ from recurjobs._schedule import (
 )
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken, JobCancelled
+from recurjobs._watch import RECHECK, CalendarWatch
 
-__all__ = ["RECHECK", "JobRunner", "Outcome"]
+__all__ = ["JobRunner", "Outcome"]
 
 logger = logging.getLogger("recurjobs")
 
 # A gated job whose period and ignored_delay are both zero would otherwise re-check in a tight
 # loop; this floor keeps it from spinning: a failing gate must never spin.
 _MIN_BACKOFF = 1.0
-
-RECHECK = 60.0
-"""The longest wait of a calendar job, in monotonic seconds: a wall-clock step (NTP, a suspend)
-is noticed within this long, and the fire time is checked against ``now()`` again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +83,19 @@ class JobRunner:
     end. No ``JobExecuting`` follows ``JobStopping``, and ``JobStopped`` follows both.
     """
 
-    def __init__(self, job: object, *, clock: Clock, gates: Gates, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        job: object,
+        *,
+        clock: Clock,
+        gates: Gates,
+        publisher: Publisher,
+        watch: CalendarWatch | None = None,
+    ) -> None:
         self.job = job
+        # Shared by the host's calendar jobs; a runner of its own otherwise (it then always
+        # leads: its waits last at most RECHECK seconds).
+        self._watch = watch if watch is not None else CalendarWatch()
         self.view = JobView(job)
         self.name = self.view.name
         self._clock = clock
@@ -338,7 +346,9 @@ class JobRunner:
                 return True
             left = (planned - now).total_seconds()
             if left > 0:
-                self._clock.wait(self._wake, min(left, RECHECK))
+                leads = self._watch.before_wait(self, planned, self._wake.set)
+                self._clock.wait(self._wake, min(left, RECHECK) if leads else _bounded(left))
+                self._watch.after_wait(self, self._clock.now())
                 return True
             self._run_once(self._clock.monotonic())
             fire = fire_after_run(cron.next_after, planned, now, self._clock.now())

@@ -403,3 +403,31 @@ def test_status_shows_the_calendar_and_its_next_fire_time() -> None:
         first.next_run,
         second.next_run,
     )
+
+
+def test_one_watch_notices_a_wall_clock_step_for_every_calendar_job() -> None:
+    """Three calendar jobs, wall clock stepped 02:00 -> 04:00: the two due run within 60 s."""
+    clock = ManualClock(utc(2026, 6, 1, 2, 0))
+    jobs = [CalendarJob(clock, Cron(e)) for e in ("0 3 * * *", "10 3 * * *", "0 5 * * *")]
+    with JobHost(jobs, clock=clock):
+        clock.wait_for_waiters(3)
+        clock.step_wall_clock(timedelta(hours=2))
+        clock.advance(60)
+        clock.wait_for_waiters(3)
+        ran = [len(j.starts) for j in jobs]
+    assert [1, 1, 0] == ran
+
+
+def test_idle_calendar_jobs_share_one_bounded_wait() -> None:
+    """Of three idle calendar jobs a day from their fire times, one wakes each minute (it leads
+    the watch); the others wait for their fire time in one go."""
+    clock = ManualClock(utc(2026, 6, 1, 2, 0))
+    jobs = [CalendarJob(clock, Cron(e)) for e in ("0 1 * * *", "5 1 * * *", "10 1 * * *")]
+    with JobHost(jobs, clock=clock):
+        clock.wait_for_waiters(3)
+        for _ in range(3):  # let the lead settle (a hand-over wakes one more job once)
+            clock.advance(60)
+            clock.wait_for_waiters(3)
+        left = [w.deadline - clock.monotonic() for w in clock._parked]
+    # One waits at most a minute; the others until their fire time, about 23 hours away.
+    assert (1, 2) == (sum(x <= 60 for x in left), sum(x > 80000 for x in left))
