@@ -4,6 +4,7 @@ and wall-clock steps. No test sleeps: time moves only when the test advances the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -431,3 +432,49 @@ def test_idle_calendar_jobs_share_one_bounded_wait() -> None:
         left = [w.deadline - clock.monotonic() for w in clock._parked]
     # One waits at most a minute; the others until their fire time, about 23 hours away.
     assert (1, 2) == (sum(x <= 60 for x in left), sum(x > 80000 for x in left))
+
+
+class BrokenCalendar(RecurringJob):
+    """A Cron job whose period property raises once ``broken`` is set."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(Cron("*/10 * * * *"))
+        self.clock = clock
+        self.broken = False
+        self.starts: list[datetime] = []
+
+    @property  # type: ignore[misc]
+    def period(self) -> timedelta | Cron:
+        if self.broken:
+            raise SystemExit("period is broken")
+        return self._period
+
+    def run(self, token: CancellationToken) -> None:
+        self.starts.append(self.clock.now())
+        self.broken = True
+
+
+def test_a_calendar_whose_period_property_raises_keeps_the_last_good_calendar() -> None:
+    """After the period property starts raising (even SystemExit), the calendar runs on."""
+    clock = ManualClock(utc(2026, 6, 1, 0, 0))
+    job = BrokenCalendar(clock)
+    with JobHost([job], clock=clock) as host:
+        run_until(clock, host, utc(2026, 6, 1, 0, 25))
+    assert [utc(2026, 6, 1, 0, 0), utc(2026, 6, 1, 0, 10), utc(2026, 6, 1, 0, 20)] == job.starts
+
+
+def test_stop_from_inside_a_calendar_run_ends_the_host() -> None:
+    """stop() called by a Cron job's own run returns and the host stops (no deadlock)."""
+    clock = ManualClock(utc(2026, 6, 1, 0, 0))
+    host: JobHost | None = None
+    returned = threading.Event()
+
+    def stop_host(_token: CancellationToken) -> None:
+        assert host is not None
+        host.stop(timeout=5)
+        returned.set()
+
+    job = CalendarJob(clock, Cron("* * * * *"), body=stop_host)
+    host = JobHost([job], clock=clock)
+    host.start()  # 00:00 is a fire time: it runs at once
+    assert (True, False, True) == (returned.wait(10), host.running, host.stop(timeout=10))
