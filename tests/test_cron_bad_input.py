@@ -83,6 +83,12 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         ValueError,
         "aware",
     ),
+    (
+        "a number for ManualClock.step_wall_clock",
+        lambda: ManualClock().step_wall_clock(60),  # type: ignore[arg-type]
+        TypeError,
+        "delta",
+    ),
     ("a non-datetime for next_after", lambda: Cron("* * * * *").next_after(5), TypeError, "t"),  # type: ignore[arg-type]
 ]
 
