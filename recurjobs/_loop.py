@@ -337,7 +337,7 @@ class JobRunner:
             self.cron, self.fire, self.plan = None, None, plan
 
     def _calendar_step(self, cron: Cron, trigger: _Trigger | None) -> bool:
-        """One iteration of a calendar job: wait (at most ``RECHECK``), or run once."""
+        """One iteration of a calendar job: wait (the watch bounds it), or run once."""
         now = self._clock.now()
         if trigger is None:
             planned = self.fire
