@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from recurjobs._cron import Cron
 from recurjobs._guard import call_user
 from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
 from recurjobs._token import CancellationToken
@@ -135,9 +136,10 @@ class TriggerableJob:
 class DistributedJob(abc.ABC):
     """A job that runs on exactly one server of a cluster at a time.
 
-    ``name`` (unique in the cluster, 1-200 characters), ``period`` (> 0) and ``align_to_clock``
-    come from ``__init__``'s keyword arguments when given, else from class attributes or
-    properties of the subclass.
+    ``name`` (unique in the cluster, 1-200 characters), ``period`` (> 0, or a
+    :class:`~recurjobs.Cron` calendar) and ``align_to_clock`` (not with a Cron) come from
+    ``__init__``'s keyword arguments when given, else from class attributes or properties of
+    the subclass.
     """
 
     align_to_clock: bool = False
@@ -146,7 +148,7 @@ class DistributedJob(abc.ABC):
         self,
         *,
         name: str | None = None,
-        period: timedelta | None = None,
+        period: timedelta | Cron | None = None,
         align_to_clock: bool | None = None,
     ) -> None:
         if name is not None:
@@ -158,7 +160,7 @@ class DistributedJob(abc.ABC):
         check_distributed(self)
 
     name: str
-    period: timedelta
+    period: timedelta | Cron
 
     @abc.abstractmethod
     def execute(self, token: CancellationToken) -> None:
@@ -169,16 +171,28 @@ class DistributedJob(abc.ABC):
 
 
 def check_distributed(job: object) -> None:
-    """Validate a distributed job's name, period and align_to_clock (duck typing allowed)."""
+    """Validate a distributed job's name, period (or Cron) and align_to_clock (duck typing
+    allowed)."""
     name = getattr(job, "name", None)
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
     if not 1 <= len(name) <= 200:
         raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
-    duration(getattr(job, "period", None), "period", infinite=False, zero=False)
+    period = getattr(job, "period", None)
+    if not isinstance(period, Cron):
+        duration(period, "period", infinite=False, zero=False)
     align = getattr(job, "align_to_clock", False)
     if not isinstance(align, bool):
         raise TypeError(f"align_to_clock must be a bool, got {align!r}")
+    if isinstance(period, Cron):
+        if align:
+            raise ValueError(
+                f"align_to_clock=True cannot be combined with period={period!r}: "
+                "a Cron schedule already fires at calendar times"
+            )
+        # The jobs table's cron column holds "<expression>|<zone name>" (255 characters).
+        if len(period.expression) + len(period.zone_name) + 1 > 255:
+            raise ValueError(f"period {period!r} is too long to store (255 characters at most)")
     if not callable(getattr(job, "execute", None)):
         raise TypeError(f"job must have an execute(token) method, got {job!r}")
 
