@@ -38,7 +38,7 @@ from recurjobs._notifications import Publisher
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
-from recurjobs.sql._fires import first_fire_after, gap_after
+from recurjobs.sql._fires import nominal_period_ms
 from recurjobs.sql._heartbeat import Heartbeat
 from recurjobs.sql._leases import Leases
 from recurjobs.sql._rows import Due, Poll, utc
@@ -450,8 +450,8 @@ class DistributedPoller:
         if found.gap_ms is not None:
             gap = timedelta(milliseconds=found.gap_ms)
         elif isinstance(period, Cron):  # a Cron job whose row another host made a period row
-            start = self._next_fire_of(found.name, period)
-            gap = timedelta(milliseconds=gap_after(period, first_fire_after(period, _ms(start))))
+            now = _ms(self._next_fire_of(found.name, period))
+            gap = timedelta(milliseconds=nominal_period_ms(period, now))
         else:
             gap = period
         return gap + self.settings.max_execution_time

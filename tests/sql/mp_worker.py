@@ -86,6 +86,7 @@ def main(config_path: str) -> int:
     )
     # The real wall clock, read before any skew, carried forward on the monotonic clock.
     real_base = time.time() - time.monotonic()
+    zone = time.strftime("%Z")  # the process's local zone, read before any skew
     skew = float(config.get("skew_minutes", 0))
     if skew:
         import time_machine
@@ -129,7 +130,7 @@ def main(config_path: str) -> int:
         "started",
         t=time.monotonic(),
         wall_offset=time.time() - time.monotonic() - real_base,
-        zone=time.strftime("%Z"),
+        zone=zone,
     )
     stop.wait(min(float(config["seconds"]), float(config.get("lifetime", _LIFETIME_SECONDS))))
     record("stopping", t=time.monotonic())

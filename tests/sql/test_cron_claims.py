@@ -258,3 +258,13 @@ def test_the_gap_across_a_daylight_saving_change_is_the_real_one() -> None:
     cron = Cron("0 3 * * *", tz="Europe/Amsterdam")
     eve = first_fire_after(cron, 1_711_700_000_000)  # 2024-03-29 08:13 UTC -> 03-30 03:00 CET
     assert 23 * HOUR == gap_after(cron, eve)
+
+
+def test_a_calendar_this_host_cannot_read_falls_back_to_its_own(store: JobStore) -> None:
+    """A cron column naming a zone unknown here: the poll uses the Cron this host declared for
+    the job, and without one the row is due only when triggered."""
+    store.ensure([Job("c", HOURLY)])
+    now = store.now_ms()
+    set_row(store, "c", cron="0 * * * *|No/Such_Zone", last_attempted_run_ms=now - 2 * HOUR)
+    with_own = [d.fire_ms for d in store.poll(["c"], {"c": HOURLY}).due]
+    assert ([first_fire_after(HOURLY, now - 2 * HOUR)], []) == (with_own, store.poll(["c"]).due)

@@ -3,8 +3,9 @@
 A ``* * * * *`` job needs real minutes to pass, so the three backends run at the same time
 inside one test: two ``mp_worker.py`` hosts per backend, for three minute boundaries (about
 3 min 10 s of wall time in all). In each pair one host runs with ``TZ=America/New_York`` and
-the other with ``TZ=Asia/Kolkata`` (a half-hour offset), so the same run also shows that hosts
-whose process time zones differ agree on the fire times.
+the other with ``TZ=Asia/Kolkata`` (a half-hour offset), and their wall clocks are set 7 minutes
+ahead and behind (time-machine), so the same run also shows that hosts whose process time zones
+and clocks differ agree on the fire times and still start each run just after it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.sql.test_multiprocess import Cluster, Event, executions, overlaps
 pytestmark = [pytest.mark.multiprocess, pytest.mark.postgres, pytest.mark.mysql]
 
 ZONES = {"ny": "America/New_York", "in": "Asia/Kolkata"}
+SKEW_MINUTES = {"ny": 7, "in": -7}
 ABBREVIATIONS = {"ny": {"EST", "EDT"}, "in": {"IST"}}
 POLL_SECONDS = 5.0  # the default: the wake-up at each fire time, not the cadence, starts runs
 LATENESS = 3.0  # a run starts within this of its fire time (poll latency + a busy machine)
@@ -87,9 +89,9 @@ def _fire_of(run: Event, boundaries: list[float]) -> float | None:
 def test_two_hosts_per_backend_run_each_minute_once_whatever_their_time_zone(
     clusters: dict[str, Cluster],
 ) -> None:
-    """Two hosts (TZ New York and Kolkata) per backend, ``* * * * *`` for three minute
-    boundaries: exactly one run per boundary, starting just after it, never two for one fire
-    time, on SQLite, PostgreSQL and MariaDB alike."""
+    """Two hosts (TZ New York and Kolkata, clocks 7 min ahead and behind) per backend,
+    ``* * * * *`` for three minute boundaries: exactly one run per boundary, starting just
+    after it, never two for one fire time, on SQLite, PostgreSQL and MariaDB alike."""
     # No boundary may fall while the hosts start (their rows start at "now", without catch-up),
     # so the counted boundaries are exactly those after STARTUP.
     if 60 - time.time() % 60 < STARTUP:
@@ -101,14 +103,17 @@ def test_two_hosts_per_backend_run_each_minute_once_whatever_their_time_zone(
     config: dict[str, Any] = {"poll": POLL_SECONDS, "seconds": seconds, "lifetime": seconds + 5}
     for cluster in clusters.values():
         for host, zone in ZONES.items():
-            cluster.spawn(host, MINUTELY, env={"TZ": zone}, **config)
+            skew = SKEW_MINUTES[host]
+            cluster.spawn(host, MINUTELY, env={"TZ": zone}, skew_minutes=skew, **config)
     for cluster in clusters.values():
         cluster.join(seconds + 60)
     boundaries = _boundaries(counted_from, last + 1)
     assert BOUNDARIES == len(boundaries)
     for backend, cluster in clusters.items():
-        zones = {e["host"]: e["zone"] for e in cluster.events("started")}
-        assert {h: True for h in ZONES} == {h: zones[h] in ABBREVIATIONS[h] for h in ZONES}, zones
+        started = {e["host"]: e for e in cluster.events("started")}
+        zones = {h: started[h]["zone"] in ABBREVIATIONS[h] for h in ZONES}
+        skews = {h: round(started[h]["wall_offset"] / 60) for h in ZONES}
+        assert ({h: True for h in ZONES}, SKEW_MINUTES) == (zones, skews), started
         runs = executions(cluster, "minutely")
         lateness = [round(r["wall"] - (_fire_of(r, boundaries) or 0), 3) for r in runs]
         hosts = [r["host"] for r in runs]
