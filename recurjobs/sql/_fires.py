@@ -26,6 +26,7 @@ __all__ = [
     "cron_text",
     "first_fire_after",
     "gap_after",
+    "next_fire",
     "nominal_period_ms",
     "parse_cron_text",
 ]
@@ -78,6 +79,21 @@ def gap_after(cron: Cron, fire_ms: int) -> int:
     """Milliseconds from the fire time ``fire_ms`` to the next one: what stands in for the
     period in a Cron claim's lease (``gap + max_execution_time``)."""
     return first_fire_after(cron, fire_ms) - fire_ms
+
+
+@lru_cache(maxsize=8192)
+def next_fire(text: str, after_ms: int) -> tuple[int, int] | None:
+    """For a ``cron`` column value and a ``last_attempted_run``: the first fire time after it
+    and the gap from there to the next one; None when this host cannot read the value.
+
+    Keyed by plain values (a poll calls it for every free Cron row; an idle row is a dictionary
+    hit), as ``last_attempted_run`` only changes when the row is claimed.
+    """
+    cron = parse_cron_text(text)
+    if cron is None:
+        return None
+    fire = first_fire_after(cron, after_ms)
+    return fire, gap_after(cron, fire)
 
 
 def nominal_period_ms(cron: Cron, now_ms: int) -> int:

@@ -44,8 +44,8 @@ from recurjobs.sql._fires import (
     cron_text,
     first_fire_after,
     gap_after,
+    next_fire,
     nominal_period_ms,
-    parse_cron_text,
 )
 from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
@@ -282,21 +282,22 @@ class JobStore:
         now_ms = int(rows[0].now_ms)
         found: list[Due] = []
         fires: dict[str, int] = {}
-        for row in rows:
-            cron = parse_cron_text(row.cron) if row.cron is not None else None
-            if cron is None and row.cron is not None and crons is not None:
-                cron = crons.get(row.name)
-            if cron is None:
-                if row.cron is None or row.due_now:
-                    found.append(Due(row.name))
+        for name, due_now, text, attempted, _ in rows:
+            if text is None:
+                found.append(Due(name))  # a period row: the SELECT judged it due
                 continue
-            fire = first_fire_after(cron, int(row.attempted))
-            fires[row.name] = fire
+            own = crons.get(name) if crons is not None else None
+            planned = _plan(text, own, int(attempted))
+            if planned is None:  # a calendar this host cannot read: triggers only
+                if due_now:
+                    found.append(Due(name))
+                continue
+            fire, gap = planned
+            fires[name] = fire
             if fire <= now_ms:
-                found.append(Due(row.name, fire_ms=fire, gap_ms=gap_after(cron, fire)))
-            elif row.due_now:
-                ahead = first_fire_after(cron, now_ms)
-                found.append(Due(row.name, gap_ms=gap_after(cron, ahead)))
+                found.append(Due(name, fire_ms=fire, gap_ms=gap))
+            elif due_now:  # triggered before its fire time: the lease takes the gap ahead
+                found.append(Due(name, gap_ms=gap))
         return Poll(due=found, now_ms=now_ms, fires_ms=fires)
 
     # -------------------------------------------------------------------- claims
@@ -437,3 +438,13 @@ class JobStore:
             if self._execute("pruning a job row", stmt) == 1:
                 pruned.append(name)
         return pruned
+
+
+def _plan(text: str, own: Cron | None, after_ms: int) -> tuple[int, int] | None:
+    """The first fire time after ``after_ms`` and the gap to the next one, by the row's
+    calendar ``text`` or, when this host cannot read it, by the job's own Cron ``own``."""
+    planned = next_fire(text, after_ms)
+    if planned is None and own is not None:
+        fire = first_fire_after(own, after_ms)
+        planned = fire, gap_after(own, fire)
+    return planned
