@@ -119,21 +119,21 @@ def _settings(db: TestDatabase, **overrides: Any) -> DistributedJobSettings:
 def test_hosts_down_across_three_fire_times_run_once_when_back(db: TestDatabase) -> None:
     """All hosts down across three fire times, then two come back: one run, not three.
 
-    Waiting three real minutes is replaced by what such an outage leaves in the table: a host
-    runs the ``* * * * *`` job's row into existence and stops; the row's last claim (and last
-    run) is then moved 3.5 minutes into the past, exactly as if every host had been down since.
-    Two hosts start; exactly one run follows, and none until the next real fire time.
+    Waiting three real hours is replaced by what such an outage leaves in the table: a host
+    writes the hourly job's row and stops; the row's last claim (and last run) is then moved
+    3.5 hours into the past, exactly as if every host had been down since. Two hosts start;
+    exactly one run follows, and none more before the next real fire time.
     """
-    if 60 - time.time() % 60 < 15:  # keep the next real fire time out of the window
-        time.sleep(60 - time.time() % 60 + 0.5)
-    jobs = [Job("m", Cron("* * * * *")) for _ in range(3)]
+    if 3600 - time.time() % 3600 < 15:  # keep the next real fire time out of the window
+        time.sleep(3600 - time.time() % 3600 + 0.5)
+    jobs = [Job("m", HOURLY) for _ in range(3)]
     store = JobStore(db.url, table_prefix=db.table_prefix)
     hosts = [JobHost([j], database=db.url, distributed=_settings(db)) for j in jobs]
     try:
         hosts[0].start()
         assert wait_until(lambda: _has_row(store, "m"))
         hosts[0].stop(10)
-        down_since = store.now_ms() - 210_000
+        down_since = store.now_ms() - 3 * HOUR - HOUR // 2
         set_row(store, "m", last_attempted_run_ms=down_since, last_run_ms=down_since)
         for host in hosts[1:]:
             host.start()
