@@ -178,7 +178,8 @@ class DistributedJob(abc.ABC):
 
 
 def check_distributed(job: object) -> None:
-    """Validate a distributed job's name, period and align_to_clock (duck typing allowed)."""
+    """Validate a distributed job's name, period (or Cron) and align_to_clock (duck typing
+    allowed)."""
     name = getattr(job, "name", None)
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
@@ -193,6 +194,9 @@ def check_distributed(job: object) -> None:
             f"align_to_clock=True cannot be combined with a Cron period ({period!r}): a "
             "calendar schedule is already aligned to its fire times"
         )
+    # The jobs table's cron column holds "<expression>|<zone name>" (255 characters).
+    if isinstance(period, Cron) and len(period.expression) + len(period.zone_name) + 1 > 255:
+        raise ValueError(f"period {period!r} is too long to store (255 characters at most)")
     if not callable(getattr(job, "execute", None)):
         raise TypeError(f"job must have an execute(token) method, got {job!r}")
 

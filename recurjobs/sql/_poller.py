@@ -9,7 +9,10 @@ connection (``_heartbeat``). ``recurjobs-lease``: the lease watchdog, while runs
 
 The poller thread is an APScheduler-style loop: one iteration (:meth:`DistributedPoller.step`),
 then a wait on the host clock until the next poll; ``trigger``, ``add`` and ``stop_claiming``
-only set state and wake it. Nothing a database, a job or a handler raises ends it.
+only set state and wake it. Nothing a database, a job or a handler raises ends it. Besides the
+``poll_period`` cadence it polls just after the next fire time of any free Cron row (as the
+last poll read it, on the database clock), so a calendar run starts within the usual poll
+latency of its fire time, not up to a whole ``poll_period`` late.
 
 Stopping is three calls, made in this order by the host (each bounded by a deadline on
 ``time.monotonic()``): :meth:`~DistributedPoller.stop_claiming` (no new claims, every token
@@ -26,16 +29,19 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from recurjobs._clock import Clock
+from recurjobs._cron import Cron
 from recurjobs._jobs import check_distributed
 from recurjobs._notifications import Publisher
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
+from recurjobs.sql._fires import nominal_period_ms
 from recurjobs.sql._heartbeat import Heartbeat
 from recurjobs.sql._leases import Leases
+from recurjobs.sql._rows import Due, Poll, utc
 from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
 
@@ -46,6 +52,9 @@ logger = logging.getLogger("recurjobs.sql")
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 # Consecutive lost claims after which a poll stops: other hosts are working the same list.
 _GIVE_UP_AFTER = 3
+# Seconds past a fire time at which the poller wakes for it: the database's now must have
+# reached the fire time when the claim's UPDATE runs.
+_FIRE_MARGIN = 0.005
 
 
 class DistributedPoller:
@@ -84,11 +93,14 @@ class DistributedPoller:
         self._state = _NEW
         self._jobs: dict[str, object] = {}
         self._stats: dict[str, RunStats] = {}
-        self._ensured: dict[str, tuple[timedelta, bool]] = {}
+        self._ensured: dict[str, tuple[timedelta | Cron, bool]] = {}
         self._schema_ready = False
         self._polling = False  # the initial delay is over
         self._poll_asked = False
         self._next_poll = math.inf
+        self._next_fire = math.inf  # monotonic: just after the next fire time of a free Cron row
+        self._fires: dict[str, int] = {}  # name -> next fire time (ms) at the last poll
+        self._db_clock: tuple[int, float] | None = None  # (database now ms, monotonic) then
         self._thread: threading.Thread | None = None
         for job in jobs:
             self.add(job)
@@ -198,17 +210,34 @@ class DistributedPoller:
     def _status_of(self, name: str, job: object) -> JobStatus:
         stats = self._stats[name]
         run = self.leases.get(name)
+        period = getattr(job, "period")  # noqa: B009
         return JobStatus(
             name=name,
             kind="distributed",
-            period=getattr(job, "period"),  # noqa: B009
-            next_run=None,  # the database decides; see JobStore.rows() for next_due
+            period=period,
+            # A period job: the database decides (see JobStore.rows() for next_due).
+            next_run=self._next_fire_of(name, period) if isinstance(period, Cron) else None,
             last_start=stats.last_start,
             last_outcome=stats.last_outcome,
             runs=stats.runs,
             failures=stats.failures,
             running=run is not None and not run.ended,
         )
+
+    def _next_fire_of(self, name: str, cron: Cron) -> datetime:
+        """A Cron job's next fire time: as the last poll found its free row (a past time: due,
+        claimed at the next chance); else the first one after the database's now, estimated
+        from the last poll (the host's clock before any poll)."""
+        with self._lock:
+            fire = self._fires.get(name)
+            db_clock = self._db_clock
+        if fire is not None:
+            return utc(fire)
+        if db_clock is None:
+            return cron.next_after(self.clock.now())
+        now_ms, read_at = db_clock
+        elapsed = timedelta(seconds=max(0.0, self.clock.monotonic() - read_at))
+        return cron.next_after(utc(now_ms) + elapsed)
 
     def stats(self, name: str) -> RunStats:
         """This host's counters for job ``name`` (lease losses included)."""
@@ -233,7 +262,7 @@ class DistributedPoller:
         with self._lock:
             if self._state != _RUNNING:
                 return 0.0
-            wake = self._next_poll
+            wake = min(self._next_poll, self._next_fire)
             if self._polling and self._pending():
                 wake = min(wake, now + self._poll_s)  # retry a failed ensure
         return None if math.isinf(wake) else max(0.0, wake - now)
@@ -246,6 +275,7 @@ class DistributedPoller:
             if self._state != _RUNNING:
                 return
             poll = now >= self._next_poll or (self._polling and self._poll_asked)
+            poll = poll or now >= self._next_fire
             if now >= self._next_poll:
                 self._polling = True
                 # Drift-free cadence; after a long stall, skip the missed polls.
@@ -254,6 +284,7 @@ class DistributedPoller:
                     self._next_poll = now + self._poll_s
             if poll:
                 self._poll_asked = False
+                self._next_fire = math.inf  # the poll plans the next one
             # Rows are written at the first poll, not at start: a new job's last_run is then
             # the database's now at start + delay, so it first runs at start + delay + period.
             pending = self._polling and self._pending()
@@ -297,23 +328,26 @@ class DistributedPoller:
         free = self.settings.max_concurrent_jobs - len(self.leases.running())
         with self._lock:
             candidates = [n for n in self._jobs if n not in held]
+            crons = {n: p for n, j in self._jobs.items() if isinstance(p := _period(j), Cron)}
         if not ready or free <= 0 or not candidates:
             return
         try:
-            names = self.store.due_names(candidates)
-            if len(names) <= free:
+            polled = self.store.poll(candidates, crons)
+            self._plan_fires(polled)
+            due = polled.due
+            if len(due) <= free:
                 # All of them fit, so the order only decides collisions: every host read the
                 # same order and would otherwise race for the same row at every step.
-                random.shuffle(names)
+                random.shuffle(due)
             # A row whose last claim waited out a lock held by another session goes last, so
             # that lock delays only that row, not the due jobs behind it.
             locked = self._locked_rows()
-            names.sort(key=lambda n: n in locked)
+            due.sort(key=lambda d: d.name in locked)
             lost = 0
-            for name in names:
+            for found in due:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
                     break  # the rest is being claimed by other hosts; next poll looks again
-                won = self._claim(name)
+                won = self._claim(found)
                 if won:
                     free -= 1
                     lost = 0
@@ -323,6 +357,24 @@ class DistributedPoller:
             url = self.store.url
             logger.warning("polling %s failed, trying again next poll: %s", url, self._why(exc))
 
+    def _plan_fires(self, polled: Poll) -> None:
+        """Remember the calendar the poll read, and wake just after its next future fire time.
+
+        The fire times are on the database clock; the wait is on the host's monotonic clock,
+        counted from when the poll's answer arrived (the database read its now no later, so
+        the wake-up is never early by the round trip).
+        """
+        read_at = self.clock.monotonic()
+        with self._lock:
+            self._fires = dict(polled.fires_ms)
+            if polled.now_ms is None:
+                return
+            self._db_clock = (polled.now_ms, read_at)
+            ahead = [f for f in polled.fires_ms.values() if f > polled.now_ms]
+            if ahead:
+                wake = read_at + (min(ahead) - polled.now_ms) / 1000 + _FIRE_MARGIN
+                self._next_fire = min(self._next_fire, wake)
+
     def _why(self, exc: BaseException) -> str:
         """What went wrong, in one line, password masked."""
         return first_line(exc, self.store.engine)
@@ -331,18 +383,22 @@ class DistributedPoller:
         """The rows whose last claim timed out on a lock (as the store reports them)."""
         return self.store.locked_rows()
 
-    def _claim(self, name: str) -> bool | None:
-        """Claim and launch ``name``: True when won, False when another host was quicker,
+    def _claim(self, found: Due) -> bool | None:
+        """Claim and launch ``found``: True when won, False when another host was quicker,
         None when the statement failed (a locked row, a lost connection: only this row waits).
         """
+        name = found.name
         with self._lock:
             job = self._jobs[name]
             if self._state != _RUNNING:
                 return False
-        lease = getattr(job, "period") + self.settings.max_execution_time  # noqa: B009
+            self._fires.pop(name, None)  # claimed or lost: the next poll reads the row again
+        lease = self._lease(job, found)
         sent = self.clock.monotonic()
         try:
-            claim = self.store.try_claim(name, owner=self.owner, lease=lease)
+            claim = self.store.try_claim(
+                name, owner=self.owner, lease=lease, fire_ms=found.fire_ms
+            )
         except Exception as exc:
             logger.warning("claiming %s on %s failed: %s", name, self.store.url, self._why(exc))
             return None
@@ -387,6 +443,19 @@ class DistributedPoller:
         run.thread.start()
         return True
 
+    def _lease(self, job: object, found: Due) -> timedelta:
+        """How long a claim lives unrenewed: the period (for a Cron row, the gap after the
+        claimed fire time) plus ``max_execution_time``."""
+        period = _period(job)
+        if found.gap_ms is not None:
+            gap = timedelta(milliseconds=found.gap_ms)
+        elif isinstance(period, Cron):  # a Cron job whose row another host made a period row
+            now = _ms(self._next_fire_of(found.name, period))
+            gap = timedelta(milliseconds=nominal_period_ms(period, now))
+        else:
+            gap = period
+        return gap + self.settings.max_execution_time
+
     def _run(self, run: Run) -> None:
         settled = False
         try:
@@ -398,8 +467,17 @@ class DistributedPoller:
             self._wake.set()
 
 
-def _spec(job: object) -> tuple[timedelta, bool]:
-    return getattr(job, "period"), bool(getattr(job, "align_to_clock", False))  # noqa: B009
+def _spec(job: object) -> tuple[timedelta | Cron, bool]:
+    return _period(job), bool(getattr(job, "align_to_clock", False))
+
+
+def _period(job: object) -> timedelta | Cron:
+    period: timedelta | Cron = getattr(job, "period")  # noqa: B009
+    return period
+
+
+def _ms(t: datetime) -> int:
+    return (t - utc(0)) // timedelta(milliseconds=1)
 
 
 def _left(deadline: float | None) -> float | None:
