@@ -1,0 +1,382 @@
+"""What the dashboard reads: plain records built from the jobs, runs and servers tables.
+
+Every page is a handful of short read statements that use the indexes: the latest run of each
+job through ``(job, started_ms, id)``, failures of the last day through ``(outcome,
+started_ms)``, the runs of the last day through :mod:`._counts`. The job names found in the
+history come from a recursive walk of the job index (one probe per distinct name), never from
+scanning the table. Times are epoch milliseconds of the database clock, read once per page.
+
+Tables may be missing (no host with distributed jobs, history or an election has started on
+this database yet) or be older than this version (no ``paused``/``cron`` columns): what is
+missing is shown as unknown, never an error. Only this module and :mod:`._actions` touch SQL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    MetaData,
+    and_,
+    case,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+)
+
+from recurjobs.dashboard._counts import DAY_MS, RunCounter
+from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._history_table import runs_table
+from recurjobs.sql._servers_table import PUBLISHER, ServerTables
+from recurjobs.sql._tables import jobs_table
+from recurjobs.sql._urls import masked
+
+__all__ = ["Dashboard", "HistoryPage", "JobRowView", "Overview", "Run", "Server"]
+
+#: At most this many job names are taken from the history (a typo'd name loop cannot flood).
+MAX_HISTORY_NAMES = 500
+#: Tables found missing are looked for again after this many seconds.
+_RECHECK_S = 10.0
+
+_RUN_COLUMNS = (
+    "id",
+    "job",
+    "kind",
+    "host",
+    "claim_id",
+    "trigger",
+    "started_ms",
+    "ended_ms",
+    "outcome",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the runs table (``error`` only where a page shows it)."""
+
+    id: int
+    job: str
+    kind: str
+    host: str
+    claim_id: str | None
+    trigger: str
+    started_ms: int
+    ended_ms: int | None
+    outcome: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRowView:
+    """One row of the distributed jobs table; ``paused``/``cron`` are None on old tables."""
+
+    name: str
+    period_ms: int
+    aligned: bool
+    last_run_ms: int
+    last_attempted_run_ms: int | None
+    last_alive_ms: int | None
+    lease_ms: int | None
+    running: bool
+    owner: str | None
+    claim_id: str | None
+    due_now: bool
+    paused: bool | None
+    cron: str | None
+
+
+@dataclass(frozen=True)
+class Server:
+    """One row of the servers table, and whether it holds the publisher lease."""
+
+    identity: str
+    address: str | None
+    registered_ms: int
+    last_seen_ms: int
+    active: bool
+    publisher: bool
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Everything the jobs and servers pages show, read at ``now_ms`` (database clock)."""
+
+    now_ms: int
+    rows: dict[str, JobRowView]
+    last_runs: dict[str, Run]
+    runs_24h: dict[str, int]
+    failures_24h: dict[str, int]
+    servers: list[Server]
+    publisher: str | None
+    has_history: bool
+    has_servers: bool
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of a job's runs, newest first, and the key of the next (older) page."""
+
+    runs: list[Run]
+    older: str | None
+    runs_24h: int
+    failures_24h: int
+
+
+@dataclass
+class _Schema:
+    jobs: bool = False
+    jobs_columns: frozenset[str] = frozenset()
+    runs: bool = False
+    servers: bool = False
+    checked: float = field(default=-1e9)
+
+
+class Dashboard:
+    """The read (and action) statements of one database and table prefix."""
+
+    def __init__(self, engine: Engine, prefix: str) -> None:
+        self.engine = engine
+        self.prefix = prefix
+        self.url = masked(engine)
+        metadata = MetaData()
+        self.jobs = jobs_table(metadata, prefix)
+        self.runs = runs_table(metadata, prefix)
+        tables = ServerTables(metadata, prefix)
+        self.servers, self.leases = tables.servers, tables.leases
+        self._schema = _Schema()
+        self._schema_lock = threading.Lock()
+        self.counter = RunCounter()
+
+    # ------------------------------------------------------------------ schema
+    def schema(self) -> _Schema:
+        """Which tables (and jobs columns) exist; looked up again, every ``_RECHECK_S``
+        seconds, while anything is missing (a table not created yet, an old jobs table)."""
+        with self._schema_lock:
+            current = self._schema
+            if _complete(current) or time.monotonic() - current.checked < _RECHECK_S:
+                return current
+        inspector = inspect(self.engine)
+        names = set(inspector.get_table_names())
+        columns: frozenset[str] = frozenset()
+        if self.jobs.name in names:
+            columns = frozenset(c["name"] for c in inspector.get_columns(self.jobs.name))
+        found = _Schema(
+            jobs=self.jobs.name in names,
+            jobs_columns=columns,
+            runs=self.runs.name in names,
+            servers=self.servers.name in names and self.leases.name in names,
+            checked=time.monotonic(),
+        )
+        with self._schema_lock:
+            self._schema = found
+        return found
+
+    # ---------------------------------------------------------------- overview
+    def overview(self) -> Overview:
+        """The jobs table, each job's latest run, its runs and failures of the last day, and
+        the servers."""
+        schema = self.schema()
+        with self.engine.connect() as conn:
+            now_ms = int(conn.execute(select(db_now_ms())).scalar_one())
+            rows = self._rows(conn, schema) if schema.jobs else {}
+            last_runs: dict[str, Run] = {}
+            failures: dict[str, int] = {}
+            if schema.runs:
+                last_runs = self._last_runs(conn)
+                failures = self._failures(conn, now_ms - DAY_MS)
+            servers: list[Server] = []
+            publisher = None
+            if schema.servers:
+                publisher = conn.execute(
+                    select(self.leases.c.holder).where(
+                        self.leases.c.name == PUBLISHER,
+                        self.leases.c.token.is_not(None),
+                        now_ms - func.coalesce(self.leases.c.renewed_ms, 0)
+                        <= func.coalesce(self.leases.c.lease_ms, 0),
+                    )
+                ).scalar_one_or_none()
+                servers = [
+                    Server(
+                        identity=r.identity,
+                        address=r.address,
+                        registered_ms=int(r.registered_ms),
+                        last_seen_ms=int(r.last_seen_ms),
+                        active=bool(r.active),
+                        publisher=publisher is not None and r.identity == publisher,
+                    )
+                    for r in conn.execute(select(self.servers).order_by(self.servers.c.identity))
+                ]
+            runs_24h: dict[str, int] = {}
+            if schema.runs:
+                names = set(last_runs)
+                runs_24h = self.counter.runs(
+                    names, now_ms, lambda n, a, b: self._count(conn, n, a, b)
+                )
+        return Overview(
+            now_ms=now_ms,
+            rows=rows,
+            last_runs=last_runs,
+            runs_24h=runs_24h,
+            failures_24h=failures,
+            servers=servers,
+            publisher=publisher,
+            has_history=schema.runs,
+            has_servers=schema.servers,
+        )
+
+    def _rows(self, conn: Any, schema: _Schema, name: str | None = None) -> dict[str, JobRowView]:
+        c = self.jobs.c
+        present = [col for col in self.jobs.columns if col.name in schema.jobs_columns]
+        query = select(*present).order_by(c.name)
+        if name is not None:
+            query = query.where(c.name == name)
+        result: dict[str, JobRowView] = {}
+        for row in conn.execute(query):
+            values = row._mapping
+            result[values["name"]] = JobRowView(
+                name=values["name"],
+                period_ms=int(values["period_ms"]),
+                aligned=bool(values["aligned"]),
+                last_run_ms=int(values["last_run_ms"]),
+                last_attempted_run_ms=_int(values.get("last_attempted_run_ms")),
+                last_alive_ms=_int(values.get("last_alive_ms")),
+                lease_ms=_int(values.get("lease_ms")),
+                running=bool(values["running"]),
+                owner=values.get("owner"),
+                claim_id=values.get("claim_id"),
+                due_now=bool(values["due_now"]),
+                paused=None if "paused" not in values else bool(values["paused"]),
+                cron=values.get("cron"),
+            )
+        return result
+
+    def _last_runs(self, conn: Any) -> dict[str, Run]:
+        """The latest run of every job in the history: a recursive walk of the job index
+        yields the distinct names (one index probe each), and for each the id of its latest
+        run; then those rows by primary key."""
+        prep = self.engine.dialect.identifier_preparer
+        table = prep.format_table(self.runs)
+        walk = text(
+            f"WITH RECURSIVE names(job) AS ("
+            f" SELECT MIN(job) FROM {table}"
+            f" UNION ALL"
+            f" SELECT (SELECT MIN(r.job) FROM {table} r WHERE r.job > names.job)"
+            f" FROM names WHERE names.job IS NOT NULL)"
+            f" SELECT (SELECT r.id FROM {table} r WHERE r.job = names.job"
+            f" ORDER BY r.started_ms DESC, r.id DESC LIMIT 1) AS last_id"
+            f" FROM names WHERE names.job IS NOT NULL LIMIT {MAX_HISTORY_NAMES}"
+        )
+        ids = [int(i) for i in conn.execute(walk).scalars() if i is not None]
+        if not ids:
+            return {}
+        columns = [self.runs.c[name] for name in _RUN_COLUMNS]
+        query = select(*columns).where(self.runs.c.id.in_(ids))
+        return {r.job: _run(r) for r in conn.execute(query)}
+
+    def _failures(self, conn: Any, since_ms: int) -> dict[str, int]:
+        r = self.runs.c
+        query = (
+            select(r.job, func.count())
+            .where(r.outcome == "failed", r.started_ms > since_ms)
+            .group_by(r.job)
+        )
+        return {job: int(n) for job, n in conn.execute(query)}
+
+    def _count(
+        self, conn: Any, names: Collection[str], start_ms: int, end_ms: int
+    ) -> dict[str, int]:
+        r = self.runs.c
+        query = (
+            select(r.job, func.count())
+            .where(r.job.in_(sorted(names)), r.started_ms > start_ms, r.started_ms < end_ms)
+            .group_by(r.job)
+        )
+        return {job: int(n) for job, n in conn.execute(query)}
+
+    # -------------------------------------------------------------------- a job
+    def job_row(self, name: str) -> tuple[int, JobRowView | None]:
+        """The database's now and the jobs-table row of ``name`` (None without one)."""
+        schema = self.schema()
+        with self.engine.connect() as conn:
+            now_ms = int(conn.execute(select(db_now_ms())).scalar_one())
+            if not schema.jobs:
+                return now_ms, None
+            return now_ms, self._rows(conn, schema, name).get(name)
+
+    def history(
+        self,
+        name: str,
+        *,
+        now_ms: int,
+        outcome: str | None,
+        since_ms: int | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> HistoryPage:
+        """Runs of ``name`` newest first, filtered by outcome (``"running"``: none yet) and
+        start time, older than the ``before`` key (``started_ms``, ``id``)."""
+        if not self.schema().runs:
+            return HistoryPage([], None, 0, 0)
+        r = self.runs.c
+        where = [r.job == name]
+        if outcome == "running":
+            where.append(r.outcome.is_(None))
+        elif outcome is not None:
+            where.append(r.outcome == outcome)
+        if since_ms is not None:
+            where.append(r.started_ms >= since_ms)
+        if before is not None:
+            started, ident = before
+            where.append(or_(r.started_ms < started, and_(r.started_ms == started, r.id < ident)))
+        columns = [self.runs.c[c] for c in _RUN_COLUMNS] + [r.error]
+        query = (
+            select(*columns)
+            .where(*where)
+            .order_by(r.started_ms.desc(), r.id.desc())
+            .limit(limit + 1)
+        )
+        day = r.started_ms > now_ms - DAY_MS
+        failed: Any = func.sum(case((r.outcome == "failed", 1), else_=0))
+        counts = select(func.count(), failed).where(r.job == name, day)
+        with self.engine.connect() as conn:
+            runs = [_run(row) for row in conn.execute(query)]
+            total, failures = conn.execute(counts).one()
+        older = None
+        if len(runs) > limit:
+            runs = runs[:limit]
+            older = f"{runs[-1].started_ms}.{runs[-1].id}"
+        return HistoryPage(runs, older, int(total or 0), int(failures or 0))
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _run(row: Any) -> Run:
+    values = row._mapping
+    return Run(
+        id=int(values["id"]),
+        job=values["job"],
+        kind=values["kind"],
+        host=values["host"],
+        claim_id=values["claim_id"],
+        trigger=values["trigger"],
+        started_ms=int(values["started_ms"]),
+        ended_ms=_int(values["ended_ms"]),
+        outcome=values["outcome"],
+        error=values.get("error"),
+    )
+
+
+def _complete(schema: _Schema) -> bool:
+    return (
+        schema.jobs and schema.runs and schema.servers and {"paused", "cron"} <= schema.jobs_columns
+    )
