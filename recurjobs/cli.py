@@ -1,6 +1,6 @@
 """The ``recurjobs`` command line (also ``python -m recurjobs``).
 
-``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME`` and ``prune``. Exit codes: 0 done,
+``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME``, ``prune`` and ``dashboard``. Exit codes: 0 done,
 1 the operation failed (database unreachable, a job thread did not stop in time, the target's
 module raised), 2 bad input (usage, a URL, port, prefix, name or duration that does not parse,
 an unknown job name). Every message is one line on standard error, never a traceback, and
@@ -354,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete rows idle for this long, e.g. 7d or 12h",
     )
     prune.set_defaults(func=_cmd_prune)
+
+    from recurjobs.dashboard import _cli as dashboard_cli
+
+    dashboard_cli.add_command(sub, database_options)
     return parser
 
 
@@ -365,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
-    if args.command in ("status", "trigger", "prune"):
+    if args.command in ("status", "trigger", "prune", "dashboard"):
         args.database_source = "--database"
         if args.database is None:
             args.database = os.environ.get(DATABASE_ENV) or None

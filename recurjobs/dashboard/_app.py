@@ -140,7 +140,7 @@ def job_lines(view: Overview, local: Iterable[Any]) -> list[JobLine]:
             running_on=running_on,
             running_since_ms=running_since,
             paused=row.paused,
-            runs_24h=view.runs_24h.get(name) if view.has_history else None,
+            runs_24h=view.runs_24h.get(name, 0) if view.has_history else None,
             failures_24h=view.failures_24h.get(name, 0) if view.has_history else None,
             in_table=True,
             local=False,
@@ -167,7 +167,7 @@ def job_lines(view: Overview, local: Iterable[Any]) -> list[JobLine]:
             running_on="this process" if status.running else None,
             running_since_ms=_ms(status.last_start) if status.running else None,
             paused=None,
-            runs_24h=view.runs_24h.get(status.name) if view.has_history else status.runs,
+            runs_24h=view.runs_24h.get(status.name, 0) if view.has_history else status.runs,
             failures_24h=(
                 view.failures_24h.get(status.name, 0) if view.has_history else status.failures
             ),
@@ -188,7 +188,7 @@ def job_lines(view: Overview, local: Iterable[Any]) -> list[JobLine]:
             running_on=last.host if last.outcome is None else None,
             running_since_ms=last.started_ms if last.outcome is None else None,
             paused=None,
-            runs_24h=view.runs_24h.get(name),
+            runs_24h=view.runs_24h.get(name, 0),
             failures_24h=view.failures_24h.get(name, 0),
             in_table=False,
             local=False,
@@ -405,13 +405,14 @@ def make_blueprint(
         running: dict[str, list[JobLine]] = {}
         for line in lines:
             if line.running_on is not None:
-                running.setdefault(line.running_on, []).append(line)
-        known = {s.identity for s in view.servers}
-        others = sorted(h for h in running if h not in known)
+                running.setdefault(_process(line.running_on), []).append(line)
+        by_server = {s.identity: running.pop(_process(s.identity), []) for s in view.servers}
+        others = sorted(running)
         return render_template(
             "recurjobs_dashboard/servers.html",
             view=view,
             now=view.now_ms,
+            by_server=by_server,
             running=running,
             others=others,
         )
@@ -455,6 +456,13 @@ def make_blueprint(
         return page, exc.code or 500
 
     return bp
+
+
+def _process(identity: str) -> str:
+    """``host:pid`` of an identity ``host:pid:suffix``: a host's job claims and its election
+    row carry different random suffixes, but name the same process."""
+    head, sep, _ = identity.rpartition(":")
+    return head if sep and ":" in head else identity
 
 
 def _before(text: str) -> tuple[int, int] | None:

@@ -36,7 +36,7 @@ def duration(ms: int | float) -> str:
         return f"{ms} ms"
     seconds = ms / 1000
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return f"{ms // 1000} s" if ms % 1000 == 0 else f"{seconds:.1f} s"
     whole = int(seconds)
     minutes, secs = divmod(whole, 60)
     if minutes < 60:
