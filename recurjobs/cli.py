@@ -1,6 +1,6 @@
 """The ``recurjobs`` command line (also ``python -m recurjobs``).
 
-``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME``, ``prune`` and ``dashboard``. Exit codes: 0 done,
+``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME`` and ``prune``. Exit codes: 0 done,
 1 the operation failed (database unreachable, a job thread did not stop in time, the target's
 module raised), 2 bad input (usage, a URL, port, prefix, name or duration that does not parse,
 an unknown job name). Every message is one line on standard error, never a traceback, and

@@ -47,7 +47,9 @@ CLAIMS_HONOUR_PAUSE = hasattr(JobStore, "set_paused")
 NO_PAUSE = "the hosts' claim guard does not honour the paused column yet (pause work not merged)"
 # Synthetic history of alpha-report (it runs only when triggered): what the job page charts.
 SYNTHETIC_RUNS = 40
-SYNTHETIC_ERROR = 'Traceback (most recent call last):\n  File "report.py", line 3\nOSError: <disk> full'
+SYNTHETIC_ERROR = (
+    'Traceback (most recent call last):\n  File "report.py", line 3\nOSError: <disk> full'
+)
 
 
 @dataclass
@@ -130,9 +132,7 @@ def _get(url: str) -> int:
         return 0
 
 
-def _dashboard(
-    tmp: Path, db: TestDatabase, *extra: str
-) -> tuple[subprocess.Popen[bytes], str]:
+def _dashboard(tmp: Path, db: TestDatabase, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -335,9 +335,7 @@ def test_trigger_button_makes_a_host_run_the_job(cluster: Cluster, browser: Any)
     assert "report-server" not in first.text  # the host's run, newer than the seeded ones
 
 
-def test_pause_button_stops_claims_and_resume_restarts_them(
-    cluster: Cluster, browser: Any
-) -> None:
+def test_pause_button_stops_claims_and_resume_restarts_them(cluster: Cluster, browser: Any) -> None:
     """Pause sets the row's paused flag (the hosts then stop claiming it); Resume clears it."""
     by = _by()
     wait_until(lambda: cluster.runs_of("beta-tick") > 0, 30, "beta-tick running")
@@ -407,4 +405,3 @@ def test_servers_page_shows_both_hosts_and_the_publisher(cluster: Cluster, brows
 
     assert ["publisher", "subscriber"] == sorted(wait_until(roles, 30, "both servers' roles"))
     screenshot(browser, "servers")
-

@@ -109,9 +109,10 @@ def _check_reachable(url: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     parsed = check_database_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not os.path.exists(str(parsed.database)):
-            raise CommandError(f"no SQLite database file at {mask_url_text(url)}", bad_input=True)
+    in_memory = parsed.database in (None, "", ":memory:")
+    on_file = parsed.get_backend_name() == "sqlite" and not in_memory
+    if on_file and not os.path.exists(str(parsed.database)):
+        raise CommandError(f"no SQLite database file at {mask_url_text(url)}", bad_input=True)
     engine = create_engine(parsed)
     try:
         with engine.connect() as conn:
