@@ -431,3 +431,18 @@ def test_flask_mount_shows_the_hosts_recurring_jobs_and_obeys_the_apps_login(
         assert 401 == client.get("/recurjobs/").status_code
     finally:
         ext.stop(app)
+
+
+def test_latest_runs_follow_new_rows_and_finished_runs(tables: Tables, db: TestDatabase) -> None:
+    """After the first load, a run that finishes and a new job's first run both show up."""
+    now = tables.now_ms
+    tables.run("x", now - 5000, outcome=None, ended_ms=None)
+    data = Dashboard(tables.engine, db.table_prefix)
+    assert None is data.overview().last_runs["x"].outcome
+    with tables.engine.begin() as conn:
+        conn.execute(
+            sa.update(tables.runs).where(tables.runs.c.job == "x").values(outcome="failed")
+        )
+    tables.run("y", now - 1000)
+    later = data.overview()
+    assert ("failed", "executed") == (later.last_runs["x"].outcome, later.last_runs["y"].outcome)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -334,9 +334,10 @@ def make_blueprint(
         if state is not None:
             lines = [line for line in lines if line.state == state]
         lines.sort(key=_sort_key(sort), reverse=descending)
+        base = url_for(".job")
         return render_template(
             "recurjobs_dashboard/jobs.html",
-            lines=lines,
+            lines=[(line, _cells(line, view.now_ms, base)) for line in lines],
             total=total,
             view=view,
             now=view.now_ms,
@@ -456,6 +457,21 @@ def make_blueprint(
         return page, exc.code or 500
 
     return bp
+
+
+def _cells(line: JobLine, now: int, job_url: str) -> dict[str, str]:
+    """The jobs page's texts of one line, formatted here rather than by template calls (a
+    page of hundreds of jobs renders several times faster)."""
+    return {
+        "link": f"{job_url}?{urlencode({'name': line.name})}",
+        "next_rel": relative(line.next_due_ms, now),
+        "next_abs": absolute(line.next_due_ms),
+        "last_rel": relative(line.last_started_ms, now),
+        "last_abs": absolute(line.last_started_ms),
+        "running_for": (
+            duration(now - line.running_since_ms) if line.running_since_ms is not None else ""
+        ),
+    }
 
 
 def _process(identity: str) -> str:

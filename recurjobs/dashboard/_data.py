@@ -15,24 +15,31 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     Engine,
     MetaData,
+    String,
     and_,
+    any_,
+    bindparam,
     case,
     func,
     inspect,
+    literal,
     or_,
     select,
     text,
 )
 
-from recurjobs.dashboard._counts import DAY_MS, RunCounter
-from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, RunCounter
+from recurjobs.dashboard._latest import LatestRuns
+from recurjobs.sql._clockexpr import db_now_ms, int_div
 from recurjobs.sql._history_table import runs_table
 from recurjobs.sql._servers_table import PUBLISHER, ServerTables
 from recurjobs.sql._tables import jobs_table
@@ -154,6 +161,7 @@ class Dashboard:
         self._schema = _Schema()
         self._schema_lock = threading.Lock()
         self.counter = RunCounter()
+        self.latest = LatestRuns()
 
     # ------------------------------------------------------------------ schema
     def schema(self) -> _Schema:
@@ -190,7 +198,10 @@ class Dashboard:
             last_runs: dict[str, Run] = {}
             failures: dict[str, int] = {}
             if schema.runs:
-                last_runs = self._last_runs(conn)
+                last_runs = self.latest.get(
+                    lambda: self._last_runs(conn),
+                    lambda above, ids, limit: self._newer(conn, above, ids, limit),
+                )
                 failures = self._failures(conn, now_ms - DAY_MS)
             servers: list[Server] = []
             publisher = None
@@ -218,7 +229,10 @@ class Dashboard:
             if schema.runs:
                 names = set(last_runs)
                 runs_24h = self.counter.runs(
-                    names, now_ms, lambda n, a, b: self._count(conn, n, a, b)
+                    names,
+                    now_ms,
+                    lambda n, a, b: self._count_buckets(conn, n, a, b),
+                    lambda n, spans: self._count_ranges(conn, n, spans),
                 )
         return Overview(
             now_ms=now_ms,
@@ -258,7 +272,7 @@ class Dashboard:
             )
         return result
 
-    def _last_runs(self, conn: Any) -> dict[str, Run]:
+    def _last_runs(self, conn: Any) -> tuple[dict[str, Run], int]:
         """The latest run of every job in the history: a recursive walk of the job index
         yields the distinct names (one index probe each), and for each the id of its latest
         run; then those rows by primary key."""
@@ -274,12 +288,21 @@ class Dashboard:
             f" ORDER BY r.started_ms DESC, r.id DESC LIMIT 1) AS last_id"
             f" FROM names WHERE names.job IS NOT NULL LIMIT {MAX_HISTORY_NAMES}"
         )
+        high = conn.execute(select(func.max(self.runs.c.id))).scalar_one_or_none()
         ids = [int(i) for i in conn.execute(walk).scalars() if i is not None]
         if not ids:
-            return {}
+            return {}, int(high or 0)
         columns = [self.runs.c[name] for name in _RUN_COLUMNS]
         query = select(*columns).where(self.runs.c.id.in_(ids))
-        return {r.job: _run(r) for r in conn.execute(query)}
+        return {r.job: _run(r) for r in conn.execute(query)}, int(high or 0)
+
+    def _newer(self, conn: Any, above: int, ids: Collection[int], limit: int) -> list[Run]:
+        """Rows with an id above ``above`` or in ``ids``, by id (primary key lookups)."""
+        r = self.runs.c
+        where = r.id > above if not ids else or_(r.id > above, r.id.in_(sorted(ids)))
+        columns = [self.runs.c[name] for name in _RUN_COLUMNS]
+        query = select(*columns).where(where).order_by(r.id).limit(limit)
+        return [_run(row) for row in conn.execute(query)]
 
     def _failures(self, conn: Any, since_ms: int) -> dict[str, int]:
         r = self.runs.c
@@ -290,16 +313,41 @@ class Dashboard:
         )
         return {job: int(n) for job, n in conn.execute(query)}
 
-    def _count(
+    def _count_buckets(
         self, conn: Any, names: Collection[str], start_ms: int, end_ms: int
-    ) -> dict[str, int]:
+    ) -> dict[tuple[str, int], int]:
         r = self.runs.c
+        bucket = int_div(r.started_ms, literal(BUCKET_MS, BigInteger())).label("bucket")
         query = (
-            select(r.job, func.count())
-            .where(r.job.in_(sorted(names)), r.started_ms > start_ms, r.started_ms < end_ms)
-            .group_by(r.job)
+            select(r.job, bucket, func.count())
+            .where(self._one_of(r.job, names), r.started_ms >= start_ms, r.started_ms < end_ms)
+            .group_by(r.job, bucket)
         )
-        return {job: int(n) for job, n in conn.execute(query)}
+        return {(job, int(b)): int(n) for job, b, n in conn.execute(query)}
+
+    def _count_ranges(
+        self, conn: Any, names: Collection[str], spans: Sequence[tuple[int, int]]
+    ) -> dict[str, int]:
+        # One statement per span: PostgreSQL plans an OR of ranges as a slow bitmap scan,
+        # while each range alone is an index-only scan of (job, started_ms, id).
+        r = self.runs.c
+        totals: dict[str, int] = {}
+        for low, high in spans:
+            query = (
+                select(r.job, func.count())
+                .where(self._one_of(r.job, names), r.started_ms >= low, r.started_ms < high)
+                .group_by(r.job)
+            )
+            for job, count in conn.execute(query):
+                totals[job] = totals.get(job, 0) + int(count)
+        return totals
+
+    def _one_of(self, column: Any, names: Collection[str]) -> Any:
+        """``column IN (names)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead
+        of hundreds (the driver's parsing of a long parameter list costs more than the query)."""
+        if self.engine.dialect.name == "postgresql":
+            return column == any_(bindparam("names", sorted(names), type_=ARRAY(String())))
+        return column.in_(sorted(names))
 
     # -------------------------------------------------------------------- a job
     def job_row(self, name: str) -> tuple[int, JobRowView | None]:

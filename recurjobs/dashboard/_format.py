@@ -5,6 +5,7 @@ No I/O and no clock: every function takes the database's "now" (epoch millisecon
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 from recurjobs._cron import Cron
@@ -72,6 +73,7 @@ def relative(epoch_ms: int | None, now_ms: int) -> str:
     return f"in {_about(delta)}" if delta > 0 else f"{_about(-delta)} ago"
 
 
+@functools.lru_cache(maxsize=1024)
 def cron_of(value: str | None) -> Cron | None:
     """The :class:`~recurjobs.Cron` of a jobs-table ``cron`` value ``"<expression>|<zone>"``;
     None for NULL or a value this version cannot read."""
