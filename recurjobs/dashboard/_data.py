@@ -35,6 +35,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
 )
 
 from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, RunCounter
@@ -193,27 +194,31 @@ class Dashboard:
         the servers."""
         schema = self.schema()
         with self.engine.connect() as conn:
-            now_ms = int(conn.execute(select(db_now_ms())).scalar_one())
+            now_ms, publisher = self._now_and_publisher(conn, schema)
             rows = self._rows(conn, schema) if schema.jobs else {}
             last_runs: dict[str, Run] = {}
             failures: dict[str, int] = {}
+            runs_24h: dict[str, int] = {}
             if schema.runs:
                 last_runs = self.latest.get(
                     lambda: self._last_runs(conn),
                     lambda above, ids, limit: self._newer(conn, above, ids, limit),
                 )
-                failures = self._failures(conn, now_ms - DAY_MS)
+
+                def ranges(names: Collection[str], spans: Sequence[tuple[int, int]]) -> Any:
+                    # The day's failures ride along in the same statement: one round trip.
+                    counts, failed = self._count_ranges(conn, names, spans, now_ms - DAY_MS)
+                    failures.update(failed)
+                    return counts
+
+                runs_24h = self.counter.runs(
+                    set(last_runs),
+                    now_ms,
+                    lambda n, a, b: self._count_buckets(conn, n, a, b),
+                    ranges,
+                )
             servers: list[Server] = []
-            publisher = None
             if schema.servers:
-                publisher = conn.execute(
-                    select(self.leases.c.holder).where(
-                        self.leases.c.name == PUBLISHER,
-                        self.leases.c.token.is_not(None),
-                        now_ms - func.coalesce(self.leases.c.renewed_ms, 0)
-                        <= func.coalesce(self.leases.c.lease_ms, 0),
-                    )
-                ).scalar_one_or_none()
                 servers = [
                     Server(
                         identity=r.identity,
@@ -225,15 +230,6 @@ class Dashboard:
                     )
                     for r in conn.execute(select(self.servers).order_by(self.servers.c.identity))
                 ]
-            runs_24h: dict[str, int] = {}
-            if schema.runs:
-                names = set(last_runs)
-                runs_24h = self.counter.runs(
-                    names,
-                    now_ms,
-                    lambda n, a, b: self._count_buckets(conn, n, a, b),
-                    lambda n, spans: self._count_ranges(conn, n, spans),
-                )
         return Overview(
             now_ms=now_ms,
             rows=rows,
@@ -245,6 +241,31 @@ class Dashboard:
             has_history=schema.runs,
             has_servers=schema.servers,
         )
+
+    def _now_and_publisher(self, conn: Any, schema: _Schema) -> tuple[int, str | None]:
+        """The database's now and the holder of a live publisher lease, in one statement.
+
+        On PostgreSQL the same statement turns parallel query off for the page's transaction:
+        starting parallel workers for these short index scans costs more than the scans (tens
+        of milliseconds on a busy machine)."""
+        first: list[Any] = [db_now_ms()]
+        if self.engine.dialect.name == "postgresql":
+            first.append(func.set_config("max_parallel_workers_per_gather", "0", True))
+        if not schema.servers:
+            return int(conn.execute(select(*first)).first()[0]), None
+        lease = self.leases.c
+        holder = (
+            select(lease.holder)
+            .where(
+                lease.name == PUBLISHER,
+                lease.token.is_not(None),
+                db_now_ms() - func.coalesce(lease.renewed_ms, 0)
+                <= func.coalesce(lease.lease_ms, 0),
+            )
+            .scalar_subquery()
+        )
+        row = conn.execute(select(holder, *first)).one()
+        return int(row[1]), row[0]
 
     def _rows(self, conn: Any, schema: _Schema, name: str | None = None) -> dict[str, JobRowView]:
         c = self.jobs.c
@@ -304,15 +325,6 @@ class Dashboard:
         query = select(*columns).where(where).order_by(r.id).limit(limit)
         return [_run(row) for row in conn.execute(query)]
 
-    def _failures(self, conn: Any, since_ms: int) -> dict[str, int]:
-        r = self.runs.c
-        query = (
-            select(r.job, func.count())
-            .where(r.outcome == "failed", r.started_ms > since_ms)
-            .group_by(r.job)
-        )
-        return {job: int(n) for job, n in conn.execute(query)}
-
     def _count_buckets(
         self, conn: Any, names: Collection[str], start_ms: int, end_ms: int
     ) -> dict[tuple[str, int], int]:
@@ -326,27 +338,42 @@ class Dashboard:
         return {(job, int(b)): int(n) for job, b, n in conn.execute(query)}
 
     def _count_ranges(
-        self, conn: Any, names: Collection[str], spans: Sequence[tuple[int, int]]
-    ) -> dict[str, int]:
-        # One statement per span: PostgreSQL plans an OR of ranges as a slow bitmap scan,
-        # while each range alone is an index-only scan of (job, started_ms, id).
+        self,
+        conn: Any,
+        names: Collection[str],
+        spans: Sequence[tuple[int, int]],
+        failed_since_ms: int,
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Runs of ``names`` started in each span, and failures started after
+        ``failed_since_ms``, in one statement. Each span is a branch of its own: PostgreSQL
+        plans an OR of ranges as a slow bitmap scan, while each range alone is an index-only
+        scan of ``(job, started_ms, id)``; failures use ``(outcome, started_ms)``."""
         r = self.runs.c
-        totals: dict[str, int] = {}
-        for low, high in spans:
-            query = (
-                select(r.job, func.count())
-                .where(self._one_of(r.job, names), r.started_ms >= low, r.started_ms < high)
-                .group_by(r.job)
-            )
-            for job, count in conn.execute(query):
-                totals[job] = totals.get(job, 0) + int(count)
-        return totals
+        branches = [
+            select(literal("r").label("kind"), r.job, func.count().label("n"))
+            .where(self._one_of(r.job, names), r.started_ms >= low, r.started_ms < high)
+            .group_by(r.job)
+            for low, high in spans
+        ]
+        branches.append(
+            select(literal("f").label("kind"), r.job, func.count().label("n"))
+            .where(r.outcome == "failed", r.started_ms > failed_since_ms)
+            .group_by(r.job)
+        )
+        counts: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        for kind, job, count in conn.execute(union_all(*branches)):
+            target = counts if kind == "r" else failures
+            target[job] = target.get(job, 0) + int(count)
+        return counts, failures
 
     def _one_of(self, column: Any, names: Collection[str]) -> Any:
         """``column IN (names)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead
         of hundreds (the driver's parsing of a long parameter list costs more than the query)."""
         if self.engine.dialect.name == "postgresql":
-            return column == any_(bindparam("names", sorted(names), type_=ARRAY(String())))
+            return column == any_(
+                bindparam("names", sorted(names), type_=ARRAY(String()), unique=True)
+            )
         return column.in_(sorted(names))
 
     # -------------------------------------------------------------------- a job
