@@ -39,7 +39,13 @@ from tests.dbs import (
     new_table_prefix,
 )
 
-pytestmark = [pytest.mark.postgres, pytest.mark.multiprocess, pytest.mark.slow]
+# The first test also pays for the module's set-up (two hosts, two dashboards, Chromium).
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.multiprocess,
+    pytest.mark.slow,
+    pytest.mark.timeout(180),
+]
 
 HOST_RECORDS_HISTORY = "history" in inspect.signature(JobHost).parameters
 NO_HISTORY = "JobHost has no history parameter yet: runs reach the history once it is merged"
@@ -251,7 +257,7 @@ def _job_url(base: str, name: str, **params: str) -> str:
     return base + "job?" + urllib.parse.urlencode({"name": name, **params})
 
 
-def test_jobs_page_lists_the_jobs_of_both_host_processes(cluster: Cluster, browser: Any) -> None:
+def test_jobs_page_lists_the_jobs_of_both_host_processes(browser: Any, cluster: Cluster) -> None:
     """The jobs page shows the distributed jobs of both hosts, each once."""
     _open(browser, cluster.actions_url, "#jobs tr.job")
     by = _by()
@@ -261,7 +267,7 @@ def test_jobs_page_lists_the_jobs_of_both_host_processes(cluster: Cluster, brows
     assert "distributed" == _job_row(browser, "beta-tick").find_elements(by.TAG_NAME, "td")[1].text
 
 
-def test_hostile_job_name_renders_as_text(cluster: Cluster, browser: Any) -> None:
+def test_hostile_job_name_renders_as_text(browser: Any, cluster: Cluster) -> None:
     """A job named like an HTML tag with a script shows as text, runs no script, adds no image."""
     _open(browser, cluster.actions_url, "#jobs tr.job")
     by = _by()
@@ -277,7 +283,7 @@ def test_hostile_job_name_renders_as_text(cluster: Cluster, browser: Any) -> Non
     assert _no_alert(browser)
 
 
-def test_job_page_shows_chart_claim_and_traceback(cluster: Cluster, browser: Any) -> None:
+def test_job_page_shows_chart_claim_and_traceback(browser: Any, cluster: Cluster) -> None:
     """A job's page charts its runs, shows its row and schedule, and opens a failure's
     traceback."""
     by = _by()
@@ -293,7 +299,7 @@ def test_job_page_shows_chart_claim_and_traceback(cluster: Cluster, browser: Any
     assert "OSError: <disk> full" == shown.splitlines()[-1]
 
 
-def test_failing_job_of_a_host_shows_its_traceback(cluster: Cluster, browser: Any) -> None:
+def test_failing_job_of_a_host_shows_its_traceback(browser: Any, cluster: Cluster) -> None:
     """A job that raises in a host process shows the exception in its history."""
     if not HOST_RECORDS_HISTORY:
         pytest.skip(NO_HISTORY)
@@ -317,7 +323,7 @@ def _click_action(browser: Any, cluster: Cluster, name: str, action: str) -> Non
     wait_until(lambda: browser.find_elements(by.CSS_SELECTOR, "#jobs tr.job"), 20, "the reload")
 
 
-def test_trigger_button_makes_a_host_run_the_job(cluster: Cluster, browser: Any) -> None:
+def test_trigger_button_makes_a_host_run_the_job(browser: Any, cluster: Cluster) -> None:
     """Trigger now on a job due in an hour makes one of the hosts run it at its next poll."""
     before = cluster.runs_of("alpha-report")
     clicked_ms = int(time.time() * 1000) - 1000
@@ -335,7 +341,7 @@ def test_trigger_button_makes_a_host_run_the_job(cluster: Cluster, browser: Any)
     assert "report-server" not in first.text  # the host's run, newer than the seeded ones
 
 
-def test_pause_button_stops_claims_and_resume_restarts_them(cluster: Cluster, browser: Any) -> None:
+def test_pause_button_stops_claims_and_resume_restarts_them(browser: Any, cluster: Cluster) -> None:
     """Pause sets the row's paused flag (the hosts then stop claiming it); Resume clears it."""
     by = _by()
     wait_until(lambda: cluster.runs_of("beta-tick") > 0, 30, "beta-tick running")
@@ -359,7 +365,7 @@ def test_pause_button_stops_claims_and_resume_restarts_them(cluster: Cluster, br
 
 
 def test_read_only_dashboard_has_no_buttons_and_refuses_posts(
-    cluster: Cluster, browser: Any
+    browser: Any, cluster: Cluster
 ) -> None:
     """Without actions no button or POST form is rendered, and a POST is answered 403."""
     by = _by()
@@ -376,7 +382,7 @@ def test_read_only_dashboard_has_no_buttons_and_refuses_posts(
     assert not cluster.paused("alpha-report")
 
 
-def test_post_without_csrf_token_is_refused(cluster: Cluster, browser: Any) -> None:
+def test_post_without_csrf_token_is_refused(browser: Any, cluster: Cluster) -> None:
     """A same-origin POST carrying the cookie but no form token is answered 403, changing
     nothing."""
     _open(browser, cluster.actions_url, "#jobs tr.job")
@@ -392,7 +398,7 @@ def test_post_without_csrf_token_is_refused(cluster: Cluster, browser: Any) -> N
     assert not cluster.paused("alpha-report")
 
 
-def test_servers_page_shows_both_hosts_and_the_publisher(cluster: Cluster, browser: Any) -> None:
+def test_servers_page_shows_both_hosts_and_the_publisher(browser: Any, cluster: Cluster) -> None:
     """The servers page lists the two host processes, exactly one of them as publisher."""
     by = _by()
     _open(browser, cluster.actions_url + "servers", "#servers tr.server")
