@@ -118,3 +118,14 @@ def test_chart_escapes_every_text_and_draws_a_bar_per_run() -> None:
     ]
     svg = str(duration_chart(runs, NOW, "Durations of <img src=x>"))
     assert (3, False, False) == (svg.count("<rect "), "<script>" in svg, "<img" in svg)
+
+
+def test_next_due_text_says_overdue() -> None:
+    """A due time in the future is relative; one passed over a minute ago reads as overdue."""
+    from recurjobs.dashboard._app import _next_text
+
+    assert ["in about 5 minutes", "due now", "overdue by 3 h"] == [
+        _next_text(NOW + 300_000, NOW),
+        _next_text(NOW - 5_000, NOW),
+        _next_text(NOW - 3 * 3_600_000, NOW),
+    ]

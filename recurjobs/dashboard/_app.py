@@ -464,7 +464,7 @@ def _cells(line: JobLine, now: int, job_url: str) -> dict[str, str]:
     page of hundreds of jobs renders several times faster)."""
     return {
         "link": f"{job_url}?{urlencode({'name': line.name})}",
-        "next_rel": relative(line.next_due_ms, now),
+        "next_rel": _next_text(line.next_due_ms, now),
         "next_abs": absolute(line.next_due_ms),
         "last_rel": relative(line.last_started_ms, now),
         "last_abs": absolute(line.last_started_ms),
@@ -472,6 +472,17 @@ def _cells(line: JobLine, now: int, job_url: str) -> dict[str, str]:
             duration(now - line.running_since_ms) if line.running_since_ms is not None else ""
         ),
     }
+
+
+def _next_text(due_ms: int | None, now: int) -> str:
+    """``in about 12 minutes``; ``due now`` or ``overdue by 3 h`` once the time has passed
+    (a job long overdue means no server claims it: none runs it, or all are down)."""
+    if due_ms is None:
+        return ""
+    if due_ms > now:
+        return relative(due_ms, now)
+    late = now - due_ms
+    return "due now" if late < 60_000 else f"overdue by {duration(late)}"
 
 
 def _process(identity: str) -> str:
