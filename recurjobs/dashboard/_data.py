@@ -300,11 +300,11 @@ class Dashboard:
         prep = self.engine.dialect.identifier_preparer
         table = prep.format_table(self.runs)
         walk = text(
-            f"WITH RECURSIVE names(job) AS ("
-            f" SELECT MIN(job) FROM {table}"
+            f"WITH RECURSIVE names(job, depth) AS ("
+            f" SELECT MIN(job), 1 FROM {table}"
             f" UNION ALL"
-            f" SELECT (SELECT MIN(r.job) FROM {table} r WHERE r.job > names.job)"
-            f" FROM names WHERE names.job IS NOT NULL)"
+            f" SELECT (SELECT MIN(r.job) FROM {table} r WHERE r.job > names.job), depth + 1"
+            f" FROM names WHERE names.job IS NOT NULL AND depth < {MAX_HISTORY_NAMES})"
             f" SELECT (SELECT r.id FROM {table} r WHERE r.job = names.job"
             f" ORDER BY r.started_ms DESC, r.id DESC LIMIT 1) AS last_id"
             f" FROM names WHERE names.job IS NOT NULL LIMIT {MAX_HISTORY_NAMES}"
