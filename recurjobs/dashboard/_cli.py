@@ -105,15 +105,20 @@ def _load(target: str) -> Callable[[Any], bool]:
 
 
 def _check_reachable(url: str) -> None:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
+
+    from recurjobs.sql._urls import make_engine
 
     parsed = check_database_url(url)
     in_memory = parsed.database in (None, "", ":memory:")
     on_file = parsed.get_backend_name() == "sqlite" and not in_memory
     if on_file and not os.path.exists(str(parsed.database)):
         raise CommandError(f"no SQLite database file at {mask_url_text(url)}", bad_input=True)
-    engine = create_engine(parsed)
+    try:
+        engine = make_engine(url)  # a bounded connect timeout: a silent host fails, not hangs
+    except ImportError as exc:
+        raise CommandError(f"the driver for {mask_url_text(url)} is not installed: {exc}") from None
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
