@@ -115,6 +115,10 @@ def job_lines(view: Overview, local: Iterable[Any]) -> list[JobLine]:
             running_on, running_since = row.owner or "?", row.last_attempted_run_ms
         elif last is not None and last.outcome is None:
             running_on, running_since = last.host, last.started_ms
+        # The history's latest run, unless the row was claimed well after it (the claiming
+        # host does not record history, or its record is still queued).
+        claimed = row.last_attempted_run_ms
+        recorded = last is not None and (claimed is None or claimed <= last.started_ms + 1000)
         if row.paused:
             note = "paused: not claimed until resumed"
         elif row.due_now:
@@ -135,8 +139,8 @@ def job_lines(view: Overview, local: Iterable[Any]) -> list[JobLine]:
                 now_ms=now,
             ),
             next_note=note,
-            last_started_ms=last.started_ms if last else row.last_attempted_run_ms,
-            last_outcome=last.outcome if last else None,
+            last_started_ms=last.started_ms if recorded and last else claimed,
+            last_outcome=last.outcome if recorded and last else None,
             running_on=running_on,
             running_since_ms=running_since,
             paused=row.paused,
