@@ -15,6 +15,9 @@ BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 # DATABASES=0 skips starting PostgreSQL/MariaDB (their tests then skip, or fail under CI=true).
 DATABASES ?= 1
+# BROWSER=0 skips installing Chromium for the dashboard's browser tests (they then skip, or fail
+# under CI=true).
+BROWSER ?= 1
 SITE_DIR := /tmp/recurjobs-site
 
 .PHONY: help install demo test lint docs bench clean distclean
@@ -51,6 +54,7 @@ test: $(STAMP)
 		urls="$$(bash scripts/test-databases.sh)"; \
 		eval "$$urls"; \
 	fi; \
+	if [[ "$(BROWSER)" != 0 ]]; then bash scripts/test-browser.sh; fi; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy

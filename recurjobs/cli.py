@@ -356,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete rows idle for this long, e.g. 7d or 12h",
     )
     prune.set_defaults(func=_cmd_prune)
+
+    from recurjobs.dashboard import _cli as dashboard_cli
+
+    dashboard_cli.add_command(sub, database_options)
     return parser
 
 
@@ -367,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
-    if args.command in ("status", "trigger", "prune"):
+    if args.command in ("status", "trigger", "prune", "dashboard"):
         args.database_source = "--database"
         if args.database is None:
             args.database = os.environ.get(DATABASE_ENV) or None

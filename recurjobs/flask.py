@@ -23,7 +23,11 @@ Under gunicorn, whose error log is not the root logger's, the ``recurjobs`` logg
 gunicorn's error log (``RECURJOBS_LOG_TO_GUNICORN``, default True) unless logging was set up
 for them already.
 
-This is the only module of recurjobs that imports Flask. No HTTP endpoint is added.
+No HTTP endpoint is added unless ``RECURJOBS_DASHBOARD_PREFIX`` is set (say ``"/recurjobs"``):
+then the dashboard (:mod:`recurjobs.dashboard`, extra ``dashboard``) is mounted there as a
+blueprint of the app, showing this host's recurring jobs too. It is read-only unless
+``RECURJOBS_DASHBOARD_ALLOW_ACTIONS`` is true and ``RECURJOBS_DASHBOARD_AUTHORIZE`` (a callable
+taking the request) returns True; the app's own login (``before_request``) guards it.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ _SETTINGS = DistributedJobSettings()
 
 CONFIG_DEFAULTS: dict[str, object] = {
     "RECURJOBS_AUTOSTART": True,
+    "RECURJOBS_DASHBOARD_ALLOW_ACTIONS": False,
+    "RECURJOBS_DASHBOARD_AUTHORIZE": None,
+    "RECURJOBS_DASHBOARD_PREFIX": None,
     "RECURJOBS_DATABASE_URL": None,
     "RECURJOBS_DELAY": _SETTINGS.delay,
     "RECURJOBS_ELECT_SERVER_ROLE": False,
@@ -133,6 +140,10 @@ class RecurJobs:
         autostart = _flag(app.config, "RECURJOBS_AUTOSTART")
         to_gunicorn = _flag(app.config, "RECURJOBS_LOG_TO_GUNICORN")
         host = self.create_host(app)
+        if app.config["RECURJOBS_DASHBOARD_PREFIX"]:
+            from recurjobs.dashboard._flask import mount
+
+            mount(app, host, allow_actions=_flag(app.config, "RECURJOBS_DASHBOARD_ALLOW_ACTIONS"))
         app.extensions[EXTENSION_KEY] = host
         if recurjobs_cli.name not in app.cli.commands:
             app.cli.add_command(recurjobs_cli)
