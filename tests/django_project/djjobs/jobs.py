@@ -1,5 +1,6 @@
 """Jobs of the test project. Each appends one line per event to ``settings.OUT`` (O_APPEND
-keeps lines from several processes whole): ``<event> <pid> <time.time()> [detail]``."""
+keeps lines from several processes whole): ``<event> <pid> <time.time()> <machine> [detail]``,
+where machine is ``$DJTEST_MACHINE`` (default "-")."""
 
 import os
 import time
@@ -13,7 +14,8 @@ from recurjobs import CancellationToken, DistributedJob, RecurringJob, Triggerab
 
 def record(event: str, detail: str = "") -> None:
     with open(settings.OUT, "a") as out:
-        out.write(f"{event} {os.getpid()} {time.time():.6f} {detail}".rstrip() + "\n")
+        machine = os.environ.get("DJTEST_MACHINE", "-")
+        out.write(f"{event} {os.getpid()} {time.time():.6f} {machine} {detail}".rstrip() + "\n")
 
 
 record("loaded")
