@@ -7,6 +7,7 @@ reload) and reads the records its jobs append to one file (see djjobs/jobs.py).
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -246,7 +247,7 @@ def test_gunicorn_two_machines_three_workers_each(
     ends = sorted(e.at for e in found if e.name == "dist-end")
     assert len(starts) == len(ends)
     overlaps = sum(1 for s, previous_end in zip(starts[1:], ends, strict=False) if s < previous_end)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert 0 == overlaps
     assert min(gaps) >= 1.5  # period 2 s; records come a little after each claim
     assert SOAK_SECONDS / 2 / 3 <= len(starts) <= SOAK_SECONDS / 2 + 3
