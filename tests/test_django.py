@@ -416,3 +416,29 @@ def test_history_of_an_unused_database(tmp_path: Path) -> None:
             command("history"),
             json.loads(command("history", "--json")),
         )
+
+
+class Every30s(RecurringJob):
+    """Every 30 seconds after a 2-second delay (as RefreshRates in docs/django.md)."""
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(seconds=30), delay=timedelta(seconds=2))
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+def test_docs_manual_clock_example() -> None:
+    """The testing example of docs/django.md: build_host(clock=ManualClock()) runs on its time."""
+    clock = ManualClock()
+    with override_settings(RECURJOBS={"JOBS": [f"{HERE}.Every30s"]}):
+        host = integration.build_host(clock=clock, main_dom=False)
+    runs: list[JobExecuted] = []
+    host.subscribe(JobExecuted, runs.append)
+    with host:
+        clock.wait_for_waiters(1)
+        clock.advance(timedelta(seconds=2))
+        clock.wait_for_waiters(1)
+        clock.advance(timedelta(seconds=30))
+        clock.wait_for_waiters(1)
+    assert 2 == len(runs)
