@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -34,7 +35,9 @@ from tests.sql.pgcluster import PrivatePostgres, postgres_bindir
 
 pytestmark = pytest.mark.multiprocess
 
-SOAK_SECONDS = 120.0
+SOAK_SECONDS = float(os.environ.get("RECURJOBS_DJANGO_SOAK_SECONDS", "30"))
+"""How long the two gunicorn "machines" run together: 30 s in the suite (15 periods of the
+distributed job), ``RECURJOBS_DJANGO_SOAK_SECONDS=120`` for the two-minute run."""
 
 
 @dataclass(frozen=True)
@@ -255,9 +258,10 @@ def test_gunicorn_two_machines_three_workers_each(
 
 
 # ------------------------------------------------------------------ database restart
-@pytest.fixture
+@pytest.fixture(scope="module")
 def private_postgres() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL server of this test's own, running; stopped and removed afterwards."""
+    """A PostgreSQL server of this module's own, running; stopped and removed afterwards (the
+    restart tests leave it running)."""
     bindir = postgres_bindir()
     if bindir is None:
         message = "no PostgreSQL server binaries under /usr/lib/postgresql"
