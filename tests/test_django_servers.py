@@ -211,9 +211,10 @@ def test_gunicorn_two_machines_three_workers_each(
 ) -> None:
     """Two "machines" (lock directories) of 3 gunicorn workers share PostgreSQL for two
     minutes: each runs the recurring job in one worker, the distributed job runs once per
-    period cluster-wide with no overlap, and triggers from any worker's view are accepted."""
+    period cluster-wide with no overlap, and triggers from any worker's view and from
+    `manage.py recurjobs trigger` are accepted."""
     out = tmp_path / "events.txt"
-    procs, ports = [], {}
+    procs, ports, environs = [], {}, {}
     for machine in ("a", "b"):
         locks = tmp_path / f"locks-{machine}"
         locks.mkdir()
@@ -225,7 +226,7 @@ def test_gunicorn_two_machines_three_workers_each(
             DJTEST_MACHINE=machine,
             DJTEST_PREFIX=postgres_db.table_prefix,
         )
-        ports[machine] = free_port()
+        ports[machine], environs[machine] = free_port(), environ
         procs.append(
             gunicorn(project, environ, ports[machine], tmp_path / f"gunicorn-{machine}.log")
         )
@@ -236,6 +237,8 @@ def test_gunicorn_two_machines_three_workers_each(
         while time.time() < begin + SOAK_SECONDS:
             accepted.extend(trigger(port) for port in ports.values())
             time.sleep(5)
+        # The command finds machine a's main instance through the same default lock key.
+        command = manage(project, environs["a"], "recurjobs", "trigger", "PidJob")
     finally:
         for proc in procs:
             stop_group(proc)
@@ -246,6 +249,8 @@ def test_gunicorn_two_machines_three_workers_each(
         assert (1, True) == (len(runners), runners <= loaded), machine
         assert runners <= {e.pid for e in found if e.name == "closed"}  # stopped at exit
     assert all(accepted) and len(accepted) >= 2
+    expected = "triggered PidJob: the main instance (pid "
+    assert (0, expected) == (command.returncode, command.stdout[: len(expected)]), command.stderr
     starts = sorted(e.at for e in found if e.name == "dist-start")
     ends = sorted(e.at for e in found if e.name == "dist-end")
     assert len(starts) == len(ends)
