@@ -442,3 +442,21 @@ def test_docs_manual_clock_example() -> None:
         clock.advance(timedelta(seconds=30))
         clock.wait_for_waiters(1)
     assert 2 == len(runs)
+
+
+# ------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: integration.build_host(clok=None), TypeError, "unknown JobHost keyword(s) clok"),
+        (lambda: integration.build_host(clock="x"), TypeError, "clock must provide"),
+        (lambda: integration.build_host(exit_timeout=-1), ValueError, "exit_timeout"),
+        (lambda: integration.database_url(5), TypeError, "alias_or_url must be a str, got 5"),
+        (lambda: integration.database_url("nope"), ValueError, "alias_or_url is 'nope'"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(call: Any, error: type, message: str) -> None:
+    """A bad argument to the module's functions is a TypeError/ValueError naming it."""
+    with pytest.raises(error) as info:
+        call()
+    assert message in str(info.value)

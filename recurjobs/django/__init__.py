@@ -61,6 +61,15 @@ def build_host(**overrides: Any) -> JobHost:
 
     from recurjobs.django._connections import close_connections_around_runs
 
+    import inspect
+
+    known = set(inspect.signature(JobHost.__init__).parameters) - {"self", "jobs"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(
+            f"build_host() got unknown JobHost keyword(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     config, problems = _settings()
     if problems:
         raise _improperly_configured(problems)
@@ -68,6 +77,8 @@ def build_host(**overrides: Any) -> JobHost:
     try:
         host = JobHost(config.make_jobs(), **kwargs)
     except (TypeError, ValueError) as exc:
+        if any(name in str(exc) for name in overrides):
+            raise  # the caller's override, not a setting
         raise ImproperlyConfigured(f"recurjobs: recurjobs.E009: RECURJOBS: {exc}") from exc
     if config.close_connections:
         close_connections_around_runs(host)
