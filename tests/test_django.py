@@ -404,8 +404,7 @@ def test_pause_and_resume_a_distributed_job(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not hasattr(JobHost, "pause") or not hasattr(JobHost, "history"),
-    reason="needs JobHost.history/pause (issue 11)",
+    not hasattr(JobHost, "history"), reason="needs JobHost.history/pause (issue 11)"
 )
 def test_history_of_an_unused_database(tmp_path: Path) -> None:
     """`recurjobs history` on a database without runs says so; --json gives an empty list."""
@@ -460,3 +459,25 @@ def test_bad_arguments_name_the_parameter(call: Any, error: type, message: str) 
     with pytest.raises(error) as info:
         call()
     assert message in str(info.value)
+
+
+@pytest.mark.skipif(
+    not hasattr(JobHost, "history"), reason="needs JobHost.history/pause (issue 11)"
+)
+def test_history_shows_a_recorded_run(tmp_path: Path) -> None:
+    """A run recorded by a host with HISTORY on shows in `recurjobs history` and its JSON."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    job = Query()
+    recurjobs = {"JOBS": [lambda: job], "DATABASE": url, "MAIN_DOM": False, "HISTORY": True}
+    done = threading.Event()
+    with override_settings(RECURJOBS=recurjobs):
+        host = integration.build_host(clock=ManualClock())
+        host.subscribe(JobExecuted, lambda n: done.set())
+        with host:
+            assert True is done.wait(10)
+        records = json.loads(command("history", "--json"))
+        text = command("history", "--job", "Query")
+    assert [("Query", "recurring", "executed", "schedule")] == [
+        (r["job"], r["kind"], r["outcome"], r["trigger"]) for r in records
+    ]
+    assert "Query" in text.splitlines()[1]

@@ -57,11 +57,11 @@ def build_host(**overrides: Any) -> JobHost:
     ``build_host(clock=ManualClock(), main_dom=False)``. Raises ``ImproperlyConfigured``
     listing every bad setting, or naming what JobHost refused.
     """
+    import inspect
+
     from django.core.exceptions import ImproperlyConfigured
 
     from recurjobs.django._connections import close_connections_around_runs
-
-    import inspect
 
     known = set(inspect.signature(JobHost.__init__).parameters) - {"self", "jobs"}
     unknown = sorted(set(overrides) - known)
