@@ -450,7 +450,7 @@ def test_docs_manual_clock_example() -> None:
         (lambda: integration.build_host(clok=None), TypeError, "unknown JobHost keyword(s) clok"),
         (lambda: integration.build_host(clock="x"), TypeError, "clock must provide"),
         (lambda: integration.build_host(exit_timeout=-1), ValueError, "exit_timeout"),
-        (lambda: integration.database_url(5), TypeError, "alias_or_url must be a str, got 5"),
+        (lambda: integration.database_url(5), TypeError, "alias_or_url must be a str, got 5"),  # type: ignore[arg-type]
         (lambda: integration.database_url("nope"), ValueError, "alias_or_url is 'nope'"),
     ],
 )
