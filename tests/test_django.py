@@ -200,6 +200,7 @@ def test_database_alias_becomes_a_url(entry: dict[str, object], url: str) -> Non
         ({"MAIN_DOM_DIRECTORY": ""}, "recurjobs.E004", "must be a directory path"),
         ({"HISTORY": True}, "recurjobs.E005", "HISTORY"),
         ({"DISTRIBUTED": {"poll_period": "soon"}}, "recurjobs.E006", "['poll_period']"),
+        ({"DISTRIBUTED": {"delay": -5}}, "recurjobs.E006", "must not be negative, got -5"),
         ({"DISTRIBUTED": {"poll": 1}}, "recurjobs.E006", "unknown key 'poll'"),
         ({"DISTRIBUTED": {"max_concurrent_jobs": 0}}, "recurjobs.E006", "at least 1"),
         ({"TABLE_PREFIX": "no spaces"}, "recurjobs.E006", "['table_prefix']"),

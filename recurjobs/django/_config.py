@@ -330,6 +330,7 @@ def _dataclass_from(
                 f"{where} has the unknown key {key!r}; known keys: {', '.join(fields)}",
             )
             continue
+        given = value
         if isinstance(getattr(defaults, key), timedelta) and not isinstance(value, bool):
             try:
                 value = duration(value)
@@ -339,7 +340,8 @@ def _dataclass_from(
         try:
             dataclasses.replace(defaults, **{key: value})
         except (TypeError, ValueError) as exc:
-            reader.bad(check_id, f"{where}[{key!r}]: {exc}")
+            message = str(exc).replace(repr(value), repr(given))  # the value as written
+            reader.bad(check_id, f"{where}[{key!r}]: {message}")
             continue
         converted[key] = value
     try:
