@@ -482,3 +482,74 @@ def test_history_shows_a_recorded_run(tmp_path: Path) -> None:
         (r["job"], r["kind"], r["outcome"], r["trigger"]) for r in records
     ]
     assert "Query" in text.splitlines()[1]
+
+
+# -------------------------------------------------------------------------- dashboard
+def _has_dashboard() -> bool:
+    try:
+        __import__("recurjobs.dashboard")
+    except ImportError:
+        return False
+    return True
+
+
+_DASHBOARD = pytest.mark.skipif(not _has_dashboard(), reason="needs recurjobs.dashboard (issue 12)")
+
+
+class _User:
+    """A stand-in for request.user (no auth tables needed)."""
+
+    def __init__(self, authenticated: bool, staff: bool) -> None:
+        self.is_authenticated = authenticated
+        self.is_active = True
+        self.is_staff = staff
+
+
+@pytest.fixture
+def dashboard_settings(tmp_path: Path) -> Iterator[str]:
+    """RECURJOBS with a SQLite database holding the row of Report; yields its URL."""
+    from recurjobs.django import _dashboard
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = JobStore(url)
+    store.create_schema()
+    store.ensure([Report()])
+    store.dispose()
+    recurjobs = {"JOBS": [f"{HERE}.Report"], "DATABASE": url, "MAIN_DOM": False}
+    _dashboard._app = None
+    with override_settings(RECURJOBS=recurjobs, LOGIN_URL="/login/"):
+        yield url
+    _dashboard._app = None
+
+
+@_DASHBOARD
+@pytest.mark.parametrize(
+    ("user", "status", "location"),
+    [(_User(False, False), 302, "/login/?next=/jobs/"), (_User(True, False), 403, None)],
+)
+def test_dashboard_is_for_staff_only(
+    dashboard_settings: str, user: _User, status: int, location: str | None
+) -> None:
+    """Anonymous users are sent to LOGIN_URL, logged-in non-staff users get 403."""
+    from django.test import RequestFactory
+
+    from recurjobs.django._dashboard import dashboard_view
+
+    request = RequestFactory().get("/jobs/")
+    request.user = user
+    response = dashboard_view(request, rest="")
+    assert (status, location) == (response.status_code, response.get("Location"))
+
+
+@_DASHBOARD
+def test_dashboard_shows_the_jobs_to_staff(dashboard_settings: str) -> None:
+    """A staff user gets the dashboard's jobs page, with links under the include's prefix."""
+    from django.test import RequestFactory
+
+    from recurjobs.django._dashboard import dashboard_view
+
+    request = RequestFactory().get("/admin/jobs/")
+    request.user = _User(True, True)
+    response = dashboard_view(request, rest="")
+    page = response.content.decode()
+    assert (200, True, True) == (response.status_code, "report" in page, "/admin/jobs/" in page)

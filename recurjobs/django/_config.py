@@ -38,6 +38,7 @@ KEYS = {
     "EXIT_TIMEOUT": "seconds the stop at exit waits for running jobs (default 5)",
     "AUTOSTART": "start in serving processes (default True)",
     "CLOSE_CONNECTIONS": "close_old_connections() around every run (default True)",
+    "DASHBOARD_ACTIONS": "trigger/pause/resume buttons in recurjobs.django.urls (default False)",
 }
 """Every key of ``RECURJOBS`` and what it holds."""
 
@@ -63,6 +64,7 @@ class Config:
     host_kwargs: dict[str, Any] = field(default_factory=dict)
     autostart: bool = True
     close_connections: bool = True
+    dashboard_actions: bool = False
 
     def make_jobs(self) -> list[object]:
         """New job objects from the entries (classes are instantiated, factories called)."""
@@ -176,6 +178,7 @@ def read(raw: object, databases: Mapping[str, Any]) -> tuple[Config, list[Proble
     kwargs["exit_timeout"] = reader.seconds("EXIT_TIMEOUT", 5.0)
     config.autostart = reader.flag("AUTOSTART", True, "E008")
     config.close_connections = reader.flag("CLOSE_CONNECTIONS", True, "E008")
+    config.dashboard_actions = reader.flag("DASHBOARD_ACTIONS", False, "E008")
     return config, reader.problems
 
 
