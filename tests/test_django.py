@@ -517,7 +517,12 @@ def dashboard_settings(tmp_path: Path) -> Iterator[str]:
     store.dispose()
     recurjobs = {"JOBS": [f"{HERE}.Report"], "DATABASE": url, "MAIN_DOM": False}
     _dashboard._app = None
-    with override_settings(RECURJOBS=recurjobs, LOGIN_URL="/login/"):
+    with override_settings(
+        RECURJOBS=recurjobs,
+        LOGIN_URL="/login/",
+        ALLOWED_HOSTS=["testserver"],
+        ROOT_URLCONF="recurjobs.django.urls",
+    ):
         yield url
     _dashboard._app = None
 
@@ -543,11 +548,15 @@ def test_dashboard_is_for_staff_only(
 
 @_DASHBOARD
 def test_dashboard_shows_the_jobs_to_staff(dashboard_settings: str) -> None:
-    """A staff user gets the dashboard's jobs page, with links under the include's prefix."""
+    """A staff user gets the dashboard's jobs page, with links under the include's prefix; the
+    URLconf recurjobs.django.urls routes every path to the view."""
     from django.test import RequestFactory
+    from django.urls import resolve
 
     from recurjobs.django._dashboard import dashboard_view
 
+    match = resolve("/job/report")
+    assert (dashboard_view, {"rest": "job/report"}) == (match.func, match.kwargs)
     request = RequestFactory().get("/admin/jobs/")
     request.user = _User(True, True)
     response = dashboard_view(request, rest="")

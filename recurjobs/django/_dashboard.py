@@ -82,9 +82,22 @@ def _environ(request: Any, rest: str) -> dict[str, Any]:
     return environ
 
 
+def _to_login(request: Any) -> Any:
+    """A redirect to ``LOGIN_URL`` that comes back here (``?next=``)."""
+    from urllib.parse import quote
+
+    from django.conf import settings
+    from django.http import HttpResponseRedirect
+    from django.shortcuts import resolve_url
+
+    login = resolve_url(settings.LOGIN_URL)
+    separator = "&" if "?" in login else "?"
+    back = quote(request.get_full_path(), safe="/")
+    return HttpResponseRedirect(f"{login}{separator}next={back}")
+
+
 def dashboard_view(request: Any, rest: str = "") -> Any:
     """Serve one dashboard request to active staff users."""
-    from django.contrib.auth.views import redirect_to_login
     from django.core.exceptions import ImproperlyConfigured
     from django.http import HttpResponse, HttpResponseForbidden
 
@@ -96,7 +109,7 @@ def dashboard_view(request: Any, rest: str = "") -> Any:
     if not (user.is_active and user.is_staff):
         if user.is_authenticated:
             return HttpResponseForbidden("staff only")
-        return redirect_to_login(request.get_full_path())
+        return _to_login(request)
     answer: dict[str, Any] = {}
     written: list[bytes] = []
 
