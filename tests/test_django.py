@@ -331,6 +331,14 @@ def test_status_shows_the_jobs() -> None:
     assert "a command runs no jobs" in text
 
 
+def test_status_before_any_table_exists(tmp_path: Path) -> None:
+    """`recurjobs status` with a database that has no jobs table yet shows the jobs and says so."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with override_settings(RECURJOBS={"JOBS": [f"{HERE}.Tick"], "DATABASE": url}):
+        text = command("status")
+    assert (True, True) == ("Tick" in text, "no distributed jobs table yet" in text)
+
+
 def test_trigger_a_distributed_job_through_the_database(tmp_path: Path) -> None:
     """`recurjobs trigger report` marks the row due; `status` then shows the table."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"

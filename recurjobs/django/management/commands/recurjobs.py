@@ -59,7 +59,14 @@ class Command(BaseCommand):  # type: ignore[misc]
     # ----------------------------------------------------------------------- actions
     def _status(self, host: JobHost, options: dict[str, Any]) -> None:
         records = host.status()
-        rows = self._store(lambda: read_rows(*self._database(host))) if host.database else None
+        rows, note = None, ""
+        if host.database:
+            try:
+                rows = read_rows(*self._database(host))
+            except StoreError as exc:
+                if not str(exc).startswith("no table "):
+                    raise CommandError(str(exc), returncode=2 if exc.bad_input else 1) from None
+                note = "no distributed jobs table yet: no host with distributed jobs has started"
         if options["json"]:
             payload = {
                 "host": [to_json(r) for r in records],
@@ -75,6 +82,9 @@ class Command(BaseCommand):  # type: ignore[misc]
         if rows is not None:
             self.stdout.write("")
             self.stdout.write(database_table(rows))
+        elif note:
+            self.stdout.write("")
+            self.stdout.write(note)
 
     def _trigger(self, host: JobHost, options: dict[str, Any]) -> None:
         name = options["name"]
