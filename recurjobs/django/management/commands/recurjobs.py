@@ -64,7 +64,7 @@ class Command(BaseCommand):  # type: ignore[misc]
             try:
                 rows = read_rows(*self._database(host))
             except StoreError as exc:
-                if not str(exc).startswith("no table "):
+                if not str(exc).startswith(("no table ", "no SQLite database file ")):
                     raise CommandError(str(exc), returncode=2 if exc.bad_input else 1) from None
                 note = "no distributed jobs table yet: no host with distributed jobs has started"
         if options["json"]:
