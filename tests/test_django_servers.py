@@ -98,7 +98,7 @@ def served_pid(port: int) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/pid", timeout=2) as answer:
             return int(answer.read())
-    except OSError:
+    except (OSError, ValueError):  # not up yet, or cut off while the child reloads
         return None
 
 

@@ -95,7 +95,7 @@ def test_flask_app(tmp_path: Path) -> None:
 
 
 @pytest.mark.multiprocess
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_django_project(tmp_path: Path) -> None:
     """examples/django_project under `runserver`: /status answers, POST /refresh runs the job,
     and `manage.py recurjobs status` lists both jobs."""
@@ -109,6 +109,9 @@ def test_django_project(tmp_path: Path) -> None:
         env=environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # A test run started in the background of a shell ignores SIGINT, and children inherit
+        # that: give the server the default, so SIGINT stops it (and its host) as Ctrl+C does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -127,8 +130,9 @@ def test_django_project(tmp_path: Path) -> None:
         done = wait_until(lambda: (s := status()) and s["refreshed"] and s, 30, "a refresh")
         assert ["RefreshRates", "nightly-report"] == [j["name"] for j in done["jobs"]]
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        proc.send_signal(signal.SIGINT)  # the stop at exit waits up to 5 s for the jobs
+        proc.wait(60)
+    assert 0 == proc.returncode
     listed = subprocess.run(
         [python(), "manage.py", "recurjobs", "status"],
         cwd=project,
