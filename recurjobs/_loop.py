@@ -24,6 +24,7 @@ from recurjobs._notifications import (
     JobStopping,
     Publisher,
 )
+from recurjobs._roles import IgnoreReason
 from recurjobs._schedule import NextExecution, Plan, after_run, after_trigger, initial, seconds
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken, JobCancelled
@@ -80,6 +81,7 @@ class JobRunner:
         self._announcing = False  # the thread is publishing JobExecuting
         self._stopping_owed = False  # stop() came meanwhile: the thread publishes JobStopping
         self._exited = False
+        self.paused = False  # JobHost.pause(): due runs are ignored with IgnoreReason.PAUSED
         self._thread: threading.Thread | None = None
         self.token = CancellationToken(clock)
         self.outcome = Outcome()
@@ -181,6 +183,7 @@ class JobRunner:
             failures=out.failures,
             running=out.running,
             alive=alive,
+            paused=self.paused,
         )
 
     def _on_period_changed(self, _sender: object) -> None:
@@ -244,10 +247,10 @@ class JobRunner:
             if now < self.plan.next:
                 self._clock.wait(self._wake, _bounded(self.plan.next - now))
                 return True
-            end = self._run_once(now)
+            end = self._run_once(now, self.plan.next)
             self.plan = after_run(self.plan.next, now, end, seconds(self.view.period()))
         else:
-            end = self._run_once(now)
+            end = self._run_once(now, trigger.at)
             self.plan = after_trigger(
                 self.plan,
                 strategy=trigger.strategy,
@@ -258,25 +261,31 @@ class JobRunner:
             )
         return True
 
-    def _run_once(self, start: float) -> float:
-        """Gate and run the job once from ``start``; return when the run (or back-off) ended."""
+    def _run_once(self, start: float, planned: float) -> float:
+        """Gate and run the job once from ``start`` (it was due at ``planned``); return when the
+        run (or back-off) ended."""
         with self._lock:
             if not self._open:
                 return start
             self._announcing = True
         self.outcome.last_start = start
-        self._publish(JobExecuting)
+        now = self._clock.now()
+        late = max(0.0, self._clock.monotonic() - planned)
+        self._publisher.publish(
+            JobExecuting(job=self.job, at=now, scheduled_at=now - timedelta(seconds=late))
+        )
         with self._lock:
             self._announcing = False
             owed, self._stopping_owed = self._stopping_owed, False
         if owed:
             self._publish(JobStopping)
-        reason = self._gates.check(self.view.server_roles())
+        paused = self.paused
+        reason = IgnoreReason.PAUSED if paused else self._gates.check(self.view.server_roles())
         if reason is not None:
             logger.debug("%s ignored: %s", self.name, reason.name)
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
-            return self._back_off(start)
+            return self._paused_end(start) if paused else self._back_off(start)
         if not self._admit():  # stop began while the run was announced: it never starts
             self._finish(start, "canceled")
             return self._clock.monotonic()
@@ -311,6 +320,12 @@ class JobRunner:
             self._publish(JobCanceled)
         else:
             self._publish(JobFailed, exception=error)
+
+    def _paused_end(self, start: float) -> float:
+        """A paused job has no ignored back-off: its schedule keeps its own cadence, so after
+        ``resume()`` the next run comes at its usual time. A period of zero waits a second
+        between ticks instead, so a paused job never spins."""
+        return start if seconds(self.view.period()) > 0 else start + _MIN_BACKOFF
 
     def _back_off(self, start: float) -> float:
         """Sleep ``ignored_delay`` from ``start``; a change re-plans it, shutdown ends it."""

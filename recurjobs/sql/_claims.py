@@ -12,8 +12,8 @@ unless the client sets ``CLIENT.FOUND_ROWS``; SQLAlchemy's MySQL dialects always
 that lands twice in one millisecond, writing the same values, still counts as renewed. The
 contract tests pin this on a real server.
 
-This module also holds the guards of the distributed jobs table: *due*, *stale* and *claimable*,
-all computed from the database clock in the statement itself.
+This module also holds the guards of the distributed jobs table: *due*, *stale*, *unpaused* and
+*claimable*, all computed from the database clock in the statement itself.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from recurjobs.sql._clockexpr import db_now_ms, int_div
 
-__all__ = ["claimable", "due", "guarded_update", "new_claim_id", "stale"]
+__all__ = ["claimable", "due", "guarded_update", "new_claim_id", "stale", "unpaused"]
 
 
 def guarded_update(
@@ -76,8 +76,13 @@ def stale(jobs: Table) -> ColumnElement[bool]:
     return silent_for > func.coalesce(c.lease_ms, 0)
 
 
+def unpaused(jobs: Table) -> ColumnElement[bool]:
+    """The job is not paused (``JobHost.pause``): a paused row is never claimed."""
+    return jobs.c.paused == false()
+
+
 def claimable(jobs: Table, claim_id: str) -> ColumnElement[bool]:
-    """Due, and not running (or stale); or already claimed with ``claim_id``.
+    """Due, not paused, and not running (or stale); or already claimed with ``claim_id``.
 
     The last case makes a claim idempotent: when a retry repeats a claim whose first attempt
     committed but whose reply was lost, the row already carries our claim id and the retry
@@ -85,6 +90,6 @@ def claimable(jobs: Table, claim_id: str) -> ColumnElement[bool]:
     """
     c = jobs.c
     return or_(
-        and_(due(jobs), or_(c.running == false(), stale(jobs))),
+        and_(due(jobs), unpaused(jobs), or_(c.running == false(), stale(jobs))),
         and_(c.running == true(), c.claim_id == claim_id),
     )

@@ -114,6 +114,11 @@ class HostSql:
         """Mark a distributed job due now (kept while it runs: it runs again right after)."""
         return self.poller is not None and self.poller.trigger(name)
 
+    def note_paused(self, name: str, paused: bool) -> None:
+        """Show a pause or resume of ``name`` in ``status()`` at once."""
+        if self.poller is not None:
+            self.poller.note_paused(name, paused)
+
     def server_role(self) -> ServerRole:
         """The elected role (UNKNOWN before the first successful touch)."""
         return self.roles() if self.roles is not None else ServerRole.UNKNOWN

@@ -85,6 +85,7 @@ class DistributedPoller:
         self._jobs: dict[str, object] = {}
         self._stats: dict[str, RunStats] = {}
         self._ensured: dict[str, tuple[timedelta, bool]] = {}
+        self._paused: set[str] = set()  # as last read from the rows (every poll)
         self._schema_ready = False
         self._polling = False  # the initial delay is over
         self._poll_asked = False
@@ -189,6 +190,25 @@ class DistributedPoller:
             self._wake.set()
         return accepted
 
+    def note_paused(self, name: str, paused: bool) -> None:
+        """Show a pause or resume made through this host at once (the next poll reads it)."""
+        with self._lock:
+            if paused:
+                self._paused.add(name)
+            else:
+                self._paused.discard(name)
+
+    def _read_paused(self, names: list[str]) -> None:
+        """Refresh which of this host's jobs are paused, for ``status()`` (claims do not need
+        it: the claim guard itself skips paused rows). A failure keeps the last view."""
+        try:
+            paused = self.store.paused_names(names)
+        except Exception as exc:
+            logger.debug("reading paused jobs on %s failed: %s", self.store.url, self._why(exc))
+            return
+        with self._lock:
+            self._paused = paused
+
     def status(self) -> list[JobStatus]:
         """One record per job this host knows, as this host saw its runs."""
         with self._lock:
@@ -208,6 +228,7 @@ class DistributedPoller:
             runs=stats.runs,
             failures=stats.failures,
             running=run is not None and not run.ended,
+            paused=name in self._paused,
         )
 
     def stats(self, name: str) -> RunStats:
@@ -296,7 +317,9 @@ class DistributedPoller:
         held = {r.claim.name for r in self.leases.all()}  # running, or finish pending
         free = self.settings.max_concurrent_jobs - len(self.leases.running())
         with self._lock:
-            candidates = [n for n in self._jobs if n not in held]
+            names = list(self._jobs)
+            candidates = [n for n in names if n not in held]
+        self._read_paused(names)
         if not ready or free <= 0 or not candidates:
             return
         try:

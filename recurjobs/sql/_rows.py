@@ -53,6 +53,8 @@ class JobRow:
     next_due: datetime
     """When the job becomes due by its schedule (or the database's now when triggered)."""
     database_now: datetime
+    paused: bool = False
+    """Paused cluster-wide (``JobHost.pause``): never claimed until resumed."""
 
 
 def job_row(row: Any) -> JobRow:
@@ -80,6 +82,7 @@ def job_row(row: Any) -> JobRow:
         triggered=bool(row.due_now),
         next_due=utc(next_ms),
         database_now=utc(int(row.now_ms)),
+        paused=bool(getattr(row, "paused", False)),
     )
 
 
