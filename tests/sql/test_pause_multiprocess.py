@@ -53,7 +53,8 @@ def test_pause_and_resume_across_two_host_processes(cluster: Cluster, db: TestDa
         return bool(runs) and runs[-1]["end"] is None and len(executions(cluster, "a")) >= 2
 
     cluster.wait_for(60, long_is_running)
-    tool = JobHost(database=db.url, distributed=DistributedJobSettings(table_prefix=db.table_prefix))
+    settings = DistributedJobSettings(table_prefix=db.table_prefix)
+    tool = JobHost(database=db.url, distributed=settings)  # an unstarted host, as a tool has
     assert (True, True) == (tool.pause("a"), tool.pause("long"))
     paused_at = time.monotonic()
     running = [r for r in executions(cluster, "long") if r["start"] < paused_at]

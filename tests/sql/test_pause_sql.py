@@ -13,8 +13,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    inspect,
     insert,
+    inspect,
 )
 
 from recurjobs import DistributedJobSettings, JobHost
@@ -51,9 +51,9 @@ def make_old_table(db: TestDatabase) -> None:
         metadata = MetaData()
         table = old_layout(metadata, db.table_prefix)
         metadata.create_all(store.engine)
-        values = {"name": "legacy", "period_ms": 3_600_000, "last_run_ms": 0}
+        values = {"name": "legacy", "period_ms": 3_600_000, "last_run_ms": 0, "aligned": False}
         with store.engine.begin() as conn:
-            conn.execute(insert(table).values(aligned=False, running=False, due_now=False, **values))
+            conn.execute(insert(table).values(running=False, due_now=False, **values))
     finally:
         store.dispose()
 
