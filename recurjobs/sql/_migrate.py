@@ -10,7 +10,8 @@ Several hosts starting together race to add the same column: the loser's ``ALTER
 again: when they are all there, another host won and all is well; otherwise the error is real
 and is raised. Every ``ALTER`` runs with bounded lock waits (``_bounds``): on PostgreSQL it
 needs the table's exclusive lock, and a transaction left open elsewhere must not hold up the
-host's start for longer than the bound.
+host's start for longer than the bound. A lock wait that ran out is raised at once; the
+host's start check retries it (a transient fault) until its ``start_timeout``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
 
 from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
+from recurjobs.sql._retry import is_lock_timeout
 from recurjobs.sql._urls import masked
 
 __all__ = ["add_missing_columns", "missing_columns"]
@@ -67,6 +69,8 @@ def add_missing_columns(
                     "added column %s to %s on %s", column.name, table.name, masked(engine)
                 )
         except DBAPIError as exc:
+            if is_lock_timeout(exc):
+                raise  # waited out its bound: the caller tries again later, not at once
             if not missing_columns(engine, table):
                 logger.debug(
                     "columns of %s added concurrently by another host on %s",
