@@ -78,7 +78,8 @@ def test_pause_of_a_locked_row_raises_after_the_statement_bound(db: TestDatabase
         try:
             with engine.connect() as conn:
                 conn.begin()
-                conn.execute(update(store.jobs).where(store.jobs.c.name == "a").values(due_now=True))
+                row_a = update(store.jobs).where(store.jobs.c.name == "a")
+                conn.execute(row_a.values(due_now=True))
                 began = time.monotonic()
                 with pytest.raises(Exception) as caught:
                     host.pause("a")
