@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -134,3 +135,33 @@ def test_bad_job_name_is_a_value_error(clock: ManualClock, bad: str) -> None:
     host = JobHost([TimedJob(clock, minutes(5))], clock=clock)
     with pytest.raises(ValueError, match="job must be a name of 1 to 200 characters"):
         host.resume(bad)
+
+
+def test_a_job_may_pause_itself_from_its_run(clock: ManualClock) -> None:
+    """pause() called inside the job's own run returns True without deadlock; later ticks are
+    ignored."""
+    results: list[bool] = []
+    host_box: list[JobHost] = []
+    job = TimedJob(clock, minutes(5), body=lambda token: results.append(host_box[0].pause(job)))
+    host = JobHost([job], clock=clock)
+    host_box.append(host)
+    recorder = Recorder(host)
+    with host:
+        walk_to(clock, 11)
+    assert ([0], [True], [IgnoreReason.PAUSED] * 2) == (job.starts, results, reasons(recorder))
+
+
+def test_pause_from_a_handler_and_stop_at_once_do_not_deadlock(clock: ManualClock) -> None:
+    """A JobExecuting handler that pauses the job while another thread stops the host: both
+    calls return and the host stops."""
+    job = TimedJob(clock, minutes(5))
+    host = JobHost([job], clock=clock)
+    answers: list[bool] = []
+    host.subscribe(JobExecuting, lambda n: answers.append(host.pause(n.job)))
+    host.start()
+    clock.wait_for_waiters(1)
+    stopper = threading.Thread(target=host.stop, args=(10,))
+    stopper.start()
+    answers.append(host.resume(job))
+    stopper.join(30)
+    assert (False, [True, True]) == (stopper.is_alive(), answers)
