@@ -489,9 +489,14 @@ class JobHost:
             if done:
                 sql.note_paused(target.row, paused)
         else:
+            from recurjobs.sql._integration import statement_timeout
             from recurjobs.sql._store import JobStore
 
-            store = JobStore(self.database, table_prefix=self.settings.table_prefix)
+            store = JobStore(
+                self.database,
+                table_prefix=self.settings.table_prefix,
+                statement_timeout=statement_timeout(self.settings),
+            )
             try:
                 done = set_row_paused(store, target.row, target.distributed, paused)
             finally:

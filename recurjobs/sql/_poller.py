@@ -46,6 +46,8 @@ logger = logging.getLogger("recurjobs.sql")
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 # Consecutive lost claims after which a poll stops: other hosts are working the same list.
 _GIVE_UP_AFTER = 3
+# Seconds between two reads of the paused flags for status() (at most once per poll too).
+_PAUSED_READ_INTERVAL = 1.0
 
 
 class DistributedPoller:
@@ -85,7 +87,8 @@ class DistributedPoller:
         self._jobs: dict[str, object] = {}
         self._stats: dict[str, RunStats] = {}
         self._ensured: dict[str, tuple[timedelta, bool]] = {}
-        self._paused: set[str] = set()  # as last read from the rows (every poll)
+        self._paused: set[str] = set()  # as last read from the rows (_read_paused)
+        self._paused_read_at = -math.inf
         self._schema_ready = False
         self._polling = False  # the initial delay is over
         self._poll_asked = False
@@ -200,7 +203,12 @@ class DistributedPoller:
 
     def _read_paused(self, names: list[str]) -> None:
         """Refresh which of this host's jobs are paused, for ``status()`` (claims do not need
-        it: the claim guard itself skips paused rows). A failure keeps the last view."""
+        it: the claim guard itself skips paused rows). At most once a second, so a fast poll
+        does not double its queries. A failure keeps the last view."""
+        now = self.clock.monotonic()
+        if now - self._paused_read_at < max(self._poll_s, _PAUSED_READ_INTERVAL):
+            return
+        self._paused_read_at = now
         try:
             paused = self.store.paused_names(names)
         except Exception as exc:

@@ -21,12 +21,12 @@ pytestmark = pytest.mark.multiprocess
 
 JOBS = [
     {"name": "a", "period": 0.5, "duration": 0.02},
-    {"name": "long", "period": 0.5, "duration": 3.0},
+    {"name": "long", "period": 0.5, "duration": 2.0},
 ]
 # A claim that committed just before the pause is announced ("claimed") a moment later; on a
 # busy machine that moment can be long, so claims this soon after the pause are not counted.
 GRACE = 1.0
-QUIET = 2.0  # how long the paused jobs are watched (four of their periods)
+QUIET = 1.5  # how long the paused jobs are watched (three of their periods)
 
 
 @pytest.fixture
