@@ -165,3 +165,13 @@ def test_pause_from_a_handler_and_stop_at_once_do_not_deadlock(clock: ManualCloc
     answers.append(host.resume(job))
     stopper.join(30)
     assert (False, [True, True]) == (stopper.is_alive(), answers)
+
+
+def test_status_table_shows_paused_as_the_next_run(clock: ManualClock) -> None:
+    """The status table (flask recurjobs status) says "paused" in the NEXT RUN column."""
+    from recurjobs.cli import status_table
+
+    host = JobHost([TimedJob(clock, minutes(5))], clock=clock)
+    host.pause("TimedJob")
+    line = status_table(host.status()).splitlines()[1].split()
+    assert ["TimedJob", "recurring", "5m", "paused"] == line[:4]

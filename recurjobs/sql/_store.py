@@ -335,6 +335,8 @@ class JobStore:
 
     def paused_names(self, names: Collection[str] | None = None) -> set[str]:
         """The paused jobs among ``names`` (all rows when None)."""
+        if isinstance(names, str):
+            raise TypeError(f"names must be a collection of names, got {names!r}")
         c = self.jobs.c
         query = select(c.name).where(c.paused == true())
         if names is not None:
