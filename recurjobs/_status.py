@@ -23,7 +23,7 @@ class JobStatus:
     recurring job: before ``start()``, after ``stop()``, or if its thread ended unexpectedly
     (a bug; the log says why), in which case ``trigger()`` returns False too. ``paused`` is
     True while the job is paused (``JobHost.pause``): for a distributed job, as this host last
-    saw its row (read at its polls, at most once a second).
+    saw its row (read at its polls, at most every 5 s).
     """
 
     name: str

@@ -46,8 +46,8 @@ logger = logging.getLogger("recurjobs.sql")
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 # Consecutive lost claims after which a poll stops: other hosts are working the same list.
 _GIVE_UP_AFTER = 3
-# Seconds between two reads of the paused flags for status() (at most once per poll too).
-_PAUSED_READ_INTERVAL = 1.0
+# Seconds between two reads of the paused flags for status() (the default poll period).
+_PAUSED_READ_INTERVAL = 5.0
 
 
 class DistributedPoller:
@@ -203,7 +203,7 @@ class DistributedPoller:
 
     def _read_paused(self, names: list[str]) -> None:
         """Refresh which of this host's jobs are paused, for ``status()`` (claims do not need
-        it: the claim guard itself skips paused rows). At most once a second, so a fast poll
+        it: the claim guard itself skips paused rows). At most every 5 s, so a fast poll
         does not double its queries. A failure keeps the last view."""
         now = self.clock.monotonic()
         if now - self._paused_read_at < max(self._poll_s, _PAUSED_READ_INTERVAL):
