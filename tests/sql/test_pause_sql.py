@@ -128,6 +128,12 @@ def test_rows_show_paused(store: JobStore) -> None:
     assert [("a", False), ("b", True)] == [(r.name, r.paused) for r in store.rows()]
 
 
+def test_paused_names_refuses_a_single_string(store: JobStore) -> None:
+    """paused_names("a") is a TypeError naming the parameter, not a lookup of each letter."""
+    with pytest.raises(TypeError, match="names must be a collection of names, got 'ab'"):
+        store.paused_names("ab")
+
+
 @pytest.mark.parametrize(
     ("name", "paused", "error", "match"),
     [
@@ -138,12 +144,6 @@ def test_rows_show_paused(store: JobStore) -> None:
         ("a", None, TypeError, "paused must be a bool, got None"),
     ],
 )
-def test_paused_names_refuses_a_single_string(store: JobStore) -> None:
-    """paused_names("a") is a TypeError naming the parameter, not a lookup of each letter."""
-    with pytest.raises(TypeError, match="names must be a collection of names, got 'ab'"):
-        store.paused_names("ab")
-
-
 def test_set_paused_bad_input(
     store: JobStore, name: object, paused: object, error: type[Exception], match: str
 ) -> None:
