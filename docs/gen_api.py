@@ -43,6 +43,7 @@ MODULES = [
     "recurjobs.testing",
     "recurjobs.flask",
     "recurjobs.dashboard",
+    "recurjobs.prometheus",
     "recurjobs.sql",
     "recurjobs.cli",
 ]

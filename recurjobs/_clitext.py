@@ -95,7 +95,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def status_table(records: Sequence[JobStatus]) -> str:
-    """A table of ``JobHost.status()`` records."""
+    """A table of ``JobHost.status()`` records (``paused`` as the next run of a paused job)."""
     if not records:
         return "no jobs registered"
     now = datetime.now(UTC)
@@ -105,7 +105,7 @@ def status_table(records: Sequence[JobStatus]) -> str:
             r.name,
             r.kind,
             format_schedule(r.period),
-            _when(r.next_run, now),
+            "paused" if getattr(r, "paused", False) else _when(r.next_run, now),
             _when(r.last_start, now),
             r.last_outcome or "-",
             str(r.runs),
@@ -118,7 +118,8 @@ def status_table(records: Sequence[JobStatus]) -> str:
 
 
 def database_table(rows: Sequence[Any]) -> str:
-    """A table of ``JobStore.rows()``: name, period, last run, running, owner, next due."""
+    """A table of ``JobStore.rows()``: name, period, last run, running, owner, next due
+    (``paused`` for a paused job)."""
     if not rows:
         return "no distributed jobs in the database yet"
     headers = ["NAME", "PERIOD", "LAST RUN (UTC)", "RUNNING", "OWNER", "NEXT DUE (UTC)"]
@@ -126,6 +127,8 @@ def database_table(rows: Sequence[Any]) -> str:
     for r in rows:
         running = ("yes (stale)" if r.stale else "yes") if r.running else "no"
         due = "now (triggered)" if r.triggered else _when(r.next_due, r.database_now)
+        if getattr(r, "paused", False):
+            due = "paused"
         lines.append(
             [
                 r.name,

@@ -126,6 +126,8 @@ class JobHost:
         self._forwarding: Attachment | None = None  # receives triggers while this process is main
         self._shutdown: Shutdown | None = None  # made by the first stop()
         self._starter: threading.Thread | None = None  # the thread inside _start_runner()
+        self._paused: set[int] = set()  # id() of the paused recurring jobs
+        self._paused_rows: set[str] = set()  # distributed jobs this host paused (for status)
         for job in jobs:
             self._register(job)
 
@@ -221,6 +223,7 @@ class JobHost:
         runner = JobRunner(
             job, clock=self.clock, gates=self._gates, publisher=self._publisher, watch=self._watch
         )
+        runner.paused = id(job) in self._paused
         self._runners.append(runner)
         self._starter = threading.current_thread()
         try:
@@ -400,7 +403,7 @@ class JobHost:
                 f"{kind.__name__} cannot be triggered: it does not subclass TriggerableJob"
             )
         runner = self._runner_for(job)
-        if runner is None:
+        if runner is None or runner.paused:
             return False
         if not self._gates.is_main():
             return self._forward(runner.job, strategy, next_delay)
@@ -448,6 +451,65 @@ class JobHost:
             sql = self._sql if self._state == _RUNNING else None
         return sql is not None and bool(sql.trigger(name))
 
+    # ------------------------------------------------------------------ pause, resume
+    def pause(self, job: object) -> bool:
+        """Pause ``job`` (a registered class or instance, or a name as ``status()`` shows it).
+
+        A recurring job is paused in this process: its due runs are ignored (``JobIgnored``
+        with ``IgnoreReason.PAUSED``, no ignored back-off: the schedule keeps its cadence) and
+        triggers of it are refused. A distributed job is paused for the whole cluster through
+        its row: no server claims it until it is resumed; a run going on finishes. A name that
+        no registered job has pauses the row of that name, if the table has one.
+
+        Returns True when the job is known and paused, False for an unknown job. Works before
+        ``start()`` and after ``stop()`` too (the database side then connects for the call);
+        a database that cannot be reached raises the driver's error after a short retry.
+        """
+        return self._set_paused(job, True)
+
+    def resume(self, job: object) -> bool:
+        """Undo :meth:`pause` (same arguments and result). Resuming does not trigger a run:
+        the job runs when its schedule says it is due next."""
+        return self._set_paused(job, False)
+
+    def _set_paused(self, job: object, paused: bool) -> bool:
+        from recurjobs._pause import resolve, set_row_paused
+
+        with self._lock:
+            target = resolve(
+                job, self._recurring, self._distributed, database=self.database is not None
+            )
+            for item in target.recurring:
+                (self._paused.add if paused else self._paused.discard)(id(item))
+            runners = [r for r in self._runners if id(r.job) in {id(j) for j in target.recurring}]
+            sql = self._sql if self._state == _RUNNING else None
+        for runner in runners:
+            runner.paused = paused
+        known = bool(target.recurring)
+        if target.row is None:
+            return known
+        if sql is not None:
+            done = set_row_paused(sql.store, target.row, target.distributed, paused)
+            if done:
+                sql.note_paused(target.row, paused)
+        else:
+            from recurjobs.sql._integration import statement_timeout
+            from recurjobs.sql._store import JobStore
+
+            store = JobStore(
+                self.database,
+                table_prefix=self.settings.table_prefix,
+                statement_timeout=statement_timeout(self.settings),
+            )
+            try:
+                done = set_row_paused(store, target.row, target.distributed, paused)
+            finally:
+                store.dispose()
+        if done and target.distributed is not None:
+            with self._lock:
+                (self._paused_rows.add if paused else self._paused_rows.discard)(target.row)
+        return done or known
+
     # ---------------------------------------------------------------- notifications
     def subscribe(self, kind: type[N], handler: Callable[[N], object]) -> Subscription:
         """Call ``handler`` synchronously for every notification of ``kind`` or a subclass."""
@@ -488,13 +550,18 @@ class JobHost:
             sql = self._sql
             running = self._state == _RUNNING
         records = [
-            runners[id(j)].status(planned=running) if id(j) in runners else not_started(j)
+            runners[id(j)].status(planned=running)
+            if id(j) in runners
+            else not_started(j, paused=id(j) in self._paused)
             for j in self._recurring
         ]
         if sql is not None:
             records.extend(sql.status())
         else:
-            records.extend(not_started(j, distributed=True) for j in self._distributed)
+            records.extend(
+                not_started(j, distributed=True, paused=getattr(j, "name") in self._paused_rows)  # noqa: B009
+                for j in self._distributed
+            )
         return tuple(records)
 
     def __repr__(self) -> str:

@@ -30,6 +30,7 @@ from recurjobs._notifications import (
     JobStopping,
     Publisher,
 )
+from recurjobs._roles import IgnoreReason
 from recurjobs._schedule import (
     NextExecution,
     Plan,
@@ -110,6 +111,7 @@ class JobRunner:
         self._announcing = False  # the thread is publishing JobExecuting
         self._stopping_owed = False  # stop() came meanwhile: the thread publishes JobStopping
         self._exited = False
+        self.paused = False  # JobHost.pause(): due runs are ignored with IgnoreReason.PAUSED
         self._thread: threading.Thread | None = None
         self.token = CancellationToken(clock)
         self.outcome = Outcome()
@@ -225,6 +227,7 @@ class JobRunner:
             failures=out.failures,
             running=out.running,
             alive=alive,
+            paused=self.paused,
         )
 
     def _on_period_changed(self, _sender: object) -> None:
@@ -293,10 +296,10 @@ class JobRunner:
             if now < self.plan.next:
                 self._clock.wait(self._wake, _bounded(self.plan.next - now))
                 return True
-            end = self._run_once(now)
+            end = self._run_once(now, late=now - self.plan.next)
             self.plan = after_run(self.plan.next, now, end, self._period_seconds())
         else:
-            end = self._run_once(now)
+            end = self._run_once(now, late=now - trigger.at)
             self.plan = after_trigger(
                 self.plan,
                 strategy=trigger.strategy,
@@ -350,10 +353,10 @@ class JobRunner:
                 self._clock.wait(self._wake, min(left, RECHECK) if leads else _bounded(left))
                 self._watch.after_wait(self, self._clock.now())
                 return True
-            self._run_once(self._clock.monotonic())
+            self._run_once(self._clock.monotonic(), late=(now - planned).total_seconds())
             fire = fire_after_run(cron.next_after, planned, now, self._clock.now())
         else:
-            self._run_once(self._clock.monotonic())
+            self._run_once(self._clock.monotonic(), late=(now - trigger.wall).total_seconds())
             fire = fire_after_trigger(
                 cron.next_after,
                 self.fire,
@@ -367,25 +370,30 @@ class JobRunner:
             self.fire = fire
         return True
 
-    def _run_once(self, start: float) -> float:
-        """Gate and run the job once from ``start``; return when the run (or back-off) ended."""
+    def _run_once(self, start: float, *, late: float) -> float:
+        """Gate and run the job once from ``start``, ``late`` seconds after it was due (or
+        triggered); return when the run (or back-off) ended."""
         with self._lock:
             if not self._open:
                 return start
             self._announcing = True
         self.outcome.last_start = start
-        self._publish(JobExecuting)
+        now = self._clock.now()
+        self._publisher.publish(
+            JobExecuting(job=self.job, at=now, scheduled_at=now - timedelta(seconds=max(0.0, late)))
+        )
         with self._lock:
             self._announcing = False
             owed, self._stopping_owed = self._stopping_owed, False
         if owed:
             self._publish(JobStopping)
-        reason = self._gates.check(self.view.server_roles())
+        paused = self.paused
+        reason = IgnoreReason.PAUSED if paused else self._gates.check(self.view.server_roles())
         if reason is not None:
             logger.debug("%s ignored: %s", self.name, reason.name)
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
-            return self._back_off(start)
+            return self._paused_end(start) if paused else self._back_off(start)
         if not self._admit():  # stop began while the run was announced: it never starts
             self._finish(start, "canceled")
             return self._clock.monotonic()
@@ -420,6 +428,12 @@ class JobRunner:
             self._publish(JobCanceled)
         else:
             self._publish(JobFailed, exception=error)
+
+    def _paused_end(self, start: float) -> float:
+        """A paused job has no ignored back-off: its schedule keeps its own cadence, so after
+        ``resume()`` the next run comes at its usual time. A period of zero waits a second
+        between ticks instead, so a paused job never spins."""
+        return start if self._period_seconds() > 0 else start + _MIN_BACKOFF
 
     def _back_off(self, start: float) -> float:
         """Sleep ``ignored_delay`` from ``start``; a change re-plans it, shutdown ends it."""

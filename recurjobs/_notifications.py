@@ -51,7 +51,14 @@ class JobStarted(JobNotification):
 
 @dataclass(frozen=True)
 class JobExecuting(JobNotification):
-    """A run is about to begin (the gates are checked next)."""
+    """A run is about to begin (the gates are checked next).
+
+    ``scheduled_at`` is when the run was due: the planned moment of an automatic run, the
+    moment a manual trigger arrived; None when not known here (distributed runs, whose due
+    time the database decides). ``at - scheduled_at`` is the run's lateness.
+    """
+
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)

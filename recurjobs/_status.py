@@ -22,7 +22,9 @@ class JobStatus:
     None before the first run. ``next_run`` is None when no automatic run is planned (or it is
     further away than a ``datetime`` reaches). ``alive`` is False when no thread serves a
     recurring job: before ``start()``, after ``stop()``, or if its thread ended unexpectedly
-    (a bug; the log says why), in which case ``trigger()`` returns False too.
+    (a bug; the log says why), in which case ``trigger()`` returns False too. ``paused`` is
+    True while the job is paused (``JobHost.pause``): for a distributed job, as this host last
+    saw its row (read at its polls, at most every 5 s).
     """
 
     name: str
@@ -36,9 +38,10 @@ class JobStatus:
     failures: int
     running: bool
     alive: bool = True
+    paused: bool = False
 
 
-def not_started(job: object, *, distributed: bool = False) -> JobStatus:
+def not_started(job: object, *, distributed: bool = False, paused: bool = False) -> JobStatus:
     """The record of a registered job whose thread (or poller) has not started."""
     name = job_name(job)
     return JobStatus(
@@ -52,4 +55,5 @@ def not_started(job: object, *, distributed: bool = False) -> JobStatus:
         failures=0,
         running=False,
         alive=False,
+        paused=paused,
     )

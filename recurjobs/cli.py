@@ -1,8 +1,9 @@
 """The ``recurjobs`` command line (also ``python -m recurjobs``).
 
-``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME`` and ``prune``. Exit codes: 0 done,
-1 the operation failed (database unreachable, a job thread did not stop in time, the target's
-module raised), 2 bad input (usage, a URL, port, prefix, name or duration that does not parse,
+``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME``, ``pause NAME``, ``resume NAME``
+and ``prune``. Exit codes: 0 done, 1 the operation failed (database unreachable, a job thread
+did not stop in time, the target's module raised, no row to pause or resume, a trigger of a
+paused job), 2 bad input (usage, a URL, port, prefix, name or duration that does not parse,
 an unknown job name). Every message is one line on standard error, never a traceback, and
 database URLs are always shown with the password masked.
 """
@@ -27,6 +28,7 @@ from recurjobs._clistore import (
     CommandError,
     check_database_url,
     mask_url_text,
+    pause_row,
     read_rows,
     trigger_row,
     with_store,
@@ -54,6 +56,7 @@ __all__ = [
     "main",
     "mask_url_text",
     "parse_duration",
+    "pause_row",
     "read_rows",
     "show_recurjobs_logs",
     "status_table",
@@ -83,6 +86,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_trigger(args: argparse.Namespace) -> int:
     trigger_row(args.database, args.table_prefix, args.name, source=args.database_source)
     print(f"triggered {args.name}: the next server to poll runs it")
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    pause_row(args.database, args.table_prefix, args.name, True, source=args.database_source)
+    print(
+        f"paused {args.name}: no server claims it until `{PROG} resume {args.name}` "
+        "(a run going on finishes)"
+    )
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    pause_row(args.database, args.table_prefix, args.name, False, source=args.database_source)
+    print(f"resumed {args.name}: it runs when it is next due")
     return 0
 
 
@@ -339,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("name", metavar="NAME", type=_name_arg)
     trigger.set_defaults(func=_cmd_trigger)
 
+    pause = sub.add_parser("pause", help="pause a distributed job on every server")
+    database_options(pause)
+    pause.add_argument("name", metavar="NAME", type=_name_arg)
+    pause.set_defaults(func=_cmd_pause)
+
+    resume = sub.add_parser("resume", help="resume a paused distributed job")
+    database_options(resume)
+    resume.add_argument("name", metavar="NAME", type=_name_arg)
+    resume.set_defaults(func=_cmd_resume)
+
     prune = sub.add_parser("prune", help="delete rows of distributed jobs no longer deployed")
     database_options(prune)
     prune.add_argument(
@@ -371,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
-    if args.command in ("status", "trigger", "prune", "dashboard"):
+    if args.command in ("status", "trigger", "pause", "resume", "prune", "dashboard"):
         args.database_source = "--database"
         if args.database is None:
             args.database = os.environ.get(DATABASE_ENV) or None

@@ -440,6 +440,47 @@ def _trigger_command(name: str) -> None:
     click.echo(f"triggered {name}: the next server to poll runs it")
 
 
+@recurjobs_cli.command("pause")
+@click.argument("name")
+def _pause_command(name: str) -> None:
+    """Pause the distributed job NAME on every server (a run going on finishes)."""
+    _set_paused(name, True)
+    click.echo(f"paused {name}: no server claims it until `flask recurjobs resume {name}`")
+
+
+@recurjobs_cli.command("resume")
+@click.argument("name")
+def _resume_command(name: str) -> None:
+    """Resume the paused distributed job NAME (it runs when it is next due)."""
+    _set_paused(name, False)
+    click.echo(f"resumed {name}: it runs when it is next due")
+
+
+def _set_paused(name: str, paused: bool) -> None:
+    """Pause or resume a distributed job's row. A recurring job is paused in the process that
+    runs it (``JobHost.pause``); a command process cannot reach it, so it is refused."""
+    from recurjobs.cli import CommandError, pause_row
+
+    host = RecurJobs.get_host()
+    job = {job_name(j): j for j in host.jobs}.get(name)
+    if job is not None and not callable(getattr(job, "execute", None)):
+        raise click.UsageError(
+            f"{name} is a recurring job: it is paused in the process that runs it; call "
+            "JobHost.pause() there (for example from a view)"
+        )
+    database = current_app.config.get("RECURJOBS_DATABASE_URL")
+    if not database:
+        raise click.UsageError(f"no job named {name!r} and RECURJOBS_DATABASE_URL is unset")
+    try:
+        pause_row(
+            database, host.settings.table_prefix, name, paused, source="RECURJOBS_DATABASE_URL"
+        )
+    except CommandError as exc:
+        if exc.bad_input:
+            raise click.UsageError(str(exc)) from None
+        raise click.ClickException(str(exc)) from None
+
+
 def _forward_to_main_instance(host: JobHost, name: str, job: object) -> None:
     """A command is never the main instance: hand the trigger to the server process that is."""
     from recurjobs._forward import send_trigger

@@ -12,10 +12,10 @@ unless the client sets ``CLIENT.FOUND_ROWS``; SQLAlchemy's MySQL dialects always
 that lands twice in one millisecond, writing the same values, still counts as renewed. The
 contract tests pin this on a real server.
 
-This module also holds the guards of the distributed jobs table: *due*, *stale* and *claimable*,
-all computed from the database clock in the statement itself. A Cron row's fire time ``F`` is
-the one value computed outside the statement (in Python, from database times: ``_fires``); it is
-bound into the guard, which checks ``last_attempted_run < F <= now`` itself.
+This module also holds the guards of the distributed jobs table: *due*, *stale*, *unpaused* and
+*claimable*, all computed from the database clock in the statement itself. A Cron row's fire
+time ``F`` is the one value computed outside the statement (in Python, from database times:
+``_fires``); it is bound into the guard, which checks ``last_attempted_run < F <= now`` itself.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "last_attempted",
     "new_claim_id",
     "stale",
+    "unpaused",
 ]
 
 FireTime = int | ColumnElement[int] | None
@@ -109,9 +110,14 @@ def stale(jobs: Table) -> ColumnElement[bool]:
     return silent_for > func.coalesce(c.lease_ms, 0)
 
 
+def unpaused(jobs: Table) -> ColumnElement[bool]:
+    """The job is not paused (``JobHost.pause``): a paused row is never claimed."""
+    return jobs.c.paused == false()
+
+
 def claimable(jobs: Table, claim_id: str, fire: FireTime = None) -> ColumnElement[bool]:
-    """Due (``fire``: see :func:`due`), and not running (or stale); or already claimed with
-    ``claim_id``.
+    """Due (``fire``: see :func:`due`), not paused, and not running (or stale); or already
+    claimed with ``claim_id``.
 
     The last case makes a claim idempotent: when a retry repeats a claim whose first attempt
     committed but whose reply was lost, the row already carries our claim id and the retry
@@ -119,6 +125,6 @@ def claimable(jobs: Table, claim_id: str, fire: FireTime = None) -> ColumnElemen
     """
     c = jobs.c
     return or_(
-        and_(due(jobs, fire), or_(c.running == false(), stale(jobs))),
+        and_(due(jobs, fire), unpaused(jobs), or_(c.running == false(), stale(jobs))),
         and_(c.running == true(), c.claim_id == claim_id),
     )

@@ -55,6 +55,8 @@ _GIVE_UP_AFTER = 3
 # Seconds past a fire time at which the poller wakes for it: the database's now must have
 # reached the fire time when the claim's UPDATE runs.
 _FIRE_MARGIN = 0.005
+# Seconds between two reads of the paused flags for status() (the default poll period).
+_PAUSED_READ_INTERVAL = 5.0
 
 
 class DistributedPoller:
@@ -94,6 +96,8 @@ class DistributedPoller:
         self._jobs: dict[str, object] = {}
         self._stats: dict[str, RunStats] = {}
         self._ensured: dict[str, tuple[timedelta | Cron, bool]] = {}
+        self._paused: set[str] = set()  # as last read from the rows (_read_paused)
+        self._paused_read_at = -math.inf
         self._schema_ready = False
         self._polling = False  # the initial delay is over
         self._poll_asked = False
@@ -201,6 +205,30 @@ class DistributedPoller:
             self._wake.set()
         return accepted
 
+    def note_paused(self, name: str, paused: bool) -> None:
+        """Show a pause or resume made through this host at once (the next poll reads it)."""
+        with self._lock:
+            if paused:
+                self._paused.add(name)
+            else:
+                self._paused.discard(name)
+
+    def _read_paused(self, names: list[str]) -> None:
+        """Refresh which of this host's jobs are paused, for ``status()`` (claims do not need
+        it: the claim guard itself skips paused rows). At most every 5 s, so a fast poll
+        does not double its queries. A failure keeps the last view."""
+        now = self.clock.monotonic()
+        if now - self._paused_read_at < max(self._poll_s, _PAUSED_READ_INTERVAL):
+            return
+        self._paused_read_at = now
+        try:
+            paused = self.store.paused_names(names)
+        except Exception as exc:
+            logger.debug("reading paused jobs on %s failed: %s", self.store.url, self._why(exc))
+            return
+        with self._lock:
+            self._paused = paused
+
     def status(self) -> list[JobStatus]:
         """One record per job this host knows, as this host saw its runs."""
         with self._lock:
@@ -222,6 +250,7 @@ class DistributedPoller:
             runs=stats.runs,
             failures=stats.failures,
             running=run is not None and not run.ended,
+            paused=name in self._paused,
         )
 
     def _next_fire_of(self, name: str, cron: Cron) -> datetime:
@@ -327,8 +356,10 @@ class DistributedPoller:
         held = {r.claim.name for r in self.leases.all()}  # running, or finish pending
         free = self.settings.max_concurrent_jobs - len(self.leases.running())
         with self._lock:
-            candidates = [n for n in self._jobs if n not in held]
+            names = list(self._jobs)
+            candidates = [n for n in names if n not in held]
             crons = {n: p for n, j in self._jobs.items() if isinstance(p := _period(j), Cron)}
+        self._read_paused(names)
         if not ready or free <= 0 or not candidates:
             return
         try:

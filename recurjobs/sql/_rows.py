@@ -85,6 +85,8 @@ class JobRow:
     cron: Cron | None = None
     """The calendar schedule of a Cron row (its ``cron`` column), None for a period row or a
     value this host cannot read; ``period`` then holds a nominal gap between fire times."""
+    paused: bool = False
+    """Paused cluster-wide (``JobHost.pause``): never claimed until resumed."""
 
 
 def job_row(row: Any) -> JobRow:
@@ -117,6 +119,7 @@ def job_row(row: Any) -> JobRow:
         next_due=utc(next_ms),
         database_now=utc(int(row.now_ms)),
         cron=cron,
+        paused=bool(getattr(row, "paused", False)),
     )
 
 

@@ -38,6 +38,7 @@ from recurjobs.sql._claims import (
     last_attempted,
     new_claim_id,
     stale,
+    unpaused,
 )
 from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._fires import (
@@ -47,6 +48,7 @@ from recurjobs.sql._fires import (
     next_fire,
     nominal_period_ms,
 )
+from recurjobs.sql._migrate import add_missing_columns
 from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, Due, JobRow, Poll, job_row, ms
@@ -135,17 +137,20 @@ class JobStore:
 
     # -------------------------------------------------------------------- schema
     def create_schema(self) -> None:
-        """Create the table if it is missing; hosts doing it at the same moment all succeed."""
-        self.retry.call(
-            "creating tables",
-            self.url,
-            lambda: create_tables(self.engine, self.metadata, limit_ms=self._bound_ms),
-        )
+        """Create the table if it is missing, or add the columns an older version's table
+        lacks (``paused``, ``cron``); hosts doing it at the same moment all succeed."""
+
+        def create() -> None:
+            create_tables(self.engine, self.metadata, limit_ms=self._bound_ms)
+            add_missing_columns(self.engine, self.jobs, limit_ms=self._bound_ms)
+
+        self.retry.call("creating tables", self.url, create)
 
     def check_ready(self, timeout: float) -> None:
         """Check that this store can work, or raise :class:`~recurjobs.sql.DatabaseUnavailable`.
 
-        Connects, creates the table if it is missing, and proves with a rolled-back write that
+        Connects, creates the table if it is missing (or adds the columns an older version's
+        table lacks), and proves with a rolled-back write that
         rows can be written and (on MySQL/MariaDB) that updates count matched rows
         (``CLIENT.FOUND_ROWS``). Refused credentials, an unknown database, an SQLite path that
         cannot be opened or written, or a connection counting changed rows fail at once; a
@@ -272,6 +277,7 @@ class JobStore:
             .where(
                 c.name.in_(list(names)),
                 due(self.jobs) | c.cron.is_not(None),
+                unpaused(self.jobs),
                 (c.running == false()) | stale(self.jobs),
             )
             .order_by(c.due_now.desc(), c.last_run_ms, c.name)
@@ -392,12 +398,44 @@ class JobStore:
         return self._fenced("releasing a claim", claim, values)
 
     def trigger(self, name: str) -> bool:
-        """Mark ``name`` due now for whichever host polls next; False when there is no row."""
+        """Mark ``name`` due now for whichever host polls next; False when there is no row or
+        the job is paused (a trigger is refused, not kept for after the resume)."""
         c = self.jobs.c
+        where = and_(c.name == name, unpaused(self.jobs))
         return self._step(
             "triggering a job",
-            lambda conn: guarded_update(conn, self.jobs, c.name == name, {"due_now": True}),
+            lambda conn: guarded_update(conn, self.jobs, where, {"due_now": True}),
         )
+
+    def set_paused(self, name: str, paused: bool) -> bool:
+        """Pause or resume ``name`` cluster-wide; False when there is no row of that name.
+
+        A paused row is never claimed (a run going on finishes). Resuming does not trigger a
+        run: the job runs when its schedule says it is due, which may be at the next poll.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        if not 1 <= len(name) <= 200:
+            raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
+        if not isinstance(paused, bool):
+            raise TypeError(f"paused must be a bool, got {paused!r}")
+        c = self.jobs.c
+        return self._step(
+            "pausing a job" if paused else "resuming a job",
+            lambda conn: guarded_update(conn, self.jobs, c.name == name, {"paused": paused}),
+        )
+
+    def paused_names(self, names: Collection[str] | None = None) -> set[str]:
+        """The paused jobs among ``names`` (all rows when None)."""
+        if isinstance(names, str):
+            raise TypeError(f"names must be a collection of names, got {names!r}")
+        c = self.jobs.c
+        query = select(c.name).where(c.paused == true())
+        if names is not None:
+            if not names:
+                return set()
+            query = query.where(c.name.in_(list(names)))
+        return set(self._step("reading paused jobs", lambda conn: list(conn.scalars(query))))
 
     # --------------------------------------------------------------- inspection
     def rows(self) -> list[JobRow]:
@@ -413,7 +451,8 @@ class JobStore:
     ) -> list[str]:
         """Delete rows not in ``keep`` and/or not run for ``older_than``; return their names.
 
-        At least one criterion is required. Rows that are running (and not stale) are kept.
+        At least one criterion is required. Rows that are running (and not stale) are kept, and
+        ``older_than`` alone never deletes a paused row.
         """
         if keep is None and older_than is None:
             raise ValueError("prune needs keep=..., older_than=... or both")
@@ -425,6 +464,8 @@ class JobStore:
         if keep is not None:
             guards.append(c.name.not_in(list(keep)))
         if older_than is not None:
+            # A paused job is idle on purpose: age alone never deletes it (and its pause).
+            guards.append(unpaused(self.jobs))
             cutoff = ms(older_than)
             guards.append(now - c.last_run_ms > cutoff)
             guards.append(c.last_alive_ms.is_(None) | (now - c.last_alive_ms > cutoff))
