@@ -24,6 +24,7 @@ from recurjobs._notifications import (
     JobStopping,
     Publisher,
 )
+from recurjobs._runinfo import begin_run
 from recurjobs._schedule import NextExecution, Plan, after_run, after_trigger, initial, seconds
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken, JobCancelled
@@ -236,6 +237,7 @@ class JobRunner:
             # Stopping: no run may begin; wait for stop() to let the thread end.
             self._clock.wait(self._wake, None)
             return True
+        begin_run(manual=trigger is not None)  # for the run history
         period = seconds(self.view.period())
         if changed:
             self.plan = self.plan.with_period(period)

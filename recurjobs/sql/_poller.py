@@ -31,10 +31,12 @@ from datetime import timedelta
 from recurjobs._clock import Clock
 from recurjobs._jobs import check_distributed
 from recurjobs._notifications import Publisher
+from recurjobs._runinfo import begin_run
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
 from recurjobs.sql._heartbeat import Heartbeat
+from recurjobs.sql._history import triggered_names
 from recurjobs.sql._leases import Leases
 from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
@@ -90,6 +92,7 @@ class DistributedPoller:
         self._poll_asked = False
         self._next_poll = math.inf
         self._thread: threading.Thread | None = None
+        self._triggered: set[str] = set()  # of this poll's due jobs, those due by a trigger
         for job in jobs:
             self.add(job)
 
@@ -301,6 +304,7 @@ class DistributedPoller:
             return
         try:
             names = self.store.due_names(candidates)
+            self._triggered = triggered_names(self.store._step, self.store.jobs, names)
             if len(names) <= free:
                 # All of them fit, so the order only decides collisions: every host read the
                 # same order and would otherwise race for the same row at every step.
@@ -364,6 +368,7 @@ class DistributedPoller:
             token=CancellationToken(self.clock),
             stats=self._stats[name],
             owner=self.owner,
+            manual=name in self._triggered,
         )
         run.thread = threading.Thread(
             target=self._run, args=(run,), name=f"recurjobs-run-{name}", daemon=True
@@ -389,6 +394,7 @@ class DistributedPoller:
 
     def _run(self, run: Run) -> None:
         settled = False
+        begin_run(manual=run.manual, lost=lambda: run.lost)  # for the run history
         try:
             settled = execute_run(
                 run, store=self.store, clock=self.clock, publisher=self.publisher
