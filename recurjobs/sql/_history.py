@@ -33,7 +33,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    distinct,
+    func,
     insert,
     inspect,
     or_,
@@ -52,6 +52,7 @@ from recurjobs.sql._history_table import RUNS_SCHEMA_VERSION, meta_table, runs_t
 
 __all__ = [
     "HistoryTables",
+    "failure_counts",
     "prune_history",
     "read_history",
     "triggered_names",
@@ -241,6 +242,60 @@ def read_history(
     check_prefix(prefix, "prefix")
     _check_filters(job, limit, outcome, kind, since)
     runs = HistoryTables(prefix).runs
+    since_ms = None if since is None else round(since.timestamp() * 1000)
+    query = history_query(
+        runs, job=job, limit=limit, outcome=outcome, kind=kind, since_ms=since_ms
+    )
+    try:
+        with engine.connect() as conn, bounded_waits(conn, to_ms(statement_timeout)):
+            found = list(conn.execute(query))
+    except DBAPIError:
+        if not _has_table(engine, runs.name):
+            return []
+        raise
+    return [_record(row) for row in found]
+
+
+def failure_counts(
+    engine: Engine,
+    prefix: str = "recurjobs_",
+    *,
+    since: datetime,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+) -> dict[str, int]:
+    """Failed runs per job started at or after ``since`` (aware), read from the index alone."""
+    check_prefix(prefix, "prefix")
+    _check_filters(None, 1, None, None, since)
+    query = failures_query(HistoryTables(prefix).runs, round(since.timestamp() * 1000))
+    try:
+        with engine.connect() as conn, bounded_waits(conn, to_ms(statement_timeout)):
+            return {job: int(count) for job, count in conn.execute(query)}
+    except DBAPIError:
+        if not _has_table(engine, f"{prefix}runs"):
+            return {}
+        raise
+
+
+def failures_query(runs: Table, since_ms: int) -> Any:
+    """``job, count`` of failures since ``since_ms``: served by ``(outcome, started_ms, job)``."""
+    c = runs.c
+    return (
+        select(c.job, func.count())
+        .where(c.outcome == "failed", c.started_ms >= since_ms)
+        .group_by(c.job)
+    )
+
+
+def history_query(
+    runs: Table,
+    *,
+    job: str | None = None,
+    limit: int = 100,
+    outcome: str | None = None,
+    kind: str | None = None,
+    since_ms: int | None = None,
+) -> Any:
+    """The SELECT of :func:`read_history` (newest first)."""
     c = runs.c
     query = select(runs)
     if job is not None:
@@ -251,17 +306,9 @@ def read_history(
         query = query.where(c.outcome == outcome)
     if kind is not None:
         query = query.where(c.kind == kind)
-    if since is not None:
-        query = query.where(c.started_ms >= round(since.timestamp() * 1000))
-    query = query.order_by(c.started_ms.desc(), c.id.desc()).limit(limit)
-    try:
-        with engine.connect() as conn, bounded_waits(conn, to_ms(statement_timeout)):
-            found = list(conn.execute(query))
-    except DBAPIError:
-        if not _has_table(engine, runs.name):
-            return []
-        raise
-    return [_record(row) for row in found]
+    if since_ms is not None:
+        query = query.where(c.started_ms >= since_ms)
+    return query.order_by(c.started_ms.desc(), c.id.desc()).limit(limit)
 
 
 def _check_filters(
@@ -330,7 +377,7 @@ def prune_history(
     c = runs.c
     old = select(c.id).where(c.started_ms < db_now_ms() - keep_ms).order_by(c.started_ms)
     deleted = _delete_all(step, runs, old.limit(_DELETE_BATCH), cancelled)
-    jobs = select(distinct(c.job))
+    jobs = select(c.job).distinct()
     names: list[str] = step("listing history jobs", lambda conn: list(conn.scalars(jobs)))
     for name in names:
         if cancelled():
