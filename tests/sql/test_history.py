@@ -26,6 +26,7 @@ from recurjobs import (
     RunRecord,
     TriggerableJob,
 )
+from recurjobs._history import PRUNE_JOB_NAME
 from recurjobs.sql import JobStore, make_engine
 from recurjobs.sql._history import (
     HistoryTables,
@@ -33,7 +34,6 @@ from recurjobs.sql._history import (
     prune_history,
     read_history,
 )
-from recurjobs.sql._historyhost import PRUNE_JOB_NAME
 from tests.dbs import TestDatabase
 from tests.sql.helpers import Job, make_due, set_row, wait_until
 
@@ -66,7 +66,9 @@ class Counting(RecurringJob, TriggerableJob):
             raise self.fail
 
 
-def runs(host: JobHost, job: object = None, count: int = 1, timeout: float = 10.0) -> list[RunRecord]:
+def runs(
+    host: JobHost, job: object = None, count: int = 1, timeout: float = 10.0
+) -> list[RunRecord]:
     """Wait until ``host.history(job)`` holds ``count`` finished runs; return them."""
     found: list[RunRecord] = []
 
@@ -183,7 +185,7 @@ def test_ignored_runs_are_recorded_only_when_asked(db: TestDatabase) -> None:
     quiet, loud = Counting(), Counting()
     quiet.name, loud.name = "quiet", "loud"  # type: ignore[attr-defined]
     for job, record_ignored in ((quiet, False), (loud, True)):
-        job.delay = timedelta(0)  # type: ignore[misc]
+        job.delay = timedelta(0)
         job.ignored_delay = INFINITE
         host = JobHost(
             [job],
