@@ -3,6 +3,7 @@ a full queue drops records with one counted warning; stop() is bounded by its de
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 import time
@@ -66,12 +67,13 @@ def test_runs_keep_their_cadence_while_the_history_database_is_down(
         end = time.monotonic()
         proxy.pass_through()
         during = [t for t in job.starts if begin <= t <= end]
-        gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(during)]
         with capsys.disabled():
             print(
                 f"\n[history {fault} {db.backend}] runs in 5 s: {len(during)}, gap p50 "
                 f"{statistics.median(gaps) * 1000:.1f} ms, p99 "
-                f"{sorted(gaps)[int(len(gaps) * 0.99)] * 1000:.1f} ms, max {max(gaps) * 1000:.1f} ms"
+                f"{sorted(gaps)[int(len(gaps) * 0.99)] * 1000:.1f} ms, "
+                f"max {max(gaps) * 1000:.1f} ms"
             )
         assert len(during) >= 200, len(during)  # 500 expected; a busy machine loses some
         assert max(gaps) < 1.0, max(gaps)
