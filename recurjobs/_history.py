@@ -139,10 +139,12 @@ def error_text(error: BaseException | traceback.TracebackException) -> str:
     text = f"{head}\n\n{body}".rstrip("\n")
     if len(text.encode("utf-8", "replace")) <= ERROR_LIMIT:
         return text
+    # Too long: the type and the start of the message, then the innermost frames.
     head = _cut_bytes(head, _HEAD_LIMIT, keep_start=True)
     marker = "\n\n[... traceback cut to fit 8 KiB ...]\n"
+    stack = "".join(info.stack.format()).rstrip("\n")
     room = ERROR_LIMIT - len(head.encode("utf-8", "replace")) - len(marker.encode("utf-8"))
-    return head + marker + _cut_bytes(body.rstrip("\n"), max(0, room), keep_start=False)
+    return head + marker + _cut_bytes(stack, max(0, room), keep_start=False)
 
 
 def _cut_bytes(text: str, limit: int, *, keep_start: bool) -> str:
