@@ -25,7 +25,7 @@ def _database(tmp_path: Path) -> str:
     store.create_schema()
     tables = HistoryTables("recurjobs_")
     tables.metadata.create_all(store.engine)
-    rows = [
+    rows: list[dict[str, object]] = [
         {"job": "a", "kind": "recurring", "host": "h1", "claim_id": None, "trigger": "manual",
          "started_ms": NOW, "ended_ms": NOW + 250, "outcome": "executed", "error": None},
         {"job": "b", "kind": "distributed", "host": "h2", "claim_id": "c1",
