@@ -161,6 +161,7 @@ class Recorder:
         self._skip = skip
         self._name = name
         self._local = threading.local()
+        self._names: dict[int, tuple[object, str]] = {}  # id(job) -> (job, name), a cache
 
     def handle(self, notification: JobNotification) -> None:
         """The notification handler (on the publishing thread; never blocks)."""
@@ -185,8 +186,16 @@ class Recorder:
         )
         self._local.run = run
         if queue is not None:
-            name = self._name(note.job)
+            name = self._job_name(note.job)
             run.start_queued = queue.put(Start(name, note.claim_id, run.trigger, run.started))
+
+    def _job_name(self, job: object) -> str:
+        known = self._names.get(id(job))
+        if known is not None and known[0] is job:
+            return known[1]
+        name = self._name(job)
+        self._names[id(job)] = (job, name)
+        return name
 
     def _executing(self, note: JobNotification) -> None:
         run: _Running | None = getattr(self._local, "run", None)
@@ -214,7 +223,7 @@ class Recorder:
             if not self._record_ignored:
                 return
             outcome = "ignored"
-        name = self._name(note.job)
+        name = self._job_name(note.job)
         if not run.distributed:
             ended = _ms(note.at)
             whole = Done("recurring", name, None, run.trigger, run.started, ended, outcome, error)

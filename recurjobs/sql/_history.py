@@ -163,7 +163,7 @@ def write_batch(
         )
         conn.execute(sweep, sweeps)
     if rows:
-        conn.execute(insert(runs), rows)
+        _insert(conn, runs, rows)
     if ends:
         finish = update(runs).where(
             c.job == bindparam("b_job"),
@@ -172,6 +172,27 @@ def write_batch(
         )
         conn.execute(finish, ends)
     return changes
+
+
+_COLUMNS = ("job", "kind", "host", "claim_id", "trigger", "started_ms", "ended_ms", "outcome",
+            "error")  # fmt: skip
+
+
+def _insert(conn: Connection, runs: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``: through COPY on PostgreSQL with psycopg (a fifth of the CPU of an
+    INSERT per row), else one executemany (multi-row on MySQL drivers, C loop on SQLite)."""
+    dialect = conn.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        conn.execute(insert(runs), rows)
+        return
+    quote = dialect.identifier_preparer
+    columns = ", ".join(quote.quote(name) for name in _COLUMNS)
+    raw: Any = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(
+        f"COPY {quote.format_table(runs)} ({columns}) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(tuple(row[name] for name in _COLUMNS))
 
 
 def _host_clock(record: Record) -> bool:
