@@ -86,6 +86,8 @@ class HostHistory:
 
     def start(self, sql: HostSql) -> None:
         """Start recording: a fresh queue and writer (also after a fork)."""
+        if sql.poller is not None:  # record which distributed runs a trigger started
+            sql.poller.read_triggers = True
         store = sql.store
         self._owns_store = not _shared(store.engine)
         if self._owns_store:

@@ -93,6 +93,7 @@ class DistributedPoller:
         self._next_poll = math.inf
         self._thread: threading.Thread | None = None
         self._triggered: set[str] = set()  # of this poll's due jobs, those due by a trigger
+        self.read_triggers = False  # read them (one more SELECT when jobs are due): history
         for job in jobs:
             self.add(job)
 
@@ -304,7 +305,8 @@ class DistributedPoller:
             return
         try:
             names = self.store.due_names(candidates)
-            self._triggered = triggered_names(self.store._step, self.store.jobs, names)
+            if self.read_triggers:
+                self._triggered = triggered_names(self.store._step, self.store.jobs, names)
             if len(names) <= free:
                 # All of them fit, so the order only decides collisions: every host read the
                 # same order and would otherwise race for the same row at every step.
