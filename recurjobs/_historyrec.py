@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from recurjobs._guard import call_user
 from recurjobs._notifications import (
     DistributedJobClaimed,
     JobCanceled,
@@ -252,7 +253,9 @@ def _ms(at: datetime) -> float:
 def _capture(exc: BaseException) -> ErrorInfo:
     """The exception's type, message and stack, without its frames' locals (cheap to keep);
     the source lines are read later, by the writer thread."""
-    try:
-        return traceback.TracebackException.from_exception(exc, lookup_lines=False)
-    except Exception:  # a broken exception class: keep the run's record anyway
-        return type(exc).__qualname__
+    captured = call_user(
+        f"recording the {type(exc).__qualname__} of a run",
+        lambda: traceback.TracebackException.from_exception(exc, lookup_lines=False),
+        default=None,
+    )
+    return captured if captured is not None else type(exc).__qualname__  # a broken class

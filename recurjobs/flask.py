@@ -438,6 +438,8 @@ def _trigger_command(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def _history_command(job: str | None, limit: int, as_json: bool) -> None:
     """Show the latest runs from the run history table (every server's), newest first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from recurjobs._clitext import history_table
 
     host = RecurJobs.get_host()
@@ -447,7 +449,7 @@ def _history_command(job: str | None, limit: int, as_json: bool) -> None:
         records = host.history(job, limit=limit)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    except Exception as exc:  # the database: one line, never a traceback
+    except SQLAlchemyError as exc:  # the database: one line, never a traceback
         raise click.ClickException(f"cannot read the run history: {exc}".splitlines()[0]) from None
     if as_json:
         click.echo(json.dumps([to_json(r) for r in records], indent=2))
