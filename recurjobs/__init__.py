@@ -2,6 +2,7 @@
 
 from recurjobs._clock import Clock, SystemClock
 from recurjobs._cron import Cron
+from recurjobs._history import HistorySettings, RunRecord
 from recurjobs._host import JobHost, JobTrigger
 from recurjobs._jobs import DistributedJob, RecurringJob, Signal, TriggerableJob
 from recurjobs._maindom import MainDom
@@ -37,6 +38,7 @@ __all__ = [
     "DistributedJobClaimed",
     "DistributedJobLeaseLost",
     "DistributedJobSettings",
+    "HistorySettings",
     "INFINITE",
     "IgnoreReason",
     "JobCanceled",
@@ -56,6 +58,7 @@ __all__ = [
     "MainDom",
     "NextExecution",
     "RecurringJob",
+    "RunRecord",
     "ServerRole",
     "ServerRoleChanged",
     "Signal",

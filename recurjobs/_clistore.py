@@ -17,6 +17,7 @@ __all__ = [
     "mask_url_text",
     "pause_row",
     "read_rows",
+    "read_runs",
     "trigger_row",
     "with_store",
 ]
@@ -162,6 +163,22 @@ def read_rows(url: str, prefix: str, *, source: str = "--database") -> list[Any]
     """Every row of the distributed jobs table (``JobStore.rows()``); ``source`` names where
     the URL came from in error messages."""
     return list(with_store(url, prefix, lambda store: store.rows(), source))
+
+
+def read_runs(
+    url: str, prefix: str, *, job: str | None, limit: int, source: str = "--database"
+) -> list[Any]:
+    """The newest ``limit`` runs (of ``job``) from the run history table, newest first."""
+    from recurjobs.sql._history import read_history
+
+    return list(
+        with_store(
+            url,
+            prefix,
+            lambda store: read_history(store.engine, prefix, job=job, limit=limit),
+            source,
+        )
+    )
 
 
 def trigger_row(url: str, prefix: str, name: str, *, source: str = "--database") -> None:

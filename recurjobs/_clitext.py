@@ -18,6 +18,7 @@ __all__ = [
     "format_duration",
     "format_schedule",
     "format_table",
+    "history_table",
     "parse_duration",
     "status_table",
     "to_json",
@@ -138,6 +139,29 @@ def database_table(rows: Sequence[Any]) -> str:
                 running,
                 r.owner or "-",
                 due,
+            ]
+        )
+    return format_table(headers, lines)
+
+
+def history_table(records: Sequence[Any]) -> str:
+    """A table of ``RunRecord`` s: newest first, one line each, errors by their first line."""
+    if not records:
+        return "no runs recorded"
+    headers = ["STARTED (UTC)", "JOB", "KIND", "OUTCOME", "DURATION", "TRIGGER", "HOST", "ERROR"]
+    lines = []
+    for r in records:
+        error = (r.error or "-").splitlines()[0][:80] if r.error else "-"
+        lines.append(
+            [
+                f"{r.started_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+                r.job,
+                r.kind,
+                r.outcome,
+                format_duration(r.duration) if r.duration is not None else "-",
+                r.trigger,
+                r.host,
+                error,
             ]
         )
     return format_table(headers, lines)

@@ -17,6 +17,8 @@ from recurjobs._clock import Clock, SystemClock
 from recurjobs._forward import forward_trigger
 from recurjobs._gates import Gates, main_dom_source, role_source
 from recurjobs._guard import call_user, in_user_code
+from recurjobs._history import HistorySettings, RunRecord
+from recurjobs._history import attach as attach_history
 from recurjobs._jobs import DistributedJob, RecurringJob, TriggerableJob, check_distributed
 from recurjobs._listener import Attachment, attach
 from recurjobs._loop import JobRunner
@@ -70,6 +72,7 @@ class JobHost:
         elect_server_role: bool = False,
         start_timeout: float = 10.0,
         exit_timeout: float = 5.0,
+        history: bool | HistorySettings = False,
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must provide now(), monotonic() and wait(), got {clock!r}")
@@ -130,6 +133,7 @@ class JobHost:
         self._paused_rows: set[str] = set()  # distributed jobs this host paused (for status)
         for job in jobs:
             self._register(job)
+        self._history: Any = attach_history(self, history)  # run history (None when off)
 
     # ---------------------------------------------------------------- registration
     def add(self, job: object) -> None:
@@ -195,6 +199,8 @@ class JobHost:
                 self._gates.main_dom.check()
             if self._distributed or self._elect:
                 self._start_sql()
+            if self._history is not None:
+                self._history.start(self._sql)
             if self._role_service is not None:
                 self._role_service.start(clock=self.clock, publisher=self._publisher)
             self._state = _RUNNING
@@ -215,6 +221,8 @@ class JobHost:
         from recurjobs.sql._integration import HostSql
 
         self._sql = HostSql(self)
+        if self._history is not None:  # its tables are created (and checked) with the jobs table
+            self._history.add_tables(self._sql.store)
         self._sql.start(self._distributed)
 
     def _start_runner(self, job: object) -> None:
@@ -316,7 +324,10 @@ class JobHost:
             self._forwarding.close()
         if self._gates.main_dom is not None:
             self._gates.main_dom.release()
-        # 6. Dispose of the engines recurjobs made.
+        # 6. Write the run history still queued (every run has ended or been given up on).
+        if self._history is not None:
+            ended = self._history.close(shutdown.deadline) and ended
+        # 7. Dispose of the engines recurjobs made.
         if sql is not None:
             sql.dispose()
         return ended
@@ -541,6 +552,20 @@ class JobHost:
     def server_role(self) -> ServerRole:
         """This server's role as the gates see it now."""
         return self._gates.role()
+
+    # ---------------------------------------------------------------------- history
+    def history(self, job: object = None, *, limit: int = 100) -> list[RunRecord]:
+        """The newest runs (up to ``limit``), newest first, from the shared history table.
+
+        Every host's runs, of ``job`` (a job class, instance or name as ``status()`` shows
+        it) or of every job. Reads the database directly, so it works before ``start()`` and
+        after ``stop()``; needs ``database`` (RuntimeError otherwise).
+        """
+        if self.database is None:
+            raise RuntimeError("history() needs JobHost(database=...)")
+        from recurjobs.sql._historyhost import host_history
+
+        return host_history(self, job, limit)
 
     # ----------------------------------------------------------------------- status
     def status(self) -> tuple[JobStatus, ...]:

@@ -31,6 +31,7 @@ from recurjobs._notifications import (
     Publisher,
 )
 from recurjobs._roles import IgnoreReason
+from recurjobs._runinfo import begin_run
 from recurjobs._schedule import (
     NextExecution,
     Plan,
@@ -283,6 +284,7 @@ class JobRunner:
             # Stopping: no run may begin; wait for stop() to let the thread end.
             self._clock.wait(self._wake, None)
             return True
+        begin_run(manual=trigger is not None)  # for the run history
         schedule = self.view.period()
         if isinstance(schedule, Cron) or self.cron is not None:
             self._switch(schedule)

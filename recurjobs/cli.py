@@ -30,6 +30,7 @@ from recurjobs._clistore import (
     mask_url_text,
     pause_row,
     read_rows,
+    read_runs,
     trigger_row,
     with_store,
 )
@@ -38,6 +39,7 @@ from recurjobs._clitext import (
     format_duration,
     format_schedule,
     format_table,
+    history_table,
     parse_duration,
     status_table,
     to_json,
@@ -117,6 +119,42 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     else:
         print("nothing to prune")
     return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    records = read_runs(
+        args.database,
+        args.table_prefix,
+        job=args.job,
+        limit=args.limit,
+        source=args.database_source,
+    )
+    if args.json:
+        print(json.dumps([to_json(r) for r in records], indent=2))
+    else:
+        print(history_table(records))
+    return 0
+
+
+def _history_parser(sub: Any, database_options: Any) -> None:
+    history = sub.add_parser("history", help="show the latest runs from the run history")
+    database_options(history)
+    history.add_argument("--job", type=_name_arg, default=None, metavar="NAME", help="one job")
+    history.add_argument(
+        "--limit", type=_limit_arg, default=100, metavar="N", help="at most N runs (default 100)"
+    )
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(func=_cmd_history)
+
+
+def _limit_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 10000, got {text!r}")
+    return value
 
 
 def load_host(target: str) -> JobHost:
@@ -388,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     from recurjobs.dashboard import _cli as dashboard_cli
 
     dashboard_cli.add_command(sub, database_options)
+    _history_parser(sub, database_options)
     return parser
 
 
@@ -399,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
-    if args.command in ("status", "trigger", "pause", "resume", "prune", "dashboard"):
+    if args.command in ("status", "trigger", "pause", "resume", "prune", "history", "dashboard"):
         args.database_source = "--database"
         if args.database is None:
             args.database = os.environ.get(DATABASE_ENV) or None

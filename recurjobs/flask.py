@@ -81,6 +81,7 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "RECURJOBS_DATABASE_URL": None,
     "RECURJOBS_DELAY": _SETTINGS.delay,
     "RECURJOBS_ELECT_SERVER_ROLE": False,
+    "RECURJOBS_HISTORY": False,
     "RECURJOBS_LOG_TO_GUNICORN": True,
     "RECURJOBS_MAIN_DOM": True,
     "RECURJOBS_MAIN_DOM_DIRECTORY": None,
@@ -179,6 +180,9 @@ class RecurJobs:
             _config_error(
                 "RECURJOBS_ELECT_SERVER_ROLE", True, "False without RECURJOBS_DATABASE_URL"
             )
+        history = _flag(config, "RECURJOBS_HISTORY")
+        if history and not database:
+            _config_error("RECURJOBS_HISTORY", True, "False without RECURJOBS_DATABASE_URL")
         jobs = self._jobs(app) if callable(self._jobs) else self._jobs
         return JobHost(
             jobs,
@@ -189,6 +193,7 @@ class RecurJobs:
             database=database or None,
             distributed=settings,
             elect_server_role=elect,
+            history=history,
         )
 
     @staticmethod
@@ -479,6 +484,29 @@ def _set_paused(name: str, paused: bool) -> None:
         if exc.bad_input:
             raise click.UsageError(str(exc)) from None
         raise click.ClickException(str(exc)) from None
+@recurjobs_cli.command("history")
+@click.option("--job", default=None, help="Only this job's runs (its name as status shows it).")
+@click.option("--limit", default=100, type=click.IntRange(1, 10_000), help="At most N runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def _history_command(job: str | None, limit: int, as_json: bool) -> None:
+    """Show the latest runs from the run history table (every server's), newest first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from recurjobs._clitext import history_table
+
+    host = RecurJobs.get_host()
+    if not current_app.config.get("RECURJOBS_DATABASE_URL"):
+        raise click.UsageError("the run history needs RECURJOBS_DATABASE_URL")
+    try:
+        records = host.history(job, limit=limit)
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except SQLAlchemyError as exc:  # the database: one line, never a traceback
+        raise click.ClickException(f"cannot read the run history: {exc}".splitlines()[0]) from None
+    if as_json:
+        click.echo(json.dumps([to_json(r) for r in records], indent=2))
+    else:
+        click.echo(history_table(records))
 
 
 def _forward_to_main_instance(host: JobHost, name: str, job: object) -> None:

@@ -251,7 +251,7 @@ def test_recurjobs_must_be_a_dict() -> None:
 )
 def test_history_settings_dict_reaches_the_host() -> None:
     """HISTORY as a dict becomes HistorySettings (durations as text accepted)."""
-    from recurjobs import HistorySettings  # type: ignore[attr-defined]
+    from recurjobs import HistorySettings
 
     recurjobs = {"DATABASE": "default", "MAIN_DOM": False, "HISTORY": {"keep": "2d"}}
     with override_settings(RECURJOBS=recurjobs):

@@ -38,11 +38,12 @@ def test_public_names_are_pinned() -> None:
     expected = [
         "CancellationToken", "Clock",
         "Cron", "DistributedJob", "DistributedJobClaimed",
-        "DistributedJobLeaseLost", "DistributedJobSettings", "INFINITE", "IgnoreReason",
+        "DistributedJobLeaseLost", "DistributedJobSettings", "HistorySettings", "INFINITE",
+        "IgnoreReason",
         "JobCanceled", "JobCancelled", "JobExecuted", "JobExecuting", "JobFailed", "JobHost",
         "JobIgnored", "JobNotification", "JobStarted", "JobStarting", "JobStatus",
         "JobStopped", "JobStopping", "JobTrigger", "MainDom", "NextExecution", "RecurringJob",
-        "ServerRole", "ServerRoleChanged", "Signal", "Subscription", "SystemClock",
+        "RunRecord", "ServerRole", "ServerRoleChanged", "Signal", "Subscription", "SystemClock",
         "TriggerableJob",
     ]  # fmt: skip
     assert expected == recurjobs.__all__

@@ -5,8 +5,10 @@ distributed runs and from the host clock for recurring runs. A row is inserted w
 starts with ``outcome`` NULL, and completed when it ends; a row whose host died keeps NULL
 until the run's claim is taken over (then it is marked ``lease_lost``).
 
-The indexes serve the two questions operators ask: "the latest N runs of one job"
-(``job, started_ms, id``) and "failures since T" (``outcome, started_ms``). ``<prefix>meta``
+The indexes serve the questions operators ask: "the latest N runs of one job"
+(``job, started_ms, id``), "failures since T", counted per job without reading the table
+(``outcome, started_ms, job``), and "the latest N runs of any job", which is also how rows
+past their age are found for pruning (``started_ms, id``). ``<prefix>meta``
 holds ``runs_schema`` (the version of this layout), so a later version can migrate it.
 """
 
@@ -43,7 +45,8 @@ def runs_table(metadata: MetaData, prefix: str) -> Table:
         Column("outcome", String(16), nullable=True),
         Column("error", Text, nullable=True),
         Index(f"{name}_job_started", "job", "started_ms", "id"),
-        Index(f"{name}_outcome_started", "outcome", "started_ms"),
+        Index(f"{name}_outcome_started", "outcome", "started_ms", "job"),
+        Index(f"{name}_started", "started_ms", "id"),
     )
 
 

@@ -47,6 +47,8 @@ class Due:
     gap_ms: int | None = None
     """A Cron row's gap from ``F`` to the next fire time (for a triggered row: between the
     next two fire times): stands in for the period in the claim's lease."""
+    triggered: bool = False
+    """The row was marked due by a trigger (``due_now``): its run is recorded as manual."""
 
 
 @dataclass(frozen=True)

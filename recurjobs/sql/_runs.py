@@ -77,6 +77,8 @@ class Run:
     next_finish: float = 0.0
     finish_failures: int = 0
     thread: threading.Thread | None = field(default=None, repr=False)
+    manual: bool = False
+    """Claimed because of a trigger (``due_now``), not the schedule (for the run history)."""
 
 
 def execute_run(

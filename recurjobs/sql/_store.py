@@ -290,20 +290,21 @@ class JobStore:
         fires: dict[str, int] = {}
         for name, due_now, text, attempted, _ in rows:
             if text is None:
-                found.append(Due(name))  # a period row: the SELECT judged it due
+                # A period row: the SELECT judged it due.
+                found.append(Due(name, triggered=bool(due_now)))
                 continue
             own = crons.get(name) if crons is not None else None
             planned = _plan(text, own, int(attempted))
             if planned is None:  # a calendar this host cannot read: triggers only
                 if due_now:
-                    found.append(Due(name))
+                    found.append(Due(name, triggered=True))
                 continue
             fire, gap = planned
             fires[name] = fire
             if fire <= now_ms:
-                found.append(Due(name, fire_ms=fire, gap_ms=gap))
+                found.append(Due(name, fire_ms=fire, gap_ms=gap, triggered=bool(due_now)))
             elif due_now:  # triggered before its fire time: the lease takes the gap ahead
-                found.append(Due(name, gap_ms=gap))
+                found.append(Due(name, gap_ms=gap, triggered=True))
         return Poll(due=found, now_ms=now_ms, fires_ms=fires)
 
     # -------------------------------------------------------------------- claims

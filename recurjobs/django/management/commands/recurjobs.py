@@ -126,7 +126,7 @@ class Command(BaseCommand):  # type: ignore[misc]
         if options["limit"] < 1:
             raise CommandError(f"--limit must be at least 1, got {options['limit']}", returncode=2)
         records = self._store(
-            lambda: host.history(options["job"], limit=options["limit"]),  # type: ignore[attr-defined]
+            lambda: host.history(options["job"], limit=options["limit"]),
             host,
         )
         if options["json"]:
