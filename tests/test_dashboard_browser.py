@@ -2,13 +2,11 @@
 
 One browser, two hosts and two dashboards (``recurjobs dashboard`` processes: one with actions
 on loopback, one read-only) serve the whole module. The hosts' jobs are in
-``tests/apps/dashboard_host.py``. Assertions about runs *in the history* switch on once
-``JobHost`` records history (its ``history`` parameter); until then they skip, saying so.
+``tests/apps/dashboard_host.py``; they record run history.
 """
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import time
 import urllib.error
@@ -23,8 +21,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from recurjobs import JobHost
-from recurjobs.sql import JobStore
 from recurjobs.sql._history_table import meta_table, runs_table
 from recurjobs.sql._tables import create_tables
 from tests.apps.dashboard_host import XSS_NAME
@@ -47,10 +43,6 @@ pytestmark = [
     pytest.mark.timeout(180),
 ]
 
-HOST_RECORDS_HISTORY = "history" in inspect.signature(JobHost).parameters
-NO_HISTORY = "JobHost has no history parameter yet: runs reach the history once it is merged"
-CLAIMS_HONOUR_PAUSE = hasattr(JobStore, "set_paused")
-NO_PAUSE = "the hosts' claim guard does not honour the paused column yet (pause work not merged)"
 # Synthetic history of alpha-report (it runs only when triggered): what the job page charts.
 SYNTHETIC_RUNS = 40
 SYNTHETIC_ERROR = (
@@ -301,8 +293,6 @@ def test_job_page_shows_chart_claim_and_traceback(browser: Any, cluster: Cluster
 
 def test_failing_job_of_a_host_shows_its_traceback(browser: Any, cluster: Cluster) -> None:
     """A job that raises in a host process shows the exception in its history."""
-    if not HOST_RECORDS_HISTORY:
-        pytest.skip(NO_HISTORY)
     by = _by()
     wait_until(lambda: cluster.history_count("alpha-fail") > 0, 30, "a recorded failure")
     _open(
@@ -330,8 +320,6 @@ def test_trigger_button_makes_a_host_run_the_job(browser: Any, cluster: Cluster)
     _click_action(browser, cluster, "alpha-report", "trigger")
     wait_until(lambda: cluster.runs_of("alpha-report") > before, 30, "the triggered run")
     assert before + 1 == cluster.runs_of("alpha-report")
-    if not HOST_RECORDS_HISTORY:
-        pytest.skip(f"the run happened; {NO_HISTORY}")
     wait_until(
         lambda: cluster.history_count("alpha-report", clicked_ms) > 0, 30, "the run in history"
     )
@@ -351,15 +339,12 @@ def test_pause_button_stops_claims_and_resume_restarts_them(browser: Any, cluste
     assert "paused" in row.find_element(by.CSS_SELECTOR, ".badge.paused").text
     assert [] != row.find_elements(by.CSS_SELECTOR, "button[value='resume']")
     screenshot(browser, "jobs")
-    if CLAIMS_HONOUR_PAUSE:
-        time.sleep(2.0)  # a run claimed just before the pause may still finish
-        paused_count = cluster.runs_of("beta-tick")
-        time.sleep(3.0)  # three periods and fifteen polls: no claim may happen
-        assert paused_count == cluster.runs_of("beta-tick")
+    time.sleep(2.0)  # a run claimed just before the pause may still finish
+    paused_count = cluster.runs_of("beta-tick")
+    time.sleep(3.0)  # three periods and fifteen polls: no claim may happen
+    assert paused_count == cluster.runs_of("beta-tick")
     _click_action(browser, cluster, "beta-tick", "resume")
     assert not cluster.paused("beta-tick")
-    if not CLAIMS_HONOUR_PAUSE:
-        pytest.skip(f"the flag was set and cleared; {NO_PAUSE}")
     resumed_from = cluster.runs_of("beta-tick")
     wait_until(lambda: cluster.runs_of("beta-tick") > resumed_from, 30, "runs after resume")
 

@@ -245,10 +245,6 @@ def test_recurjobs_must_be_a_dict() -> None:
         assert ["recurjobs.E001"] == [e.id for e in run_checks(tags=["recurjobs"])]
 
 
-@pytest.mark.skipif(
-    not hasattr(__import__("recurjobs"), "HistorySettings"),
-    reason="needs JobHost.history/pause (issue 11)",
-)
 def test_history_settings_dict_reaches_the_host() -> None:
     """HISTORY as a dict becomes HistorySettings (durations as text accepted)."""
     from recurjobs import HistorySettings
@@ -393,12 +389,8 @@ def test_trigger_without_a_main_instance_fails(tmp_path: Path) -> None:
         command("trigger", "Tick")
 
 
-_PAUSE = pytest.mark.skipif(
-    not hasattr(JobHost, "pause"), reason="needs JobHost.history/pause (issue 11)"
-)
 
 
-@_PAUSE
 def test_pause_and_resume_a_distributed_job(tmp_path: Path) -> None:
     """`recurjobs pause report` then `resume report` set the row's state; unknown is an error."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
@@ -412,9 +404,6 @@ def test_pause_and_resume_a_distributed_job(tmp_path: Path) -> None:
             command("pause", "nobody")
 
 
-@pytest.mark.skipif(
-    not hasattr(JobHost, "history"), reason="needs JobHost.history/pause (issue 11)"
-)
 def test_history_of_an_unused_database(tmp_path: Path) -> None:
     """`recurjobs history` on a database without runs says so; --json gives an empty list."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
@@ -470,9 +459,6 @@ def test_bad_arguments_name_the_parameter(call: Any, error: type, message: str) 
     assert message in str(info.value)
 
 
-@pytest.mark.skipif(
-    not hasattr(JobHost, "history"), reason="needs JobHost.history/pause (issue 11)"
-)
 def test_history_shows_a_recorded_run(tmp_path: Path) -> None:
     """A run recorded by a host with HISTORY on shows in `recurjobs history` and its JSON."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"

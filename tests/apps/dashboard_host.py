@@ -2,13 +2,11 @@
 
 Environment: ``DASH_DATABASE`` (URL), ``DASH_PREFIX`` (table prefix), ``DASH_SIDE`` ("a" or
 "b": which jobs) and ``DASH_OUT`` (a file; every run appends ``run <job> <pid>``). Prints
-``ready`` once started and runs until SIGTERM. Records history when this version's ``JobHost``
-takes ``history``.
+``ready`` once started and runs until SIGTERM. Records history.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import sys
@@ -59,8 +57,7 @@ def main() -> int:
         table_prefix=os.environ["DASH_PREFIX"],
     )
     extra: dict[str, object] = {}
-    if "history" in inspect.signature(JobHost).parameters:
-        extra["history"] = True
+    extra["history"] = True
     host = JobHost(
         jobs(os.environ["DASH_SIDE"]),
         database=os.environ["DASH_DATABASE"],
