@@ -32,6 +32,7 @@ from recurjobs.sql._bounds import (
 )
 from recurjobs.sql._claims import claimable, due, guarded_update, new_claim_id, stale
 from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._pool import single_statement_options
 from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, JobRow, job_row, ms
@@ -82,19 +83,26 @@ class JobStore:
             ":memory:",
         )
         self._serial = threading.Lock() if shared else None
+        # Single-statement steps skip BEGIN/COMMIT where that is safe (``_pool``).
+        single = single_statement_options(self.engine, self._bound_ms)
+        self._single = self.engine.execution_options(**single) if single else self.engine
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
 
     # ------------------------------------------------------------------ plumbing
-    def _step(self, what: str, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one bounded transaction, retried through transient faults."""
+    def _step(self, what: str, fn: Callable[[Connection], T], *, single: bool = False) -> T:
+        """Run ``fn`` in one bounded transaction, retried through transient faults.
+
+        ``single``: ``fn`` runs exactly one statement, which may then run in autocommit.
+        """
+        engine = self._single if single else self.engine
 
         def attempt() -> T:
             with (
                 self._serialised(),
-                self.engine.begin() as conn,
+                engine.begin() as conn,
                 bounded_waits(conn, self._bound_ms),
             ):
                 return fn(conn)
@@ -103,7 +111,7 @@ class JobStore:
 
     def _execute(self, what: str, statement: Executable) -> int:
         """Run one statement in its own transaction; return its rowcount."""
-        return self._step(what, lambda conn: conn.execute(statement).rowcount)
+        return self._step(what, lambda conn: conn.execute(statement).rowcount, single=True)
 
     @contextlib.contextmanager
     def _serialised(self) -> Iterator[None]:
@@ -211,7 +219,9 @@ class JobStore:
             )
             .order_by(c.due_now.desc(), c.last_run_ms, c.name)
         )
-        return self._step("polling for due jobs", lambda conn: list(conn.scalars(query)))
+        return self._step(
+            "polling for due jobs", lambda conn: list(conn.scalars(query)), single=True
+        )
 
     # -------------------------------------------------------------------- claims
     def try_claim(self, name: str, *, owner: str, lease: timedelta) -> Claim | None:
@@ -237,7 +247,9 @@ class JobStore:
         where = and_(c.name == name, claimable(self.jobs, claim.claim_id))
         try:
             won = self._step(
-                "claiming a job", lambda conn: guarded_update(conn, self.jobs, where, values)
+                "claiming a job",
+                lambda conn: guarded_update(conn, self.jobs, where, values),
+                single=True,
             )
         except Exception as exc:
             if not is_lock_timeout(exc):
@@ -268,7 +280,9 @@ class JobStore:
     def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:
         c = self.jobs.c
         where = and_(c.name == claim.name, c.claim_id == claim.claim_id)
-        return self._step(what, lambda conn: guarded_update(conn, self.jobs, where, values))
+        return self._step(
+            what, lambda conn: guarded_update(conn, self.jobs, where, values), single=True
+        )
 
     def heartbeat(self, claim: Claim) -> bool:
         """Renew ``claim``; False when it is no longer ours (taken over after going stale).
