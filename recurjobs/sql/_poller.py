@@ -36,6 +36,7 @@ from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
 from recurjobs.sql._heartbeat import Heartbeat
 from recurjobs.sql._leases import Leases
+from recurjobs.sql._rows import Claim
 from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
 
@@ -309,6 +310,13 @@ class DistributedPoller:
             # that lock delays only that row, not the due jobs behind it.
             locked = self._locked_rows()
             names.sort(key=lambda n: n in locked)
+            # Every due row there is a slot for in one batch (``_batch``); rows known to be
+            # locked, and all of them when the batch could not be run, one by one after it.
+            batch = [n for n in names if n not in locked][:free]
+            won = self._claim_many(batch) if len(batch) > 1 else None
+            if won is not None:
+                free -= won
+                names = [n for n in names if n in locked]
             lost = 0
             for name in names:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
@@ -331,6 +339,26 @@ class DistributedPoller:
         """The rows whose last claim timed out on a lock (as the store reports them)."""
         return self.store.locked_rows()
 
+    def _claim_many(self, names: list[str]) -> int | None:
+        """Claim ``names`` in one batch and launch the runs won; how many were won (0 when the
+        batch failed: logged, the next poll tries again), or None when it waited out a lock
+        and the rows should be claimed one by one."""
+        with self._lock:
+            if self._state != _RUNNING:
+                return 0
+            jobs = {name: self._jobs[name] for name in names}
+        extra = self.settings.max_execution_time
+        leases = {name: getattr(job, "period") + extra for name, job in jobs.items()}  # noqa: B009
+        sent = self.clock.monotonic()
+        try:
+            claims = self.store.try_claim_many(leases, owner=self.owner)
+        except Exception as exc:
+            logger.warning("claiming on %s failed: %s", self.store.url, self._why(exc))
+            return 0
+        if claims is None:
+            return None
+        return sum(self._launch(jobs[claim.name], claim, sent) for claim in claims)
+
     def _claim(self, name: str) -> bool | None:
         """Claim and launch ``name``: True when won, False when another host was quicker,
         None when the statement failed (a locked row, a lost connection: only this row waits).
@@ -348,7 +376,12 @@ class DistributedPoller:
             return None
         if claim is None:
             return False  # another host was quicker
-        if self.clock.monotonic() >= sent + lease.total_seconds() - self.leases.interval:
+        return self._launch(job, claim, sent)
+
+    def _launch(self, job: object, claim: Claim, sent: float) -> bool:
+        """Start the run of a claim won (sent at ``sent``); False when it must not run."""
+        name = claim.name
+        if self.clock.monotonic() >= sent + claim.lease.total_seconds() - self.leases.interval:
             # The claim's acknowledgement came so late (a commit held up by a lock or a stall)
             # that its lease may already have lapsed and another host may own the row: never
             # start a run that could overlap a takeover. The row is taken again once stale.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TypeVar
 
@@ -24,6 +24,7 @@ from sqlalchemy.sql import ColumnElement, Executable
 from recurjobs._jobs import check_distributed
 from recurjobs._validate import instance
 from recurjobs._validate import table_prefix as check_prefix
+from recurjobs.sql._batch import claim_batch
 from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
@@ -258,6 +259,30 @@ class JobStore:
             return None
         self._locked.discard(name)
         return claim if won else None
+
+    def try_claim_many(self, leases: Mapping[str, timedelta], *, owner: str) -> list[Claim] | None:
+        """Claim every job of ``leases`` (name -> lease) that is due and free (or stale), in one
+        guarded UPDATE (``_batch``); return the claims won (one fresh claim id for the batch).
+
+        None when the batch waited out ``statement_timeout`` on a lock (a server without
+        ``SKIP LOCKED``, or SQLite's file lock): the caller may claim the rows one by one.
+        """
+        claim_id = new_claim_id()
+        leases_ms = {name: ms(lease) for name, lease in leases.items()}
+        try:
+            won = self._step(
+                "claiming jobs",
+                lambda conn: claim_batch(
+                    conn, self.jobs, leases_ms, claim_id=claim_id, owner=owner
+                ),
+            )
+        except Exception as exc:
+            if not is_lock_timeout(exc):
+                raise
+            logger.debug("a batch of claims on %s waited out a lock: %s", self.url, exc)
+            return None
+        self._locked.difference_update(won)
+        return [Claim(name=name, claim_id=claim_id, lease=leases[name]) for name in won]
 
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""
