@@ -41,6 +41,15 @@ APS4_LEASE = timedelta(seconds=10)
 NTH = 100  # the lateness of the 100th due job's start after its boundary
 
 
+def host_engine(url: str, settings: Any) -> Any:
+    """An engine made as a host makes it from ``url`` with these settings (the same statement
+    bound, so its sessions carry the bound and no step has to set it)."""
+    from recurjobs.sql import make_engine
+    from recurjobs.sql._poller import heartbeat_interval
+
+    return make_engine(url, statement_timeout=min(5.0, max(1.0, heartbeat_interval(settings))))
+
+
 # ------------------------------------------------------------------- private databases
 @contextlib.contextmanager
 def private_database(url: str | None) -> Iterator[tuple[str, Callable[[], int | None]]]:
@@ -157,21 +166,17 @@ def recurjobs_host(
     from sqlalchemy import event
 
     from recurjobs import CancellationToken, DistributedJob, DistributedJobSettings, JobHost
-    from recurjobs.sql import make_engine
-
     rec = _Recorder(Path(out), index)
 
     class Work(DistributedJob):
         def execute(self, token: CancellationToken) -> None:
             rec.work(self.name, job_ms)
 
-    engine = make_engine(url)
     statements = [0]
 
     def count(*_: Any) -> None:
         statements[0] += 1
 
-    event.listen(engine, "before_cursor_execute", count)
     warnings = _Warnings()
     logging.getLogger("recurjobs").addHandler(warnings)
     settings = DistributedJobSettings(
@@ -179,12 +184,20 @@ def recurjobs_host(
         delay=timedelta(0),
         max_concurrent_jobs=jobs,
     )
+    engine = host_engine(url, settings)
+    event.listen(engine, "before_cursor_execute", count)
     period = timedelta(seconds=period_s)
     host = JobHost(
         [Work(name=f"job-{i:04d}", period=period, align_to_clock=True) for i in range(jobs)],
         database=engine,
         distributed=settings,
     )
+    if index == 0:  # the rows exist before the hosts start, as in a running cluster
+        from recurjobs.sql import JobStore
+
+        store = JobStore(engine)
+        store.create_schema()
+        store.ensure(host.jobs)
     plan = rec.wait_for_go()
     time.sleep(max(0.0, plan["go"] - time.time()))
     host.start()
@@ -311,17 +324,17 @@ def measure(
         with private_database(url) as (db, xacts):
             common = {"url": db, "out": str(folder), "jobs": jobs, "period_s": period_s}
             common.update(job_ms=job_ms, poll_ms=poll_ms)
-            # APScheduler's first host creates the tables alone (concurrent creation fails).
-            first = 1 if peer == "aps4" else hosts
+            # The first host creates the tables and rows (or schedules) alone.
+            first = 1
             for i in range(first):
                 procs.append(_spawn(func, {**common, "index": i}, folder / f"log-{i}.txt"))
             _wait_ready(folder, range(first), procs)
             for i in range(first, hosts):
                 procs.append(_spawn(func, {**common, "index": i}, folder / f"log-{i}.txt"))
             _wait_ready(folder, range(hosts), procs)
-            # Rows (or schedules) are written at start: give that time before the first
-            # measured boundary, then start every host together.
-            lead = 1.5 + jobs * 0.006
+            # APScheduler's schedules are added after go (their first fire time is b1): give
+            # that time before the first measured boundary; then start every host together.
+            lead = 1.5 + (jobs * 0.01 if peer == "aps4" else 0.0)
             b1 = math.ceil((time.time() + 0.5 + lead) / period_s) * period_s
             plan = {"go": b1 - lead, "b1": b1, "start": b1, "end": b1 + periods * period_s}
             (folder / "go.tmp").write_text(json.dumps(plan))

@@ -229,7 +229,7 @@ def _common_sequence(seqs: list[tuple[str, ...]]) -> str:
 # ----------------------------------------------------------------------- 1. idle polls
 def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
     from recurjobs import DistributedJobSettings, JobHost
-    from recurjobs.sql import JobStore, make_engine
+    from recurjobs.sql import JobStore
 
     marks: list[tuple[int, int, float]] = []
     due_names = JobStore.due_names
@@ -241,7 +241,12 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
         tempfile.TemporaryDirectory() as traces,
     ):
         x0 = xacts()
-        engine = make_engine(db)
+        settings = DistributedJobSettings(
+            poll_period=timedelta(milliseconds=IDLE_POLL_MS),
+            delay=timedelta(0),
+            table_prefix=_prefix(),
+        )
+        engine = _cluster.host_engine(db, settings)
         meter = _Meter(engine, Path(traces))
 
         def marked(store: JobStore, names: Any) -> list[str]:
@@ -250,13 +255,7 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
             return due_names(store, names)
 
         JobStore.due_names = marked  # type: ignore[method-assign]
-        prefix = _prefix()
         jobs = [_job(f"idle-{i}", timedelta(hours=1)) for i in range(IDLE_JOBS)]
-        settings = DistributedJobSettings(
-            poll_period=timedelta(milliseconds=IDLE_POLL_MS),
-            delay=timedelta(0),
-            table_prefix=prefix,
-        )
         host = JobHost(jobs, database=engine, distributed=settings)
         try:
             host.start()

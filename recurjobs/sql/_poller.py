@@ -39,6 +39,7 @@ from recurjobs.sql._leases import Leases
 from recurjobs.sql._rows import Claim
 from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
+from recurjobs.sql._wake import next_boundary
 
 __all__ = ["DistributedPoller"]
 
@@ -47,6 +48,9 @@ logger = logging.getLogger("recurjobs.sql")
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 # Consecutive lost claims after which a poll stops: other hosts are working the same list.
 _GIVE_UP_AFTER = 3
+# Rows claimed per batch: small enough that hosts polling together share the due rows (and
+# the work of starting and finishing their runs), large enough to save most round trips.
+_BATCH = 20
 
 
 class DistributedPoller:
@@ -90,6 +94,8 @@ class DistributedPoller:
         self._polling = False  # the initial delay is over
         self._poll_asked = False
         self._next_poll = math.inf
+        self._aligned: set[float] = set()  # periods (s) of jobs aligned to the clock
+        self._boundary_poll = math.inf  # monotonic: just after the next aligned boundary
         self._thread: threading.Thread | None = None
         for job in jobs:
             self.add(job)
@@ -104,6 +110,8 @@ class DistributedPoller:
                 raise ValueError(f"a distributed job named {name!r} is already registered")
             self._jobs[name] = job
             self._stats.setdefault(name, RunStats())
+            if getattr(job, "align_to_clock", False):
+                self._aligned.add(getattr(job, "period").total_seconds())  # noqa: B009
         self._wake.set()
 
     def start(self) -> None:
@@ -234,7 +242,7 @@ class DistributedPoller:
         with self._lock:
             if self._state != _RUNNING:
                 return 0.0
-            wake = self._next_poll
+            wake = min(self._next_poll, self._boundary_poll)
             if self._polling and self._pending():
                 wake = min(wake, now + self._poll_s)  # retry a failed ensure
         return None if math.isinf(wake) else max(0.0, wake - now)
@@ -246,7 +254,8 @@ class DistributedPoller:
         with self._lock:
             if self._state != _RUNNING:
                 return
-            poll = now >= self._next_poll or (self._polling and self._poll_asked)
+            boundary = self._polling and now >= self._boundary_poll
+            poll = now >= self._next_poll or (self._polling and self._poll_asked) or boundary
             if now >= self._next_poll:
                 self._polling = True
                 # Drift-free cadence; after a long stall, skip the missed polls.
@@ -255,6 +264,9 @@ class DistributedPoller:
                     self._next_poll = now + self._poll_s
             if poll:
                 self._poll_asked = False
+            if self._polling and (poll or math.isinf(self._boundary_poll)) and self._aligned:
+                wall = self.clock.now().timestamp()
+                self._boundary_poll = now + next_boundary(wall, self._aligned) - wall
             # Rows are written at the first poll, not at start: a new job's last_run is then
             # the database's now at start + delay, so it first runs at start + delay + period.
             pending = self._polling and self._pending()
@@ -310,13 +322,18 @@ class DistributedPoller:
             # that lock delays only that row, not the due jobs behind it.
             locked = self._locked_rows()
             names.sort(key=lambda n: n in locked)
-            # Every due row there is a slot for in one batch (``_batch``); rows known to be
-            # locked, and all of them when the batch could not be run, one by one after it.
-            batch = [n for n in names if n not in locked][:free]
-            won = self._claim_many(batch) if len(batch) > 1 else None
-            if won is not None:
+            # The due rows there are slots for, claimed in batches (``_batch``); rows known
+            # to be locked, and all of them when a batch waited out a lock, one by one after.
+            rest = [n for n in names if n not in locked]
+            while len(rest) > 1 and free > 0:
+                batch, rest = rest[: min(free, _BATCH)], rest[min(free, _BATCH) :]
+                won = self._claim_many(batch)
+                if won is None:
+                    break
                 free -= won
-                names = [n for n in names if n in locked]
+                names = [n for n in names if n not in batch]
+                if won == 0:
+                    break  # other hosts are claiming these rows; the next poll looks again
             lost = 0
             for name in names:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:

@@ -29,6 +29,7 @@ from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
     check_statement_timeout,
+    share_bound,
     to_ms,
 )
 from recurjobs.sql._claims import claimable, due, guarded_update, new_claim_id, stale
@@ -86,7 +87,10 @@ class JobStore:
         self._serial = threading.Lock() if shared else None
         # Single-statement steps skip BEGIN/COMMIT where that is safe (``_pool``).
         single = single_statement_options(self.engine, self._bound_ms)
-        self._single = self.engine.execution_options(**single) if single else self.engine
+        self._single = self.engine
+        if single:
+            self._single = self.engine.execution_options(**single)
+            share_bound(self._single, self.engine)
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
 
     def __repr__(self) -> str:
