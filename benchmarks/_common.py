@@ -220,7 +220,7 @@ def aps3_version() -> str:
     found = sorted(APS3_DIR.glob("[Aa][Pp][Ss]cheduler-*.dist-info"))
     if not found:
         return "not installed"
-    return found[-1].name.split("-")[1].removesuffix(".dist-info")
+    return found[-1].name.removesuffix(".dist-info").split("-")[1]
 
 
 def repeat(

@@ -619,7 +619,7 @@ def run(quick: bool) -> list[Row]:
 
 # The cluster configurations: (hosts, jobs, period) with the periods measured (full, quick).
 CLUSTERS = (
-    {"hosts": 8, "jobs": 100, "period_s": 2.0, "periods": (8, 3)},
+    {"hosts": 8, "jobs": 100, "period_s": 2.0, "periods": (6, 2)},
     {"hosts": 4, "jobs": 1000, "period_s": 10.0, "periods": (2, 1)},
 )
 # Which contenders run each configuration on which backend; APScheduler 4 only on PostgreSQL
