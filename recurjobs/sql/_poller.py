@@ -324,7 +324,15 @@ class DistributedPoller:
             names.sort(key=lambda n: n in locked)
             # The due rows there are slots for, claimed in batches (``_batch``); rows known
             # to be locked, and all of them when a batch waited out a lock, one by one after.
-            rest = [n for n in names if n not in locked]
+            # Only rows with a period (a timedelta) are batched: a calendar (Cron) row's due
+            # rule binds its own fire time, so it is claimed on its own.
+            with self._lock:
+                plain = {
+                    n
+                    for n in names
+                    if isinstance(getattr(self._jobs[n], "period", None), timedelta)
+                }
+            rest = [n for n in names if n not in locked and n in plain]
             while len(rest) > 1 and free > 0:
                 batch, rest = rest[: min(free, _BATCH)], rest[min(free, _BATCH) :]
                 won = self._claim_many(batch)
@@ -440,9 +448,7 @@ class DistributedPoller:
     def _run(self, run: Run) -> None:
         settled = False
         try:
-            settled = execute_run(
-                run, store=self.store, clock=self.clock, publisher=self.publisher
-            )
+            settled = execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)
         finally:
             self.leases.ended(run, settled)
             self._wake.set()
