@@ -193,11 +193,21 @@ def recurjobs_host(
         distributed=settings,
     )
     if index == 0:  # the rows exist before the hosts start, as in a running cluster
+        from sqlalchemy import insert
+
         from recurjobs.sql import JobStore
 
         store = JobStore(engine)
         store.create_schema()
-        store.ensure(host.jobs)
+        now_ms = int(time.time() * 1000)
+        rows = [
+            {"name": f"job-{i:04d}", "period_ms": round(period_s * 1000), "aligned": True}
+            | {"last_run_ms": now_ms, "running": False, "due_now": False}
+            for i in range(jobs)
+        ]
+        with engine.begin() as conn:  # one statement: JobStore.ensure writes row by row
+            conn.execute(insert(store.jobs), rows)
+        store.ensure(host.jobs)  # finds them all
     plan = rec.wait_for_go()
     time.sleep(max(0.0, plan["go"] - time.time()))
     host.start()
@@ -415,7 +425,8 @@ def analyse(
 
 def first_error(text: str) -> str:
     """The first line of the last exception in a host's log, for a table cell."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip().lstrip("|+ ").strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
     found = [ln for ln in lines if "Error" in ln.split(":", 1)[0] and ":" in ln]
     line = found[-1] if found else (lines[-1] if lines else "no output")
     return line[:220].replace("|", "/")

@@ -651,8 +651,7 @@ def _run_clusters(
                 out[(index, label, peer)].append(_once("measure_cluster", kwargs, server=server))
     my = urls.get("MariaDB")
     if my:  # APScheduler 4's SQLAlchemy store on MariaDB: recorded once, expected to fail
-        config = dict(CLUSTERS[0])
-        config["periods"] = 1
+        config = {"hosts": 1, "jobs": 10, "period_s": 2.0, "periods": 1}
         kwargs = {"peer": "aps4", "url": my, "config": config}
         out[(0, "MariaDB", "aps4")].append(_once("measure_cluster_failure", kwargs, server=True))
     return out
