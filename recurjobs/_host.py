@@ -235,11 +235,13 @@ class JobHost:
         self._runners.append(runner)
         self._starter = threading.current_thread()
         try:
-            self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
+            if self._publisher.wants(JobStarting):
+                self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
             if self._shutdown is not None:  # a JobStarting handler called stop(): run nothing
                 runner.close()
             runner.start()
-            self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
+            if self._publisher.wants(JobStarted):
+                self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
         finally:
             self._starter = None
 

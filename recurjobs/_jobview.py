@@ -80,6 +80,10 @@ class JobView:
             return convert(getattr(self.job, attr, default))
 
         fallback: T = self._last.get(attr, default)  # type: ignore[assignment]
-        value = call_user(f"{attr} of {self.name} (using {fallback!r})", read, default=fallback)
+
+        def what() -> str:  # formatted only when the read fails
+            return f"{attr} of {self.name} (using {fallback!r})"
+
+        value = call_user(what, read, default=fallback)
         self._last[attr] = value
         return value

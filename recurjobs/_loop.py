@@ -26,6 +26,7 @@ from recurjobs._notifications import (
     JobExecuting,
     JobFailed,
     JobIgnored,
+    JobNotification,
     JobStopped,
     JobStopping,
     Publisher,
@@ -452,8 +453,9 @@ class JobRunner:
                 return start + delay
             self._clock.wait(self._wake, _bounded(left))
 
-    def _publish(self, kind: type, **fields: object) -> None:
-        self._publisher.publish(kind(job=self.job, at=self._clock.now(), **fields))
+    def _publish(self, kind: type[JobNotification], **fields: object) -> None:
+        if self._publisher.wants(kind):  # nothing is built for nobody
+            self._publisher.publish(kind(job=self.job, at=self._clock.now(), **fields))
 
 
 def _bounded(left: float) -> float | None:

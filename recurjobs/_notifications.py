@@ -170,6 +170,15 @@ class Publisher:
         with self._lock:
             self._entries = tuple(e for e in self._entries if e is not entry)
 
+    def wants(self, kind: type[JobNotification]) -> bool:
+        """Whether a ``kind`` published now would reach some handler.
+
+        Publishers ask first and build a notification (and read the clock for it) only then:
+        with no subscriber, a run costs neither. A handler subscribed meanwhile sees the
+        notifications published after its ``subscribe`` returned, as always.
+        """
+        return any(issubclass(kind, subscribed) for subscribed, _ in self._entries)
+
     def publish(self, notification: JobNotification) -> None:
         """Deliver to every matching handler; whatever a handler raises is logged and swallowed."""
         for kind, handler in self._entries:

@@ -42,9 +42,10 @@ from recurjobs._token import CancellationToken
 from recurjobs.sql._fires import nominal_period_ms
 from recurjobs.sql._heartbeat import Heartbeat
 from recurjobs.sql._leases import Leases
-from recurjobs.sql._rows import Due, Poll, utc
+from recurjobs.sql._rows import Claim, Due, Poll, utc
 from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
+from recurjobs.sql._wake import next_boundary
 
 __all__ = ["DistributedPoller"]
 
@@ -58,6 +59,9 @@ _GIVE_UP_AFTER = 3
 _FIRE_MARGIN = 0.005
 # Seconds between two reads of the paused flags for status() (the default poll period).
 _PAUSED_READ_INTERVAL = 5.0
+# Rows claimed per batch: small enough that hosts polling together share the due rows (and
+# the work of starting and finishing their runs), large enough to save most round trips.
+_BATCH = 20
 
 
 class DistributedPoller:
@@ -106,6 +110,8 @@ class DistributedPoller:
         self._next_fire = math.inf  # monotonic: just after the next fire time of a free Cron row
         self._fires: dict[str, int] = {}  # name -> next fire time (ms) at the last poll
         self._db_clock: tuple[int, float] | None = None  # (database now ms, monotonic) then
+        self._aligned: set[float] = set()  # periods (s) of jobs aligned to the clock
+        self._boundary_poll = math.inf  # monotonic: just after the next aligned boundary
         self._thread: threading.Thread | None = None
         for job in jobs:
             self.add(job)
@@ -120,6 +126,8 @@ class DistributedPoller:
                 raise ValueError(f"a distributed job named {name!r} is already registered")
             self._jobs[name] = job
             self._stats.setdefault(name, RunStats())
+            if getattr(job, "align_to_clock", False):
+                self._aligned.add(getattr(job, "period").total_seconds())  # noqa: B009
         self._wake.set()
 
     def start(self) -> None:
@@ -292,7 +300,7 @@ class DistributedPoller:
         with self._lock:
             if self._state != _RUNNING:
                 return 0.0
-            wake = min(self._next_poll, self._next_fire)
+            wake = min(self._next_poll, self._next_fire, self._boundary_poll)
             if self._polling and self._pending():
                 wake = min(wake, now + self._poll_s)  # retry a failed ensure
         return None if math.isinf(wake) else max(0.0, wake - now)
@@ -304,7 +312,8 @@ class DistributedPoller:
         with self._lock:
             if self._state != _RUNNING:
                 return
-            poll = now >= self._next_poll or (self._polling and self._poll_asked)
+            boundary = self._polling and now >= self._boundary_poll
+            poll = now >= self._next_poll or (self._polling and self._poll_asked) or boundary
             poll = poll or now >= self._next_fire
             if now >= self._next_poll:
                 self._polling = True
@@ -315,6 +324,9 @@ class DistributedPoller:
             if poll:
                 self._poll_asked = False
                 self._next_fire = math.inf  # the poll plans the next one
+            if self._polling and (poll or math.isinf(self._boundary_poll)) and self._aligned:
+                wall = self.clock.now().timestamp()
+                self._boundary_poll = now + next_boundary(wall, self._aligned) - wall
             # Rows are written at the first poll, not at start: a new job's last_run is then
             # the database's now at start + delay, so it first runs at start + delay + period.
             pending = self._polling and self._pending()
@@ -375,6 +387,23 @@ class DistributedPoller:
             # that lock delays only that row, not the due jobs behind it.
             locked = self._locked_rows()
             due.sort(key=lambda d: d.name in locked)
+            # The due rows there are slots for, claimed in batches (``_batch``); rows known
+            # to be locked, and all of them when a batch waited out a lock, one by one after.
+            # Only period rows are batched: a calendar (Cron) row's due rule binds its own
+            # fire time, so it is claimed on its own.
+            with self._lock:
+                plain = {n for n, j in self._jobs.items() if isinstance(_period(j), timedelta)}
+            rest = [d for d in due if d.name not in locked and d.name in plain]
+            while len(rest) > 1 and free > 0:
+                batch, rest = rest[: min(free, _BATCH)], rest[min(free, _BATCH) :]
+                won = self._claim_many(batch)
+                if won is None:
+                    break
+                free -= won
+                taken = {d.name for d in batch}
+                due = [d for d in due if d.name not in taken]
+                if won == 0:
+                    break  # other hosts are claiming these rows; the next poll looks again
             lost = 0
             for found in due:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
@@ -428,15 +457,44 @@ class DistributedPoller:
         lease = self._lease(job, found)
         sent = self.clock.monotonic()
         try:
-            claim = self.store.try_claim(
-                name, owner=self.owner, lease=lease, fire_ms=found.fire_ms
-            )
+            claim = self.store.try_claim(name, owner=self.owner, lease=lease, fire_ms=found.fire_ms)
         except Exception as exc:
             logger.warning("claiming %s on %s failed: %s", name, self.store.url, self._why(exc))
             return None
         if claim is None:
             return False  # another host was quicker
-        if self.clock.monotonic() >= sent + lease.total_seconds() - self.leases.interval:
+        return self._launch(job, claim, sent, manual=found.triggered)
+
+    def _claim_many(self, batch: list[Due]) -> int | None:
+        """Claim the period rows of ``batch`` in one statement and launch the runs won; how
+        many were won (0 when the batch failed: logged, the next poll tries again), or None
+        when it waited out a lock and the rows should be claimed one by one."""
+        with self._lock:
+            if self._state != _RUNNING:
+                return 0
+            jobs = {d.name: self._jobs[d.name] for d in batch}
+        manual = {d.name: d.triggered for d in batch}
+        extra = self.settings.max_execution_time
+        leases: dict[str, timedelta] = {}
+        for name, job in jobs.items():
+            period = _period(job)
+            if not isinstance(period, timedelta):  # switched to a calendar since the poll
+                return 0
+            leases[name] = period + extra
+        sent = self.clock.monotonic()
+        try:
+            claims = self.store.try_claim_many(leases, owner=self.owner)
+        except Exception as exc:
+            logger.warning("claiming on %s failed: %s", self.store.url, self._why(exc))
+            return 0
+        if claims is None:
+            return None
+        return sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)
+
+    def _launch(self, job: object, claim: Claim, sent: float, *, manual: bool) -> bool:
+        """Start the run of a claim won (sent at ``sent``); False when it must not run."""
+        name = claim.name
+        if self.clock.monotonic() >= sent + claim.lease.total_seconds() - self.leases.interval:
             # The claim's acknowledgement came so late (a commit held up by a lock or a stall)
             # that its lease may already have lapsed and another host may own the row: never
             # start a run that could overlap a takeover. The row is taken again once stale.
@@ -452,7 +510,7 @@ class DistributedPoller:
             token=CancellationToken(self.clock),
             stats=self._stats[name],
             owner=self.owner,
-            manual=found.triggered,
+            manual=manual,
         )
         run.thread = threading.Thread(
             target=self._run, args=(run,), name=f"recurjobs-run-{name}", daemon=True
@@ -466,8 +524,7 @@ class DistributedPoller:
                 self.store.release(claim)
             except Exception as exc:
                 logger.warning(
-                    "releasing %s on %s failed (%s); it becomes claimable when its lease "
-                    "expires",
+                    "releasing %s on %s failed (%s); it becomes claimable when its lease expires",
                     name,
                     self.store.url,
                     exc,
@@ -493,9 +550,7 @@ class DistributedPoller:
         settled = False
         begin_run(manual=run.manual, lost=lambda: run.lost)  # for the run history
         try:
-            settled = execute_run(
-                run, store=self.store, clock=self.clock, publisher=self.publisher
-            )
+            settled = execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)
         finally:
             self.leases.ended(run, settled)
             self._wake.set()

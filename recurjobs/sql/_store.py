@@ -25,10 +25,12 @@ from recurjobs._cron import Cron
 from recurjobs._jobs import check_distributed
 from recurjobs._validate import instance
 from recurjobs._validate import table_prefix as check_prefix
+from recurjobs.sql._batch import claim_batch
 from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
     check_statement_timeout,
+    share_bound,
     to_ms,
 )
 from recurjobs.sql._claims import (
@@ -49,6 +51,7 @@ from recurjobs.sql._fires import (
     nominal_period_ms,
 )
 from recurjobs.sql._migrate import add_missing_columns
+from recurjobs.sql._pool import single_statement_options
 from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, Due, JobRow, Poll, job_row, ms
@@ -99,19 +102,29 @@ class JobStore:
             ":memory:",
         )
         self._serial = threading.Lock() if shared else None
+        # Single-statement steps skip BEGIN/COMMIT where that is safe (``_pool``).
+        single = single_statement_options(self.engine, self._bound_ms)
+        self._single = self.engine
+        if single:
+            self._single = self.engine.execution_options(**single)
+            share_bound(self._single, self.engine)
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
 
     # ------------------------------------------------------------------ plumbing
-    def _step(self, what: str, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one bounded transaction, retried through transient faults."""
+    def _step(self, what: str, fn: Callable[[Connection], T], *, single: bool = False) -> T:
+        """Run ``fn`` in one bounded transaction, retried through transient faults.
+
+        ``single``: ``fn`` runs exactly one statement, which may then run in autocommit.
+        """
+        engine = self._single if single else self.engine
 
         def attempt() -> T:
             with (
                 self._serialised(),
-                self.engine.begin() as conn,
+                engine.begin() as conn,
                 bounded_waits(conn, self._bound_ms),
             ):
                 return fn(conn)
@@ -120,7 +133,7 @@ class JobStore:
 
     def _execute(self, what: str, statement: Executable) -> int:
         """Run one statement in its own transaction; return its rowcount."""
-        return self._step(what, lambda conn: conn.execute(statement).rowcount)
+        return self._step(what, lambda conn: conn.execute(statement).rowcount, single=True)
 
     @contextlib.contextmanager
     def _serialised(self) -> Iterator[None]:
@@ -282,7 +295,9 @@ class JobStore:
             )
             .order_by(c.due_now.desc(), c.last_run_ms, c.name)
         )
-        rows = self._step("polling for due jobs", lambda conn: list(conn.execute(query)))
+        rows = self._step(
+            "polling for due jobs", lambda conn: list(conn.execute(query)), single=True
+        )
         if not rows:  # an idle poll of period jobs: no second statement for the clock
             return Poll(due=[], now_ms=None, fires_ms={})
         now_ms = int(rows[0].now_ms)
@@ -337,7 +352,9 @@ class JobStore:
         where = and_(c.name == name, claimable(self.jobs, claim.claim_id, fire_ms))
         try:
             won = self._step(
-                "claiming a job", lambda conn: guarded_update(conn, self.jobs, where, values)
+                "claiming a job",
+                lambda conn: guarded_update(conn, self.jobs, where, values),
+                single=True,
             )
         except Exception as exc:
             if not is_lock_timeout(exc):
@@ -346,6 +363,30 @@ class JobStore:
             return None
         self._locked.discard(name)
         return claim if won else None
+
+    def try_claim_many(self, leases: Mapping[str, timedelta], *, owner: str) -> list[Claim] | None:
+        """Claim every job of ``leases`` (name -> lease) that is due and free (or stale), in one
+        guarded UPDATE (``_batch``); return the claims won (one fresh claim id for the batch).
+
+        None when the batch waited out ``statement_timeout`` on a lock (a server without
+        ``SKIP LOCKED``, or SQLite's file lock): the caller may claim the rows one by one.
+        """
+        claim_id = new_claim_id()
+        leases_ms = {name: ms(lease) for name, lease in leases.items()}
+        try:
+            won = self._step(
+                "claiming jobs",
+                lambda conn: claim_batch(
+                    conn, self.jobs, leases_ms, claim_id=claim_id, owner=owner
+                ),
+            )
+        except Exception as exc:
+            if not is_lock_timeout(exc):
+                raise
+            logger.debug("a batch of claims on %s waited out a lock: %s", self.url, exc)
+            return None
+        self._locked.difference_update(won)
+        return [Claim(name=name, claim_id=claim_id, lease=leases[name]) for name in won]
 
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""
@@ -368,7 +409,9 @@ class JobStore:
     def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:
         c = self.jobs.c
         where = and_(c.name == claim.name, c.claim_id == claim.claim_id)
-        return self._step(what, lambda conn: guarded_update(conn, self.jobs, where, values))
+        return self._step(
+            what, lambda conn: guarded_update(conn, self.jobs, where, values), single=True
+        )
 
     def heartbeat(self, claim: Claim) -> bool:
         """Renew ``claim``; False when it is no longer ours (taken over after going stale).
