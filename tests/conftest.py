@@ -1,7 +1,22 @@
-"""Shared fixtures: a manual clock; database fixtures come from tests/dbs.py."""
+"""Shared fixtures (a manual clock; database fixtures come from tests/dbs.py) and the plan for
+parallel runs with pytest-xdist (``make test`` runs ``pytest -n auto``).
+
+Parallel runs:
+
+- ``-n auto`` means :func:`default_workers` processes, or ``PYTEST_XDIST_AUTO_NUM_WORKERS``
+  when set, or none at all when every argument names single tests (``tests/x.py::test_y``):
+  starting workers would cost more than it saves.
+- Tests are spread with ``--dist loadgroup`` (unless ``--dist`` is given): tests marked
+  ``@pytest.mark.xdist_group("name")`` run on one worker, one after another; the others go to
+  whichever worker is free.
+- The longest tests start first, so they do not end up as the last ones, running alone: tests
+  marked ``slow`` (longest ``timeout`` mark first), then ``multiprocess`` ones, then the rest.
+  See :func:`pytest_collection_modifyitems`.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,8 +25,85 @@ from recurjobs.testing import ManualClock
 
 pytest_plugins = ["tests.dbs"]
 
+# Tests mostly wait for other processes and real database servers (the whole suite uses about
+# a third of one core on average), so twice as many workers as cores keep them busy. More
+# than 8 would only crowd the database servers and the timing-sensitive tests.
+_WORKERS_PER_CORE = 2
+_MAX_WORKERS = 8
+
 
 @pytest.fixture
 def clock() -> Iterator[ManualClock]:
     """A fresh ManualClock for one test."""
     yield ManualClock()
+
+
+def default_workers() -> int:
+    """How many xdist workers ``-n auto`` starts on this machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(_MAX_WORKERS, _WORKERS_PER_CORE * cores))
+
+
+def _names_single_tests(config: pytest.Config) -> bool:
+    """Whether the command line selects tests by node id only (``file.py::test``)."""
+    return bool(config.args) and all("::" in arg for arg in config.args)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may not be installed
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """The number of workers for ``-n auto`` (pytest-xdist's hook; ours wins over its own)."""
+    if _names_single_tests(config):
+        return 0
+    wanted = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip()
+    return int(wanted) if wanted else default_workers()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With workers, spread by ``loadgroup`` in our order (after xdist has read ``-n``)."""
+    if not getattr(config.option, "numprocesses", None):
+        return
+    given = config.invocation_params.args
+    if config.option.dist == "load" and not any(str(a).startswith("--dist") for a in given):
+        config.option.dist = "loadgroup"
+    if "--loadscope-reorder" not in given:
+        config.option.loadscopereorder = False  # keep the order made below
+
+
+def _expected_length(item: pytest.Item) -> float:
+    """A test's ``timeout`` mark in seconds: the best guess of its length there is."""
+    mark = item.get_closest_marker("timeout")
+    if mark is None:
+        return 0.0
+    seconds = mark.args[0] if mark.args else mark.kwargs.get("timeout", 0.0)
+    return float(seconds or 0.0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers, order the tests for the scheduler: long ones first.
+
+    Each worker is first given two tests and then one more whenever it has at most two queued
+    (xdist's load scheduling), so a worker starts with tests ``i`` and ``n + i``. The ``n``
+    longest tests come first, then ``n`` short ones, so no long test waits behind another one;
+    the remaining long tests follow, then everything else in collection order. Every worker
+    collects the same items and computes the same order, as xdist requires.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return  # a plain run keeps pytest's order (module fixtures are set up once)
+    workers = int(workerinput.get("workercount", 1))
+
+    def tier(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is not None:
+            return 0
+        if item.get_closest_marker("multiprocess") is not None:
+            return 1
+        return 2
+
+    long_first = sorted(items, key=lambda item: (tier(item), -_expected_length(item)))
+    long = [item for item in long_first if tier(item) < 2]
+    short = [item for item in long_first if tier(item) == 2]
+    items[:] = long[:workers] + short[:workers] + long[workers:] + short[workers:]

@@ -15,12 +15,14 @@ after ``seconds``, on SIGTERM, or after 120 s at most, so it can never linger.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,6 +67,16 @@ class RecordingJob(DistributedJob):
         cancelled = token.wait(self.duration)
         self.record("end", job=self.name, start=start, end=time.monotonic(), cancelled=cancelled)
         token.raise_if_cancelled()
+
+
+def _stacks() -> dict[str, str]:
+    """Thread name -> its current stack, for every recurjobs thread still alive."""
+    frames = sys._current_frames()
+    return {
+        t.name: "".join(traceback.format_stack(frames[t.ident]))
+        for t in threading.enumerate()
+        if t.name.startswith("recurjobs") and t.ident in frames
+    }
 
 
 def main(config_path: str) -> int:
@@ -115,9 +127,14 @@ def main(config_path: str) -> int:
     record("started", t=time.monotonic(), wall_offset=time.time() - time.monotonic() - real_base)
     stop.wait(min(float(config["seconds"]), _LIFETIME_SECONDS))
     record("stopping", t=time.monotonic())
+    # Still here long after stop(10) should have returned: print every thread's stack to the
+    # log (stderr), to show where it hangs.
+    faulthandler.dump_traceback_later(20, exit=False)
     ended = host.stop(10)
+    stopped_at = time.monotonic()
     alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("recurjobs"))
-    record("stopped", t=time.monotonic(), ended=ended, alive=alive)
+    stacks = {} if ended else _stacks()  # where a stop that did not end is stuck, for diagnosis
+    record("stopped", t=stopped_at, ended=ended, alive=alive, stacks=stacks)
     return 0
 
 

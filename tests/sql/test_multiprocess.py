@@ -30,7 +30,7 @@ from tests.dbs import TestDatabase, under_ci
 from tests.sql.helpers import wait_until
 from tests.sql.pgcluster import PASSWORD, PrivatePostgres, postgres_bindir
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("mp_worker.py")
@@ -100,13 +100,16 @@ class Cluster:
         """Wait for every worker to exit by itself; each must exit with status 0."""
         deadline = time.monotonic() + timeout
         for host, proc in self.procs.items():
-            code = proc.wait(max(0.1, deadline - time.monotonic()))
+            try:
+                code = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{host} still runs after {timeout} s\n{self.logs()}")
             assert 0 == code, f"{host} exited with {code}\n{self.logs()}"
 
     def logs(self) -> str:
-        """The workers' stdout/stderr, for failure messages."""
+        """The workers' stdout/stderr and last events, for failure messages."""
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            f"--- {p.name}\n{_tail(p, 6000)}--- last events\n{_tail(p.with_suffix('.jsonl'), 1000)}"
             for p in sorted(self.directory.glob("*.log"))
         )
 
@@ -117,6 +120,14 @@ class Cluster:
                 os.kill(proc.pid, signal.SIGCONT)
                 proc.kill()
                 proc.wait(10)
+
+
+def _tail(path: Path, size: int) -> str:
+    """The last ``size`` characters of a file ("" when it does not exist)."""
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except FileNotFoundError:
+        return ""
 
 
 def _when(event: Event) -> float:
@@ -163,17 +174,21 @@ def assert_healthy(cluster: Cluster) -> None:
 
 
 def assert_cadence(cluster: Cluster, job: str) -> None:
-    """``job`` ran without overlap in at least 80% of its periods while all hosts were up."""
+    """``job`` ran without overlap, and in at least half of its periods while all hosts were up.
+
+    A healthy run takes a period plus its duration plus up to a poll (about 1.1 s here), more on
+    a busy machine; a job whose row stayed claimed would run only every lease (3 s) or never.
+    """
     runs = executions(cluster, job)
     assert [] == overlaps(runs)
-    first = runs[0]["start"]
+    first = max(e["t"] for e in cluster.events("started"))
     last = min(e["t"] for e in cluster.events("stopping"))
     periods = (last - first) / PERIOD
     ran = sum(1 for r in runs if first <= r["start"] < last)
     hosts = sorted({r["host"] for r in runs})
     print(f"{job}: {ran} runs in {periods:.1f} periods on {hosts}")
     gaps = [round(b["start"] - a["start"], 2) for a, b in pairwise(runs)]
-    assert ran >= 0.8 * periods, f"{job}: {ran} runs in {periods:.1f} periods; gaps {gaps}"
+    assert ran >= 0.5 * periods, f"{job}: {ran} runs in {periods:.1f} periods; gaps {gaps}"
 
 
 @pytest.mark.timeout(SECONDS + 60)
