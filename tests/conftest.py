@@ -32,10 +32,18 @@ _WORKERS_PER_CORE = 2
 _MAX_WORKERS = 8
 
 
+class _PatientClock(ManualClock):
+    """A ManualClock whose ``wait_for_waiters`` waits 30 real seconds by default, not 5: on a
+    machine busy with other tests a thread may take seconds to reach its wait."""
+
+    def wait_for_waiters(self, count: int, timeout: float = 30.0) -> None:
+        super().wait_for_waiters(count, timeout)
+
+
 @pytest.fixture
 def clock() -> Iterator[ManualClock]:
     """A fresh ManualClock for one test."""
-    yield ManualClock()
+    yield _PatientClock()
 
 
 def default_workers() -> int:

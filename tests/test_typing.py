@@ -1,7 +1,8 @@
 """The type checker guards triggering: only TriggerableJob classes type-check (SPEC 3).
 
 One mypy run checks every snippet (each mypy start costs many CPU seconds), so the tests share
-it and stay on one xdist worker.
+it and stay on one xdist worker. It took over 150 s of wall time on a machine busy with other
+tests, hence the long timeouts.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
         paths.append(str(path))
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--config-file=", *paths],
-        capture_output=True, text=True, timeout=150,
+        capture_output=True, text=True, timeout=420,
     )  # fmt: skip
     errors: dict[str, list[str]] = {name: [] for name in SNIPPETS}
     for line in result.stdout.splitlines():
@@ -61,13 +62,13 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     return errors
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(480)
 def test_correct_trigger_calls_type_check(mypy_errors: dict[str, list[str]]) -> None:
     """Triggering a TriggerableJob class, directly or through trigger_for, type-checks."""
     assert [] == mypy_errors["snippet_ok"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(480)
 @pytest.mark.parametrize("name", ["snippet_trigger", "snippet_trigger_for"])
 def test_triggering_a_job_without_the_mixin_is_a_type_error(
     mypy_errors: dict[str, list[str]], name: str

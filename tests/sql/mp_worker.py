@@ -127,10 +127,11 @@ def main(config_path: str) -> int:
     record("started", t=time.monotonic(), wall_offset=time.time() - time.monotonic() - real_base)
     stop.wait(min(float(config["seconds"]), _LIFETIME_SECONDS))
     record("stopping", t=time.monotonic())
-    # Still here long after stop(10) should have returned: print every thread's stack to the
-    # log (stderr), to show where it hangs.
-    faulthandler.dump_traceback_later(20, exit=False)
-    ended = host.stop(10)
+    stop_timeout = float(config.get("stop_timeout", 10))
+    # Still here long after stop() should have returned: print every thread's stack to the log
+    # (stderr), to show where it hangs.
+    faulthandler.dump_traceback_later(stop_timeout + 10, exit=False)
+    ended = host.stop(stop_timeout)
     stopped_at = time.monotonic()
     alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("recurjobs"))
     stacks = {} if ended else _stacks()  # where a stop that did not end is stuck, for diagnosis
