@@ -10,7 +10,8 @@ Parallel runs:
   ``@pytest.mark.xdist_group("name")`` run on one worker, one after another; the others go to
   whichever worker is free.
 - The longest tests start first, so they do not end up as the last ones, running alone: tests
-  marked ``slow`` (longest ``timeout`` mark first), then ``multiprocess`` ones, then the rest.
+  marked ``slow`` or ``xdist_group`` (longest ``timeout`` mark first), then ``multiprocess``
+  ones, then the rest.
   See :func:`pytest_collection_modifyitems`.
 """
 
@@ -90,28 +91,50 @@ def _expected_length(item: pytest.Item) -> float:
     return float(seconds or 0.0)
 
 
+def _group_of(item: pytest.Item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    if mark is None:
+        return None
+    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+
+
+def _tier(unit: list[pytest.Item]) -> int:
+    """0: slow tests and groups (a group runs as one unit: it adds up); 1: other tests that
+    start processes; 2: the rest."""
+    if len(unit) > 1 or any(item.get_closest_marker("slow") for item in unit):
+        return 0
+    if any(item.get_closest_marker("multiprocess") for item in unit):
+        return 1
+    return 2
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On xdist workers, order the tests for the scheduler: long ones first.
 
-    Each worker is first given two tests and then one more whenever it has at most two queued
-    (xdist's load scheduling), so a worker starts with tests ``i`` and ``n + i``. The ``n``
-    longest tests come first, then ``n`` short ones, so no long test waits behind another one;
-    the remaining long tests follow, then everything else in collection order. Every worker
-    collects the same items and computes the same order, as xdist requires.
+    xdist hands out units (a test, or all tests of one ``xdist_group``) in this order: two to
+    each worker at first, then one more whenever a worker has at most two tests queued. So a
+    worker starts with units ``i`` and ``n + i``: the ``n`` longest units come first, then
+    ``n`` short ones, so no long unit waits behind another; the remaining long units follow,
+    then everything else in collection order. Every worker collects the same items and
+    computes the same order, as xdist requires.
     """
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         return  # a plain run keeps pytest's order (module fixtures are set up once)
     workers = int(workerinput.get("workercount", 1))
-
-    def tier(item: pytest.Item) -> int:
-        if item.get_closest_marker("slow") is not None:
-            return 0
-        if item.get_closest_marker("multiprocess") is not None:
-            return 1
-        return 2
-
-    long_first = sorted(items, key=lambda item: (tier(item), -_expected_length(item)))
-    long = [item for item in long_first if tier(item) < 2]
-    short = [item for item in long_first if tier(item) == 2]
-    items[:] = long[:workers] + short[:workers] + long[workers:] + short[workers:]
+    units: list[list[pytest.Item]] = []
+    grouped: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        group = _group_of(item)
+        if group is None:
+            units.append([item])
+        elif group in grouped:
+            grouped[group].append(item)
+        else:
+            grouped[group] = [item]
+            units.append(grouped[group])
+    units.sort(key=lambda unit: (_tier(unit), -max(_expected_length(item) for item in unit)))
+    long = [unit for unit in units if _tier(unit) < 2]
+    short = [unit for unit in units if _tier(unit) == 2]
+    ordered = long[:workers] + short[:workers] + long[workers:] + short[workers:]
+    items[:] = [item for unit in ordered for item in unit]
