@@ -70,9 +70,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return int(wanted) if wanted else default_workers()
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """With workers, spread by ``loadgroup`` in our order (after xdist has read ``-n``)."""
+    """With workers, spread by ``loadgroup`` in our order. Runs after xdist's own (tryfirst)
+    has read ``-n``, and before pytest's, which runs the session (this hook's first result
+    ends it, so this one must not be trylast)."""
     if not getattr(config.option, "numprocesses", None):
         return
     given = config.invocation_params.args
