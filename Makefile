@@ -50,16 +50,17 @@ demo: $(STAMP)
 # The database script prints `export ...` lines (diagnostics go to stderr); assigning them
 # first makes a failure of the script stop the recipe, which `eval "$(...)"` alone would not.
 # Ruff, mypy and the docs build run beside pytest (whose tests mostly wait on other processes
-# and servers); their output is shown after pytest's, and any failure fails the target. The
+# and servers), niced so that timing-sensitive tests keep the CPU; their output is shown after
+# pytest's, and any failure fails the target. The
 # docs go to a directory of this run's own, so parallel checkouts do not share one.
 test: $(STAMP)
 	checks_log="$$(mktemp)"; site="$$(mktemp -d)"; \
 	trap 'rm -rf "$$checks_log" "$$site"' EXIT; \
 	{ \
 		status=0; \
-		$(BIN)/ruff check . || status=1; \
-		$(BIN)/mypy || status=1; \
-		if [[ -f mkdocs.yml ]]; then $(BIN)/mkdocs build --strict -q -d "$$site" || status=1; fi; \
+		nice -n 10 $(BIN)/ruff check . || status=1; \
+		nice -n 10 $(BIN)/mypy || status=1; \
+		if [[ -f mkdocs.yml ]]; then nice -n 10 $(BIN)/mkdocs build --strict -q -d "$$site" || status=1; fi; \
 		exit "$$status"; \
 	} >"$$checks_log" 2>&1 & checks=$$!; \
 	if [[ "$(DATABASES)" != 0 ]]; then \
