@@ -18,6 +18,9 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= auto
 # DATABASES=0 skips starting PostgreSQL/MariaDB (their tests then skip, or fail under CI=true).
 DATABASES ?= 1
+# BROWSER=0 skips installing Chromium for the dashboard's browser tests (they then skip, or fail
+# under CI=true).
+BROWSER ?= 1
 SITE_DIR := /tmp/recurjobs-site
 
 .PHONY: help install demo test lint docs bench clean distclean
@@ -28,7 +31,7 @@ help:
 	@echo 'make test       start the test databases, run pytest, ruff, mypy and the docs build'
 	@echo 'make lint       ruff and mypy only'
 	@echo 'make docs       build the docs strictly into $(SITE_DIR)'
-	@echo 'make bench      install the bench extra and run benchmarks/run_all.py'
+	@echo 'make bench      install the bench extra and run benchmarks/run_all.py (BENCH_ARGS=--quick: smoke run)'
 	@echo 'make clean      remove build and cache files; distclean also removes $(VENV)'
 
 # The stamp is rebuilt whenever the packaging metadata changes. The venv's own pip does the
@@ -38,8 +41,12 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install -e '.[$(EXTRAS)]'
 	touch $@
 
+# APScheduler 4.0.0a6 (the distributed peer) comes with the bench extra; APScheduler 3 (the
+# recurring peer) cannot share the venv with it, so it goes to a folder of its own that the
+# benchmarks put on the path of the processes that measure it (benchmarks/_common.py).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -e '.[$(EXTRAS),bench]'
+	$(BIN)/python -m pip install --no-deps --upgrade --target $(VENV)/apscheduler3 'apscheduler>=3.11,<4'
 	touch $@
 
 install: $(STAMP)
@@ -51,8 +58,8 @@ demo: $(STAMP)
 # first makes a failure of the script stop the recipe, which `eval "$(...)"` alone would not.
 # Ruff, mypy and the docs build run beside pytest (whose tests mostly wait on other processes
 # and servers), niced so that timing-sensitive tests keep the CPU; their output is shown after
-# pytest's, and any failure fails the target. The
-# docs go to a directory of this run's own, so parallel checkouts do not share one.
+# pytest's, and any failure fails the target. The docs go to a directory of this run's own, so
+# parallel checkouts do not share one.
 test: $(STAMP)
 	checks_log="$$(mktemp)"; site="$$(mktemp -d)"; \
 	trap 'rm -rf "$$checks_log" "$$site"' EXIT; \
@@ -66,6 +73,9 @@ test: $(STAMP)
 	if [[ "$(DATABASES)" != 0 ]]; then \
 		urls="$$(bash scripts/test-databases.sh)" || { kill "$$checks" 2>/dev/null; exit 1; }; \
 		eval "$$urls"; \
+	fi; \
+	if [[ "$(BROWSER)" != 0 ]]; then \
+		bash scripts/test-browser.sh || { kill "$$checks" 2>/dev/null; exit 1; }; \
 	fi; \
 	pytest_status=0; \
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || pytest_status=$$?; \
@@ -81,8 +91,10 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -d $(SITE_DIR)
 
+# Extra arguments for run_all.py, e.g. make bench BENCH_ARGS=--quick (a smoke run)
+BENCH_ARGS ?=
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .eggs ./*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SITE_DIR)

@@ -30,11 +30,15 @@ from typing import Any
 
 __all__ = [
     "BACKGROUND",
+    "APS3_DIR",
+    "APS3_INSTALL",
     "BackgroundMeter",
     "Row",
     "Series",
     "format_table",
+    "aps3_version",
     "median",
+    "peer_path",
     "percentile",
     "repeat",
     "repetitions",
@@ -45,6 +49,15 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+APS3_DIR = Path(sys.prefix) / "apscheduler3"
+"""Where ``make bench`` installs APScheduler 3 (``pip install --no-deps --target``), the peer of
+the recurring-job benchmarks. The ``bench`` extra installs APScheduler 4.0.0a6 into the
+virtualenv itself (the peer of the distributed cluster); one distribution name cannot hold two
+versions in one environment, so 3.x lives beside it and goes first on the ``PYTHONPATH`` of
+the children of every benchmark module whose ``PEER`` is not ``"apscheduler4"``."""
+APS3_INSTALL = (
+    f"{sys.executable} -m pip install --no-deps --target {APS3_DIR} 'apscheduler>=3.11,<4'"
+)
 _MARK = "@@BENCH-RESULT@@ "
 CHILD_TIMEOUT = 600.0
 
@@ -120,7 +133,7 @@ def format_table(rows: Sequence[Row]) -> str:
     """The markdown report: medians, recurjobs' spread, the ratio and the target check."""
     head = (
         "| benchmark | metric | recurjobs (median) | recurjobs runs (min-max) | "
-        "APScheduler 3 (median) | ratio rj/APS | target (recurjobs) | met |"
+        "APScheduler (median) | ratio rj/APS | target (recurjobs) | met |"
     )
     lines = [head, "|" + "---|" * 8]
     for row in rows:
@@ -175,7 +188,7 @@ def run_child(module: str, func: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Run ``module.func(**kwargs)`` in a fresh interpreter and return its dict result."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), str(HERE), env.get("PYTHONPATH", "")) if p
+        p for p in (*peer_path(module), str(ROOT), str(HERE), env.get("PYTHONPATH", "")) if p
     )
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), module, func, json.dumps(kwargs)],
@@ -193,6 +206,21 @@ def run_child(module: str, func: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         f"{module}.{func}({kwargs}) failed with exit code {proc.returncode}:\n"
         f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     )
+
+
+def peer_path(module: str) -> list[str]:
+    """Extra import path for ``module``'s children: APScheduler 3's folder unless the module
+    measures APScheduler 4 (``PEER = "apscheduler4"``)."""
+    peer = getattr(importlib.import_module(module), "PEER", "apscheduler3")
+    return [str(APS3_DIR)] if peer != "apscheduler4" and APS3_DIR.is_dir() else []
+
+
+def aps3_version() -> str:
+    """The APScheduler 3 found in :data:`APS3_DIR`, or "not installed"."""
+    found = sorted(APS3_DIR.glob("[Aa][Pp][Ss]cheduler-*.dist-info"))
+    if not found:
+        return "not installed"
+    return found[-1].name.removesuffix(".dist-info").split("-")[1]
 
 
 def repeat(

@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import csv
 import itertools
-import json
-import logging
 import math
 import os
 import random
@@ -50,14 +47,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import HERE, ROOT, Row, median, percentile, repeat, repetitions
+from _common import ROOT, Row, median, percentile, repeat, repetitions
 
 ORDER = 70
+PEER = "apscheduler4"  # the cluster's peer; see _common.APS3_DIR
 
 IDLE_JOBS = 10
 IDLE_POLL_MS = 50
@@ -231,13 +229,24 @@ def _common_sequence(seqs: list[tuple[str, ...]]) -> str:
 # ----------------------------------------------------------------------- 1. idle polls
 def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
     from recurjobs import DistributedJobSettings, JobHost
-    from recurjobs.sql import JobStore, make_engine
+    from recurjobs.sql import JobStore
 
     marks: list[tuple[int, int, float]] = []
     due_names = JobStore.due_names
 
-    with _database(url) as db, tempfile.TemporaryDirectory() as traces:
-        engine = make_engine(db)
+    import _cluster
+
+    with (
+        _cluster.private_database(url) as (db, xacts),
+        tempfile.TemporaryDirectory() as traces,
+    ):
+        x0 = xacts()
+        settings = DistributedJobSettings(
+            poll_period=timedelta(milliseconds=IDLE_POLL_MS),
+            delay=timedelta(0),
+            table_prefix=_prefix(),
+        )
+        engine = _cluster.host_engine(db, settings)
         meter = _Meter(engine, Path(traces))
 
         def marked(store: JobStore, names: Any) -> list[str]:
@@ -246,13 +255,7 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
             return due_names(store, names)
 
         JobStore.due_names = marked  # type: ignore[method-assign]
-        prefix = _prefix()
         jobs = [_job(f"idle-{i}", timedelta(hours=1)) for i in range(IDLE_JOBS)]
-        settings = DistributedJobSettings(
-            poll_period=timedelta(milliseconds=IDLE_POLL_MS),
-            delay=timedelta(0),
-            table_prefix=prefix,
-        )
         host = JobHost(jobs, database=engine, distributed=settings)
         try:
             host.start()
@@ -263,8 +266,10 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
         finally:
             JobStore.due_names = due_names  # type: ignore[method-assign]
             host.stop()
-            JobStore(engine, table_prefix=prefix).jobs.drop(engine, checkfirst=True)
+            total_statements = len(meter.statements)
             engine.dispose()
+        time.sleep(0.5)  # the server counts a session's transactions when it ends
+        x1 = xacts()
         # Cycle i runs from the start of poll i to the start of poll i+1 (skip the first,
         # which follows the start-up writes). Everything sent in between belongs to poll i.
         cycles = list(itertools.pairwise(marks[1:]))[:polls]
@@ -280,6 +285,9 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
             "what": _common_sequence([tuple(meter.statements[a[0] : b[0]]) for a, b in cycles]),
             "wire_what": _common_sequence([tuple(meter.wire[a[1] : b[1]]) for a, b in cycles]),
             "polls": len(cycles),
+            "xacts_per_statement": None
+            if x0 is None or x1 is None
+            else (x1 - x0) / total_statements,
             "server": ".".join(map(str, engine.dialect.server_version_info or ())),
         }
 
@@ -411,242 +419,21 @@ def measure_contended(url: str | None, seconds: float) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- 4. cluster
-def _instrument_store(counts: dict[str, int], lock: threading.Lock) -> None:
-    """Count the JobStore calls of this process by kind (claims split into won and lost)."""
-    from recurjobs.sql import JobStore
+def measure_cluster(peer: str, url: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    """One cluster run (``_cluster.measure``): its hosts are processes of their own."""
+    import _cluster
 
-    def counted(method: Callable[..., Any], kind: str) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            result = method(*args, **kwargs)
-            key = kind if kind != "claim" else ("claims won" if result else "claims lost")
-            with lock:
-                counts[key] = counts.get(key, 0) + 1
-            return result
-
-        return wrapper
-
-    for name, kind in (
-        ("due_names", "polls"),
-        ("try_claim", "claim"),
-        ("finish", "finishes"),
-        ("heartbeat", "heartbeats"),
-        ("release", "releases"),
-    ):
-        setattr(JobStore, name, counted(getattr(JobStore, name), kind))
+    return _cluster.measure(peer, url, **config)
 
 
-class _WarningCounter(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
+def measure_cluster_failure(peer: str, url: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    """A cluster run expected to fail (APScheduler 4 on MariaDB): the error, or the result."""
+    import _cluster
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage().splitlines()[0][:300])
-
-
-def cluster_worker(
-    url: str, index: int, prefix: str, out: str, seconds: float, jobs: int
-) -> dict[str, Any]:
-    """One host of the cluster (a process of its own): run until ``go + seconds``."""
-    from recurjobs import DistributedJobSettings, JobHost
-    from recurjobs.sql import make_engine
-
-    folder = Path(out)
-    (folder / f"trace-{index}").mkdir()
-    engine = make_engine(url)
-    meter = _Meter(engine, folder / f"trace-{index}")
-    counts: dict[str, int] = {}
-    lock = threading.Lock()
-    _instrument_store(counts, lock)
-    warnings = _WarningCounter()
-    logging.getLogger("recurjobs").addHandler(warnings)
-    runs: list[tuple[str, float, float, float, float]] = []
-
-    def body(name: str) -> None:
-        wall, mono = time.time(), time.monotonic()
-        time.sleep(CLUSTER_JOB_MS / 1000)
-        runs.append((name, wall, time.time(), mono, time.monotonic()))
-
-    settings = DistributedJobSettings(
-        poll_period=timedelta(milliseconds=CLUSTER_POLL_MS),
-        delay=timedelta(0),
-        max_concurrent_jobs=jobs,
-        table_prefix=prefix,
-    )
-    host = JobHost(
-        [_job(f"job-{i:03d}", timedelta(seconds=1), True, body) for i in range(jobs)],
-        database=engine,
-        distributed=settings,
-    )
-    (folder / f"ready-{index}").touch()
-    go_file = folder / "go"
-    while not go_file.exists():
-        time.sleep(0.01)
-    go = float(go_file.read_text())
-    snaps: list[tuple[float, int, int, dict[str, int]]] = []
-
-    def snap() -> None:
-        count, wire = meter.snapshot()
-        with lock:
-            snaps.append((time.time(), count, wire, dict(counts)))
-
-    time.sleep(max(0.0, go - time.time()))
-    host.start()
     try:
-        time.sleep(max(0.0, go + CLUSTER_WARM_UP - time.time()))
-        snap()
-        time.sleep(max(0.0, go + seconds - time.time()))
-        snap()
-    finally:
-        stopped = host.stop(timeout=30)
-        engine.dispose()
-    with open(folder / f"runs-{index}.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["job", "host", "start", "end", "mono_start", "mono_end"])
-        for name, start, end, mono_start, mono_end in runs:
-            writer.writerow([name, index, repr(start), repr(end), repr(mono_start), repr(mono_end)])
-    (t0, c0, w0, k0), (t1, c1, w1, k1) = snaps
-    result = {
-        "window": t1 - t0,
-        "statements": c1 - c0,
-        "wire": w1 - w0,
-        "calls": {k: k1.get(k, 0) - k0.get(k, 0) for k in k1},
-        "warnings": warnings.messages,
-        "stopped": stopped,
-    }
-    (folder / f"counts-{index}.json").write_text(json.dumps(result))
-    return result
-
-
-def _spawn(func: str, kwargs: dict[str, Any], log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), str(HERE), env.get("PYTHONPATH", "")) if p
-    )
-    with open(log, "wb") as f:
-        return subprocess.Popen(
-            [sys.executable, str(HERE / "_common.py"), __name__, func, json.dumps(kwargs)],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-
-def measure_cluster(url: str, seconds: float) -> dict[str, Any]:
-    """Start the hosts together, let them run, merge their run files and check them."""
-    from recurjobs.sql import JobStore
-
-    prefix = _prefix()
-    folder = Path(tempfile.mkdtemp(prefix="recurjobs-cluster-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i in range(CLUSTER_HOSTS):
-            kwargs = {
-                "url": url,
-                "index": i,
-                "prefix": prefix,
-                "out": str(folder),
-                "seconds": seconds,
-                "jobs": CLUSTER_JOBS,
-            }
-            procs.append(_spawn("cluster_worker", kwargs, folder / f"log-{i}.txt"))
-        limit = time.monotonic() + 180
-        while not all((folder / f"ready-{i}").exists() for i in range(CLUSTER_HOSTS)):
-            if time.monotonic() > limit or any(p.poll() is not None for p in procs):
-                raise RuntimeError("a cluster host did not get ready:\n" + _logs(folder))
-            time.sleep(0.05)
-        go = time.time() + 1.0
-        (folder / "go.tmp").write_text(repr(go))
-        (folder / "go.tmp").rename(folder / "go")
-        for p in procs:
-            p.wait(timeout=seconds + 180)
-        if any(p.returncode != 0 for p in procs):
-            raise RuntimeError("a cluster host failed:\n" + _logs(folder))
-        return _analyse(folder, go, seconds)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        with contextlib.suppress(Exception):
-            store = JobStore(url, table_prefix=prefix)
-            store.jobs.drop(store.engine, checkfirst=True)
-            store.dispose()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _logs(folder: Path) -> str:
-    parts = []
-    for log in sorted(folder.glob("log-*.txt")):
-        parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-    return "\n".join(parts)
-
-
-def _analyse(folder: Path, go: float, seconds: float) -> dict[str, Any]:
-    runs: list[dict[str, Any]] = []
-    for path in sorted(folder.glob("runs-*.csv")):
-        with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                runs.append(
-                    {
-                        "job": r["job"],
-                        "host": int(r["host"]),
-                        "start": float(r["start"]),
-                        "end": float(r["end"]),
-                        "mono_start": float(r["mono_start"]),
-                        "mono_end": float(r["mono_end"]),
-                    }
-                )
-    counts = [json.loads(p.read_text()) for p in sorted(folder.glob("counts-*.json"))]
-
-    # Double runs: two runs of one job overlapping in time (CLOCK_MONOTONIC is system-wide).
-    by_job: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for r in runs:
-        by_job[r["job"]].append(r)
-    overlapping = 0
-    for job_runs in by_job.values():
-        job_runs.sort(key=lambda r: r["mono_start"])
-        latest_end = -math.inf
-        for r in job_runs:
-            if r["mono_start"] < latest_end:
-                overlapping += 1
-            latest_end = max(latest_end, r["mono_end"])
-
-    # Periods: the UTC seconds wholly inside [go + warm-up, go + seconds], per job.
-    first, last = math.ceil(go + CLUSTER_WARM_UP), math.floor(go + seconds)
-    periods = range(first, last)
-    starts: dict[tuple[str, int], int] = collections.Counter(
-        (r["job"], math.floor(r["start"])) for r in runs if first <= r["start"] < last
-    )
-    on_time = sum(1 for job in by_job for k in periods if starts.get((job, k)))
-    expected = CLUSTER_JOBS * len(periods)
-    twice = sum(1 for n in starts.values() if n > 1)
-    offsets = [r["start"] - math.floor(r["start"]) for r in runs if first <= r["start"] < last]
-    per_host = collections.Counter(r["host"] for r in runs if first <= r["start"] < last)
-
-    statements = sum(c["statements"] / c["window"] for c in counts)
-    wire = sum(c["wire"] / c["window"] for c in counts)
-    calls: dict[str, float] = collections.defaultdict(float)
-    for c in counts:
-        for kind, n in c["calls"].items():
-            calls[kind] += n / c["window"]
-    warnings = [w for c in counts for w in c["warnings"]]
-    return {
-        "runs": len(runs),
-        "double_runs": overlapping,
-        "periods": expected,
-        "on_time_share": on_time / expected if expected else math.nan,
-        "periods_twice": twice,
-        "start_offset_p50": percentile(offsets, 50),
-        "start_offset_p99": percentile(offsets, 99),
-        "statements_per_s": statements,
-        "wire_per_s": wire,
-        "calls_per_s": dict(calls),
-        "runs_per_host": [per_host.get(i, 0) for i in range(CLUSTER_HOSTS)],
-        "warnings": len(warnings),
-        "first_warnings": warnings[:5],
-        "all_stopped": all(c["stopped"] for c in counts),
-    }
+        return {"ok": True, **_cluster.measure(peer, url, **config)}
+    except RuntimeError as exc:
+        return {"ok": False, "error": _cluster.first_error(str(exc))}
 
 
 # --------------------------------------------------------------------------- driver
@@ -728,12 +515,10 @@ def run(quick: bool) -> list[Row]:
     polls = 40 if quick else 100
     claims = 100 if quick else 200
     race_s = 2.0 if quick else 5.0
-    cluster_s = 10.0 if quick else 60.0
 
     idle: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     lat: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     race: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    cluster: list[dict[str, Any]] = []
     for _ in range(reps):
         for label, url in urls.items():
             server = url is not None
@@ -744,10 +529,7 @@ def run(quick: bool) -> list[Row]:
             race[label].append(
                 _once("measure_contended", {"url": url, "seconds": race_s}, server=server)
             )
-    pg = urls.get("PostgreSQL")
-    if pg:
-        for _ in range(reps):
-            cluster.append(_once("measure_cluster", {"url": pg, "seconds": cluster_s}, server=True))
+    clusters = _run_clusters(urls, reps, quick)
 
     def col(rs: list[dict[str, Any]], key: str) -> list[float]:
         return [float(r[key]) for r in rs]
@@ -774,8 +556,22 @@ def run(quick: bool) -> list[Row]:
                 f" {rs[-1]['wire_what']})",
                 "",
                 col(rs, "wire"),
+                # One round trip; psycopg prepares the statement server-side once per
+                # connection (its sixth run), which shows as 1.02 here.
+                limit=1.05 if label != "MariaDB" else None,
             )
         )
+        if rs[0].get("xacts_per_statement") is not None:
+            rows.append(
+                Row(
+                    name,
+                    "transactions per SQL statement over the host's life (pg_stat_database "
+                    "xact_commit + xact_rollback / engine statements)",
+                    "",
+                    col(rs, "xacts_per_statement"),
+                    limit=1.2,
+                )
+            )
     for label in urls:
         rs = lat[label]
         name = f"distributed claim latency, {label}, {claims} claims"
@@ -819,75 +615,146 @@ def run(quick: bool) -> list[Row]:
         for r in rs:
             for e in r["first_errors"]:
                 _say(f"  contended {label}: {e}")
-    if cluster:
+    rows += _cluster_rows(clusters)
+    return rows
+
+
+# The cluster configurations: (hosts, jobs, period) with the periods measured (full, quick).
+CLUSTERS = (
+    {"hosts": 8, "jobs": 100, "period_s": 2.0, "periods": (6, 2)},
+    {"hosts": 4, "jobs": 1000, "period_s": 10.0, "periods": (2, 1)},
+)
+# Which contenders run each configuration on which backend; APScheduler 4 only on PostgreSQL
+# (its MariaDB store fails, recorded once; it has no event broker for SQLite).
+_CLUSTER_RUNS = (
+    (0, "PostgreSQL", ("recurjobs", "aps4")),
+    (0, "MariaDB", ("recurjobs",)),
+    (0, "SQLite file", ("recurjobs",)),
+    (1, "PostgreSQL", ("recurjobs", "aps4")),
+)
+
+_ClusterKey = tuple[int, str, str]
+
+
+def _run_clusters(
+    urls: dict[str, str | None], reps: int, quick: bool
+) -> dict[_ClusterKey, list[dict[str, Any]]]:
+    """Every cluster run, ``reps`` times each, contenders alternating, one process each."""
+    out: dict[_ClusterKey, list[dict[str, Any]]] = collections.defaultdict(list)
+    for _ in range(reps):
+        for index, label, peers in _CLUSTER_RUNS:
+            if label not in urls:
+                continue
+            config = dict(CLUSTERS[index])
+            config["periods"] = config["periods"][1 if quick else 0]
+            for peer in peers:
+                kwargs = {"peer": peer, "url": urls[label], "config": config}
+                server = urls[label] is not None
+                out[(index, label, peer)].append(_once("measure_cluster", kwargs, server=server))
+    my = urls.get("MariaDB")
+    if my:  # APScheduler 4's SQLAlchemy store on MariaDB: recorded once, expected to fail
+        config = {"hosts": 1, "jobs": 10, "period_s": 2.0, "periods": 1}
+        kwargs = {"peer": "aps4", "url": my, "config": config}
+        out[(0, "MariaDB", "aps4")].append(_once("measure_cluster_failure", kwargs, server=True))
+    return out
+
+
+def _cluster_rows(clusters: dict[_ClusterKey, list[dict[str, Any]]]) -> list[Row]:
+    def col(rs: list[dict[str, Any]], key: str) -> list[float]:
+        return [math.nan if r.get(key) is None else float(r[key]) for r in rs]
+
+    rows: list[Row] = []
+    for index, label, _peers in _CLUSTER_RUNS:
+        ours = clusters.get((index, label, "recurjobs"))
+        if not ours:
+            continue
+        peer = [r for r in clusters.get((index, label, "aps4"), []) if r.get("ok", True)] or None
+        failed = [r for r in clusters.get((index, "MariaDB", "aps4"), []) if not r.get("ok", True)]
+        c = CLUSTERS[index]
+        periods = int(ours[0]["periods"])
         name = (
-            f"distributed cluster, PostgreSQL, {CLUSTER_HOSTS} processes x {CLUSTER_JOBS} jobs "
-            f"(1 s, aligned), {cluster_s:g} s"
+            f"distributed cluster, {label}, {c['hosts']} processes x {c['jobs']:,} jobs x "
+            f"{c['period_s']:g} s (aligned, 50 ms runs), {periods // c['jobs']} periods"
         )
-        calls: dict[str, float] = collections.defaultdict(float)
-        for r in cluster:
-            for kind, v in r["calls_per_s"].items():
-                calls[kind] += v / len(cluster)
-        breakdown = ", ".join(f"{k} {v:,.0f}/s" for k, v in sorted(calls.items()) if v >= 0.5)
-        hosts = cluster[-1]["runs_per_host"]
-        periods = int(median(col(cluster, "periods")))
+        if peer:
+            name += (
+                ", vs APScheduler 4.0.0a6 (SQLAlchemyDataStore + PsycopgEventBroker, lease 10 s)"
+            )
+        elif label == "MariaDB" and failed:
+            name += f"; APScheduler 4.0.0a6 fails here: {failed[0]['error']}"
+        elif label == "MariaDB":
+            name += "; APScheduler 4.0.0a6 was not run here"
+        else:
+            name += "; APScheduler 4.0.0a6 has no event broker for SQLite"
+
+        def peer_col(key: str, peer: list[dict[str, Any]] | None = peer) -> list[float] | None:
+            return col(peer, key) if peer else None
+
+        nth = min(100, c["jobs"])
         rows += [
             Row(
                 name,
-                "double runs (overlapping runs of one job)",
+                f"periods run, higher is better ({periods:,} job-periods per rep)",
+                "%",
+                col(ours, "run_share"),
+                peer_col("run_share"),
+                scale=100,
+            ),
+            Row(
+                name,
+                "overlapping runs of one job",
                 "",
-                col(cluster, "double_runs"),
+                col(ours, "overlaps"),
+                peer_col("overlaps"),
                 limit=0.0,
             ),
             Row(
                 name,
                 "periods in which a job started twice",
                 "",
-                col(cluster, "periods_twice"),
+                col(ours, "twice"),
+                peer_col("twice"),
                 limit=0.0,
             ),
             Row(
                 name,
-                f"share of periods run on time, higher is better ({periods:,} job-periods)",
-                "%",
-                col(cluster, "on_time_share"),
-                scale=100,
-            ),
-            Row(
-                name,
-                "start within its period, p50",
+                f"start of the {nth}th due job after the period boundary, p99 over periods",
                 "ms",
-                col(cluster, "start_offset_p50"),
+                col(ours, "nth_p99"),
+                peer_col("nth_p99"),
+                limit=0.1,
                 scale=1e3,
             ),
             Row(
                 name,
-                "start within its period, p99",
-                "ms",
-                col(cluster, "start_offset_p99"),
-                scale=1e3,
-            ),
-            Row(
-                name,
-                f"SQL statements per second, all hosts ({breakdown})",
-                "/s",
-                col(cluster, "statements_per_s"),
-            ),
-            Row(
-                name,
-                "round trips per second at the driver, all hosts",
-                "/s",
-                col(cluster, "wire_per_s"),
-            ),
-            Row(
-                name,
-                f"warnings logged by the hosts (runs per host, last rep: "
-                f"{min(hosts)}-{max(hosts)})",
-                "",
-                col(cluster, "warnings"),
+                "CPU time of all hosts per minute",
+                "s/min",
+                col(ours, "cpu_per_min"),
+                peer_col("cpu_per_min"),
+                max_ratio=0.2 if peer else None,
             ),
         ]
-        for r in cluster:
-            for w in r["first_warnings"]:
-                _say(f"  cluster warning: {w}")
+        if ours[0].get("xacts_per_s") is not None:
+            rows.append(
+                Row(
+                    name,
+                    "transactions per second (pg_stat_database xact_commit + xact_rollback)",
+                    "/s",
+                    col(ours, "xacts_per_s"),
+                    peer_col("xacts_per_s"),
+                    max_ratio=0.35 if peer else None,
+                )
+            )
+        rows.append(
+            Row(
+                name,
+                "SQL statements per second, all hosts (recurjobs' engine events)",
+                "/s",
+                col(ours, "statements_per_s"),
+            )
+        )
+        rows.append(Row(name, "warnings logged by the hosts", "", col(ours, "warnings")))
+        for r in ours + (peer or []):
+            for w in r.get("first_warnings", []):
+                _say(f"  cluster warning ({label}): {w}")
     return rows

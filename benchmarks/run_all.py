@@ -32,7 +32,15 @@ if str(HERE) not in sys.path:
 if str(HERE.parent) not in sys.path:
     sys.path.insert(1, str(HERE.parent))
 
-from _common import BACKGROUND, Row, format_table, repetitions  # noqa: E402
+from _common import (  # noqa: E402
+    APS3_DIR,
+    APS3_INSTALL,
+    BACKGROUND,
+    Row,
+    aps3_version,
+    format_table,
+    repetitions,
+)
 
 
 def discover() -> list[ModuleType]:
@@ -69,7 +77,8 @@ def versions() -> str:
     return (
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs; "
-        f"recurjobs {version('recurjobs')}, APScheduler {version('apscheduler')}, "
+        f"recurjobs {version('recurjobs')}, APScheduler {aps3_version()} (recurring peer), "
+        f"APScheduler {version('apscheduler')} (distributed peer), "
         f"psutil {version('psutil')}"
     )
 
@@ -122,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{short(m):20} {doc[0] if doc else ''}")
         return 0
     chosen = select(modules, args.only)
+    if not APS3_DIR.is_dir():
+        print(
+            f"APScheduler 3 (the recurring jobs' peer) is not in {APS3_DIR}; its columns "
+            f"will fail. Install it with: {APS3_INSTALL}",
+            file=sys.stderr,
+        )
 
     started = time.monotonic()
     load_before = load_average()

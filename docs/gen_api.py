@@ -39,7 +39,14 @@ GROUPS: list[tuple[str, list[str]]] = [
         ],
     ),
 ]  # fmt: skip
-MODULES = ["recurjobs.testing", "recurjobs.flask", "recurjobs.sql", "recurjobs.cli"]
+MODULES = [
+    "recurjobs.testing",
+    "recurjobs.flask",
+    "recurjobs.dashboard",
+    "recurjobs.prometheus",
+    "recurjobs.sql",
+    "recurjobs.cli",
+]
 CLI_NAMES = ["main", "parse_duration", "load_host"]
 
 

@@ -1,6 +1,8 @@
 """recurjobs: recurring and distributed background jobs for synchronous Python apps."""
 
 from recurjobs._clock import Clock, SystemClock
+from recurjobs._cron import Cron
+from recurjobs._history import HistorySettings, RunRecord
 from recurjobs._host import JobHost, JobTrigger
 from recurjobs._jobs import DistributedJob, RecurringJob, Signal, TriggerableJob
 from recurjobs._maindom import MainDom
@@ -31,10 +33,12 @@ __version__ = "0.1.0"
 __all__ = [
     "CancellationToken",
     "Clock",
+    "Cron",
     "DistributedJob",
     "DistributedJobClaimed",
     "DistributedJobLeaseLost",
     "DistributedJobSettings",
+    "HistorySettings",
     "INFINITE",
     "IgnoreReason",
     "JobCanceled",
@@ -54,6 +58,7 @@ __all__ = [
     "MainDom",
     "NextExecution",
     "RecurringJob",
+    "RunRecord",
     "ServerRole",
     "ServerRoleChanged",
     "Signal",

@@ -15,7 +15,9 @@ __all__ = [
     "CommandError",
     "check_database_url",
     "mask_url_text",
+    "pause_row",
     "read_rows",
+    "read_runs",
     "trigger_row",
     "with_store",
 ]
@@ -123,6 +125,14 @@ def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
             "started with distributed jobs there yet)",
             bad_input=True,
         )
+    try:
+        # A table made by an older version gains its missing columns, as a host's start does.
+        store.create_schema()
+    except (SQLAlchemyError, OSError) as exc:
+        store.dispose()
+        raise CommandError(
+            f"cannot update {store.jobs.name} on {shown}: {_scrub(_first_line(exc), parsed)}"
+        ) from None
     return store
 
 
@@ -155,19 +165,58 @@ def read_rows(url: str, prefix: str, *, source: str = "--database") -> list[Any]
     return list(with_store(url, prefix, lambda store: store.rows(), source))
 
 
-def trigger_row(url: str, prefix: str, name: str, *, source: str = "--database") -> None:
-    """Mark ``name`` due now; CommandError (bad input, exit 2) when there is no such row."""
+def read_runs(
+    url: str, prefix: str, *, job: str | None, limit: int, source: str = "--database"
+) -> list[Any]:
+    """The newest ``limit`` runs (of ``job``) from the run history table, newest first."""
+    from recurjobs.sql._history import read_history
 
-    def trigger(store: Any) -> list[str] | None:
+    return list(
+        with_store(
+            url,
+            prefix,
+            lambda store: read_history(store.engine, prefix, job=job, limit=limit),
+            source,
+        )
+    )
+
+
+def trigger_row(url: str, prefix: str, name: str, *, source: str = "--database") -> None:
+    """Mark ``name`` due now; CommandError (bad input, exit 2) when there is no such row, and
+    (exit 1) when the job is paused."""
+
+    def trigger(store: Any) -> list[Any] | None:
         if store.trigger(name):
             return None
-        return [row.name for row in store.rows()]
+        return list(store.rows())
 
-    known = with_store(url, prefix, trigger, source)
-    if known is not None:
+    rows = with_store(url, prefix, trigger, source)
+    if rows is not None:
+        if any(row.name == name and row.paused for row in rows):
+            raise CommandError(f"{name} is paused: resume it first (recurjobs resume {name})")
+        known = [row.name for row in rows]
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         raise CommandError(
             f"no distributed job named {name!r} in the database (its row appears once a host "
             f"with that job has started; known: {listed or 'none'})",
             bad_input=True,
+        )
+
+
+def pause_row(
+    url: str, prefix: str, name: str, paused: bool, *, source: str = "--database"
+) -> None:
+    """Pause or resume the row of ``name``; CommandError (exit 1) when there is no such row."""
+
+    def set_paused(store: Any) -> list[str] | None:
+        if store.set_paused(name, paused):
+            return None
+        return [row.name for row in store.rows()]
+
+    known = with_store(url, prefix, set_paused, source)
+    if known is not None:
+        listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        raise CommandError(
+            f"no distributed job named {name!r} in the database (its row appears once a host "
+            f"with that job has started; known: {listed or 'none'})"
         )

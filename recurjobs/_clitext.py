@@ -9,13 +9,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from recurjobs._cron import Cron
 from recurjobs._schedule import INFINITE
 from recurjobs._status import JobStatus
 
 __all__ = [
     "database_table",
     "format_duration",
+    "format_schedule",
     "format_table",
+    "history_table",
     "parse_duration",
     "status_table",
     "to_json",
@@ -64,6 +67,13 @@ def format_duration(value: timedelta | None) -> str:
     return "".join(parts)
 
 
+def format_schedule(value: timedelta | Cron | None) -> str:
+    """A period as :func:`format_duration` shows it; a calendar as ``0 3 * * * (Europe/Paris)``."""
+    if isinstance(value, Cron):
+        return value.describe()
+    return format_duration(value)
+
+
 def _when(value: datetime | None, now: datetime) -> str:
     """``2026-01-01 12:00:03 (3s ago)`` in UTC; ``-`` for None."""
     if value is None:
@@ -86,7 +96,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def status_table(records: Sequence[JobStatus]) -> str:
-    """A table of ``JobHost.status()`` records."""
+    """A table of ``JobHost.status()`` records (``paused`` as the next run of a paused job)."""
     if not records:
         return "no jobs registered"
     now = datetime.now(UTC)
@@ -95,8 +105,8 @@ def status_table(records: Sequence[JobStatus]) -> str:
         [
             r.name,
             r.kind,
-            format_duration(r.period),
-            _when(r.next_run, now),
+            format_schedule(r.period),
+            "paused" if getattr(r, "paused", False) else _when(r.next_run, now),
             _when(r.last_start, now),
             r.last_outcome or "-",
             str(r.runs),
@@ -109,7 +119,8 @@ def status_table(records: Sequence[JobStatus]) -> str:
 
 
 def database_table(rows: Sequence[Any]) -> str:
-    """A table of ``JobStore.rows()``: name, period, last run, running, owner, next due."""
+    """A table of ``JobStore.rows()``: name, period, last run, running, owner, next due
+    (``paused`` for a paused job)."""
     if not rows:
         return "no distributed jobs in the database yet"
     headers = ["NAME", "PERIOD", "LAST RUN (UTC)", "RUNNING", "OWNER", "NEXT DUE (UTC)"]
@@ -117,14 +128,40 @@ def database_table(rows: Sequence[Any]) -> str:
     for r in rows:
         running = ("yes (stale)" if r.stale else "yes") if r.running else "no"
         due = "now (triggered)" if r.triggered else _when(r.next_due, r.database_now)
+        if getattr(r, "paused", False):
+            due = "paused"
         lines.append(
             [
                 r.name,
-                format_duration(r.period),
+                # A Cron row (the jobs table's cron column) shows its expression and zone.
+                format_schedule(getattr(r, "cron", None) or r.period),
                 _when(r.last_run, r.database_now),
                 running,
                 r.owner or "-",
                 due,
+            ]
+        )
+    return format_table(headers, lines)
+
+
+def history_table(records: Sequence[Any]) -> str:
+    """A table of ``RunRecord`` s: newest first, one line each, errors by their first line."""
+    if not records:
+        return "no runs recorded"
+    headers = ["STARTED (UTC)", "JOB", "KIND", "OUTCOME", "DURATION", "TRIGGER", "HOST", "ERROR"]
+    lines = []
+    for r in records:
+        error = (r.error or "-").splitlines()[0][:80] if r.error else "-"
+        lines.append(
+            [
+                f"{r.started_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
+                r.job,
+                r.kind,
+                r.outcome,
+                format_duration(r.duration) if r.duration is not None else "-",
+                r.trigger,
+                r.host,
+                error,
             ]
         )
     return format_table(headers, lines)
@@ -138,6 +175,8 @@ def to_json(record: Any) -> dict[str, object]:
             return value.isoformat()
         if isinstance(value, timedelta):
             return None if value == INFINITE else value.total_seconds()
+        if isinstance(value, Cron):
+            return value.describe()
         if isinstance(value, enum.Enum):
             return value.value
         return value

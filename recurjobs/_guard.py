@@ -56,16 +56,18 @@ def run_user(fn: Callable[..., object], *args: object) -> BaseException | None:
     return None
 
 
-def call_user(what: str, fn: Callable[..., T], *args: object, default: T) -> T:
+def call_user(what: str | Callable[[], str], fn: Callable[..., T], *args: object, default: T) -> T:
     """Call user code for its value; if it raises anything, log it and return ``default``.
 
-    ``what`` names the call in the log line, e.g. ``"period of Cleanup"``.
+    ``what`` names the call in the log line, e.g. ``"period of Cleanup"``; a callable returning
+    the name is called only then (for calls made at every run, where formatting costs).
     """
     _enter()
     try:
         return fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
-        logger.error("%s raised %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        name = what() if callable(what) else what
+        logger.error("%s raised %s: %s", name, type(exc).__name__, exc, exc_info=exc)
         return default
     finally:
         _leave()

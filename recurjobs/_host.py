@@ -17,6 +17,8 @@ from recurjobs._clock import Clock, SystemClock
 from recurjobs._forward import forward_trigger
 from recurjobs._gates import Gates, main_dom_source, role_source
 from recurjobs._guard import call_user, in_user_code
+from recurjobs._history import HistorySettings, RunRecord
+from recurjobs._history import attach as attach_history
 from recurjobs._jobs import DistributedJob, RecurringJob, TriggerableJob, check_distributed
 from recurjobs._listener import Attachment, attach
 from recurjobs._loop import JobRunner
@@ -33,7 +35,8 @@ from recurjobs._schedule import NextExecution
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._shutdown import Shutdown
 from recurjobs._status import JobStatus, not_started
-from recurjobs._validate import callable_, duration, instance, seconds_or_none
+from recurjobs._validate import callable_, duration, instance, schedule, seconds_or_none
+from recurjobs._watch import CalendarWatch
 
 __all__ = ["JobHost", "JobTrigger"]
 
@@ -69,6 +72,7 @@ class JobHost:
         elect_server_role: bool = False,
         start_timeout: float = 10.0,
         exit_timeout: float = 5.0,
+        history: bool | HistorySettings = False,
     ) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must provide now(), monotonic() and wait(), got {clock!r}")
@@ -114,6 +118,7 @@ class JobHost:
         self.exit_timeout: float = _timeout(exit_timeout, "exit_timeout")
         """How long the stop at interpreter exit waits for the threads (seconds)."""
         self._publisher = Publisher()
+        self._watch = CalendarWatch()  # the wall clock, for every calendar job of this host
         self._lock = threading.RLock()
         self._state = _NEW
         self._recurring: list[object] = []
@@ -124,8 +129,11 @@ class JobHost:
         self._forwarding: Attachment | None = None  # receives triggers while this process is main
         self._shutdown: Shutdown | None = None  # made by the first stop()
         self._starter: threading.Thread | None = None  # the thread inside _start_runner()
+        self._paused: set[int] = set()  # id() of the paused recurring jobs
+        self._paused_rows: set[str] = set()  # distributed jobs this host paused (for status)
         for job in jobs:
             self._register(job)
+        self._history: Any = attach_history(self, history)  # run history (None when off)
 
     # ---------------------------------------------------------------- registration
     def add(self, job: object) -> None:
@@ -159,7 +167,7 @@ class JobHost:
             return
         if not callable(getattr(job, "run", None)):
             raise TypeError(f"job must have a run(token) method, got {job!r}")
-        duration(getattr(job, "period", None), "period")
+        schedule(getattr(job, "period", None), "period")
         for attr in ("delay", "ignored_delay"):
             if hasattr(job, attr):
                 duration(getattr(job, attr), attr)
@@ -191,6 +199,8 @@ class JobHost:
                 self._gates.main_dom.check()
             if self._distributed or self._elect:
                 self._start_sql()
+            if self._history is not None:
+                self._history.start(self._sql)
             if self._role_service is not None:
                 self._role_service.start(clock=self.clock, publisher=self._publisher)
             self._state = _RUNNING
@@ -211,20 +221,27 @@ class JobHost:
         from recurjobs.sql._integration import HostSql
 
         self._sql = HostSql(self)
+        if self._history is not None:  # its tables are created (and checked) with the jobs table
+            self._history.add_tables(self._sql.store)
         self._sql.start(self._distributed)
 
     def _start_runner(self, job: object) -> None:
         """Start one job's thread; called with the host lock held, so the stop sequence (which
         takes the lock first) never sees a half-started job."""
-        runner = JobRunner(job, clock=self.clock, gates=self._gates, publisher=self._publisher)
+        runner = JobRunner(
+            job, clock=self.clock, gates=self._gates, publisher=self._publisher, watch=self._watch
+        )
+        runner.paused = id(job) in self._paused
         self._runners.append(runner)
         self._starter = threading.current_thread()
         try:
-            self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
+            if self._publisher.wants(JobStarting):
+                self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
             if self._shutdown is not None:  # a JobStarting handler called stop(): run nothing
                 runner.close()
             runner.start()
-            self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
+            if self._publisher.wants(JobStarted):
+                self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
         finally:
             self._starter = None
 
@@ -309,7 +326,10 @@ class JobHost:
             self._forwarding.close()
         if self._gates.main_dom is not None:
             self._gates.main_dom.release()
-        # 6. Dispose of the engines recurjobs made.
+        # 6. Write the run history still queued (every run has ended or been given up on).
+        if self._history is not None:
+            ended = self._history.close(shutdown.deadline) and ended
+        # 7. Dispose of the engines recurjobs made.
         if sql is not None:
             sql.dispose()
         return ended
@@ -396,7 +416,7 @@ class JobHost:
                 f"{kind.__name__} cannot be triggered: it does not subclass TriggerableJob"
             )
         runner = self._runner_for(job)
-        if runner is None:
+        if runner is None or runner.paused:
             return False
         if not self._gates.is_main():
             return self._forward(runner.job, strategy, next_delay)
@@ -444,6 +464,65 @@ class JobHost:
             sql = self._sql if self._state == _RUNNING else None
         return sql is not None and bool(sql.trigger(name))
 
+    # ------------------------------------------------------------------ pause, resume
+    def pause(self, job: object) -> bool:
+        """Pause ``job`` (a registered class or instance, or a name as ``status()`` shows it).
+
+        A recurring job is paused in this process: its due runs are ignored (``JobIgnored``
+        with ``IgnoreReason.PAUSED``, no ignored back-off: the schedule keeps its cadence) and
+        triggers of it are refused. A distributed job is paused for the whole cluster through
+        its row: no server claims it until it is resumed; a run going on finishes. A name that
+        no registered job has pauses the row of that name, if the table has one.
+
+        Returns True when the job is known and paused, False for an unknown job. Works before
+        ``start()`` and after ``stop()`` too (the database side then connects for the call);
+        a database that cannot be reached raises the driver's error after a short retry.
+        """
+        return self._set_paused(job, True)
+
+    def resume(self, job: object) -> bool:
+        """Undo :meth:`pause` (same arguments and result). Resuming does not trigger a run:
+        the job runs when its schedule says it is due next."""
+        return self._set_paused(job, False)
+
+    def _set_paused(self, job: object, paused: bool) -> bool:
+        from recurjobs._pause import resolve, set_row_paused
+
+        with self._lock:
+            target = resolve(
+                job, self._recurring, self._distributed, database=self.database is not None
+            )
+            for item in target.recurring:
+                (self._paused.add if paused else self._paused.discard)(id(item))
+            runners = [r for r in self._runners if id(r.job) in {id(j) for j in target.recurring}]
+            sql = self._sql if self._state == _RUNNING else None
+        for runner in runners:
+            runner.paused = paused
+        known = bool(target.recurring)
+        if target.row is None:
+            return known
+        if sql is not None:
+            done = set_row_paused(sql.store, target.row, target.distributed, paused)
+            if done:
+                sql.note_paused(target.row, paused)
+        else:
+            from recurjobs.sql._integration import statement_timeout
+            from recurjobs.sql._store import JobStore
+
+            store = JobStore(
+                self.database,
+                table_prefix=self.settings.table_prefix,
+                statement_timeout=statement_timeout(self.settings),
+            )
+            try:
+                done = set_row_paused(store, target.row, target.distributed, paused)
+            finally:
+                store.dispose()
+        if done and target.distributed is not None:
+            with self._lock:
+                (self._paused_rows.add if paused else self._paused_rows.discard)(target.row)
+        return done or known
+
     # ---------------------------------------------------------------- notifications
     def subscribe(self, kind: type[N], handler: Callable[[N], object]) -> Subscription:
         """Call ``handler`` synchronously for every notification of ``kind`` or a subclass."""
@@ -476,6 +555,20 @@ class JobHost:
         """This server's role as the gates see it now."""
         return self._gates.role()
 
+    # ---------------------------------------------------------------------- history
+    def history(self, job: object = None, *, limit: int = 100) -> list[RunRecord]:
+        """The newest runs (up to ``limit``), newest first, from the shared history table.
+
+        Every host's runs, of ``job`` (a job class, instance or name as ``status()`` shows
+        it) or of every job. Reads the database directly, so it works before ``start()`` and
+        after ``stop()``; needs ``database`` (RuntimeError otherwise).
+        """
+        if self.database is None:
+            raise RuntimeError("history() needs JobHost(database=...)")
+        from recurjobs.sql._historyhost import host_history
+
+        return host_history(self, job, limit)
+
     # ----------------------------------------------------------------------- status
     def status(self) -> tuple[JobStatus, ...]:
         """One immutable record per registered job."""
@@ -484,13 +577,18 @@ class JobHost:
             sql = self._sql
             running = self._state == _RUNNING
         records = [
-            runners[id(j)].status(planned=running) if id(j) in runners else not_started(j)
+            runners[id(j)].status(planned=running)
+            if id(j) in runners
+            else not_started(j, paused=id(j) in self._paused)
             for j in self._recurring
         ]
         if sql is not None:
             records.extend(sql.status())
         else:
-            records.extend(not_started(j, distributed=True) for j in self._distributed)
+            records.extend(
+                not_started(j, distributed=True, paused=getattr(j, "name") in self._paused_rows)  # noqa: B009
+                for j in self._distributed
+            )
         return tuple(records)
 
     def __repr__(self) -> str:

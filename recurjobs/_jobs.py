@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from recurjobs._cron import Cron
 from recurjobs._guard import call_user
 from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
 from recurjobs._token import CancellationToken
-from recurjobs._validate import duration
+from recurjobs._validate import duration, schedule
 
 __all__ = ["DistributedJob", "RecurringJob", "Signal", "TriggerableJob", "job_name"]
 
@@ -54,10 +55,12 @@ class Signal:
 class RecurringJob(abc.ABC):
     """A job that runs every ``period`` in its own thread of the process.
 
-    Subclass it, pass the period to ``__init__`` and implement :meth:`run`. ``delay`` (first run
-    after start, default 3 minutes), ``ignored_delay`` (back-off after a gated run, default 1
-    minute) and ``server_roles`` (default ``{SINGLE, SCHEDULING_PUBLISHER}``) may be given to
-    ``__init__`` or overridden as class attributes or properties.
+    Subclass it, pass the period (a ``timedelta``, or a :class:`recurjobs.Cron` for a calendar
+    schedule) to ``__init__`` and implement :meth:`run`. ``delay`` (first run after start,
+    default 3 minutes; zero for a ``Cron`` passed to ``__init__``), ``ignored_delay``
+    (back-off after a gated run, default 1 minute) and ``server_roles`` (default
+    ``{SINGLE, SCHEDULING_PUBLISHER}``) may be given to ``__init__`` or overridden as class
+    attributes or properties.
     """
 
     delay: timedelta = timedelta(minutes=3)
@@ -66,33 +69,38 @@ class RecurringJob(abc.ABC):
 
     def __init__(
         self,
-        period: timedelta,
+        period: timedelta | Cron,
         *,
         delay: timedelta | None = None,
         ignored_delay: timedelta | None = None,
         server_roles: Iterable[ServerRole] | None = None,
     ) -> None:
         self._closed = False
-        self._period = duration(period, "period")
+        self._period = schedule(period, "period")
         self._ignored_delay = duration(
             type(self)._default_ignored_delay if ignored_delay is None else ignored_delay,
             "ignored_delay",
         )
         if delay is not None:
             self.delay = duration(delay, "delay")
+        elif isinstance(period, Cron) and type(self).delay is RecurringJob.delay:
+            # A calendar says when to run; the default start-up delay would only skip fire
+            # times, so a Cron job without an explicit delay (or a subclass's) has none.
+            self.delay = timedelta(0)
         if server_roles is not None:
             self.server_roles = _roles(server_roles)
         self.period_changed = Signal(self)
         self.ignored_delay_changed = Signal(self)
 
     @property
-    def period(self) -> timedelta:
-        """How often the job runs; ``INFINITE``: only on triggers; zero: back to back."""
+    def period(self) -> timedelta | Cron:
+        """How often the job runs; ``INFINITE``: only on triggers; zero: back to back; a
+        :class:`recurjobs.Cron`: at its fire times."""
         return self._period
 
     @period.setter
-    def period(self, value: timedelta) -> None:
-        value = duration(value, "period")
+    def period(self, value: timedelta | Cron) -> None:
+        value = schedule(value, "period")
         if value == self._period:
             return
         self._period = value
@@ -135,9 +143,10 @@ class TriggerableJob:
 class DistributedJob(abc.ABC):
     """A job that runs on exactly one server of a cluster at a time.
 
-    ``name`` (unique in the cluster, 1-200 characters), ``period`` (> 0) and ``align_to_clock``
-    come from ``__init__``'s keyword arguments when given, else from class attributes or
-    properties of the subclass.
+    ``name`` (unique in the cluster, 1-200 characters), ``period`` (> 0, or a
+    :class:`recurjobs.Cron`) and ``align_to_clock`` (not with a ``Cron``) come from
+    ``__init__``'s keyword arguments when given, else from class attributes or properties of
+    the subclass.
     """
 
     align_to_clock: bool = False
@@ -146,7 +155,7 @@ class DistributedJob(abc.ABC):
         self,
         *,
         name: str | None = None,
-        period: timedelta | None = None,
+        period: timedelta | Cron | None = None,
         align_to_clock: bool | None = None,
     ) -> None:
         if name is not None:
@@ -158,7 +167,7 @@ class DistributedJob(abc.ABC):
         check_distributed(self)
 
     name: str
-    period: timedelta
+    period: timedelta | Cron
 
     @abc.abstractmethod
     def execute(self, token: CancellationToken) -> None:
@@ -169,16 +178,25 @@ class DistributedJob(abc.ABC):
 
 
 def check_distributed(job: object) -> None:
-    """Validate a distributed job's name, period and align_to_clock (duck typing allowed)."""
+    """Validate a distributed job's name, period (or Cron) and align_to_clock (duck typing
+    allowed)."""
     name = getattr(job, "name", None)
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
     if not 1 <= len(name) <= 200:
         raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
-    duration(getattr(job, "period", None), "period", infinite=False, zero=False)
+    period = schedule(getattr(job, "period", None), "period", infinite=False, zero=False)
     align = getattr(job, "align_to_clock", False)
     if not isinstance(align, bool):
         raise TypeError(f"align_to_clock must be a bool, got {align!r}")
+    if align and isinstance(period, Cron):
+        raise ValueError(
+            f"align_to_clock=True cannot be combined with a Cron period ({period!r}): a "
+            "calendar schedule is already aligned to its fire times"
+        )
+    # The jobs table's cron column holds "<expression>|<zone name>" (255 characters).
+    if isinstance(period, Cron) and len(period.expression) + len(period.zone_name) + 1 > 255:
+        raise ValueError(f"period {period!r} is too long to store (255 characters at most)")
     if not callable(getattr(job, "execute", None)):
         raise TypeError(f"job must have an execute(token) method, got {job!r}")
 

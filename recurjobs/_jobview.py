@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TypeVar
 
+from recurjobs._cron import Cron
 from recurjobs._guard import call_user
 from recurjobs._jobs import job_name
 from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
@@ -33,6 +34,10 @@ def _duration(value: object) -> timedelta:
     raise ValueError(f"{value!r} is not a valid duration")
 
 
+def _schedule(value: object) -> timedelta | Cron:
+    return value if isinstance(value, Cron) else _duration(value)
+
+
 def _roles(value: object) -> frozenset[ServerRole]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ValueError(f"{value!r} is not a collection of ServerRole")
@@ -50,13 +55,15 @@ class JobView:
         self.name = job_name(job)
         self._last: dict[str, object] = {}
 
-    def period(self) -> timedelta:
-        """The period; a job without one runs only on triggers (``INFINITE``)."""
-        return self._read("period", INFINITE, _duration)
+    def period(self) -> timedelta | Cron:
+        """The period or calendar; a job without one runs only on triggers (``INFINITE``)."""
+        default: timedelta | Cron = INFINITE
+        return self._read("period", default, _schedule)
 
     def delay(self) -> timedelta:
-        """The wait before the first run (default three minutes)."""
-        return self._read("delay", DEFAULT_DELAY, _duration)
+        """The wait before the first run (default three minutes; zero for a calendar job)."""
+        default = timedelta(0) if isinstance(self.period(), Cron) else DEFAULT_DELAY
+        return self._read("delay", default, _duration)
 
     def ignored_delay(self) -> timedelta:
         """The back-off after an ignored run (default one minute)."""
@@ -73,6 +80,10 @@ class JobView:
             return convert(getattr(self.job, attr, default))
 
         fallback: T = self._last.get(attr, default)  # type: ignore[assignment]
-        value = call_user(f"{attr} of {self.name} (using {fallback!r})", read, default=fallback)
+
+        def what() -> str:  # formatted only when the read fails
+            return f"{attr} of {self.name} (using {fallback!r})"
+
+        value = call_user(what, read, default=fallback)
         self._last[attr] = value
         return value

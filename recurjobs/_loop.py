@@ -1,4 +1,9 @@
-"""The per-job thread: wait for the plan, a trigger, a period change or shutdown; run; repeat."""
+"""The per-job thread: wait for the plan, a trigger, a period change or shutdown; run; repeat.
+
+A period plan is kept in the clock's monotonic seconds. A calendar plan (a :class:`Cron` period)
+is a wall-clock instant read against the clock's ``now()``; the host's ``CalendarWatch``
+makes sure a wall clock stepped by NTP or a suspend is noticed within ``RECHECK`` seconds.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from recurjobs._clock import MAX_WAIT, Clock
+from recurjobs._cron import Cron
 from recurjobs._gates import Gates
 from recurjobs._guard import call_user, run_user
 from recurjobs._jobview import JobView
@@ -20,13 +26,28 @@ from recurjobs._notifications import (
     JobExecuting,
     JobFailed,
     JobIgnored,
+    JobNotification,
     JobStopped,
     JobStopping,
     Publisher,
 )
-from recurjobs._schedule import NextExecution, Plan, after_run, after_trigger, initial, seconds
+from recurjobs._roles import IgnoreReason
+from recurjobs._runinfo import begin_run
+from recurjobs._schedule import (
+    NextExecution,
+    Plan,
+    after_run,
+    after_trigger,
+    fire_after_run,
+    fire_after_trigger,
+    first_fire,
+    initial,
+    next_fire,
+    seconds,
+)
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken, JobCancelled
+from recurjobs._watch import RECHECK, CalendarWatch
 
 __all__ = ["JobRunner", "Outcome"]
 
@@ -42,6 +63,7 @@ class _Trigger:
     strategy: NextExecution
     next_delay: float | None
     at: float
+    wall: datetime
 
 
 @dataclass(slots=True)
@@ -64,8 +86,19 @@ class JobRunner:
     end. No ``JobExecuting`` follows ``JobStopping``, and ``JobStopped`` follows both.
     """
 
-    def __init__(self, job: object, *, clock: Clock, gates: Gates, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        job: object,
+        *,
+        clock: Clock,
+        gates: Gates,
+        publisher: Publisher,
+        watch: CalendarWatch | None = None,
+    ) -> None:
         self.job = job
+        # Shared by the host's calendar jobs; a runner of its own otherwise (it then always
+        # leads: its waits last at most RECHECK seconds).
+        self._watch = watch if watch is not None else CalendarWatch()
         self.view = JobView(job)
         self.name = self.view.name
         self._clock = clock
@@ -80,17 +113,27 @@ class JobRunner:
         self._announcing = False  # the thread is publishing JobExecuting
         self._stopping_owed = False  # stop() came meanwhile: the thread publishes JobStopping
         self._exited = False
+        self.paused = False  # JobHost.pause(): due runs are ignored with IgnoreReason.PAUSED
         self._thread: threading.Thread | None = None
         self.token = CancellationToken(clock)
         self.outcome = Outcome()
         self.plan = Plan(math.inf, None, True)
+        # The calendar in force (None: a period) and its plan: the wall instant of the next
+        # automatic run, None for none.
+        self.cron: Cron | None = None
+        self.fire: datetime | None = None
 
     # ----------------------------------------------------------- called from other threads
     def start(self) -> None:
         """Plan the first run and start the daemon thread (also when already closed: the
         thread then only waits for ``stop()``, so the notifications stay paired)."""
         with self._lock:
-            self.plan = initial(self._clock.monotonic(), seconds(self.view.delay()))
+            delay = seconds(self.view.delay())
+            self.plan = initial(self._clock.monotonic(), delay)
+            schedule = self.view.period()
+            if isinstance(schedule, Cron):
+                self.cron = schedule
+                self.fire = first_fire(schedule.next_after, self._clock.now(), delay)
             self._thread = threading.Thread(
                 target=self._main, name=f"recurjobs:{self.name}", daemon=True
             )
@@ -104,7 +147,9 @@ class JobRunner:
             if not (self._open and self.alive()):
                 return False
             delay = None if next_delay is None else seconds(next_delay)
-            self._pending = _Trigger(strategy, delay, self._clock.monotonic())
+            self._pending = _Trigger(
+                strategy, delay, self._clock.monotonic(), self._clock.now()
+            )
         self._wake.set()
         return True
 
@@ -170,17 +215,21 @@ class JobRunner:
 
         out = self.outcome
         alive = self.alive()
+        with self._lock:
+            cron, fire, plan = self.cron, self.fire, self.plan
+        next_run = fire if cron is not None else wall(plan.next)
         return JobStatus(
             name=self.name,
             kind="recurring",
             period=self.view.period(),
-            next_run=wall(self.plan.next) if planned and alive else None,
+            next_run=next_run if planned and alive else None,
             last_start=wall(out.last_start),
             last_outcome=out.last_outcome,
             runs=out.runs,
             failures=out.failures,
             running=out.running,
             alive=alive,
+            paused=self.paused,
         )
 
     def _on_period_changed(self, _sender: object) -> None:
@@ -236,7 +285,13 @@ class JobRunner:
             # Stopping: no run may begin; wait for stop() to let the thread end.
             self._clock.wait(self._wake, None)
             return True
-        period = seconds(self.view.period())
+        begin_run(manual=trigger is not None)  # for the run history
+        schedule = self.view.period()
+        if isinstance(schedule, Cron) or self.cron is not None:
+            self._switch(schedule)
+        if self.cron is not None:
+            return self._calendar_step(self.cron, trigger)
+        period = seconds(schedule) if isinstance(schedule, timedelta) else math.inf
         if changed:
             self.plan = self.plan.with_period(period)
         now = self._clock.monotonic()
@@ -244,39 +299,104 @@ class JobRunner:
             if now < self.plan.next:
                 self._clock.wait(self._wake, _bounded(self.plan.next - now))
                 return True
-            end = self._run_once(now)
-            self.plan = after_run(self.plan.next, now, end, seconds(self.view.period()))
+            end = self._run_once(now, late=now - self.plan.next)
+            self.plan = after_run(self.plan.next, now, end, self._period_seconds())
         else:
-            end = self._run_once(now)
+            end = self._run_once(now, late=now - trigger.at)
             self.plan = after_trigger(
                 self.plan,
                 strategy=trigger.strategy,
                 next_delay=trigger.next_delay,
                 triggered_at=trigger.at,
                 end=end,
-                period=seconds(self.view.period()),
+                period=self._period_seconds(),
             )
         return True
 
-    def _run_once(self, start: float) -> float:
-        """Gate and run the job once from ``start``; return when the run (or back-off) ended."""
+    def _period_seconds(self) -> float:
+        """The period in seconds (``inf`` if it just became a calendar: the next step follows)."""
+        schedule = self.view.period()
+        return seconds(schedule) if isinstance(schedule, timedelta) else math.inf
+
+    def _switch(self, schedule: timedelta | Cron) -> None:
+        """Follow a change between periods and calendars (or to another calendar).
+
+        To a calendar: the next run is the first fire time after the change. Back to a period:
+        the cadence counts from the last run's start (from the change if there was none). A
+        schedule that has not begun (waiting for its first trigger) stays so.
+        """
+        if schedule == self.cron:
+            return
+        begun = self.fire is not None if self.cron is not None else not math.isinf(self.plan.next)
+        if isinstance(schedule, Cron):
+            fire = next_fire(schedule.next_after, self._clock.now()) if begun else None
+            with self._lock:
+                self.cron, self.fire = schedule, fire
+            return
+        now = self._clock.monotonic()
+        last = self.outcome.last_start
+        anchor = last if last is not None else now
+        plan = Plan(math.inf, None, True)
+        if begun:
+            plan = Plan(anchor + seconds(schedule), anchor, False)
+        with self._lock:
+            self.cron, self.fire, self.plan = None, None, plan
+
+    def _calendar_step(self, cron: Cron, trigger: _Trigger | None) -> bool:
+        """One iteration of a calendar job: wait (the watch bounds it), or run once."""
+        now = self._clock.now()
+        if trigger is None:
+            planned = self.fire
+            if planned is None:
+                self._clock.wait(self._wake, None)
+                return True
+            left = (planned - now).total_seconds()
+            if left > 0:
+                leads = self._watch.before_wait(self, planned, self._wake.set)
+                self._clock.wait(self._wake, min(left, RECHECK) if leads else _bounded(left))
+                self._watch.after_wait(self, self._clock.now())
+                return True
+            self._run_once(self._clock.monotonic(), late=(now - planned).total_seconds())
+            fire = fire_after_run(cron.next_after, planned, now, self._clock.now())
+        else:
+            self._run_once(self._clock.monotonic(), late=(now - trigger.wall).total_seconds())
+            fire = fire_after_trigger(
+                cron.next_after,
+                self.fire,
+                strategy=trigger.strategy,
+                next_delay=trigger.next_delay,
+                triggered_at=trigger.wall,
+                start=now,
+                end=self._clock.now(),
+            )
+        with self._lock:
+            self.fire = fire
+        return True
+
+    def _run_once(self, start: float, *, late: float) -> float:
+        """Gate and run the job once from ``start``, ``late`` seconds after it was due (or
+        triggered); return when the run (or back-off) ended."""
         with self._lock:
             if not self._open:
                 return start
             self._announcing = True
         self.outcome.last_start = start
-        self._publish(JobExecuting)
+        now = self._clock.now()
+        self._publisher.publish(
+            JobExecuting(job=self.job, at=now, scheduled_at=now - timedelta(seconds=max(0.0, late)))
+        )
         with self._lock:
             self._announcing = False
             owed, self._stopping_owed = self._stopping_owed, False
         if owed:
             self._publish(JobStopping)
-        reason = self._gates.check(self.view.server_roles())
+        paused = self.paused
+        reason = IgnoreReason.PAUSED if paused else self._gates.check(self.view.server_roles())
         if reason is not None:
             logger.debug("%s ignored: %s", self.name, reason.name)
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
-            return self._back_off(start)
+            return self._paused_end(start) if paused else self._back_off(start)
         if not self._admit():  # stop began while the run was announced: it never starts
             self._finish(start, "canceled")
             return self._clock.monotonic()
@@ -312,6 +432,12 @@ class JobRunner:
         else:
             self._publish(JobFailed, exception=error)
 
+    def _paused_end(self, start: float) -> float:
+        """A paused job has no ignored back-off: its schedule keeps its own cadence, so after
+        ``resume()`` the next run comes at its usual time. A period of zero waits a second
+        between ticks instead, so a paused job never spins."""
+        return start if self._period_seconds() > 0 else start + _MIN_BACKOFF
+
     def _back_off(self, start: float) -> float:
         """Sleep ``ignored_delay`` from ``start``; a change re-plans it, shutdown ends it."""
         while True:
@@ -320,15 +446,16 @@ class JobRunner:
                 if not self._open:
                     return self._clock.monotonic()
             delay = seconds(self.view.ignored_delay())
-            if delay == 0 and seconds(self.view.period()) == 0:
+            if delay == 0 and self._period_seconds() == 0:
                 delay = _MIN_BACKOFF
             left = start + delay - self._clock.monotonic()
             if left <= 0:
                 return start + delay
             self._clock.wait(self._wake, _bounded(left))
 
-    def _publish(self, kind: type, **fields: object) -> None:
-        self._publisher.publish(kind(job=self.job, at=self._clock.now(), **fields))
+    def _publish(self, kind: type[JobNotification], **fields: object) -> None:
+        if self._publisher.wants(kind):  # nothing is built for nobody
+            self._publisher.publish(kind(job=self.job, at=self._clock.now(), **fields))
 
 
 def _bounded(left: float) -> float | None:

@@ -51,7 +51,14 @@ class JobStarted(JobNotification):
 
 @dataclass(frozen=True)
 class JobExecuting(JobNotification):
-    """A run is about to begin (the gates are checked next)."""
+    """A run is about to begin (the gates are checked next).
+
+    ``scheduled_at`` is when the run was due: the planned moment of an automatic run, the
+    moment a manual trigger arrived; None when not known here (distributed runs, whose due
+    time the database decides). ``at - scheduled_at`` is the run's lateness.
+    """
+
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,15 @@ class Publisher:
     def _remove(self, entry: tuple[type[JobNotification], Handler]) -> None:
         with self._lock:
             self._entries = tuple(e for e in self._entries if e is not entry)
+
+    def wants(self, kind: type[JobNotification]) -> bool:
+        """Whether a ``kind`` published now would reach some handler.
+
+        Publishers ask first and build a notification (and read the clock for it) only then:
+        with no subscriber, a run costs neither. A handler subscribed meanwhile sees the
+        notifications published after its ``subscribe`` returned, as always.
+        """
+        return any(issubclass(kind, subscribed) for subscribed, _ in self._entries)
 
     def publish(self, notification: JobNotification) -> None:
         """Deliver to every matching handler; whatever a handler raises is logged and swallowed."""

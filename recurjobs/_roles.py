@@ -31,3 +31,5 @@ class IgnoreReason(enum.Enum):
     RUNTIME_NOT_READY = "runtime_not_ready"
     SERVER_ROLE = "server_role"
     NOT_MAIN_DOM = "not_main_dom"
+    PAUSED = "paused"
+    """The job is paused (``JobHost.pause``); checked before the three gates."""

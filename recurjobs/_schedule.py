@@ -1,18 +1,34 @@
 """Pure schedule math: when does a job run next?
 
-Everything here works on plain floats of monotonic seconds (``math.inf`` means never). No
-threads, no clock reads, no SQL: the loop in ``_loop.py`` feeds in the moments it observed and
-gets back the next plan. The rules are described in docs/concepts.md.
+Periods work on plain floats of monotonic seconds (``math.inf`` means never); calendar
+schedules (:class:`recurjobs.Cron`) on aware UTC datetimes of the wall clock (``None`` means
+never), since fire times are wall-clock instants. No threads, no clock reads, no SQL: the loop
+in ``_loop.py`` feeds in the moments it observed and gets back the next plan. The rules are
+described in docs/concepts.md and docs/schedules.md.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-__all__ = ["INFINITE", "NextExecution", "Plan", "after_run", "after_trigger", "initial", "seconds"]
+__all__ = [
+    "INFINITE",
+    "Calendar",
+    "NextExecution",
+    "Plan",
+    "after_run",
+    "after_trigger",
+    "fire_after_run",
+    "fire_after_trigger",
+    "first_fire",
+    "initial",
+    "next_fire",
+    "seconds",
+]
 
 INFINITE = timedelta(milliseconds=-1)
 """"Never": as a period, delay, ignored delay or next delay. Equal to .NET's InfiniteTimeSpan."""
@@ -117,3 +133,90 @@ def after_trigger(
 def _at_least(plan: Plan, end: float) -> Plan:
     """A set moment that has already passed becomes "now"."""
     return plan if plan.next >= end else Plan(end, plan.anchor, True)
+
+
+# ------------------------------------------------------------------ calendar schedules
+# A calendar plan is just the wall-clock instant of the next automatic run: a fire time, a set
+# moment (a trigger's next_delay), or a moment already past ("run at once": the one catch-up
+# run after an overrun). None: no automatic run. The calendar itself comes in as its
+# ``next_after`` (``Cron.next_after``: the first fire time strictly after an instant).
+
+Calendar = Callable[[datetime], datetime]
+
+_TICK = timedelta(microseconds=1)
+
+
+def next_fire(cron: Calendar, t: datetime) -> datetime | None:
+    """``cron(t)``; None when there is none (beyond year 9999, or never again)."""
+    try:
+        return cron(t)
+    except (OverflowError, ValueError):
+        return None
+
+
+def first_fire(cron: Calendar, start: datetime, delay: float) -> datetime | None:
+    """The first run: the first fire time at or after ``start + delay`` (``inf``: none)."""
+    if math.isinf(delay):
+        return None
+    try:
+        earliest = start + timedelta(seconds=delay)
+    except OverflowError:  # further away than datetime reaches: practically never
+        return None
+    return next_fire(cron, earliest - _TICK)
+
+
+def _resume(cron: Calendar, after: datetime, end: datetime) -> datetime | None:
+    """The calendar from ``after`` on, for a run that ended at ``end``: the first fire time
+    after ``after``; if the run already ran past it, exactly one run at once (``end``)."""
+    fire = next_fire(cron, after)
+    if fire is not None and fire <= end:
+        # Overran one or more fire times: one catch-up run now, never a burst.
+        return end
+    return fire
+
+
+def fire_after_run(
+    cron: Calendar, planned: datetime, start: datetime, end: datetime
+) -> datetime | None:
+    """The next run after an automatic run planned at ``planned`` that ran ``start``-``end``.
+
+    Fire times up to the run's start are covered by the run itself (a late start, a wall
+    clock stepped forward); one that passed while it ran gives one run at once.
+    """
+    return _resume(cron, max(planned, start), end)
+
+
+def fire_after_trigger(
+    cron: Calendar,
+    pending: datetime | None,
+    *,
+    strategy: NextExecution,
+    next_delay: float | None,
+    triggered_at: datetime,
+    start: datetime,
+    end: datetime,
+) -> datetime | None:
+    """The next run after a triggered run (``start``-``end``) of a calendar job.
+
+    ``pending`` is the automatic run that was planned when the trigger came at ``triggered_at``
+    (None: the schedule had not begun, or waits for a trigger). ``NONE`` keeps the calendar,
+    skipping a fire time the triggered run overshot; ``RESET`` and ``REPLACE`` let the triggered
+    run stand in for the pending fire time; ``next_delay`` sets the next run, after which the
+    calendar resumes.
+    """
+    if next_delay is not None:
+        if math.isinf(next_delay):
+            return None
+        try:
+            moment = triggered_at + timedelta(seconds=next_delay)
+        except OverflowError:
+            return None
+        return max(moment, end)
+    if pending is None:
+        # The first trigger of a schedule that had not begun starts the calendar.
+        return _resume(cron, start, end)
+    if strategy is NextExecution.NONE and end <= pending:
+        return pending
+    # RESET/REPLACE: the triggered run stands in for the pending fire time (and any fire time
+    # up to its start); NONE: the run overshot the pending fire time, which is skipped.
+    return _resume(cron, max(pending, start), end)

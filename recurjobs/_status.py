@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from recurjobs._cron import Cron
 from recurjobs._guard import call_user
 from recurjobs._jobs import job_name
 from recurjobs._schedule import INFINITE
@@ -21,12 +22,15 @@ class JobStatus:
     None before the first run. ``next_run`` is None when no automatic run is planned (or it is
     further away than a ``datetime`` reaches). ``alive`` is False when no thread serves a
     recurring job: before ``start()``, after ``stop()``, or if its thread ended unexpectedly
-    (a bug; the log says why), in which case ``trigger()`` returns False too.
+    (a bug; the log says why), in which case ``trigger()`` returns False too. ``paused`` is
+    True while the job is paused (``JobHost.pause``): for a distributed job, as this host last
+    saw its row (read at its polls, at most every 5 s).
     """
 
     name: str
     kind: Literal["recurring", "distributed"]
-    period: timedelta
+    period: timedelta | Cron
+    """The period, or the calendar (a :class:`recurjobs.Cron`)."""
     next_run: datetime | None
     last_start: datetime | None
     last_outcome: str | None
@@ -34,9 +38,10 @@ class JobStatus:
     failures: int
     running: bool
     alive: bool = True
+    paused: bool = False
 
 
-def not_started(job: object, *, distributed: bool = False) -> JobStatus:
+def not_started(job: object, *, distributed: bool = False, paused: bool = False) -> JobStatus:
     """The record of a registered job whose thread (or poller) has not started."""
     name = job_name(job)
     return JobStatus(
@@ -50,4 +55,5 @@ def not_started(job: object, *, distributed: bool = False) -> JobStatus:
         failures=0,
         running=False,
         alive=False,
+        paused=paused,
     )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
+from recurjobs._cron import Cron
 from recurjobs._schedule import INFINITE
 
 T = TypeVar("T")
@@ -42,6 +43,17 @@ def duration(
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be at most {maximum!r}, got {value!r}")
     return value
+
+
+def schedule(
+    value: object, name: str = "period", *, infinite: bool = True, zero: bool = True
+) -> timedelta | Cron:
+    """Check a period: a :class:`Cron`, or a duration as :func:`duration` accepts it."""
+    if isinstance(value, Cron):
+        return value
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a datetime.timedelta or a recurjobs.Cron, got {value!r}")
+    return duration(value, name, infinite=infinite, zero=zero)
 
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}\Z")

@@ -1,8 +1,9 @@
 """The ``recurjobs`` command line (also ``python -m recurjobs``).
 
-``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME`` and ``prune``. Exit codes: 0 done,
-1 the operation failed (database unreachable, a job thread did not stop in time, the target's
-module raised), 2 bad input (usage, a URL, port, prefix, name or duration that does not parse,
+``demo``, ``run MODULE:ATTR``, ``status``, ``trigger NAME``, ``pause NAME``, ``resume NAME``
+and ``prune``. Exit codes: 0 done, 1 the operation failed (database unreachable, a job thread
+did not stop in time, the target's module raised, no row to pause or resume, a trigger of a
+paused job), 2 bad input (usage, a URL, port, prefix, name or duration that does not parse,
 an unknown job name). Every message is one line on standard error, never a traceback, and
 database URLs are always shown with the password masked.
 """
@@ -27,14 +28,18 @@ from recurjobs._clistore import (
     CommandError,
     check_database_url,
     mask_url_text,
+    pause_row,
     read_rows,
+    read_runs,
     trigger_row,
     with_store,
 )
 from recurjobs._clitext import (
     database_table,
     format_duration,
+    format_schedule,
     format_table,
+    history_table,
     parse_duration,
     status_table,
     to_json,
@@ -47,11 +52,13 @@ __all__ = [
     "check_database_url",
     "database_table",
     "format_duration",
+    "format_schedule",
     "format_table",
     "load_host",
     "main",
     "mask_url_text",
     "parse_duration",
+    "pause_row",
     "read_rows",
     "show_recurjobs_logs",
     "status_table",
@@ -84,6 +91,21 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pause(args: argparse.Namespace) -> int:
+    pause_row(args.database, args.table_prefix, args.name, True, source=args.database_source)
+    print(
+        f"paused {args.name}: no server claims it until `{PROG} resume {args.name}` "
+        "(a run going on finishes)"
+    )
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    pause_row(args.database, args.table_prefix, args.name, False, source=args.database_source)
+    print(f"resumed {args.name}: it runs when it is next due")
+    return 0
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     keep = None if args.keep is None else set(args.keep)
     pruned: list[str] = with_store(
@@ -97,6 +119,42 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     else:
         print("nothing to prune")
     return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    records = read_runs(
+        args.database,
+        args.table_prefix,
+        job=args.job,
+        limit=args.limit,
+        source=args.database_source,
+    )
+    if args.json:
+        print(json.dumps([to_json(r) for r in records], indent=2))
+    else:
+        print(history_table(records))
+    return 0
+
+
+def _history_parser(sub: Any, database_options: Any) -> None:
+    history = sub.add_parser("history", help="show the latest runs from the run history")
+    database_options(history)
+    history.add_argument("--job", type=_name_arg, default=None, metavar="NAME", help="one job")
+    history.add_argument(
+        "--limit", type=_limit_arg, default=100, metavar="N", help="at most N runs (default 100)"
+    )
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(func=_cmd_history)
+
+
+def _limit_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 10000, got {text!r}")
+    return value
 
 
 def load_host(target: str) -> JobHost:
@@ -337,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("name", metavar="NAME", type=_name_arg)
     trigger.set_defaults(func=_cmd_trigger)
 
+    pause = sub.add_parser("pause", help="pause a distributed job on every server")
+    database_options(pause)
+    pause.add_argument("name", metavar="NAME", type=_name_arg)
+    pause.set_defaults(func=_cmd_pause)
+
+    resume = sub.add_parser("resume", help="resume a paused distributed job")
+    database_options(resume)
+    resume.add_argument("name", metavar="NAME", type=_name_arg)
+    resume.set_defaults(func=_cmd_resume)
+
     prune = sub.add_parser("prune", help="delete rows of distributed jobs no longer deployed")
     database_options(prune)
     prune.add_argument(
@@ -354,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete rows idle for this long, e.g. 7d or 12h",
     )
     prune.set_defaults(func=_cmd_prune)
+
+    from recurjobs.dashboard import _cli as dashboard_cli
+
+    dashboard_cli.add_command(sub, database_options)
+    _history_parser(sub, database_options)
     return parser
 
 
@@ -365,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
-    if args.command in ("status", "trigger", "prune"):
+    if args.command in ("status", "trigger", "pause", "resume", "prune", "history", "dashboard"):
         args.database_source = "--database"
         if args.database is None:
             args.database = os.environ.get(DATABASE_ENV) or None

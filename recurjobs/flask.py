@@ -23,7 +23,11 @@ Under gunicorn, whose error log is not the root logger's, the ``recurjobs`` logg
 gunicorn's error log (``RECURJOBS_LOG_TO_GUNICORN``, default True) unless logging was set up
 for them already.
 
-This is the only module of recurjobs that imports Flask. No HTTP endpoint is added.
+No HTTP endpoint is added unless ``RECURJOBS_DASHBOARD_PREFIX`` is set (say ``"/recurjobs"``):
+then the dashboard (:mod:`recurjobs.dashboard`, extra ``dashboard``) is mounted there as a
+blueprint of the app, showing this host's recurring jobs too. It is read-only unless
+``RECURJOBS_DASHBOARD_ALLOW_ACTIONS`` is true and ``RECURJOBS_DASHBOARD_AUTHORIZE`` (a callable
+taking the request) returns True; the app's own login (``before_request``) guards it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from flask.helpers import get_debug_flag
 from recurjobs._clock import Clock
 from recurjobs._host import JobHost
 from recurjobs._jobs import job_name
+from recurjobs._jobview import JobView
 from recurjobs._maindom import MainDom
 from recurjobs._roles import ServerRole
 from recurjobs._settings import DistributedJobSettings
@@ -52,6 +57,7 @@ from recurjobs.cli import (
     check_database_url,
     database_table,
     format_duration,
+    format_schedule,
     format_table,
     parse_duration,
     status_table,
@@ -69,9 +75,13 @@ _SETTINGS = DistributedJobSettings()
 
 CONFIG_DEFAULTS: dict[str, object] = {
     "RECURJOBS_AUTOSTART": True,
+    "RECURJOBS_DASHBOARD_ALLOW_ACTIONS": False,
+    "RECURJOBS_DASHBOARD_AUTHORIZE": None,
+    "RECURJOBS_DASHBOARD_PREFIX": None,
     "RECURJOBS_DATABASE_URL": None,
     "RECURJOBS_DELAY": _SETTINGS.delay,
     "RECURJOBS_ELECT_SERVER_ROLE": False,
+    "RECURJOBS_HISTORY": False,
     "RECURJOBS_LOG_TO_GUNICORN": True,
     "RECURJOBS_MAIN_DOM": True,
     "RECURJOBS_MAIN_DOM_DIRECTORY": None,
@@ -131,6 +141,10 @@ class RecurJobs:
         autostart = _flag(app.config, "RECURJOBS_AUTOSTART")
         to_gunicorn = _flag(app.config, "RECURJOBS_LOG_TO_GUNICORN")
         host = self.create_host(app)
+        if app.config["RECURJOBS_DASHBOARD_PREFIX"]:
+            from recurjobs.dashboard._flask import mount
+
+            mount(app, host, allow_actions=_flag(app.config, "RECURJOBS_DASHBOARD_ALLOW_ACTIONS"))
         app.extensions[EXTENSION_KEY] = host
         if recurjobs_cli.name not in app.cli.commands:
             app.cli.add_command(recurjobs_cli)
@@ -166,6 +180,9 @@ class RecurJobs:
             _config_error(
                 "RECURJOBS_ELECT_SERVER_ROLE", True, "False without RECURJOBS_DATABASE_URL"
             )
+        history = _flag(config, "RECURJOBS_HISTORY")
+        if history and not database:
+            _config_error("RECURJOBS_HISTORY", True, "False without RECURJOBS_DATABASE_URL")
         jobs = self._jobs(app) if callable(self._jobs) else self._jobs
         return JobHost(
             jobs,
@@ -176,6 +193,7 @@ class RecurJobs:
             database=database or None,
             distributed=settings,
             elect_server_role=elect,
+            history=history,
         )
 
     @staticmethod
@@ -341,15 +359,15 @@ def _list_command() -> None:
     rows: list[list[str]] = []
     for job in host.jobs:
         if callable(getattr(job, "execute", None)) and not callable(getattr(job, "run", None)):
-            rows.append([job_name(job), "distributed", format_duration(job.period), "-", "-"])  # type: ignore[attr-defined]
+            rows.append([job_name(job), "distributed", format_schedule(job.period), "-", "-"])  # type: ignore[attr-defined]
             continue
         roles = getattr(job, "server_roles", None)
         rows.append(
             [
                 job_name(job),
                 "recurring",
-                format_duration(getattr(job, "period")),  # noqa: B009
-                format_duration(getattr(job, "delay", timedelta(minutes=3))),
+                format_schedule(getattr(job, "period")),  # noqa: B009
+                format_duration(JobView(job).delay()),
                 ",".join(sorted(r.name for r in roles)) if roles else "-",
             ]
         )
@@ -425,6 +443,70 @@ def _trigger_command(name: str) -> None:
             raise click.UsageError(str(exc)) from None
         raise click.ClickException(str(exc)) from None
     click.echo(f"triggered {name}: the next server to poll runs it")
+
+
+@recurjobs_cli.command("pause")
+@click.argument("name")
+def _pause_command(name: str) -> None:
+    """Pause the distributed job NAME on every server (a run going on finishes)."""
+    _set_paused(name, True)
+    click.echo(f"paused {name}: no server claims it until `flask recurjobs resume {name}`")
+
+
+@recurjobs_cli.command("resume")
+@click.argument("name")
+def _resume_command(name: str) -> None:
+    """Resume the paused distributed job NAME (it runs when it is next due)."""
+    _set_paused(name, False)
+    click.echo(f"resumed {name}: it runs when it is next due")
+
+
+def _set_paused(name: str, paused: bool) -> None:
+    """Pause or resume a distributed job's row. A recurring job is paused in the process that
+    runs it (``JobHost.pause``); a command process cannot reach it, so it is refused."""
+    from recurjobs.cli import CommandError, pause_row
+
+    host = RecurJobs.get_host()
+    job = {job_name(j): j for j in host.jobs}.get(name)
+    if job is not None and not callable(getattr(job, "execute", None)):
+        raise click.UsageError(
+            f"{name} is a recurring job: it is paused in the process that runs it; call "
+            "JobHost.pause() there (for example from a view)"
+        )
+    database = current_app.config.get("RECURJOBS_DATABASE_URL")
+    if not database:
+        raise click.UsageError(f"no job named {name!r} and RECURJOBS_DATABASE_URL is unset")
+    try:
+        pause_row(
+            database, host.settings.table_prefix, name, paused, source="RECURJOBS_DATABASE_URL"
+        )
+    except CommandError as exc:
+        if exc.bad_input:
+            raise click.UsageError(str(exc)) from None
+        raise click.ClickException(str(exc)) from None
+@recurjobs_cli.command("history")
+@click.option("--job", default=None, help="Only this job's runs (its name as status shows it).")
+@click.option("--limit", default=100, type=click.IntRange(1, 10_000), help="At most N runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def _history_command(job: str | None, limit: int, as_json: bool) -> None:
+    """Show the latest runs from the run history table (every server's), newest first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from recurjobs._clitext import history_table
+
+    host = RecurJobs.get_host()
+    if not current_app.config.get("RECURJOBS_DATABASE_URL"):
+        raise click.UsageError("the run history needs RECURJOBS_DATABASE_URL")
+    try:
+        records = host.history(job, limit=limit)
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except SQLAlchemyError as exc:  # the database: one line, never a traceback
+        raise click.ClickException(f"cannot read the run history: {exc}".splitlines()[0]) from None
+    if as_json:
+        click.echo(json.dumps([to_json(r) for r in records], indent=2))
+    else:
+        click.echo(history_table(records))
 
 
 def _forward_to_main_instance(host: JobHost, name: str, job: object) -> None:

@@ -32,7 +32,9 @@ class _Waiter:
 class ManualClock:
     """A deterministic :class:`recurjobs.Clock`: time stands still until :meth:`advance`.
 
-    ``now()`` starts at ``start`` (default 2026-01-01 00:00 UTC) and ``monotonic()`` at 0.
+    ``now()`` starts at ``start`` (default 2026-01-01 00:00 UTC) and ``monotonic()`` at 0;
+    :meth:`advance` moves both, so calendar (:class:`recurjobs.Cron`) jobs follow it too.
+    :meth:`step_wall_clock` moves only ``now()``, as NTP or a suspend moves a real wall clock.
     """
 
     def __init__(self, start: datetime | None = None) -> None:
@@ -44,12 +46,13 @@ class ManualClock:
             raise ValueError(f"start must be timezone-aware, got {start!r}")
         self._start = start.astimezone(UTC)
         self._elapsed = 0.0
+        self._wall_shift = timedelta(0)
         self._lock = threading.Condition()
         self._parked: list[_Waiter] = []
 
     def now(self) -> datetime:
         """The simulated wall time (aware UTC)."""
-        return self._start + timedelta(seconds=self._elapsed)
+        return self._start + self._wall_shift + timedelta(seconds=self._elapsed)
 
     def monotonic(self) -> float:
         """The simulated seconds since the clock was made."""
@@ -104,6 +107,17 @@ class ManualClock:
             if isinstance(cond, threading.Condition):
                 with cond:
                     cond.notify_all()
+
+    def step_wall_clock(self, delta: timedelta) -> None:
+        """Step ``now()`` by ``delta`` (forward or back) without moving ``monotonic()`` or
+        waking anyone: what an NTP correction or a resumed laptop does to a real wall clock.
+
+        Calendar jobs notice within a minute of monotonic time (their waits are re-checked).
+        """
+        if not isinstance(delta, timedelta):
+            raise TypeError(f"delta must be a timedelta, got {delta!r}")
+        with self._lock:
+            self._wall_shift += delta
 
     def waiters(self) -> int:
         """How many threads are parked now, not counting those whose event is already set."""

@@ -92,3 +92,54 @@ def test_flask_app(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     assert 0 == proc.returncode
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(150)
+def test_django_project(tmp_path: Path) -> None:
+    """examples/django_project under `runserver`: /status answers, POST /refresh runs the job,
+    and `manage.py recurjobs status` lists both jobs."""
+    project = ROOT / "examples" / "django_project"
+    port = free_port()
+    environ = child_env(tmp_path, SHOP_DB=str(tmp_path / "shop.sqlite3"))
+    environ.pop("RUN_MAIN", None)
+    proc = subprocess.Popen(
+        [python(), "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=project,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # A test run started in the background of a shell ignores SIGINT, and children inherit
+        # that: give the server the default, so SIGINT stops it (and its host) as Ctrl+C does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def status() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{base}/status", timeout=2) as answer:
+                return dict(json.load(answer))
+        except OSError:
+            return None
+
+    try:
+        wait_until(status, 30, "the project to answer")
+        request = urllib.request.Request(f"{base}/refresh", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert 202 == answer.status
+        done = wait_until(lambda: (s := status()) and s["refreshed"] and s, 30, "a refresh")
+        assert ["RefreshRates", "nightly-report"] == [j["name"] for j in done["jobs"]]
+    finally:
+        proc.send_signal(signal.SIGINT)  # the stop at exit waits up to 5 s for the jobs
+        proc.wait(60)
+    assert 0 == proc.returncode
+    listed = subprocess.run(
+        [python(), "manage.py", "recurjobs", "status"],
+        cwd=project,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert 0 == listed.returncode, listed.stderr
+    assert "nightly-report" in listed.stdout

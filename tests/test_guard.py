@@ -13,6 +13,7 @@ import pytest
 from recurjobs import (
     INFINITE,
     CancellationToken,
+    Cron,
     JobExecuted,
     JobExecuting,
     JobFailed,
@@ -78,7 +79,7 @@ class Flaky(RecurringJob, TriggerableJob):
         self.starts: list[float] = []
 
     @property  # type: ignore[misc]
-    def period(self) -> timedelta:
+    def period(self) -> timedelta | Cron:
         if self.broken:
             raise RuntimeError("period is broken")
         return self._period

@@ -36,12 +36,14 @@ class NotTriggerable(RecurringJob):
 def test_public_names_are_pinned() -> None:
     """recurjobs.__all__ is exactly the curated public surface, in sorted() order."""
     expected = [
-        "CancellationToken", "Clock", "DistributedJob", "DistributedJobClaimed",
-        "DistributedJobLeaseLost", "DistributedJobSettings", "INFINITE", "IgnoreReason",
+        "CancellationToken", "Clock",
+        "Cron", "DistributedJob", "DistributedJobClaimed",
+        "DistributedJobLeaseLost", "DistributedJobSettings", "HistorySettings", "INFINITE",
+        "IgnoreReason",
         "JobCanceled", "JobCancelled", "JobExecuted", "JobExecuting", "JobFailed", "JobHost",
         "JobIgnored", "JobNotification", "JobStarted", "JobStarting", "JobStatus",
         "JobStopped", "JobStopping", "JobTrigger", "MainDom", "NextExecution", "RecurringJob",
-        "ServerRole", "ServerRoleChanged", "Signal", "Subscription", "SystemClock",
+        "RunRecord", "ServerRole", "ServerRoleChanged", "Signal", "Subscription", "SystemClock",
         "TriggerableJob",
     ]  # fmt: skip
     assert expected == recurjobs.__all__

@@ -36,6 +36,7 @@ __all__ = [
     "bounded_waits",
     "check_statement_timeout",
     "session_bound_ms",
+    "share_bound",
     "to_ms",
 ]
 
@@ -77,6 +78,14 @@ def _mysql_seconds(limit_ms: int) -> int:
 def session_bound_ms(engine: Engine) -> int | None:
     """The bound every connection of ``engine`` carries (set by :func:`bound_sessions`)."""
     return _bounded_engines.get(engine)
+
+
+def share_bound(copy: Engine, engine: Engine) -> None:
+    """Let ``copy`` (``engine.execution_options(...)``, same pool) count as bounded like
+    ``engine``."""
+    bound = _bounded_engines.get(engine)
+    if bound is not None:
+        _bounded_engines[copy] = bound
 
 
 def bound_sessions(engine: Engine, limit_ms: int) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from recurjobs._roles import ServerRole
+from recurjobs._settings import DistributedJobSettings
 from recurjobs._status import JobStatus
 from recurjobs.sql._election import DatabaseServerRoles, default_identity
 from recurjobs.sql._poller import DistributedPoller, heartbeat_interval
@@ -26,7 +27,13 @@ from recurjobs.sql._store import JobStore
 if TYPE_CHECKING:
     from recurjobs._host import JobHost
 
-__all__ = ["HostSql"]
+__all__ = ["HostSql", "statement_timeout"]
+
+
+def statement_timeout(settings: DistributedJobSettings) -> float:
+    """The lock-wait bound of a host's statements (seconds): a heartbeat interval, at most 5 s
+    and at least 1 s (MySQL's smallest lock wait), so one locked row never costs a lease."""
+    return min(5.0, max(1.0, heartbeat_interval(settings)))
 
 
 class HostSql:
@@ -36,9 +43,7 @@ class HostSql:
         self._host = host
         self.owner = default_identity()
         prefix = host.settings.table_prefix
-        # No statement may wait on a lock for longer than a heartbeat interval (at most 5 s, at
-        # least 1 s, MySQL's smallest lock wait), so one locked row never costs a lease.
-        self.statement_timeout = min(5.0, max(1.0, heartbeat_interval(host.settings)))
+        self.statement_timeout = statement_timeout(host.settings)
         # The poller's retries back off on this event, so stop() never waits out a back-off.
         self._stopping = threading.Event()
         self.store = JobStore(
@@ -113,6 +118,11 @@ class HostSql:
     def trigger(self, name: str) -> bool:
         """Mark a distributed job due now (kept while it runs: it runs again right after)."""
         return self.poller is not None and self.poller.trigger(name)
+
+    def note_paused(self, name: str, paused: bool) -> None:
+        """Show a pause or resume of ``name`` in ``status()`` at once."""
+        if self.poller is not None:
+            self.poller.note_paused(name, paused)
 
     def server_role(self) -> ServerRole:
         """The elected role (UNKNOWN before the first successful touch)."""

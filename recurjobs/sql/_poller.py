@@ -9,7 +9,10 @@ connection (``_heartbeat``). ``recurjobs-lease``: the lease watchdog, while runs
 
 The poller thread is an APScheduler-style loop: one iteration (:meth:`DistributedPoller.step`),
 then a wait on the host clock until the next poll; ``trigger``, ``add`` and ``stop_claiming``
-only set state and wake it. Nothing a database, a job or a handler raises ends it.
+only set state and wake it. Nothing a database, a job or a handler raises ends it. Besides the
+``poll_period`` cadence it polls just after the next fire time of any free Cron row (as the
+last poll read it, on the database clock), so a calendar run starts within the usual poll
+latency of its fire time, not up to a whole ``poll_period`` late.
 
 Stopping is three calls, made in this order by the host (each bounded by a deadline on
 ``time.monotonic()``): :meth:`~DistributedPoller.stop_claiming` (no new claims, every token
@@ -26,18 +29,23 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from recurjobs._clock import Clock
+from recurjobs._cron import Cron
 from recurjobs._jobs import check_distributed
 from recurjobs._notifications import Publisher
+from recurjobs._runinfo import begin_run
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
+from recurjobs.sql._fires import nominal_period_ms
 from recurjobs.sql._heartbeat import Heartbeat
 from recurjobs.sql._leases import Leases
+from recurjobs.sql._rows import Claim, Due, Poll, utc
 from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
+from recurjobs.sql._wake import next_boundary
 
 __all__ = ["DistributedPoller"]
 
@@ -46,6 +54,14 @@ logger = logging.getLogger("recurjobs.sql")
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 # Consecutive lost claims after which a poll stops: other hosts are working the same list.
 _GIVE_UP_AFTER = 3
+# Seconds past a fire time at which the poller wakes for it: the database's now must have
+# reached the fire time when the claim's UPDATE runs.
+_FIRE_MARGIN = 0.005
+# Seconds between two reads of the paused flags for status() (the default poll period).
+_PAUSED_READ_INTERVAL = 5.0
+# Rows claimed per batch: small enough that hosts polling together share the due rows (and
+# the work of starting and finishing their runs), large enough to save most round trips.
+_BATCH = 20
 
 
 class DistributedPoller:
@@ -84,11 +100,18 @@ class DistributedPoller:
         self._state = _NEW
         self._jobs: dict[str, object] = {}
         self._stats: dict[str, RunStats] = {}
-        self._ensured: dict[str, tuple[timedelta, bool]] = {}
+        self._ensured: dict[str, tuple[timedelta | Cron, bool]] = {}
+        self._paused: set[str] = set()  # as last read from the rows (_read_paused)
+        self._paused_read_at = -math.inf
         self._schema_ready = False
         self._polling = False  # the initial delay is over
         self._poll_asked = False
         self._next_poll = math.inf
+        self._next_fire = math.inf  # monotonic: just after the next fire time of a free Cron row
+        self._fires: dict[str, int] = {}  # name -> next fire time (ms) at the last poll
+        self._db_clock: tuple[int, float] | None = None  # (database now ms, monotonic) then
+        self._aligned: set[float] = set()  # periods (s) of jobs aligned to the clock
+        self._boundary_poll = math.inf  # monotonic: just after the next aligned boundary
         self._thread: threading.Thread | None = None
         for job in jobs:
             self.add(job)
@@ -103,6 +126,8 @@ class DistributedPoller:
                 raise ValueError(f"a distributed job named {name!r} is already registered")
             self._jobs[name] = job
             self._stats.setdefault(name, RunStats())
+            if getattr(job, "align_to_clock", False):
+                self._aligned.add(getattr(job, "period").total_seconds())  # noqa: B009
         self._wake.set()
 
     def start(self) -> None:
@@ -189,6 +214,30 @@ class DistributedPoller:
             self._wake.set()
         return accepted
 
+    def note_paused(self, name: str, paused: bool) -> None:
+        """Show a pause or resume made through this host at once (the next poll reads it)."""
+        with self._lock:
+            if paused:
+                self._paused.add(name)
+            else:
+                self._paused.discard(name)
+
+    def _read_paused(self, names: list[str]) -> None:
+        """Refresh which of this host's jobs are paused, for ``status()`` (claims do not need
+        it: the claim guard itself skips paused rows). At most every 5 s, so a fast poll
+        does not double its queries. A failure keeps the last view."""
+        now = self.clock.monotonic()
+        if now - self._paused_read_at < max(self._poll_s, _PAUSED_READ_INTERVAL):
+            return
+        self._paused_read_at = now
+        try:
+            paused = self.store.paused_names(names)
+        except Exception as exc:
+            logger.debug("reading paused jobs on %s failed: %s", self.store.url, self._why(exc))
+            return
+        with self._lock:
+            self._paused = paused
+
     def status(self) -> list[JobStatus]:
         """One record per job this host knows, as this host saw its runs."""
         with self._lock:
@@ -198,17 +247,35 @@ class DistributedPoller:
     def _status_of(self, name: str, job: object) -> JobStatus:
         stats = self._stats[name]
         run = self.leases.get(name)
+        period = getattr(job, "period")  # noqa: B009
         return JobStatus(
             name=name,
             kind="distributed",
-            period=getattr(job, "period"),  # noqa: B009
-            next_run=None,  # the database decides; see JobStore.rows() for next_due
+            period=period,
+            # A period job: the database decides (see JobStore.rows() for next_due).
+            next_run=self._next_fire_of(name, period) if isinstance(period, Cron) else None,
             last_start=stats.last_start,
             last_outcome=stats.last_outcome,
             runs=stats.runs,
             failures=stats.failures,
             running=run is not None and not run.ended,
+            paused=name in self._paused,
         )
+
+    def _next_fire_of(self, name: str, cron: Cron) -> datetime:
+        """A Cron job's next fire time: as the last poll found its free row (a past time: due,
+        claimed at the next chance); else the first one after the database's now, estimated
+        from the last poll (the host's clock before any poll)."""
+        with self._lock:
+            fire = self._fires.get(name)
+            db_clock = self._db_clock
+        if fire is not None:
+            return utc(fire)
+        if db_clock is None:
+            return cron.next_after(self.clock.now())
+        now_ms, read_at = db_clock
+        elapsed = timedelta(seconds=max(0.0, self.clock.monotonic() - read_at))
+        return cron.next_after(utc(now_ms) + elapsed)
 
     def stats(self, name: str) -> RunStats:
         """This host's counters for job ``name`` (lease losses included)."""
@@ -233,7 +300,7 @@ class DistributedPoller:
         with self._lock:
             if self._state != _RUNNING:
                 return 0.0
-            wake = self._next_poll
+            wake = min(self._next_poll, self._next_fire, self._boundary_poll)
             if self._polling and self._pending():
                 wake = min(wake, now + self._poll_s)  # retry a failed ensure
         return None if math.isinf(wake) else max(0.0, wake - now)
@@ -245,7 +312,9 @@ class DistributedPoller:
         with self._lock:
             if self._state != _RUNNING:
                 return
-            poll = now >= self._next_poll or (self._polling and self._poll_asked)
+            boundary = self._polling and now >= self._boundary_poll
+            poll = now >= self._next_poll or (self._polling and self._poll_asked) or boundary
+            poll = poll or now >= self._next_fire
             if now >= self._next_poll:
                 self._polling = True
                 # Drift-free cadence; after a long stall, skip the missed polls.
@@ -254,6 +323,10 @@ class DistributedPoller:
                     self._next_poll = now + self._poll_s
             if poll:
                 self._poll_asked = False
+                self._next_fire = math.inf  # the poll plans the next one
+            if self._polling and (poll or math.isinf(self._boundary_poll)) and self._aligned:
+                wall = self.clock.now().timestamp()
+                self._boundary_poll = now + next_boundary(wall, self._aligned) - wall
             # Rows are written at the first poll, not at start: a new job's last_run is then
             # the database's now at start + delay, so it first runs at start + delay + period.
             pending = self._polling and self._pending()
@@ -296,24 +369,46 @@ class DistributedPoller:
         held = {r.claim.name for r in self.leases.all()}  # running, or finish pending
         free = self.settings.max_concurrent_jobs - len(self.leases.running())
         with self._lock:
-            candidates = [n for n in self._jobs if n not in held]
+            names = list(self._jobs)
+            candidates = [n for n in names if n not in held]
+            crons = {n: p for n, j in self._jobs.items() if isinstance(p := _period(j), Cron)}
+        self._read_paused(names)
         if not ready or free <= 0 or not candidates:
             return
         try:
-            names = self.store.due_names(candidates)
-            if len(names) <= free:
+            polled = self.store.poll(candidates, crons)
+            self._plan_fires(polled)
+            due = polled.due
+            if len(due) <= free:
                 # All of them fit, so the order only decides collisions: every host read the
                 # same order and would otherwise race for the same row at every step.
-                random.shuffle(names)
+                random.shuffle(due)
             # A row whose last claim waited out a lock held by another session goes last, so
             # that lock delays only that row, not the due jobs behind it.
             locked = self._locked_rows()
-            names.sort(key=lambda n: n in locked)
+            due.sort(key=lambda d: d.name in locked)
+            # The due rows there are slots for, claimed in batches (``_batch``); rows known
+            # to be locked, and all of them when a batch waited out a lock, one by one after.
+            # Only period rows are batched: a calendar (Cron) row's due rule binds its own
+            # fire time, so it is claimed on its own.
+            with self._lock:
+                plain = {n for n, j in self._jobs.items() if isinstance(_period(j), timedelta)}
+            rest = [d for d in due if d.name not in locked and d.name in plain]
+            while len(rest) > 1 and free > 0:
+                batch, rest = rest[: min(free, _BATCH)], rest[min(free, _BATCH) :]
+                won = self._claim_many(batch)
+                if won is None:
+                    break
+                free -= won
+                taken = {d.name for d in batch}
+                due = [d for d in due if d.name not in taken]
+                if won == 0:
+                    break  # other hosts are claiming these rows; the next poll looks again
             lost = 0
-            for name in names:
+            for found in due:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
                     break  # the rest is being claimed by other hosts; next poll looks again
-                won = self._claim(name)
+                won = self._claim(found)
                 if won:
                     free -= 1
                     lost = 0
@@ -323,6 +418,24 @@ class DistributedPoller:
             url = self.store.url
             logger.warning("polling %s failed, trying again next poll: %s", url, self._why(exc))
 
+    def _plan_fires(self, polled: Poll) -> None:
+        """Remember the calendar the poll read, and wake just after its next future fire time.
+
+        The fire times are on the database clock; the wait is on the host's monotonic clock,
+        counted from when the poll's answer arrived (the database read its now no later, so
+        the wake-up is never early by the round trip).
+        """
+        read_at = self.clock.monotonic()
+        with self._lock:
+            self._fires = dict(polled.fires_ms)
+            if polled.now_ms is None:
+                return
+            self._db_clock = (polled.now_ms, read_at)
+            ahead = [f for f in polled.fires_ms.values() if f > polled.now_ms]
+            if ahead:
+                wake = read_at + (min(ahead) - polled.now_ms) / 1000 + _FIRE_MARGIN
+                self._next_fire = min(self._next_fire, wake)
+
     def _why(self, exc: BaseException) -> str:
         """What went wrong, in one line, password masked."""
         return first_line(exc, self.store.engine)
@@ -331,24 +444,57 @@ class DistributedPoller:
         """The rows whose last claim timed out on a lock (as the store reports them)."""
         return self.store.locked_rows()
 
-    def _claim(self, name: str) -> bool | None:
-        """Claim and launch ``name``: True when won, False when another host was quicker,
+    def _claim(self, found: Due) -> bool | None:
+        """Claim and launch ``found``: True when won, False when another host was quicker,
         None when the statement failed (a locked row, a lost connection: only this row waits).
         """
+        name = found.name
         with self._lock:
             job = self._jobs[name]
             if self._state != _RUNNING:
                 return False
-        lease = getattr(job, "period") + self.settings.max_execution_time  # noqa: B009
+            self._fires.pop(name, None)  # claimed or lost: the next poll reads the row again
+        lease = self._lease(job, found)
         sent = self.clock.monotonic()
         try:
-            claim = self.store.try_claim(name, owner=self.owner, lease=lease)
+            claim = self.store.try_claim(name, owner=self.owner, lease=lease, fire_ms=found.fire_ms)
         except Exception as exc:
             logger.warning("claiming %s on %s failed: %s", name, self.store.url, self._why(exc))
             return None
         if claim is None:
             return False  # another host was quicker
-        if self.clock.monotonic() >= sent + lease.total_seconds() - self.leases.interval:
+        return self._launch(job, claim, sent, manual=found.triggered)
+
+    def _claim_many(self, batch: list[Due]) -> int | None:
+        """Claim the period rows of ``batch`` in one statement and launch the runs won; how
+        many were won (0 when the batch failed: logged, the next poll tries again), or None
+        when it waited out a lock and the rows should be claimed one by one."""
+        with self._lock:
+            if self._state != _RUNNING:
+                return 0
+            jobs = {d.name: self._jobs[d.name] for d in batch}
+        manual = {d.name: d.triggered for d in batch}
+        extra = self.settings.max_execution_time
+        leases: dict[str, timedelta] = {}
+        for name, job in jobs.items():
+            period = _period(job)
+            if not isinstance(period, timedelta):  # switched to a calendar since the poll
+                return 0
+            leases[name] = period + extra
+        sent = self.clock.monotonic()
+        try:
+            claims = self.store.try_claim_many(leases, owner=self.owner)
+        except Exception as exc:
+            logger.warning("claiming on %s failed: %s", self.store.url, self._why(exc))
+            return 0
+        if claims is None:
+            return None
+        return sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)
+
+    def _launch(self, job: object, claim: Claim, sent: float, *, manual: bool) -> bool:
+        """Start the run of a claim won (sent at ``sent``); False when it must not run."""
+        name = claim.name
+        if self.clock.monotonic() >= sent + claim.lease.total_seconds() - self.leases.interval:
             # The claim's acknowledgement came so late (a commit held up by a lock or a stall)
             # that its lease may already have lapsed and another host may own the row: never
             # start a run that could overlap a takeover. The row is taken again once stale.
@@ -364,6 +510,7 @@ class DistributedPoller:
             token=CancellationToken(self.clock),
             stats=self._stats[name],
             owner=self.owner,
+            manual=manual,
         )
         run.thread = threading.Thread(
             target=self._run, args=(run,), name=f"recurjobs-run-{name}", daemon=True
@@ -377,8 +524,7 @@ class DistributedPoller:
                 self.store.release(claim)
             except Exception as exc:
                 logger.warning(
-                    "releasing %s on %s failed (%s); it becomes claimable when its lease "
-                    "expires",
+                    "releasing %s on %s failed (%s); it becomes claimable when its lease expires",
                     name,
                     self.store.url,
                     exc,
@@ -387,19 +533,40 @@ class DistributedPoller:
         run.thread.start()
         return True
 
+    def _lease(self, job: object, found: Due) -> timedelta:
+        """How long a claim lives unrenewed: the period (for a Cron row, the gap after the
+        claimed fire time) plus ``max_execution_time``."""
+        period = _period(job)
+        if found.gap_ms is not None:
+            gap = timedelta(milliseconds=found.gap_ms)
+        elif isinstance(period, Cron):  # a Cron job whose row another host made a period row
+            now = _ms(self._next_fire_of(found.name, period))
+            gap = timedelta(milliseconds=nominal_period_ms(period, now))
+        else:
+            gap = period
+        return gap + self.settings.max_execution_time
+
     def _run(self, run: Run) -> None:
         settled = False
+        begin_run(manual=run.manual, lost=lambda: run.lost)  # for the run history
         try:
-            settled = execute_run(
-                run, store=self.store, clock=self.clock, publisher=self.publisher
-            )
+            settled = execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)
         finally:
             self.leases.ended(run, settled)
             self._wake.set()
 
 
-def _spec(job: object) -> tuple[timedelta, bool]:
-    return getattr(job, "period"), bool(getattr(job, "align_to_clock", False))  # noqa: B009
+def _spec(job: object) -> tuple[timedelta | Cron, bool]:
+    return _period(job), bool(getattr(job, "align_to_clock", False))
+
+
+def _period(job: object) -> timedelta | Cron:
+    period: timedelta | Cron = getattr(job, "period")  # noqa: B009
+    return period
+
+
+def _ms(t: datetime) -> int:
+    return (t - utc(0)) // timedelta(milliseconds=1)
 
 
 def _left(deadline: float | None) -> float | None:

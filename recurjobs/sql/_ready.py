@@ -25,6 +25,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, MetaData, Table, insert, update
 
 from recurjobs.sql._bounds import bounded_waits
+from recurjobs.sql._migrate import add_missing_columns
 from recurjobs.sql._retry import is_transient
 from recurjobs.sql._tables import create_tables
 from recurjobs.sql._urls import DatabaseUnavailable, masked, scrub
@@ -53,6 +54,7 @@ def check_ready(
     while True:
         try:
             create_tables(engine, metadata, limit_ms=limit_ms)
+            add_missing_columns(engine, jobs, limit_ms=limit_ms)
             _probe(engine, jobs, limit_ms)
             return
         except DatabaseUnavailable:

@@ -77,6 +77,8 @@ class Run:
     next_finish: float = 0.0
     finish_failures: int = 0
     thread: threading.Thread | None = field(default=None, repr=False)
+    manual: bool = False
+    """Claimed because of a trigger (``due_now``), not the schedule (for the run history)."""
 
 
 def execute_run(
@@ -93,22 +95,31 @@ def execute_run(
     outcome = "failed"
     started = clock.monotonic()
     try:
-        publisher.publish(DistributedJobClaimed(job=job, at=clock.now(), claim_id=claim.claim_id))
+        if publisher.wants(DistributedJobClaimed):
+            publisher.publish(
+                DistributedJobClaimed(job=job, at=clock.now(), claim_id=claim.claim_id)
+            )
         stats.runs += 1
         stats.last_start = clock.now()
-        publisher.publish(JobExecuting(job=job, at=stats.last_start))
+        if publisher.wants(JobExecuting):
+            publisher.publish(JobExecuting(job=job, at=stats.last_start))
         started = clock.monotonic()
         raised = _call_execute(job, token)
         stats.last_duration = timedelta(seconds=clock.monotonic() - started)
         if raised is None:
             outcome = "executed"
-            publisher.publish(JobExecuted(job=job, at=clock.now(), duration=stats.last_duration))
+            if publisher.wants(JobExecuted):
+                publisher.publish(
+                    JobExecuted(job=job, at=clock.now(), duration=stats.last_duration)
+                )
         elif isinstance(raised, JobCancelled) and token.is_cancelled():
             outcome = "canceled"
-            publisher.publish(JobCanceled(job=job, at=clock.now()))
+            if publisher.wants(JobCanceled):
+                publisher.publish(JobCanceled(job=job, at=clock.now()))
         else:
             stats.failures += 1
-            publisher.publish(JobFailed(job=job, at=clock.now(), exception=raised))
+            if publisher.wants(JobFailed):
+                publisher.publish(JobFailed(job=job, at=clock.now(), exception=raised))
     finally:
         stats.last_outcome = outcome
         run.ended = True

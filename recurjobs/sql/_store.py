@@ -12,29 +12,49 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, MetaData, and_, delete, false, insert, select
+from sqlalchemy import Connection, Engine, MetaData, and_, delete, false, insert, or_, select, true
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Executable
 
+from recurjobs._cron import Cron
 from recurjobs._jobs import check_distributed
 from recurjobs._validate import instance
 from recurjobs._validate import table_prefix as check_prefix
+from recurjobs.sql._batch import claim_batch
 from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
     check_statement_timeout,
+    share_bound,
     to_ms,
 )
-from recurjobs.sql._claims import claimable, due, guarded_update, new_claim_id, stale
+from recurjobs.sql._claims import (
+    claimable,
+    due,
+    guarded_update,
+    last_attempted,
+    new_claim_id,
+    stale,
+    unpaused,
+)
 from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._fires import (
+    cron_text,
+    first_fire_after,
+    gap_after,
+    next_fire,
+    nominal_period_ms,
+)
+from recurjobs.sql._migrate import add_missing_columns
+from recurjobs.sql._pool import single_statement_options
 from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
-from recurjobs.sql._rows import Claim, JobRow, job_row, ms
+from recurjobs.sql._rows import Claim, Due, JobRow, Poll, job_row, ms
 from recurjobs.sql._tables import create_tables, jobs_table
 from recurjobs.sql._urls import engine_for, masked, scrub
 
@@ -82,19 +102,29 @@ class JobStore:
             ":memory:",
         )
         self._serial = threading.Lock() if shared else None
+        # Single-statement steps skip BEGIN/COMMIT where that is safe (``_pool``).
+        single = single_statement_options(self.engine, self._bound_ms)
+        self._single = self.engine
+        if single:
+            self._single = self.engine.execution_options(**single)
+            share_bound(self._single, self.engine)
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
 
     # ------------------------------------------------------------------ plumbing
-    def _step(self, what: str, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one bounded transaction, retried through transient faults."""
+    def _step(self, what: str, fn: Callable[[Connection], T], *, single: bool = False) -> T:
+        """Run ``fn`` in one bounded transaction, retried through transient faults.
+
+        ``single``: ``fn`` runs exactly one statement, which may then run in autocommit.
+        """
+        engine = self._single if single else self.engine
 
         def attempt() -> T:
             with (
                 self._serialised(),
-                self.engine.begin() as conn,
+                engine.begin() as conn,
                 bounded_waits(conn, self._bound_ms),
             ):
                 return fn(conn)
@@ -103,7 +133,7 @@ class JobStore:
 
     def _execute(self, what: str, statement: Executable) -> int:
         """Run one statement in its own transaction; return its rowcount."""
-        return self._step(what, lambda conn: conn.execute(statement).rowcount)
+        return self._step(what, lambda conn: conn.execute(statement).rowcount, single=True)
 
     @contextlib.contextmanager
     def _serialised(self) -> Iterator[None]:
@@ -120,17 +150,20 @@ class JobStore:
 
     # -------------------------------------------------------------------- schema
     def create_schema(self) -> None:
-        """Create the table if it is missing; hosts doing it at the same moment all succeed."""
-        self.retry.call(
-            "creating tables",
-            self.url,
-            lambda: create_tables(self.engine, self.metadata, limit_ms=self._bound_ms),
-        )
+        """Create the table if it is missing, or add the columns an older version's table
+        lacks (``paused``, ``cron``); hosts doing it at the same moment all succeed."""
+
+        def create() -> None:
+            create_tables(self.engine, self.metadata, limit_ms=self._bound_ms)
+            add_missing_columns(self.engine, self.jobs, limit_ms=self._bound_ms)
+
+        self.retry.call("creating tables", self.url, create)
 
     def check_ready(self, timeout: float) -> None:
         """Check that this store can work, or raise :class:`~recurjobs.sql.DatabaseUnavailable`.
 
-        Connects, creates the table if it is missing, and proves with a rolled-back write that
+        Connects, creates the table if it is missing (or adds the columns an older version's
+        table lacks), and proves with a rolled-back write that
         rows can be written and (on MySQL/MariaDB) that updates count matched rows
         (``CLIENT.FOUND_ROWS``). Refused credentials, an unknown database, an SQLite path that
         cannot be opened or written, or a connection counting changed rows fail at once; a
@@ -157,33 +190,66 @@ class JobStore:
 
     # ------------------------------------------------------------------ schedule
     def ensure(self, jobs: Iterable[object]) -> None:
-        """Insert missing rows (``last_run`` = now) and update changed periods or alignment.
+        """Insert missing rows (``last_run`` = now) and update changed schedules or alignment.
+
+        A Cron job's row holds its calendar in ``cron`` (``"<expression>|<zone name>"``) and a
+        nominal gap between fire times in ``period_ms`` (``_fires.nominal_period_ms``); it is
+        inserted with ``last_attempted_run`` = now, so fire times before the row existed are
+        not caught up, and a row whose calendar changes restarts from now the same way.
 
         Rows of jobs not given are left alone: in a rolling deploy other hosts may still run
         them. Removing them is :meth:`prune`'s job.
         """
-        wanted: dict[str, tuple[int, bool]] = {}
+        wanted: dict[str, tuple[int, bool, Cron | None]] = {}
         for job in jobs:
             check_distributed(job)
-            spec = (ms(getattr(job, "period")), bool(getattr(job, "align_to_clock", False)))  # noqa: B009
-            wanted[getattr(job, "name")] = spec  # noqa: B009
+            period = getattr(job, "period")  # noqa: B009
+            if isinstance(period, Cron):
+                wanted[getattr(job, "name")] = (0, False, period)  # noqa: B009
+            else:
+                aligned = bool(getattr(job, "align_to_clock", False))
+                wanted[getattr(job, "name")] = (ms(period), aligned, None)  # noqa: B009
         if not wanted:
             return
         c = self.jobs.c
-        query = select(c.name, c.period_ms, c.aligned).where(c.name.in_(list(wanted)))
-        existing = {
-            row.name: (int(row.period_ms), bool(row.aligned))
-            for row in self._step("reading job rows", lambda conn: list(conn.execute(query)))
-        }
-        for name, (period_ms, aligned) in wanted.items():
-            if name not in existing and self._insert(name, period_ms, aligned):
+        query = select(c.name, c.period_ms, c.aligned, c.cron).where(c.name.in_(list(wanted)))
+        existing = self._existing(query)
+        now_ms = self.now_ms() if any(w[2] is not None for w in wanted.values()) else 0
+        for name, (period_ms, aligned, cron) in wanted.items():
+            if cron is not None:
+                self._ensure_cron(name, cron, now_ms, existing.get(name))
+            elif name not in existing and self._insert(name, period_ms, aligned, None):
                 continue
-            if existing.get(name) != (period_ms, aligned):
+            elif existing.get(name) != (period_ms, aligned, None):
                 stmt = self.jobs.update().where(c.name == name)
-                stmt = stmt.values(period_ms=period_ms, aligned=aligned)
+                stmt = stmt.values(period_ms=period_ms, aligned=aligned, cron=None)
                 self._execute("updating a job's period", stmt)
 
-    def _insert(self, name: str, period_ms: int, aligned: bool) -> bool:
+    def _existing(self, query: Executable) -> dict[str, tuple[int, bool, str | None]]:
+        rows = self._step("reading job rows", lambda conn: list(conn.execute(query)))
+        return {r.name: (int(r.period_ms), bool(r.aligned), r.cron) for r in rows}
+
+    def _ensure_cron(
+        self, name: str, cron: Cron, now_ms: int, found: tuple[int, bool, str | None] | None
+    ) -> None:
+        """Insert a Cron row, or switch a row to this calendar (restarting it from now)."""
+        text = cron_text(cron)
+        period_ms = nominal_period_ms(cron, now_ms)
+        if found is None and self._insert(name, period_ms, False, text):
+            return
+        if found is not None and found[1:] == (False, text):
+            return  # the period_ms of a Cron row is informational: not rewritten
+        c = self.jobs.c
+        # Guarded, so that of hosts switching the row at once only the first restarts it.
+        stmt = self.jobs.update().where(
+            c.name == name, or_(c.cron.is_(None), c.cron != text, c.aligned == true())
+        )
+        stmt = stmt.values(
+            period_ms=period_ms, aligned=False, cron=text, last_attempted_run_ms=db_now_ms()
+        )
+        self._execute("updating a job's calendar", stmt)
+
+    def _insert(self, name: str, period_ms: int, aligned: bool, cron: str | None) -> bool:
         """Insert a new row; False when another host inserted it first."""
         stmt = insert(self.jobs).values(
             name=name,
@@ -192,7 +258,10 @@ class JobStore:
             last_run_ms=db_now_ms(),
             running=False,
             due_now=False,
+            cron=cron,
         )
+        if cron is not None:  # a new Cron row does not catch up fire times before it existed
+            stmt = stmt.values(last_attempted_run_ms=db_now_ms())
         try:
             self._execute("inserting a job row", stmt)
         except IntegrityError:
@@ -201,26 +270,72 @@ class JobStore:
 
     def due_names(self, names: Collection[str]) -> list[str]:
         """Of ``names``, those due and claimable now: triggered first, then longest waiting."""
-        if not names:
-            return []
+        return [d.name for d in self.poll(names).due]
+
+    def poll(self, names: Collection[str], crons: Mapping[str, Cron] | None = None) -> Poll:
+        """Of ``names``, those due and claimable now, triggered first, then longest waiting;
+        with the database's now and the next fire time of each free Cron row.
+
+        One ``SELECT``: period rows are judged in it; free Cron rows are read with their
+        ``last_attempted_run`` and judged here (``_fires``) from database times only. The
+        calendar is the row's ``cron`` column; ``crons`` (name -> the Cron this host declared)
+        stands in when this host cannot read the column.
+        """
         c = self.jobs.c
+        now = db_now_ms().label("now_ms")
+        if not names:
+            return Poll(due=[], now_ms=None, fires_ms={})
         query = (
-            select(c.name)
+            select(c.name, c.due_now, c.cron, last_attempted(self.jobs).label("attempted"), now)
             .where(
-                c.name.in_(list(names)), due(self.jobs), (c.running == false()) | stale(self.jobs)
+                c.name.in_(list(names)),
+                due(self.jobs) | c.cron.is_not(None),
+                unpaused(self.jobs),
+                (c.running == false()) | stale(self.jobs),
             )
             .order_by(c.due_now.desc(), c.last_run_ms, c.name)
         )
-        return self._step("polling for due jobs", lambda conn: list(conn.scalars(query)))
+        rows = self._step(
+            "polling for due jobs", lambda conn: list(conn.execute(query)), single=True
+        )
+        if not rows:  # an idle poll of period jobs: no second statement for the clock
+            return Poll(due=[], now_ms=None, fires_ms={})
+        now_ms = int(rows[0].now_ms)
+        found: list[Due] = []
+        fires: dict[str, int] = {}
+        for name, due_now, text, attempted, _ in rows:
+            if text is None:
+                # A period row: the SELECT judged it due.
+                found.append(Due(name, triggered=bool(due_now)))
+                continue
+            own = crons.get(name) if crons is not None else None
+            planned = _plan(text, own, int(attempted))
+            if planned is None:  # a calendar this host cannot read: triggers only
+                if due_now:
+                    found.append(Due(name, triggered=True))
+                continue
+            fire, gap = planned
+            fires[name] = fire
+            if fire <= now_ms:
+                found.append(Due(name, fire_ms=fire, gap_ms=gap, triggered=bool(due_now)))
+            elif due_now:  # triggered before its fire time: the lease takes the gap ahead
+                found.append(Due(name, gap_ms=gap, triggered=True))
+        return Poll(due=found, now_ms=now_ms, fires_ms=fires)
 
     # -------------------------------------------------------------------- claims
-    def try_claim(self, name: str, *, owner: str, lease: timedelta) -> Claim | None:
+    def try_claim(
+        self, name: str, *, owner: str, lease: timedelta, fire_ms: int | None = None
+    ) -> Claim | None:
         """Claim ``name`` if it is due and free (or stale); None when another host has it.
 
-        ``lease`` is how long the claim lives without a heartbeat: the owner's period plus
-        max_execution_time. Retries reuse the claim id (see ``_claims.claimable``). When the row
-        stays locked by another transaction for ``statement_timeout``, the answer is None too
-        ("not claimed this time"): the wait is not repeated, the next poll tries again.
+        ``lease`` is how long the claim lives without a heartbeat: the owner's period (for a
+        Cron job, the gap after the claimed fire time) plus max_execution_time. ``fire_ms`` is
+        a Cron row's fire time from :meth:`poll` (``Due.fire_ms``): the claim lands only if
+        ``last_attempted_run < fire_ms <= now`` still holds (or the row is triggered).
+
+        Retries reuse the claim id (see ``_claims.claimable``). When the row stays locked by
+        another transaction for ``statement_timeout``, the answer is None too ("not claimed
+        this time"): the wait is not repeated, the next poll tries again.
         """
         claim = Claim(name=name, claim_id=new_claim_id(), lease=lease)
         c = self.jobs.c
@@ -234,10 +349,12 @@ class JobStore:
             "lease_ms": ms(lease),
             "due_now": False,
         }
-        where = and_(c.name == name, claimable(self.jobs, claim.claim_id))
+        where = and_(c.name == name, claimable(self.jobs, claim.claim_id, fire_ms))
         try:
             won = self._step(
-                "claiming a job", lambda conn: guarded_update(conn, self.jobs, where, values)
+                "claiming a job",
+                lambda conn: guarded_update(conn, self.jobs, where, values),
+                single=True,
             )
         except Exception as exc:
             if not is_lock_timeout(exc):
@@ -246,6 +363,30 @@ class JobStore:
             return None
         self._locked.discard(name)
         return claim if won else None
+
+    def try_claim_many(self, leases: Mapping[str, timedelta], *, owner: str) -> list[Claim] | None:
+        """Claim every job of ``leases`` (name -> lease) that is due and free (or stale), in one
+        guarded UPDATE (``_batch``); return the claims won (one fresh claim id for the batch).
+
+        None when the batch waited out ``statement_timeout`` on a lock (a server without
+        ``SKIP LOCKED``, or SQLite's file lock): the caller may claim the rows one by one.
+        """
+        claim_id = new_claim_id()
+        leases_ms = {name: ms(lease) for name, lease in leases.items()}
+        try:
+            won = self._step(
+                "claiming jobs",
+                lambda conn: claim_batch(
+                    conn, self.jobs, leases_ms, claim_id=claim_id, owner=owner
+                ),
+            )
+        except Exception as exc:
+            if not is_lock_timeout(exc):
+                raise
+            logger.debug("a batch of claims on %s waited out a lock: %s", self.url, exc)
+            return None
+        self._locked.difference_update(won)
+        return [Claim(name=name, claim_id=claim_id, lease=leases[name]) for name in won]
 
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""
@@ -268,7 +409,9 @@ class JobStore:
     def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:
         c = self.jobs.c
         where = and_(c.name == claim.name, c.claim_id == claim.claim_id)
-        return self._step(what, lambda conn: guarded_update(conn, self.jobs, where, values))
+        return self._step(
+            what, lambda conn: guarded_update(conn, self.jobs, where, values), single=True
+        )
 
     def heartbeat(self, claim: Claim) -> bool:
         """Renew ``claim``; False when it is no longer ours (taken over after going stale).
@@ -299,12 +442,44 @@ class JobStore:
         return self._fenced("releasing a claim", claim, values)
 
     def trigger(self, name: str) -> bool:
-        """Mark ``name`` due now for whichever host polls next; False when there is no row."""
+        """Mark ``name`` due now for whichever host polls next; False when there is no row or
+        the job is paused (a trigger is refused, not kept for after the resume)."""
         c = self.jobs.c
+        where = and_(c.name == name, unpaused(self.jobs))
         return self._step(
             "triggering a job",
-            lambda conn: guarded_update(conn, self.jobs, c.name == name, {"due_now": True}),
+            lambda conn: guarded_update(conn, self.jobs, where, {"due_now": True}),
         )
+
+    def set_paused(self, name: str, paused: bool) -> bool:
+        """Pause or resume ``name`` cluster-wide; False when there is no row of that name.
+
+        A paused row is never claimed (a run going on finishes). Resuming does not trigger a
+        run: the job runs when its schedule says it is due, which may be at the next poll.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        if not 1 <= len(name) <= 200:
+            raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
+        if not isinstance(paused, bool):
+            raise TypeError(f"paused must be a bool, got {paused!r}")
+        c = self.jobs.c
+        return self._step(
+            "pausing a job" if paused else "resuming a job",
+            lambda conn: guarded_update(conn, self.jobs, c.name == name, {"paused": paused}),
+        )
+
+    def paused_names(self, names: Collection[str] | None = None) -> set[str]:
+        """The paused jobs among ``names`` (all rows when None)."""
+        if isinstance(names, str):
+            raise TypeError(f"names must be a collection of names, got {names!r}")
+        c = self.jobs.c
+        query = select(c.name).where(c.paused == true())
+        if names is not None:
+            if not names:
+                return set()
+            query = query.where(c.name.in_(list(names)))
+        return set(self._step("reading paused jobs", lambda conn: list(conn.scalars(query))))
 
     # --------------------------------------------------------------- inspection
     def rows(self) -> list[JobRow]:
@@ -320,7 +495,8 @@ class JobStore:
     ) -> list[str]:
         """Delete rows not in ``keep`` and/or not run for ``older_than``; return their names.
 
-        At least one criterion is required. Rows that are running (and not stale) are kept.
+        At least one criterion is required. Rows that are running (and not stale) are kept, and
+        ``older_than`` alone never deletes a paused row.
         """
         if keep is None and older_than is None:
             raise ValueError("prune needs keep=..., older_than=... or both")
@@ -332,6 +508,8 @@ class JobStore:
         if keep is not None:
             guards.append(c.name.not_in(list(keep)))
         if older_than is not None:
+            # A paused job is idle on purpose: age alone never deletes it (and its pause).
+            guards.append(unpaused(self.jobs))
             cutoff = ms(older_than)
             guards.append(now - c.last_run_ms > cutoff)
             guards.append(c.last_alive_ms.is_(None) | (now - c.last_alive_ms > cutoff))
@@ -345,3 +523,13 @@ class JobStore:
             if self._execute("pruning a job row", stmt) == 1:
                 pruned.append(name)
         return pruned
+
+
+def _plan(text: str, own: Cron | None, after_ms: int) -> tuple[int, int] | None:
+    """The first fire time after ``after_ms`` and the gap to the next one, by the row's
+    calendar ``text`` or, when this host cannot read it, by the job's own Cron ``own``."""
+    planned = next_fire(text, after_ms)
+    if planned is None and own is not None:
+        fire = first_fire_after(own, after_ms)
+        planned = fire, gap_after(own, fire)
+    return planned

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import BigInteger, Boolean, Column, Engine, MetaData, String, Table, inspect
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    false,
+    inspect,
+)
 from sqlalchemy.exc import DBAPIError
 
 from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
@@ -42,6 +52,12 @@ def jobs_table(metadata: MetaData, prefix: str) -> Table:
         Column("claim_id", String(64), nullable=True),
         # Set by trigger_distributed: due at the next poll whatever the schedule says.
         Column("due_now", Boolean, nullable=False, default=False),
+        # Paused cluster-wide: never claimed until resumed (a running claim finishes).
+        # The server default lets an older table gain the column (``_migrate``) and lets hosts
+        # of an older version, which do not know it, still insert rows.
+        Column("paused", Boolean, nullable=False, default=False, server_default=false()),
+        # A calendar schedule, "<expression>|<zone name>", or NULL for a period.
+        Column("cron", String(255), nullable=True),
     )
 
 

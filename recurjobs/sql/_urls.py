@@ -26,6 +26,7 @@ from recurjobs.sql._bounds import (
     check_statement_timeout,
     to_ms,
 )
+from recurjobs.sql._pool import POOL_SETTINGS, configure_pool
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -250,8 +251,9 @@ def engine_for(
 def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Engine:
     """An engine for ``url`` suited to a long-lived background poller.
 
-    ``pool_pre_ping`` replaces connections the server dropped (restart, idle timeout) before
-    they are used. Server drivers get a bounded connect timeout, so a poll cannot hang on a
+    No pre-ping and no reset on return (``_pool``): a connection the server dropped (restart,
+    idle timeout) fails its step, is dropped from the pool, and the step's retry runs on a
+    fresh connection. Server drivers get a bounded connect timeout, so a poll cannot hang on a
     dead host for minutes. SQLite files get WAL mode (readers never block the writer) and a
     busy timeout (writers queue instead of failing at once), set on every new connection; an
     in-memory SQLite database is one shared connection, since each new one would be empty.
@@ -264,7 +266,7 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
     """
     limit_ms = to_ms(check_statement_timeout(statement_timeout))
     url = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = dict(POOL_SETTINGS)
     backend = url.get_backend_name()
     if backend == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False}
@@ -284,6 +286,7 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
         raise error from exc
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_wal)
+    configure_pool(engine)
     bound_sessions(engine, limit_ms)
     return engine
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from recurjobs import CancellationToken
+from recurjobs import CancellationToken, Cron
 from recurjobs.sql import JobStore
 
 HOUR = timedelta(hours=1)
@@ -22,7 +22,7 @@ class Job:
     def __init__(
         self,
         name: str,
-        period: timedelta = HOUR,
+        period: timedelta | Cron = HOUR,
         *,
         align_to_clock: bool = False,
         body: Callable[[CancellationToken], None] | None = None,

@@ -7,10 +7,14 @@ are ``time.monotonic()``, which is one system-wide clock for every process on th
 which time-machine does not move), so the test can compare events across processes.
 
 Events: ``started`` (with ``wall_offset``: this process's wall clock minus the real one, to
-show a skew took effect), ``claimed``, ``start``/``end`` of each execution (``end`` says
+show a skew took effect, and ``zone``: the abbreviation of its local time zone, to show a
+``TZ`` took effect), ``claimed``, ``start``/``end`` of each execution (``start`` also carries
+``wall``, the real wall-clock time, to match runs with calendar fire times; ``end`` says
 whether the token was cancelled), ``lease-lost``, ``thread-exception`` (anything escaping any
-thread, via ``threading.excepthook``), ``stopping`` and ``stopped``. The worker exits by itself
-after ``seconds``, on SIGTERM, or after 120 s at most, so it can never linger.
+thread, via ``threading.excepthook``), ``stopping`` and ``stopped``. A job spec with ``cron``
+(and optionally ``tz``) runs on that calendar instead of ``period``. The worker exits by itself
+after ``seconds``, on SIGTERM, or after ``lifetime`` s (default 120) at most, so it can never
+linger.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from recurjobs import (
     CancellationToken,
+    Cron,
     DistributedJob,
     DistributedJobClaimed,
     DistributedJobLeaseLost,
@@ -56,14 +61,17 @@ class Recorder:
 class RecordingJob(DistributedJob):
     """Runs for ``duration`` seconds (or until its token is cancelled), logging start and end."""
 
-    def __init__(self, record: Recorder, *, duration: float, **kwargs: Any) -> None:
+    def __init__(
+        self, record: Recorder, *, duration: float, real_base: float, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.record = record
         self.duration = duration
+        self.real_base = real_base
 
     def execute(self, token: CancellationToken) -> None:
         start = time.monotonic()
-        self.record("start", job=self.name, start=start)
+        self.record("start", job=self.name, start=start, wall=self.real_base + start)
         cancelled = token.wait(self.duration)
         self.record("end", job=self.name, start=start, end=time.monotonic(), cancelled=cancelled)
         token.raise_if_cancelled()
@@ -90,6 +98,7 @@ def main(config_path: str) -> int:
     )
     # The real wall clock, read before any skew, carried forward on the monotonic clock.
     real_base = time.time() - time.monotonic()
+    zone = time.strftime("%Z")  # the process's local zone, read before any skew
     skew = float(config.get("skew_minutes", 0))
     if skew:
         import time_machine
@@ -99,9 +108,14 @@ def main(config_path: str) -> int:
         RecordingJob(
             record,
             name=spec["name"],
-            period=timedelta(seconds=spec["period"]),
+            period=(
+                Cron(spec["cron"], tz=spec.get("tz", "UTC"))
+                if "cron" in spec
+                else timedelta(seconds=spec["period"])
+            ),
             align_to_clock=spec.get("aligned", False),
             duration=spec["duration"],
+            real_base=real_base,
         )
         for spec in config["jobs"]
     ]
@@ -124,8 +138,13 @@ def main(config_path: str) -> int:
         lambda n: record("lease-lost", job=n.job.name, claim_id=n.claim_id, t=time.monotonic()),
     )
     host.start()
-    record("started", t=time.monotonic(), wall_offset=time.time() - time.monotonic() - real_base)
-    stop.wait(min(float(config["seconds"]), _LIFETIME_SECONDS))
+    record(
+        "started",
+        t=time.monotonic(),
+        wall_offset=time.time() - time.monotonic() - real_base,
+        zone=zone,
+    )
+    stop.wait(min(float(config["seconds"]), float(config.get("lifetime", _LIFETIME_SECONDS))))
     record("stopping", t=time.monotonic())
     stop_timeout = float(config.get("stop_timeout", 10))
     # Still here long after stop() should have returned: print every thread's stack to the log

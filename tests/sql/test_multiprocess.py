@@ -63,8 +63,16 @@ class Cluster:
         self.directory = directory
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, host: str, jobs: list[dict[str, Any]], **config: Any) -> None:
-        """Start host ``host`` running ``jobs`` (config overrides: seconds, skew_minutes...)."""
+    def spawn(
+        self,
+        host: str,
+        jobs: list[dict[str, Any]],
+        *,
+        env: dict[str, str] | None = None,
+        **config: Any,
+    ) -> None:
+        """Start host ``host`` running ``jobs`` (config overrides: seconds, skew_minutes...;
+        ``env``: extra environment variables of the process, such as ``TZ``)."""
         settings = {
             "url": self.db.url,
             "prefix": self.db.table_prefix,
@@ -78,7 +86,7 @@ class Cluster:
         }
         path = self.directory / f"{host}.json"
         path.write_text(json.dumps(settings | config))
-        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        env = os.environ | {"PYTHONPATH": str(ROOT)} | (env or {})
         log = open(self.directory / f"{host}.log", "wb")  # noqa: SIM115
         self.procs[host] = subprocess.Popen(
             [sys.executable, str(WORKER), str(path)], env=env, stdout=log, stderr=log

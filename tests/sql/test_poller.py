@@ -31,6 +31,7 @@ from recurjobs import (
 from recurjobs._notifications import Publisher
 from recurjobs.sql import Claim, JobStore
 from recurjobs.sql._poller import DistributedPoller
+from recurjobs.sql._rows import Poll
 from recurjobs.testing import ManualClock
 from tests.sql.helpers import Job, make_due, row, set_row, wait_until
 
@@ -348,15 +349,15 @@ def test_database_faults_never_end_the_poller(
     """A poll that fails is logged and the next poll claims as usual."""
     job = Job("a", PERIOD)
     h = harness(job)
-    due_names = h.store.due_names
+    poll = h.store.poll
     failures = [OperationalError("SELECT", {}, Exception("connection refused"))]
 
-    def flaky(names: Collection[str]) -> list[str]:
+    def flaky(names: Collection[str], crons: Any = None) -> Poll:
         if failures:
             raise failures.pop()
-        return due_names(names)
+        return poll(names, crons)
 
-    monkeypatch.setattr(h.store, "due_names", flaky)
+    monkeypatch.setattr(h.store, "poll", flaky)
     h.start()
     make_due(h.store, "a")
     h.past_delay()
@@ -524,21 +525,21 @@ def test_heartbeats_go_on_while_a_poll_is_stuck(
     jobs = Job("a", PERIOD, body=blocking(started, release)), Job("b", PERIOD)
     h = harness(*jobs, max_concurrent_jobs=2)
     stuck, unstick = threading.Event(), threading.Event()
-    due_names = h.store.due_names
+    poll = h.store.poll
     beats: list[bool] = []
     heartbeat = h.store.heartbeat
 
-    def blocked(names: Collection[str]) -> list[str]:
+    def blocked(names: Collection[str], crons: Any = None) -> Poll:
         if started.is_set():
             stuck.set()
             unstick.wait(30)
-        return due_names(names)
+        return poll(names, crons)
 
     def spy(claim: Claim) -> bool:
         beats.append(heartbeat(claim))
         return beats[-1]
 
-    monkeypatch.setattr(h.store, "due_names", blocked)
+    monkeypatch.setattr(h.store, "poll", blocked)
     monkeypatch.setattr(h.store, "heartbeat", spy)
     h.start()
     make_due(h.store, "a")

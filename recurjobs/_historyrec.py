@@ -1,0 +1,261 @@
+"""The recorder: turns a host's run notifications into records on a bounded queue.
+
+It runs on the threads that publish (job threads, distributed run threads), so it only reads
+what the notification and the thread's run information (``_runinfo``) say and appends a small
+record; it never formats a traceback, touches a database or waits. The writer thread
+(``sql/_historywriter``) does the rest.
+
+A recurring run is one record at its end (:class:`Done`, host-clock times). A distributed run
+is a :class:`Start` when it is claimed (so a run whose host dies leaves a row) and an
+:class:`End`; their times are real monotonic instants that the writer turns into database-clock
+times. When the queue is full, records are dropped and counted (:class:`HistoryQueue`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from recurjobs._guard import call_user
+from recurjobs._notifications import (
+    DistributedJobClaimed,
+    JobCanceled,
+    JobExecuted,
+    JobExecuting,
+    JobFailed,
+    JobIgnored,
+    JobNotification,
+)
+from recurjobs._runinfo import current_trigger, lease_lost
+
+__all__ = ["Done", "End", "HistoryQueue", "Recorder", "Start"]
+
+ErrorInfo = traceback.TracebackException | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A whole recurring run (or a distributed one whose start was dropped)."""
+
+    kind: str
+    job: str
+    claim_id: str | None
+    trigger: str
+    started: float  # recurring: epoch ms (host clock); distributed: time.monotonic()
+    ended: float
+    outcome: str
+    error: ErrorInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A distributed run was claimed and begins (``at``: ``time.monotonic()``)."""
+
+    job: str
+    claim_id: str
+    trigger: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """A distributed run ended (``started``/``at``: ``time.monotonic()``)."""
+
+    job: str
+    claim_id: str
+    trigger: str
+    started: float
+    at: float
+    outcome: str
+    error: ErrorInfo
+
+
+Record = Done | Start | End
+
+
+class HistoryQueue:
+    """A bounded FIFO between the run threads and the writer thread.
+
+    :meth:`put` never blocks: when ``capacity`` records wait already (the database is slow or
+    away), the record is dropped and counted. ``wake`` is set when the queue goes from empty to
+    not empty (or on :meth:`close`), so the writer sleeps until there is work.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.wake = threading.Event()
+        self._items: deque[Record] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.dropped = 0  # since the start
+        self._unreported = 0  # since the last take_dropped()
+
+    def put(self, record: Record) -> bool:
+        """Append ``record``; False (counted) when the queue is full or closed."""
+        with self._lock:
+            if self._closed or len(self._items) >= self.capacity:
+                self.dropped += 1
+                self._unreported += 1
+                return False
+            was_empty = not self._items
+            self._items.append(record)
+        if was_empty:
+            self.wake.set()
+        return True
+
+    def take(self, limit: int) -> list[Record]:
+        """Up to ``limit`` records, oldest first (removed from the queue)."""
+        with self._lock:
+            count = min(limit, len(self._items))
+            return [self._items.popleft() for _ in range(count)]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take_dropped(self) -> int:
+        """How many records were dropped since the last call."""
+        with self._lock:
+            count, self._unreported = self._unreported, 0
+            return count
+
+    def close(self) -> None:
+        """Accept nothing more (what is queued stays, for the writer to flush)."""
+        with self._lock:
+            self._closed = True
+        self.wake.set()
+
+
+@dataclass(slots=True)
+class _Running:
+    """What the recorder remembers of the run in progress on one thread."""
+
+    job: object
+    distributed: bool
+    trigger: str
+    started: float
+    claim_id: str | None = None
+    start_queued: bool = False
+
+
+class Recorder:
+    """Subscribed to every notification of a host; queues one record per run.
+
+    ``queue`` is read at each run (None: not recording, e.g. before start); ``skip`` names jobs
+    whose runs are not recorded (the pruning job); ``name`` gives a job's name as ``status()``
+    shows it.
+    """
+
+    def __init__(
+        self,
+        *,
+        record_ignored: bool,
+        skip: Callable[[object], bool],
+        name: Callable[[object], str],
+    ) -> None:
+        self.queue: HistoryQueue | None = None
+        self._record_ignored = record_ignored
+        self._skip = skip
+        self._name = name
+        self._local = threading.local()
+        self._names: dict[int, tuple[object, str]] = {}  # id(job) -> (job, name), a cache
+
+    def handle(self, notification: JobNotification) -> None:
+        """The notification handler (on the publishing thread; never blocks)."""
+        kind = type(notification)
+        if kind not in _EVENTS or self.queue is None or self._skip(notification.job):
+            return
+        if kind is DistributedJobClaimed:
+            self._claimed(notification)  # type: ignore[arg-type]
+        elif kind is JobExecuting:
+            self._executing(notification)
+        else:
+            self._ended(notification)
+
+    def _claimed(self, note: DistributedJobClaimed) -> None:
+        queue = self.queue
+        run = _Running(
+            job=note.job,
+            distributed=True,
+            trigger=current_trigger(),
+            started=time.monotonic(),
+            claim_id=note.claim_id,
+        )
+        self._local.run = run
+        if queue is not None:
+            name = self._job_name(note.job)
+            run.start_queued = queue.put(Start(name, note.claim_id, run.trigger, run.started))
+
+    def _job_name(self, job: object) -> str:
+        known = self._names.get(id(job))
+        if known is not None and known[0] is job:
+            return known[1]
+        name = self._name(job)
+        self._names[id(job)] = (job, name)
+        return name
+
+    def _executing(self, note: JobNotification) -> None:
+        run: _Running | None = getattr(self._local, "run", None)
+        if run is not None and run.distributed and run.job is note.job:
+            return  # announced by DistributedJobClaimed already
+        self._local.run = _Running(
+            job=note.job, distributed=False, trigger=current_trigger(), started=_ms(note.at)
+        )
+
+    def _ended(self, note: JobNotification) -> None:
+        run: _Running | None = getattr(self._local, "run", None)
+        queue = self.queue
+        if run is None or run.job is not note.job or queue is None:
+            return
+        self._local.run = None
+        error: ErrorInfo = None
+        if isinstance(note, JobExecuted):
+            outcome = "executed"
+        elif isinstance(note, JobFailed):
+            outcome = "failed"
+            error = _capture(note.exception)
+        elif isinstance(note, JobCanceled):
+            outcome = "lease_lost" if run.distributed and lease_lost() else "canceled"
+        else:  # JobIgnored
+            if not self._record_ignored:
+                return
+            outcome = "ignored"
+        name = self._job_name(note.job)
+        if not run.distributed:
+            ended = _ms(note.at)
+            whole = Done("recurring", name, None, run.trigger, run.started, ended, outcome, error)
+            queue.put(whole)
+            return
+        assert run.claim_id is not None
+        now = time.monotonic()
+        if run.start_queued:
+            queue.put(End(name, run.claim_id, run.trigger, run.started, now, outcome, error))
+        else:  # the start was dropped: write the whole run at once, if there is room now
+            whole = Done("distributed", name, run.claim_id, run.trigger, run.started, now, outcome,
+                         error)
+            queue.put(whole)
+
+
+_EVENTS = frozenset(
+    {DistributedJobClaimed, JobExecuting, JobExecuted, JobFailed, JobCanceled, JobIgnored}
+)
+
+
+def _ms(at: datetime) -> float:
+    """Epoch milliseconds of an aware datetime."""
+    return round(at.timestamp() * 1000)
+
+
+def _capture(exc: BaseException) -> ErrorInfo:
+    """The exception's type, message and stack, without its frames' locals (cheap to keep);
+    the source lines are read later, by the writer thread."""
+    captured = call_user(
+        f"recording the {type(exc).__qualname__} of a run",
+        lambda: traceback.TracebackException.from_exception(exc, lookup_lines=False),
+        default=None,
+    )
+    return captured if captured is not None else type(exc).__qualname__  # a broken class

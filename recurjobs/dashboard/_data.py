@@ -1,0 +1,457 @@
+"""What the dashboard reads: plain records built from the jobs, runs and servers tables.
+
+Every page is a handful of short read statements that use the indexes: the latest run of each
+job through ``(job, started_ms, id)``, failures of the last day through ``(outcome,
+started_ms)``, the runs of the last day through :mod:`._counts`. The job names found in the
+history come from a recursive walk of the job index (one probe per distinct name), never from
+scanning the table. Times are epoch milliseconds of the database clock, read once per page.
+
+Tables may be missing (no host with distributed jobs, history or an election has started on
+this database yet) or be older than this version (no ``paused``/``cron`` columns): what is
+missing is shown as unknown, never an error. Only this module and :mod:`._actions` touch SQL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Engine,
+    MetaData,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+)
+
+from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, RunCounter
+from recurjobs.dashboard._latest import LatestRuns
+from recurjobs.sql._clockexpr import db_now_ms, int_div
+from recurjobs.sql._history_table import runs_table
+from recurjobs.sql._servers_table import PUBLISHER, ServerTables
+from recurjobs.sql._tables import jobs_table
+from recurjobs.sql._urls import masked
+
+__all__ = ["Dashboard", "HistoryPage", "JobRowView", "Overview", "Run", "Server"]
+
+#: At most this many job names are taken from the history (a typo'd name loop cannot flood).
+MAX_HISTORY_NAMES = 500
+#: Tables found missing are looked for again after this many seconds.
+_RECHECK_S = 10.0
+
+_RUN_COLUMNS = (
+    "id",
+    "job",
+    "kind",
+    "host",
+    "claim_id",
+    "trigger",
+    "started_ms",
+    "ended_ms",
+    "outcome",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the runs table (``error`` only where a page shows it)."""
+
+    id: int
+    job: str
+    kind: str
+    host: str
+    claim_id: str | None
+    trigger: str
+    started_ms: int
+    ended_ms: int | None
+    outcome: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRowView:
+    """One row of the distributed jobs table; ``paused``/``cron`` are None on old tables."""
+
+    name: str
+    period_ms: int
+    aligned: bool
+    last_run_ms: int
+    last_attempted_run_ms: int | None
+    last_alive_ms: int | None
+    lease_ms: int | None
+    running: bool
+    owner: str | None
+    claim_id: str | None
+    due_now: bool
+    paused: bool | None
+    cron: str | None
+
+
+@dataclass(frozen=True)
+class Server:
+    """One row of the servers table, and whether it holds the publisher lease."""
+
+    identity: str
+    address: str | None
+    registered_ms: int
+    last_seen_ms: int
+    active: bool
+    publisher: bool
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Everything the jobs and servers pages show, read at ``now_ms`` (database clock)."""
+
+    now_ms: int
+    rows: dict[str, JobRowView]
+    last_runs: dict[str, Run]
+    runs_24h: dict[str, int]
+    failures_24h: dict[str, int]
+    servers: list[Server]
+    publisher: str | None
+    has_history: bool
+    has_servers: bool
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of a job's runs, newest first, and the key of the next (older) page."""
+
+    runs: list[Run]
+    older: str | None
+    runs_24h: int
+    failures_24h: int
+
+
+@dataclass
+class _Schema:
+    jobs: bool = False
+    jobs_columns: frozenset[str] = frozenset()
+    runs: bool = False
+    servers: bool = False
+    checked: float = field(default=-1e9)
+
+
+class Dashboard:
+    """The read (and action) statements of one database and table prefix."""
+
+    def __init__(self, engine: Engine, prefix: str) -> None:
+        self.engine = engine
+        self.prefix = prefix
+        self.url = masked(engine)
+        metadata = MetaData()
+        self.jobs = jobs_table(metadata, prefix)
+        self.runs = runs_table(metadata, prefix)
+        tables = ServerTables(metadata, prefix)
+        self.servers, self.leases = tables.servers, tables.leases
+        self._schema = _Schema()
+        self._schema_lock = threading.Lock()
+        self.counter = RunCounter()
+        self.latest = LatestRuns()
+
+    # ------------------------------------------------------------------ schema
+    def schema(self) -> _Schema:
+        """Which tables (and jobs columns) exist; looked up again, every ``_RECHECK_S``
+        seconds, while anything is missing (a table not created yet, an old jobs table)."""
+        with self._schema_lock:
+            current = self._schema
+            if _complete(current) or time.monotonic() - current.checked < _RECHECK_S:
+                return current
+        inspector = inspect(self.engine)
+        names = set(inspector.get_table_names())
+        columns: frozenset[str] = frozenset()
+        if self.jobs.name in names:
+            columns = frozenset(c["name"] for c in inspector.get_columns(self.jobs.name))
+        found = _Schema(
+            jobs=self.jobs.name in names,
+            jobs_columns=columns,
+            runs=self.runs.name in names,
+            servers=self.servers.name in names and self.leases.name in names,
+            checked=time.monotonic(),
+        )
+        with self._schema_lock:
+            self._schema = found
+        return found
+
+    # ---------------------------------------------------------------- overview
+    def overview(self) -> Overview:
+        """The jobs table, each job's latest run, its runs and failures of the last day, and
+        the servers."""
+        schema = self.schema()
+        with self.engine.connect() as conn:
+            now_ms, publisher = self._now_and_publisher(conn, schema)
+            rows = self._rows(conn, schema) if schema.jobs else {}
+            last_runs: dict[str, Run] = {}
+            failures: dict[str, int] = {}
+            runs_24h: dict[str, int] = {}
+            if schema.runs:
+                last_runs = self.latest.get(
+                    lambda: self._last_runs(conn),
+                    lambda above, ids, limit: self._newer(conn, above, ids, limit),
+                )
+
+                def ranges(names: Collection[str], spans: Sequence[tuple[int, int]]) -> Any:
+                    # The day's failures ride along in the same statement: one round trip.
+                    counts, failed = self._count_ranges(conn, names, spans, now_ms - DAY_MS)
+                    failures.update(failed)
+                    return counts
+
+                runs_24h = self.counter.runs(
+                    set(last_runs),
+                    now_ms,
+                    lambda n, a, b: self._count_buckets(conn, n, a, b),
+                    ranges,
+                )
+            servers: list[Server] = []
+            if schema.servers:
+                servers = [
+                    Server(
+                        identity=r.identity,
+                        address=r.address,
+                        registered_ms=int(r.registered_ms),
+                        last_seen_ms=int(r.last_seen_ms),
+                        active=bool(r.active),
+                        publisher=publisher is not None and r.identity == publisher,
+                    )
+                    for r in conn.execute(select(self.servers).order_by(self.servers.c.identity))
+                ]
+        return Overview(
+            now_ms=now_ms,
+            rows=rows,
+            last_runs=last_runs,
+            runs_24h=runs_24h,
+            failures_24h=failures,
+            servers=servers,
+            publisher=publisher,
+            has_history=schema.runs,
+            has_servers=schema.servers,
+        )
+
+    def _now_and_publisher(self, conn: Any, schema: _Schema) -> tuple[int, str | None]:
+        """The database's now and the holder of a live publisher lease, in one statement.
+
+        On PostgreSQL the same statement turns parallel query off for the page's transaction:
+        starting parallel workers for these short index scans costs more than the scans (tens
+        of milliseconds on a busy machine)."""
+        first: list[Any] = [db_now_ms()]
+        if self.engine.dialect.name == "postgresql":
+            first.append(func.set_config("max_parallel_workers_per_gather", "0", True))
+        if not schema.servers:
+            return int(conn.execute(select(*first)).first()[0]), None
+        lease = self.leases.c
+        holder = (
+            select(lease.holder)
+            .where(
+                lease.name == PUBLISHER,
+                lease.token.is_not(None),
+                db_now_ms() - func.coalesce(lease.renewed_ms, 0)
+                <= func.coalesce(lease.lease_ms, 0),
+            )
+            .scalar_subquery()
+        )
+        row = conn.execute(select(holder, *first)).one()
+        return int(row[1]), row[0]
+
+    def _rows(self, conn: Any, schema: _Schema, name: str | None = None) -> dict[str, JobRowView]:
+        c = self.jobs.c
+        present = [col for col in self.jobs.columns if col.name in schema.jobs_columns]
+        query = select(*present).order_by(c.name)
+        if name is not None:
+            query = query.where(c.name == name)
+        result: dict[str, JobRowView] = {}
+        for row in conn.execute(query):
+            values = row._mapping
+            result[values["name"]] = JobRowView(
+                name=values["name"],
+                period_ms=int(values["period_ms"]),
+                aligned=bool(values["aligned"]),
+                last_run_ms=int(values["last_run_ms"]),
+                last_attempted_run_ms=_int(values.get("last_attempted_run_ms")),
+                last_alive_ms=_int(values.get("last_alive_ms")),
+                lease_ms=_int(values.get("lease_ms")),
+                running=bool(values["running"]),
+                owner=values.get("owner"),
+                claim_id=values.get("claim_id"),
+                due_now=bool(values["due_now"]),
+                paused=None if "paused" not in values else bool(values["paused"]),
+                cron=values.get("cron"),
+            )
+        return result
+
+    def _last_runs(self, conn: Any) -> tuple[dict[str, Run], int]:
+        """The latest run of every job in the history: a recursive walk of the job index
+        yields the distinct names (one index probe each), and for each the id of its latest
+        run; then those rows by primary key."""
+        prep = self.engine.dialect.identifier_preparer
+        table = prep.format_table(self.runs)
+        walk = text(
+            f"WITH RECURSIVE names(job, depth) AS ("
+            f" SELECT MIN(job), 1 FROM {table}"
+            f" UNION ALL"
+            f" SELECT (SELECT MIN(r.job) FROM {table} r WHERE r.job > names.job), depth + 1"
+            f" FROM names WHERE names.job IS NOT NULL AND depth < {MAX_HISTORY_NAMES})"
+            f" SELECT (SELECT r.id FROM {table} r WHERE r.job = names.job"
+            f" ORDER BY r.started_ms DESC, r.id DESC LIMIT 1) AS last_id"
+            f" FROM names WHERE names.job IS NOT NULL LIMIT {MAX_HISTORY_NAMES}"
+        )
+        high = conn.execute(select(func.max(self.runs.c.id))).scalar_one_or_none()
+        ids = [int(i) for i in conn.execute(walk).scalars() if i is not None]
+        if not ids:
+            return {}, int(high or 0)
+        columns = [self.runs.c[name] for name in _RUN_COLUMNS]
+        query = select(*columns).where(self.runs.c.id.in_(ids))
+        return {r.job: _run(r) for r in conn.execute(query)}, int(high or 0)
+
+    def _newer(self, conn: Any, above: int, ids: Collection[int], limit: int) -> list[Run]:
+        """Rows with an id above ``above`` or in ``ids``, by id (primary key lookups)."""
+        r = self.runs.c
+        where = r.id > above if not ids else or_(r.id > above, r.id.in_(sorted(ids)))
+        columns = [self.runs.c[name] for name in _RUN_COLUMNS]
+        query = select(*columns).where(where).order_by(r.id).limit(limit)
+        return [_run(row) for row in conn.execute(query)]
+
+    def _count_buckets(
+        self, conn: Any, names: Collection[str], start_ms: int, end_ms: int
+    ) -> dict[tuple[str, int], int]:
+        r = self.runs.c
+        bucket = int_div(r.started_ms, literal(BUCKET_MS, BigInteger())).label("bucket")
+        query = (
+            select(r.job, bucket, func.count())
+            .where(self._one_of(r.job, names), r.started_ms >= start_ms, r.started_ms < end_ms)
+            .group_by(r.job, bucket)
+        )
+        return {(job, int(b)): int(n) for job, b, n in conn.execute(query)}
+
+    def _count_ranges(
+        self,
+        conn: Any,
+        names: Collection[str],
+        spans: Sequence[tuple[int, int]],
+        failed_since_ms: int,
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Runs of ``names`` started in each span, and failures started after
+        ``failed_since_ms``, in one statement. Each span is a branch of its own: PostgreSQL
+        plans an OR of ranges as a slow bitmap scan, while each range alone is an index-only
+        scan of ``(job, started_ms, id)``; failures use ``(outcome, started_ms)``."""
+        r = self.runs.c
+        branches = [
+            select(literal("r").label("kind"), r.job, func.count().label("n"))
+            .where(self._one_of(r.job, names), r.started_ms >= low, r.started_ms < high)
+            .group_by(r.job)
+            for low, high in spans
+        ]
+        branches.append(
+            select(literal("f").label("kind"), r.job, func.count().label("n"))
+            .where(r.outcome == "failed", r.started_ms > failed_since_ms)
+            .group_by(r.job)
+        )
+        counts: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        for kind, job, count in conn.execute(union_all(*branches)):
+            target = counts if kind == "r" else failures
+            target[job] = target.get(job, 0) + int(count)
+        return counts, failures
+
+    def _one_of(self, column: Any, names: Collection[str]) -> Any:
+        """``column IN (names)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead
+        of hundreds (the driver's parsing of a long parameter list costs more than the query)."""
+        if self.engine.dialect.name == "postgresql":
+            return column == any_(
+                bindparam("names", sorted(names), type_=ARRAY(String()), unique=True)
+            )
+        return column.in_(sorted(names))
+
+    # -------------------------------------------------------------------- a job
+    def job_row(self, name: str) -> tuple[int, JobRowView | None]:
+        """The database's now and the jobs-table row of ``name`` (None without one)."""
+        schema = self.schema()
+        with self.engine.connect() as conn:
+            now_ms = int(conn.execute(select(db_now_ms())).scalar_one())
+            if not schema.jobs:
+                return now_ms, None
+            return now_ms, self._rows(conn, schema, name).get(name)
+
+    def history(
+        self,
+        name: str,
+        *,
+        now_ms: int,
+        outcome: str | None,
+        since_ms: int | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> HistoryPage:
+        """Runs of ``name`` newest first, filtered by outcome (``"running"``: none yet) and
+        start time, older than the ``before`` key (``started_ms``, ``id``)."""
+        if not self.schema().runs:
+            return HistoryPage([], None, 0, 0)
+        r = self.runs.c
+        where = [r.job == name]
+        if outcome == "running":
+            where.append(r.outcome.is_(None))
+        elif outcome is not None:
+            where.append(r.outcome == outcome)
+        if since_ms is not None:
+            where.append(r.started_ms >= since_ms)
+        if before is not None:
+            started, ident = before
+            where.append(or_(r.started_ms < started, and_(r.started_ms == started, r.id < ident)))
+        columns = [self.runs.c[c] for c in _RUN_COLUMNS] + [r.error]
+        query = (
+            select(*columns)
+            .where(*where)
+            .order_by(r.started_ms.desc(), r.id.desc())
+            .limit(limit + 1)
+        )
+        day = r.started_ms > now_ms - DAY_MS
+        failed: Any = func.sum(case((r.outcome == "failed", 1), else_=0))
+        counts = select(func.count(), failed).where(r.job == name, day)
+        with self.engine.connect() as conn:
+            runs = [_run(row) for row in conn.execute(query)]
+            total, failures = conn.execute(counts).one()
+        older = None
+        if len(runs) > limit:
+            runs = runs[:limit]
+            older = f"{runs[-1].started_ms}.{runs[-1].id}"
+        return HistoryPage(runs, older, int(total or 0), int(failures or 0))
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _run(row: Any) -> Run:
+    values = row._mapping
+    return Run(
+        id=int(values["id"]),
+        job=values["job"],
+        kind=values["kind"],
+        host=values["host"],
+        claim_id=values["claim_id"],
+        trigger=values["trigger"],
+        started_ms=int(values["started_ms"]),
+        ended_ms=_int(values["ended_ms"]),
+        outcome=values["outcome"],
+        error=values.get("error"),
+    )
+
+
+def _complete(schema: _Schema) -> bool:
+    return (
+        schema.jobs and schema.runs and schema.servers and {"paused", "cron"} <= schema.jobs_columns
+    )

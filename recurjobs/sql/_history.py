@@ -1,0 +1,298 @@
+"""The run history in SQL: write a batch of records, read runs back, prune old rows.
+
+Writing (:func:`write_batch`) is one transaction per batch: whole runs and the starts of
+distributed runs are inserted with one multi-row ``INSERT``; the ends of distributed runs
+whose start is already in the table are one ``UPDATE`` each, found through the
+``(job, started_ms, id)`` index. Distributed times are on the database clock: the writer reads
+``db_now_ms()`` once per batch and places each record by the real time elapsed since it
+happened, so a writer that runs late still stores when the run really started.
+
+Inserting the start of a distributed run also marks the older rows of that job still without
+an outcome as ``lease_lost``: only one claim of a job is live at a time, so a new claim means
+the earlier run's host lost its claim (killed, or cut off). When that host is alive and its end
+arrives later, the end overwrites the mark with what really happened.
+
+Pruning (:func:`prune_history`) finds rows through the indexes and deletes them in batches of
+ids, so no statement holds locks long. Reading lives in ``_historyread`` (re-exported here:
+:func:`read_history`, :func:`failure_counts`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    MetaData,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from recurjobs._guard import call_user
+from recurjobs._history import error_text
+from recurjobs._historyrec import Done, End, ErrorInfo, Record, Start
+from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._history_table import RUNS_SCHEMA_VERSION, meta_table, runs_table
+from recurjobs.sql._historyread import failure_counts, failures_query, history_query, read_history
+
+__all__ = [
+    "HistoryTables",
+    "failure_counts",
+    "failures_query",
+    "history_query",
+    "prune_history",
+    "read_history",
+    "write_batch",
+]
+
+# ``JobStore._step``: run ``fn`` in one bounded transaction, retried through transient faults.
+Step = Callable[[str, Callable[[Connection], Any]], Any]
+
+_DELETE_BATCH = 1000
+
+
+@dataclass
+class HistoryTables:
+    """The runs and meta tables of one prefix, in their own ``MetaData``."""
+
+    prefix: str
+    metadata: MetaData = field(default_factory=MetaData)
+
+    def __post_init__(self) -> None:
+        self.runs: Table = runs_table(self.metadata, self.prefix)
+        self.meta: Table = meta_table(self.metadata, self.prefix)
+
+    def ensure_version(self, step: Step) -> None:
+        """Write the ``runs_schema`` row when it is missing (another host may race us)."""
+        meta = self.meta
+        query = select(meta.c.value).where(meta.c.key == "runs_schema")
+        if step("reading the history schema version", lambda conn: conn.execute(query).first()):
+            return
+        row = insert(meta).values(key="runs_schema", value=RUNS_SCHEMA_VERSION)
+        try:
+            step("writing the history schema version", lambda conn: conn.execute(row))
+        except IntegrityError:
+            pass  # written by another host meanwhile
+
+
+# ---------------------------------------------------------------------------- writing
+def write_batch(
+    conn: Connection,
+    runs: Table,
+    records: Sequence[Record],
+    *,
+    host: str,
+    open_rows: Mapping[str, int],
+) -> dict[str, int | None]:
+    """Write ``records`` (oldest first) in the caller's transaction.
+
+    ``open_rows`` maps the claim ids of distributed runs whose start row is in the table
+    (written by earlier batches of this writer) to their ``started_ms``. Returns the changes
+    to make to it once the transaction committed: claim id -> ``started_ms`` of a start row
+    inserted now, or None for a run whose end was written now.
+    """
+    offset = _db_offset(conn) if any(not _host_clock(r) for r in records) else 0.0
+    host = host[:255]
+    ended = {r.claim_id: r for r in records if isinstance(r, End)}
+    rows: list[dict[str, Any]] = []
+    sweeps: list[dict[str, Any]] = []
+    ends: list[dict[str, Any]] = []
+    changes: dict[str, int | None] = {}
+    for record in records:
+        if isinstance(record, Done):
+            on_db = record.kind == "distributed"
+            started = _at(record.started, offset) if on_db else int(record.started)
+            stopped = _at(record.ended, offset) if on_db else int(record.ended)
+            rows.append(_row(record, host, started, stopped, record.outcome, record.error))
+        elif isinstance(record, Start):
+            started = _at(record.at, offset)
+            sweeps.append({"b_job": record.job[:200], "b_started": started})
+            end = ended.pop(record.claim_id, None)
+            if end is None:
+                rows.append(_row(record, host, started, None, None, None))
+                changes[record.claim_id] = started
+            else:  # started and ended within one batch: one whole row
+                stopped = _at(end.at, offset)
+                rows.append(_row(record, host, started, stopped, end.outcome, end.error))
+                changes[record.claim_id] = None
+        elif record.claim_id in ended:  # an End whose start row is older
+            ended.pop(record.claim_id)
+            started_ms = open_rows.get(record.claim_id)
+            if started_ms is None:  # its start never reached the table: write the whole run
+                start = _at(record.started, offset)
+                rows.append(_row(record, host, start, _at(record.at, offset), record.outcome,
+                                 record.error))
+            else:
+                ends.append(
+                    {
+                        "b_job": record.job[:200],
+                        "b_started": started_ms,
+                        "b_claim": record.claim_id,
+                        "ended_ms": _at(record.at, offset),
+                        "outcome": record.outcome,
+                        "error": _error(record.error),
+                    }
+                )
+            changes[record.claim_id] = None
+    c = runs.c
+    if sweeps:
+        sweep = (
+            update(runs)
+            .where(
+                c.job == bindparam("b_job"),
+                c.kind == "distributed",
+                c.outcome.is_(None),
+                c.started_ms < bindparam("b_started"),
+            )
+            .values(outcome="lease_lost")
+        )
+        conn.execute(sweep, sweeps)
+    if rows:
+        _insert(conn, runs, rows)
+    if ends:
+        finish = update(runs).where(
+            c.job == bindparam("b_job"),
+            c.started_ms == bindparam("b_started"),
+            c.claim_id == bindparam("b_claim"),
+        )
+        conn.execute(finish, ends)
+    return changes
+
+
+_COLUMNS = ("job", "kind", "host", "claim_id", "trigger", "started_ms", "ended_ms", "outcome",
+            "error")  # fmt: skip
+
+
+def _insert(conn: Connection, runs: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``: through COPY on PostgreSQL with psycopg (a fifth of the CPU of an
+    INSERT per row), else one executemany (multi-row on MySQL drivers, C loop on SQLite)."""
+    dialect = conn.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        conn.execute(insert(runs), rows)
+        return
+    quote = dialect.identifier_preparer
+    columns = ", ".join(quote.quote(name) for name in _COLUMNS)
+    raw: Any = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(
+        f"COPY {quote.format_table(runs)} ({columns}) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(tuple(row[name] for name in _COLUMNS))
+
+
+def _host_clock(record: Record) -> bool:
+    return isinstance(record, Done) and record.kind == "recurring"
+
+
+def _db_offset(conn: Connection) -> float:
+    """Database-clock milliseconds minus ``time.monotonic()`` milliseconds, now."""
+    before = time.monotonic()
+    db_ms = int(conn.execute(select(db_now_ms())).scalar_one())
+    after = time.monotonic()
+    return db_ms - (before + after) * 500.0
+
+
+def _at(monotonic: float, offset: float) -> int:
+    return round(monotonic * 1000.0 + offset)
+
+
+def _row(
+    record: Done | Start | End,
+    host: str,
+    started: int,
+    ended: int | None,
+    outcome: str | None,
+    error: ErrorInfo,
+) -> dict[str, Any]:
+    kind = record.kind if isinstance(record, Done) else "distributed"
+    return {
+        "job": record.job[:200],
+        "kind": kind,
+        "host": host,
+        "claim_id": record.claim_id,
+        "trigger": record.trigger,
+        "started_ms": started,
+        "ended_ms": ended,
+        "outcome": outcome,
+        "error": _error(error),
+    }
+
+
+def _error(error: ErrorInfo) -> str | None:
+    if error is None or isinstance(error, str):
+        return error
+    kind = error.exc_type.__qualname__ if error.exc_type is not None else "Exception"
+    # Formatting reads the job's source files; whatever goes wrong, the run is kept.
+    return call_user(f"formatting the {kind} of a run", error_text, error, default=kind)
+
+
+# ---------------------------------------------------------------------------- pruning
+
+
+def prune_history(
+    step: Step,
+    runs: Table,
+    *,
+    keep_ms: int,
+    max_rows_per_job: int,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> int:
+    """Delete rows started more than ``keep_ms`` ago (database clock) and, of each job, all
+    but the newest ``max_rows_per_job``; return how many. ``step(what, fn)`` runs ``fn`` in
+    one bounded, retried transaction (``JobStore._step``). Stops early when ``cancelled()``.
+    """
+    c = runs.c
+    old = select(c.id).where(c.started_ms < db_now_ms() - keep_ms).order_by(c.started_ms)
+    deleted = _delete_all(step, runs, old.limit(_DELETE_BATCH), cancelled)
+    jobs = select(c.job).distinct()
+    names: list[str] = step("listing history jobs", lambda conn: list(conn.scalars(jobs)))
+    for name in names:
+        if cancelled():
+            break
+        edge = (
+            select(c.started_ms, c.id)
+            .where(c.job == name)
+            .order_by(c.started_ms.desc(), c.id.desc())
+            .offset(max_rows_per_job - 1)
+            .limit(1)
+        )
+        found = step("reading history", _first(edge))
+        if found is None:
+            continue
+        started, row_id = int(found[0]), int(found[1])
+        older = or_(c.started_ms < started, and_(c.started_ms == started, c.id < row_id))
+        query = select(c.id).where(c.job == name, older).limit(_DELETE_BATCH)
+        deleted += _delete_all(step, runs, query, cancelled)
+    return deleted
+
+
+def _first(query: Any) -> Callable[[Connection], Any]:
+    return lambda conn: conn.execute(query).first()
+
+
+def _delete_all(step: Step, runs: Table, query: Any, cancelled: Callable[[], bool]) -> int:
+    """Delete the rows whose ids ``query`` selects, a batch per transaction, until none."""
+    total = 0
+    while not cancelled():
+
+        def one(conn: Connection) -> int:
+            ids = list(conn.scalars(query))
+            if ids:
+                conn.execute(delete(runs).where(runs.c.id.in_(ids)))
+            return len(ids)
+
+        count = step("pruning history", one)
+        total += count
+        if count < _DELETE_BATCH:
+            break
+    return total

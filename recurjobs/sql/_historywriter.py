@@ -1,0 +1,224 @@
+"""The history writer: one daemon thread that empties the history queue into the database.
+
+It sleeps on the queue's event (no timer, no host clock): the first record after a quiet spell
+is written at once; under load it takes what gathered during a short real-time pause after each
+write, so a busy host writes a few large batches per second rather than a transaction per run.
+
+A slow or absent database only ever delays this thread. While writes fail with a transient
+fault (a lost connection, a lock wait) the batch is kept and retried with a growing pause;
+records keep queuing meanwhile up to the queue's bound, past which the run threads drop them
+(counted, and logged here once per burst). A batch the database refuses for good (not a
+transient fault) is logged and dropped, so one bad record cannot stop the history.
+
+:meth:`HistoryWriter.close` lets the queue take no more records, then waits for the thread to
+write what is queued, until the stop deadline; records still unwritten then are logged as lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from recurjobs._historyrec import HistoryQueue, Record
+from recurjobs.sql._history import HistoryTables, write_batch
+from recurjobs.sql._retry import is_transient
+from recurjobs.sql._runs import first_line
+from recurjobs.sql._store import JobStore
+
+__all__ = ["HistoryWriter"]
+
+logger = logging.getLogger("recurjobs.history")
+
+BATCH = 500  # records per transaction at most
+PACE = 0.05  # real seconds between two writes while records keep coming
+_FIRST_BACK_OFF = 0.2
+_MAX_BACK_OFF = 5.0
+
+
+class HistoryWriter:
+    """Writes ``queue`` into ``tables.runs`` through ``store`` (its engine, bounds and retry).
+
+    ``prepare(store)`` runs once before the first write (and is retried before later batches
+    until it succeeds): the schema version row, the pruning job's row.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue: HistoryQueue,
+        store: JobStore,
+        tables: HistoryTables,
+        host: str,
+        prepare: Callable[[JobStore], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.tables = tables
+        self.host = host
+        self._prepare = prepare
+        self._prepared = prepare is None
+        self._stop = threading.Event()  # close() was called: cut pauses short
+        self._deadline: float | None = None
+        self._open: dict[str, int] = {}  # claim id -> started_ms of start rows written
+        self.written = 0
+        self.lost = 0  # records taken from the queue but never written
+        self._failing_since: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the ``recurjobs-history`` daemon thread."""
+        self._thread = threading.Thread(target=self._main, name="recurjobs-history", daemon=True)
+        self._thread.start()
+
+    def close(self, deadline: float | None) -> bool:
+        """Take no more records; write what is queued until ``deadline`` (``time.monotonic()``;
+        None: no limit). True when everything queued was written (or refused) in time."""
+        self._deadline = deadline
+        self._stop.set()
+        self.queue.close()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return not self.queue
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            logger.warning(
+                "run history: %d record(s) were not written before the stop deadline",
+                len(self.queue) + 1,
+            )
+            return False
+        return True
+
+    # ------------------------------------------------------------------ the thread
+    def _main(self) -> None:
+        try:
+            self._try_prepare()
+            while self._step():
+                pass
+        except BaseException:  # a bug: say so; the run threads are not affected
+            logger.exception("the run history writer failed; no more runs are recorded")
+        finally:
+            self._report_drops()
+
+    def _step(self) -> bool:
+        """Wait for records, write one batch; False when closed and empty (or out of time)."""
+        queue = self.queue
+        queue.wake.clear()
+        if not queue:
+            if self._stop.is_set():
+                return False
+            queue.wake.wait()
+            return True
+        if self._past_deadline():
+            self._give_up(len(queue))
+            return False
+        batch = queue.take(BATCH)
+        self._report_drops()
+        if not self._prepared:
+            self._try_prepare()
+        self._write(batch)
+        if not self._stop.is_set() and len(queue) < BATCH:
+            self._stop.wait(PACE)  # let a batch gather (close() ends the pause)
+        return True
+
+    def _write(self, batch: list[Record]) -> None:
+        """Write ``batch``, retrying transient faults until it lands or time is up."""
+        back_off = _FIRST_BACK_OFF
+        while True:
+            try:
+                changes = self.store._step(
+                    "writing run history",
+                    lambda conn: write_batch(
+                        conn, self.tables.runs, batch, host=self.host, open_rows=self._open
+                    ),
+                )
+            except Exception as exc:
+                if not is_transient(exc):
+                    self.lost += len(batch)
+                    logger.error(
+                        "run history: the database refused %d record(s); they are dropped: %s",
+                        len(batch),
+                        first_line(exc, self.store.engine),
+                    )
+                    return
+                self._failing(exc)
+                if self._past_deadline():
+                    self._give_up(len(batch))
+                    return
+                self._pause(back_off)
+                back_off = min(back_off * 2, _MAX_BACK_OFF)
+                continue
+            self._recovered()
+            self.written += len(batch)
+            for claim_id, started in changes.items():
+                if started is None:
+                    self._open.pop(claim_id, None)
+                else:
+                    self._open[claim_id] = started
+            return
+
+    def _try_prepare(self) -> None:
+        if self._prepared or self._prepare is None:
+            return
+        try:
+            self._prepare(self.store)
+        except Exception as exc:
+            logger.debug("run history: preparing failed, trying again later: %s", exc)
+            return
+        self._prepared = True
+
+    # ----------------------------------------------------------------- plumbing
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline
+        return self._stop.is_set() and deadline is not None and time.monotonic() >= deadline
+
+    def _pause(self, seconds: float) -> None:
+        """Back off; cut short at close(), but while closing still bounded by the deadline."""
+        if not self._stop.is_set():
+            self._stop.wait(seconds)
+            return
+        deadline = self._deadline
+        left = seconds if deadline is None else min(seconds, deadline - time.monotonic())
+        if left > 0:
+            time.sleep(min(left, 0.5))
+
+    def _failing(self, exc: BaseException) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            logger.warning(
+                "run history: writing to %s failed; records wait in the queue (up to %d) and "
+                "the write is retried: %s",
+                self.store.url,
+                self.queue.capacity,
+                first_line(exc, self.store.engine),
+            )
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            logger.info(
+                "run history: writing to %s works again after %.1f s",
+                self.store.url,
+                time.monotonic() - self._failing_since,
+            )
+            self._failing_since = None
+
+    def _give_up(self, count: int) -> None:
+        left = count + len(self.queue)
+        self.queue.take(len(self.queue))
+        self.lost += left
+        logger.warning(
+            "run history: %d record(s) could not be written before the stop deadline and are "
+            "lost",
+            left,
+        )
+
+    def _report_drops(self) -> None:
+        dropped = self.queue.take_dropped()
+        if dropped:
+            logger.warning(
+                "run history: the queue was full (%d records waiting for the database); "
+                "%d record(s) were dropped",
+                self.queue.capacity,
+                dropped,
+            )

@@ -1,0 +1,129 @@
+"""Batched claims (``JobStore.try_claim_many``, ``_batch``) and the engines' pool settings, on
+SQLite, PostgreSQL and MariaDB alike (``db`` fixture)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from sqlalchemy import event, true
+from sqlalchemy.pool.base import ResetStyle
+
+from recurjobs.sql import JobStore, make_engine
+from recurjobs.sql._batch import claim_batch
+from recurjobs.sql._wake import AFTER, next_boundary
+from tests.dbs import TestDatabase
+from tests.sql.helpers import Job, race, row, set_row
+
+P = 3_600_000  # the rows' period (one hour), in ms
+LEASE = timedelta(minutes=5)
+
+
+def due_rows(store: JobStore, *names: str) -> None:
+    """Rows for ``names`` (period P), all due now."""
+    store.ensure([Job(n) for n in names])
+    for name in names:
+        set_row(store, name, last_run_ms=store.now_ms() - P - 1000)
+
+
+def test_a_batch_claims_every_due_free_row_and_no_other(store: JobStore) -> None:
+    """Of four rows (two due and free, one due but held by another claim, one not due), a
+    batch claims exactly the two, with one claim id and each row's own lease."""
+    due_rows(store, "a", "b", "held", "later")
+    set_row(store, "later", last_run_ms=store.now_ms())
+    held = store.try_claim("held", owner="other", lease=LEASE)
+    leases = {"a": LEASE, "b": timedelta(minutes=7), "held": LEASE, "later": LEASE}
+    claims = store.try_claim_many(leases, owner="me")
+    assert claims is not None and held is not None
+    assert ["a", "b"] == sorted(c.name for c in claims)
+    assert 1 == len({c.claim_id for c in claims})
+    rows = {n: row(store, n) for n in leases}
+    assert (True, "me", 300_000, False) == (
+        bool(rows["a"]["running"]),
+        rows["a"]["owner"],
+        rows["a"]["lease_ms"],
+        bool(rows["a"]["due_now"]),
+    )
+    assert 420_000 == rows["b"]["lease_ms"]
+    assert ("other", held.claim_id) == (rows["held"]["owner"], rows["held"]["claim_id"])
+    assert False is bool(rows["later"]["running"])
+
+
+def test_rows_claimed_in_a_batch_are_fenced_one_by_one(store: JobStore) -> None:
+    """Each claim of a batch finishes its own row only: finishing ``a`` leaves ``b`` claimed."""
+    due_rows(store, "a", "b")
+    claims = store.try_claim_many({"a": LEASE, "b": LEASE}, owner="me")
+    assert claims is not None
+    by_name = {c.name: c for c in claims}
+    assert True is store.finish(by_name["a"])
+    assert (False, True) == (bool(row(store, "a")["running"]), bool(row(store, "b")["running"]))
+    assert False is store.finish(by_name["a"])  # its claim id is gone from that row
+    assert True is store.heartbeat(by_name["b"])
+
+
+def test_a_repeated_batch_confirms_its_own_claims(store: JobStore) -> None:
+    """Running a batch statement again with the same claim id (a retry after a lost reply)
+    reads back the rows it already holds instead of losing them."""
+    due_rows(store, "a", "b")
+    leases = {"a": 300_000, "b": 300_000}
+    with store.engine.begin() as conn:
+        first = claim_batch(conn, store.jobs, leases, claim_id="c" * 32, owner="me")
+    with store.engine.begin() as conn:
+        again = claim_batch(conn, store.jobs, leases, claim_id="c" * 32, owner="me")
+    assert (["a", "b"], ["a", "b"]) == (sorted(first), sorted(again))
+
+
+def test_a_per_row_guard_replaces_the_shared_one_for_its_row(store: JobStore) -> None:
+    """A row given its own guard is claimed by that guard (here: always), even when the shared
+    guard would refuse it (not due)."""
+    due_rows(store, "a", "own")
+    set_row(store, "own", last_run_ms=store.now_ms())
+    leases = {"a": 300_000, "own": 300_000}
+    with store.engine.begin() as conn:
+        won = claim_batch(
+            conn, store.jobs, leases, claim_id="d" * 32, owner="me", row_guards={"own": true()}
+        )
+    assert ["a", "own"] == sorted(won)
+
+
+def test_racing_batches_never_claim_a_row_twice(db: TestDatabase) -> None:
+    """Four stores claiming the same 20 due rows at once: every row is won exactly once."""
+    stores = [JobStore(db.url, table_prefix=db.table_prefix) for _ in range(4)]
+    try:
+        stores[0].create_schema()
+        names = [f"r{i:02d}" for i in range(20)]
+        due_rows(stores[0], *names)
+        leases = dict.fromkeys(names, LEASE)
+        results = race(*(lambda s=s: s.try_claim_many(leases, owner="x") for s in stores))
+        won = sorted(c.name for r in results if isinstance(r, list) for c in r)
+        assert names == won, results
+    finally:
+        for s in stores:
+            s.dispose()
+
+
+def test_an_idle_poll_is_one_statement_and_no_ping(db: TestDatabase) -> None:
+    """An engine recurjobs makes sends no pre-ping: polling for due jobs is one statement."""
+    engine = make_engine(db.url)
+    store = JobStore(engine, table_prefix=db.table_prefix)
+    sent: list[str] = []
+    try:
+        store.create_schema()
+        store.ensure([Job("a")])
+        store.due_names(["a"])  # the connection is pooled now
+        event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        assert [] == store.due_names(["a"])
+        assert 1 == len(sent), sent
+        pool = engine.pool
+        assert (False, ResetStyle.reset_none) == (pool._pre_ping, pool._reset_on_return)
+    finally:
+        store.dispose()
+        engine.dispose()
+
+
+def test_next_boundary_is_just_after_the_next_multiple_of_a_period() -> None:
+    """The poller's extra wake: the next multiple of any period, ``AFTER`` past it."""
+    assert 10.0 + AFTER == next_boundary(7.3, [10.0])
+    assert 6.0 + AFTER == next_boundary(4.0 + AFTER + 0.001, [2.0, 10.0])
+    assert 4.0 + AFTER == next_boundary(4.0 + AFTER / 2, [2.0])  # not yet woken for it
+    assert math.inf == next_boundary(5.0, [])

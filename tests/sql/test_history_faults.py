@@ -1,0 +1,137 @@
+"""The history writer under faults: a database that stalls or goes away never slows a run;
+a full queue drops records with one counted warning; stop() is bounded by its deadline."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import statistics
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from recurjobs import CancellationToken, DistributedJobSettings, JobHost, RecurringJob
+from recurjobs._historyrec import Done, HistoryQueue
+from recurjobs.sql import JobStore
+from recurjobs.sql._history import HistoryTables, read_history
+from recurjobs.sql._historywriter import HistoryWriter
+from tests.dbs import TestDatabase
+from tests.faultproxy import FaultProxy
+from tests.sql.helpers import wait_until
+
+
+class Ticker(RecurringJob):
+    """Every 10 ms; notes when each run starts (``time.monotonic()``)."""
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(milliseconds=10), delay=timedelta(0))
+        self.starts: list[float] = []
+
+    def run(self, token: CancellationToken) -> None:
+        self.starts.append(time.monotonic())
+
+
+def _proxy_for(db: TestDatabase) -> tuple[FaultProxy, str]:
+    url = sa.make_url(db.url)
+    if db.backend == "sqlite" or url.host is None or url.port is None:
+        pytest.skip("a TCP fault needs a database server")
+    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    return proxy, proxy.proxied_url(db.url)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fault", ["stall", "refuse"])
+def test_runs_keep_their_cadence_while_the_history_database_is_down(
+    db: TestDatabase, fault: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 10 ms job keeps running every ~10 ms while the database stalls or refuses for 5 s,
+    and its runs of that time reach the table once the database is back."""
+    if fault == "refuse" and db.backend == "mysql":
+        pytest.skip("one backend is enough for the refusal; the stall runs on both")
+    proxy, url = _proxy_for(db)
+    job = Ticker()
+    settings = DistributedJobSettings(
+        poll_period=timedelta(seconds=1), delay=timedelta(0), table_prefix=db.table_prefix
+    )
+    host = JobHost([job], database=url, distributed=settings, history=True)
+    try:
+        host.start()
+        assert wait_until(lambda: len(host.history(limit=10)) >= 5, 10)
+        begin = time.monotonic()
+        getattr(proxy, fault)(5.0)
+        time.sleep(5.0)  # real time: the outage being measured
+        end = time.monotonic()
+        proxy.pass_through()
+        during = [t for t in job.starts if begin <= t <= end]
+        gaps = [b - a for a, b in itertools.pairwise(during)]
+        with capsys.disabled():
+            print(
+                f"\n[history {fault} {db.backend}] runs in 5 s: {len(during)}, gap p50 "
+                f"{statistics.median(gaps) * 1000:.1f} ms, p99 "
+                f"{sorted(gaps)[int(len(gaps) * 0.99)] * 1000:.1f} ms, "
+                f"max {max(gaps) * 1000:.1f} ms"
+            )
+        assert len(during) >= 200, len(during)  # 500 expected; a busy machine loses some
+        assert max(gaps) < 1.0, max(gaps)
+        wanted = len(job.starts)
+        assert wait_until(lambda: len(host.history(limit=10_000)) >= wanted - 5, 30)
+    finally:
+        assert host.stop(20)
+        proxy.close()
+
+
+@pytest.mark.timeout(60)
+def test_stop_gives_up_on_an_unreachable_database_at_its_deadline(db: TestDatabase) -> None:
+    """stop(2) with the database refusing returns by its deadline (plus slack), saying False."""
+    proxy, url = _proxy_for(db)
+    if db.backend != "postgres":
+        pytest.skip("one backend is enough")
+    job = Ticker()
+    settings = DistributedJobSettings(
+        poll_period=timedelta(seconds=1), delay=timedelta(0), table_prefix=db.table_prefix
+    )
+    host = JobHost([job], database=url, distributed=settings, history=True)
+    try:
+        host.start()
+        assert wait_until(lambda: len(host.history(limit=10)) >= 5, 10)
+        proxy.refuse(30)
+        count = len(job.starts)
+        assert wait_until(lambda: len(job.starts) >= count + 20, 10)
+        begun = time.monotonic()
+        assert not host.stop(2)
+        assert time.monotonic() - begun < 5
+    finally:
+        proxy.close()
+
+
+def test_full_queue_drops_with_one_counted_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records beyond the queue's bound are dropped and counted; the writer logs the count
+    once, then writes the records that fitted."""
+    url, prefix = f"sqlite:///{tmp_path / 'h.db'}", "q_"
+    queue = HistoryQueue(5)
+    now = round(time.time() * 1000)
+    records = [Done("recurring", f"j{i}", None, "schedule", now, now + 1, "executed", None)
+               for i in range(8)]  # fmt: skip
+    accepted = [queue.put(r) for r in records]
+    assert [True] * 5 + [False] * 3 == accepted
+    assert 3 == queue.dropped
+    tables = HistoryTables(prefix)
+    store = JobStore(url, table_prefix=prefix)
+    tables.metadata.create_all(store.engine)
+    writer = HistoryWriter(queue=queue, store=store, tables=tables, host="me")
+    with caplog.at_level(logging.WARNING, logger="recurjobs.history"):
+        writer.start()
+        assert wait_until(lambda: writer.written == 5)
+        assert writer.close(time.monotonic() + 5)
+    drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert 1 == len(drops)
+    assert "3 record(s) were dropped" in drops[0]
+    names = sorted(r.job for r in read_history(store.engine, prefix))
+    store.dispose()
+    assert ["j0", "j1", "j2", "j3", "j4"] == names

@@ -1,0 +1,116 @@
+"""Faults around pausing and the column migration: a table or row held by another transaction,
+an unreachable database. Every wait is bounded; nothing is half-done."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, MetaData, create_engine, make_url, select, update
+from sqlalchemy.pool import NullPool
+
+from recurjobs import JobHost
+from recurjobs.sql import DatabaseUnavailable, JobStore
+from recurjobs.sql._retry import is_lock_timeout
+from tests.dbs import TestDatabase
+from tests.sql.helpers import HOUR, Job
+from tests.sql.runhelpers import settings
+from tests.sql.test_pause_sql import columns, make_old_table, old_layout
+
+
+@contextmanager
+def holding(db: TestDatabase, write: bool) -> Iterator[Connection]:
+    """An open transaction on the jobs table (a read, or a write of row "legacy"/"a") that holds
+    its locks until the block ends."""
+    engine = create_engine(db.url, poolclass=NullPool)
+    table = old_layout(MetaData(), db.table_prefix)
+    try:
+        with engine.connect() as conn:
+            conn.begin()
+            if write or db.backend == "sqlite":  # SQLite: only a writer blocks the ALTER
+                conn.execute(update(table).values(due_now=False))
+            else:
+                conn.execute(select(table)).all()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.timeout(90)
+def test_migration_blocked_by_an_open_transaction_fails_start_in_bounded_time(
+    db: TestDatabase,
+) -> None:
+    """While another transaction holds the old table, start() gives up after its start_timeout
+    (plus one lock wait) with DatabaseUnavailable and leaves the table as it was; once the
+    transaction ends, a host starts and adds the columns."""
+    make_old_table(db)
+    host = JobHost([Job("a", HOUR)], database=db.url, distributed=settings(db), start_timeout=2)
+    with holding(db, write=False):
+        began = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            host.start()
+        took = time.monotonic() - began
+    unchanged = columns(db)
+    later = JobHost([Job("a", HOUR)], database=db.url, distributed=settings(db))
+    with later:
+        started = later.running
+    assert took < 2 + 10, took
+    assert ("paused" not in unchanged, True) == (True, started)
+    assert {"paused", "cron"} <= columns(db)
+
+
+@pytest.mark.timeout(60)
+def test_pause_of_a_locked_row_raises_after_the_statement_bound(db: TestDatabase) -> None:
+    """A row held by another writer makes pause() raise a lock timeout after about the host's
+    statement bound (1 s with a 0.1 s poll), not hang; the row is not paused."""
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        store.create_schema()
+        store.ensure([Job("a", HOUR)])
+        host = JobHost([Job("a", HOUR)], database=db.url, distributed=settings(db))
+        engine = create_engine(db.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.begin()
+                row_a = update(store.jobs).where(store.jobs.c.name == "a")
+                conn.execute(row_a.values(due_now=True))
+                began = time.monotonic()
+                with pytest.raises(Exception) as caught:
+                    host.pause("a")
+                took = time.monotonic() - began
+                conn.rollback()
+        finally:
+            engine.dispose()
+        paused = store.paused_names()
+    finally:
+        store.dispose()
+    assert (True, set()) == (is_lock_timeout(caught.value), paused)
+    assert took < 1 + 10, took
+
+
+def unreachable(db: TestDatabase, tmp_path: Path) -> str:
+    """A URL of the test's backend where nothing answers."""
+    if db.backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'no-such-directory' / 'jobs.db'}"
+    return make_url(db.url).set(host="127.0.0.1", port=1).render_as_string(hide_password=False)
+
+
+@pytest.mark.timeout(60)
+def test_pause_with_the_database_unreachable_raises_in_bounded_time(
+    db: TestDatabase, tmp_path: Path
+) -> None:
+    """pause() of a distributed job on an unreachable database raises (after the store's short
+    retry) instead of returning a made-up answer or hanging."""
+    host = JobHost([Job("a", HOUR)], database=unreachable(db, tmp_path), distributed=settings(db))
+    began = time.monotonic()
+    with pytest.raises(Exception) as caught:
+        host.pause("a")
+    took = time.monotonic() - began
+    assert "OperationalError" == type(caught.value).__name__
+    assert took < 5 + 10, took
