@@ -13,6 +13,9 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS='-k maindom -x'
 PYTEST_ARGS ?=
+# pytest-xdist workers: auto (tests/conftest.py: two per core, at most 8; none when
+# PYTEST_ARGS names single tests), a number, or 0 for one process.
+PYTEST_WORKERS ?= auto
 # DATABASES=0 skips starting PostgreSQL/MariaDB (their tests then skip, or fail under CI=true).
 DATABASES ?= 1
 # BROWSER=0 skips installing Chromium for the dashboard's browser tests (they then skip, or fail
@@ -53,16 +56,33 @@ demo: $(STAMP)
 
 # The database script prints `export ...` lines (diagnostics go to stderr); assigning them
 # first makes a failure of the script stop the recipe, which `eval "$(...)"` alone would not.
+# Ruff, mypy and the docs build run beside pytest (whose tests mostly wait on other processes
+# and servers), niced so that timing-sensitive tests keep the CPU; their output is shown after
+# pytest's, and any failure fails the target. The docs go to a directory of this run's own, so
+# parallel checkouts do not share one.
 test: $(STAMP)
+	checks_log="$$(mktemp)"; site="$$(mktemp -d)"; \
+	trap 'rm -rf "$$checks_log" "$$site"' EXIT; \
+	{ \
+		status=0; \
+		nice -n 10 $(BIN)/ruff check . || status=1; \
+		nice -n 10 $(BIN)/mypy || status=1; \
+		if [[ -f mkdocs.yml ]]; then nice -n 10 $(BIN)/mkdocs build --strict -q -d "$$site" || status=1; fi; \
+		exit "$$status"; \
+	} >"$$checks_log" 2>&1 & checks=$$!; \
 	if [[ "$(DATABASES)" != 0 ]]; then \
-		urls="$$(bash scripts/test-databases.sh)"; \
+		urls="$$(bash scripts/test-databases.sh)" || { kill "$$checks" 2>/dev/null; exit 1; }; \
 		eval "$$urls"; \
 	fi; \
-	if [[ "$(BROWSER)" != 0 ]]; then bash scripts/test-browser.sh; fi; \
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	$(BIN)/ruff check .
-	$(BIN)/mypy
-	if [[ -f mkdocs.yml ]]; then $(BIN)/mkdocs build --strict -q -d $(SITE_DIR); fi
+	if [[ "$(BROWSER)" != 0 ]]; then \
+		bash scripts/test-browser.sh || { kill "$$checks" 2>/dev/null; exit 1; }; \
+	fi; \
+	pytest_status=0; \
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || pytest_status=$$?; \
+	checks_status=0; wait "$$checks" || checks_status=$$?; \
+	echo '--- ruff, mypy, mkdocs build:'; cat "$$checks_log"; \
+	if [[ $$checks_status != 0 ]]; then echo "ruff, mypy or the docs build failed"; fi; \
+	[[ $$pytest_status == 0 && $$checks_status == 0 ]]
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -536,13 +536,14 @@ class FaultProxy:
 
     def _set_mode(self, mode: str, seconds: float) -> None:
         was = self._mode
+        if mode != _REFUSE and was == _REFUSE:
+            # Listen before the new mode shows: whoever sees "pass" may connect at once.
+            self._rebind_until = time.monotonic() + _REBIND_FOR
+            self._listen()
         self._mode = mode
         self._mode_until = time.monotonic() + seconds
         if mode == _REFUSE:
             self._unlisten()
-        elif was == _REFUSE:
-            self._rebind_until = time.monotonic() + _REBIND_FOR
-            self._listen()
         if mode == _PASS and was != _PASS:
             self._note(f"{was} over")
         for pair in list(self._pairs):

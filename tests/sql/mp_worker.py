@@ -19,12 +19,14 @@ linger.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,6 +75,16 @@ class RecordingJob(DistributedJob):
         cancelled = token.wait(self.duration)
         self.record("end", job=self.name, start=start, end=time.monotonic(), cancelled=cancelled)
         token.raise_if_cancelled()
+
+
+def _stacks() -> dict[str, str]:
+    """Thread name -> its current stack, for every recurjobs thread still alive."""
+    frames = sys._current_frames()
+    return {
+        t.name: "".join(traceback.format_stack(frames[t.ident]))
+        for t in threading.enumerate()
+        if t.name.startswith("recurjobs") and t.ident in frames
+    }
 
 
 def main(config_path: str) -> int:
@@ -134,9 +146,15 @@ def main(config_path: str) -> int:
     )
     stop.wait(min(float(config["seconds"]), float(config.get("lifetime", _LIFETIME_SECONDS))))
     record("stopping", t=time.monotonic())
-    ended = host.stop(10)
+    stop_timeout = float(config.get("stop_timeout", 10))
+    # Still here long after stop() should have returned: print every thread's stack to the log
+    # (stderr), to show where it hangs.
+    faulthandler.dump_traceback_later(stop_timeout + 10, exit=False)
+    ended = host.stop(stop_timeout)
+    stopped_at = time.monotonic()
     alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("recurjobs"))
-    record("stopped", t=time.monotonic(), ended=ended, alive=alive)
+    stacks = {} if ended else _stacks()  # where a stop that did not end is stuck, for diagnosis
+    record("stopped", t=stopped_at, ended=ended, alive=alive, stacks=stacks)
     return 0
 
 

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from recurjobs.sql import JobStore
+from recurjobs.sql._tables import jobs_table
 from tests.dbs import TestDatabase, under_ci
 from tests.sql.helpers import wait_until
 from tests.sql.pgcluster import PASSWORD, PrivatePostgres, postgres_bindir
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("mp_worker.py")
@@ -39,6 +40,11 @@ PERIOD, POLL, MAX_EXEC = 1.0, 0.1, 2.0
 LEASE = PERIOD + MAX_EXEC
 TAKEOVER_BOUND = PERIOD + MAX_EXEC + POLL  # SPEC 6: a dead owner's job is taken over by then
 SLACK = 3.0  # generous room for process scheduling on a busy machine
+# Liveness bounds for a machine busy with other tests (load 10-20 on 2 cores seen): starting a
+# worker (imports, first statements) took up to 30 s there, exiting after its stop up to 10 s.
+STARTUP = 60.0
+STOP = 20.0  # each worker's stop() timeout
+EXIT = STOP + 2 + 20  # from SIGTERM (or the end of its run) until a worker has exited
 SHORT = [
     {"name": "a", "period": PERIOD, "duration": 0.02},
     {"name": "b", "period": PERIOD, "duration": 0.02},
@@ -76,6 +82,7 @@ class Cluster:
             "poll": POLL,
             "max_execution_time": MAX_EXEC,
             "seconds": SECONDS,
+            "stop_timeout": STOP,
         }
         path = self.directory / f"{host}.json"
         path.write_text(json.dumps(settings | config))
@@ -108,13 +115,16 @@ class Cluster:
         """Wait for every worker to exit by itself; each must exit with status 0."""
         deadline = time.monotonic() + timeout
         for host, proc in self.procs.items():
-            code = proc.wait(max(0.1, deadline - time.monotonic()))
+            try:
+                code = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{host} still runs after {timeout} s\n{self.logs()}")
             assert 0 == code, f"{host} exited with {code}\n{self.logs()}"
 
     def logs(self) -> str:
-        """The workers' stdout/stderr, for failure messages."""
+        """The workers' stdout/stderr and last events, for failure messages."""
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            f"--- {p.name}\n{_tail(p, 6000)}--- last events\n{_tail(p.with_suffix('.jsonl'), 1000)}"
             for p in sorted(self.directory.glob("*.log"))
         )
 
@@ -125,6 +135,14 @@ class Cluster:
                 os.kill(proc.pid, signal.SIGCONT)
                 proc.kill()
                 proc.wait(10)
+
+
+def _tail(path: Path, size: int) -> str:
+    """The last ``size`` characters of a file ("" when it does not exist)."""
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except FileNotFoundError:
+        return ""
 
 
 def _when(event: Event) -> float:
@@ -167,29 +185,34 @@ def assert_healthy(cluster: Cluster) -> None:
     """Nothing escaped any thread of any worker, and every host stopped all its threads."""
     assert [] == cluster.events("thread-exception")
     stopped = cluster.events("stopped")
-    assert [True] * len(cluster.procs) == [e["ended"] for e in stopped], stopped
+    stuck = {e["host"]: e.get("stacks") or e["alive"] for e in stopped if not e["ended"]}
+    assert ([True] * len(cluster.procs), {}) == ([e["ended"] for e in stopped], stuck)
 
 
 def assert_cadence(cluster: Cluster, job: str) -> None:
-    """``job`` ran without overlap in at least 80% of its periods while all hosts were up."""
+    """``job`` ran without overlap, and in at least half of its periods while all hosts were up.
+
+    A healthy run takes a period plus its duration plus up to a poll (about 1.1 s here), more on
+    a busy machine; a job whose row stayed claimed would run only every lease (3 s) or never.
+    """
     runs = executions(cluster, job)
     assert [] == overlaps(runs)
-    first = runs[0]["start"]
+    first = max(e["t"] for e in cluster.events("started"))
     last = min(e["t"] for e in cluster.events("stopping"))
     periods = (last - first) / PERIOD
     ran = sum(1 for r in runs if first <= r["start"] < last)
     hosts = sorted({r["host"] for r in runs})
     print(f"{job}: {ran} runs in {periods:.1f} periods on {hosts}")
     gaps = [round(b["start"] - a["start"], 2) for a, b in pairwise(runs)]
-    assert ran >= 0.8 * periods, f"{job}: {ran} runs in {periods:.1f} periods; gaps {gaps}"
+    assert ran >= 0.5 * periods, f"{job}: {ran} runs in {periods:.1f} periods; gaps {gaps}"
 
 
-@pytest.mark.timeout(SECONDS + 60)
+@pytest.mark.timeout(SECONDS + STARTUP + EXIT + 60)
 def test_each_job_runs_every_period_on_exactly_one_host(cluster: Cluster) -> None:
     """Four hosts share three 1 s jobs: no execution overlaps another of its job, none starves."""
     for i in range(4):
         cluster.spawn(f"h{i}", SHORT)
-    cluster.join(SECONDS + 40)
+    cluster.join(STARTUP + SECONDS + EXIT)
     for job in ("a", "b", "c"):
         assert_cadence(cluster, job)
     assert_healthy(cluster)
@@ -202,13 +225,49 @@ def test_each_job_runs_every_period_on_exactly_one_host(cluster: Cluster) -> Non
 
 def owner_of_long_run(cluster: Cluster) -> Event:
     """Wait until some host is executing ``long`` and has renewed its claim; return its start."""
-    cluster.wait_for(SECONDS + 20, lambda: bool(executions(cluster, "long")))
+    cluster.wait_for(STARTUP, lambda: bool(executions(cluster, "long")))
     run = executions(cluster, "long")[0]
     time.sleep(3 * POLL)  # let a few heartbeats land
     return run
 
 
-@pytest.mark.timeout(SECONDS + 60)
+def row_is_free(db: TestDatabase, job: str) -> bool:
+    """Whether a no-op write to ``job``'s row gets its lock within a second."""
+    connect_args: dict[str, dict[str, Any]] = {
+        "sqlite": {"timeout": 1},
+        "postgres": {"options": "-c lock_timeout=1000"},
+        "mysql": {"init_command": "SET SESSION innodb_lock_wait_timeout = 1"},
+    }
+    table = jobs_table(MetaData(), db.table_prefix)
+    engine = create_engine(db.url, poolclass=NullPool, connect_args=connect_args[db.backend])
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(table).where(table.c.name == job).values(name=table.c.name))
+        return True
+    except OperationalError:  # a lock wait timeout, or SQLite's "database is locked"
+        return False
+    finally:
+        engine.dispose()
+
+
+def pause_outside_a_transaction(db: TestDatabase, pid: int, job: str) -> float:
+    """SIGSTOP ``pid`` at a moment it holds no lock on ``job``'s row; return when (monotonic).
+
+    Frozen inside its heartbeat's transaction, a host would keep the row (on SQLite the whole
+    file) locked until resumed, and nobody could take the job over: that is the locked-row
+    fault (test_locked_row.py), not the paused-owner one tested here. So resume it and retry.
+    """
+    for _ in range(20):
+        os.kill(pid, signal.SIGSTOP)
+        paused_at = time.monotonic()
+        if row_is_free(db, job):
+            return paused_at
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)
+    pytest.fail(f"pid {pid} held the row of {job} at each of 20 tries")
+
+
+@pytest.mark.timeout(SECONDS + STARTUP + EXIT + 60)
 def test_a_killed_owner_s_job_is_taken_over(cluster: Cluster) -> None:
     """After kill -9 of the host running a long job, another host takes it over in time."""
     for i in range(4):
@@ -228,11 +287,11 @@ def test_a_killed_owner_s_job_is_taken_over(cluster: Cluster) -> None:
         if proc.pid != victim["pid"]:
             proc.send_signal(signal.SIGTERM)
     cluster.procs = {h: p for h, p in cluster.procs.items() if p.pid != victim["pid"]}
-    cluster.join(30)
+    cluster.join(EXIT)
     assert_healthy(cluster)
 
 
-@pytest.mark.timeout(SECONDS + 60)
+@pytest.mark.timeout(SECONDS + STARTUP + EXIT + 60)
 def test_a_paused_owner_loses_its_claim_and_cannot_disturb_the_new_owner(
     cluster: Cluster, store_for: Callable[[], JobStore]
 ) -> None:
@@ -241,8 +300,7 @@ def test_a_paused_owner_loses_its_claim_and_cannot_disturb_the_new_owner(
     for i in range(4):
         cluster.spawn(f"h{i}", LONG)
     victim = owner_of_long_run(cluster)
-    os.kill(victim["pid"], signal.SIGSTOP)
-    paused_at = time.monotonic()
+    paused_at = pause_outside_a_transaction(cluster.db, victim["pid"], "long")
     cluster.wait_for(TAKEOVER_BOUND + SLACK + 5, lambda: len(executions(cluster, "long")) >= 2)
     takeover = executions(cluster, "long")[1]
     print(f"taken over {takeover['start'] - paused_at:.2f} s after the pause")
@@ -254,7 +312,7 @@ def test_a_paused_owner_loses_its_claim_and_cannot_disturb_the_new_owner(
     old = executions(cluster, "long")[0]
     assert (victim["pid"], True) == (old["pid"], old["cancelled"])
     print(f"old run cancelled {old['end'] - resumed_at:.3f} s after resuming")
-    assert old["end"] - resumed_at <= 1.0  # a heartbeat is 100 ms; generous for a busy machine
+    assert old["end"] - resumed_at <= 1.0 + SLACK  # a heartbeat is 100 ms; the rest: busy machine
     assert [victim["pid"]] == [e["pid"] for e in cluster.events("lease-lost")]
     # The old owner's finish did not free the row: the new owner still holds it, no third run.
     time.sleep(LEASE + 1)
@@ -265,16 +323,16 @@ def test_a_paused_owner_loses_its_claim_and_cannot_disturb_the_new_owner(
     assert 2 == len(runs)
     for proc in cluster.procs.values():
         proc.send_signal(signal.SIGTERM)
-    cluster.join(30)
+    cluster.join(EXIT)
     assert_healthy(cluster)
 
 
-@pytest.mark.timeout(SECONDS + 60)
+@pytest.mark.timeout(SECONDS + STARTUP + EXIT + 60)
 def test_hosts_with_skewed_clocks_neither_double_run_nor_starve(cluster: Cluster) -> None:
     """Hosts whose clocks are 10 minutes ahead or behind change nothing: the database decides."""
     for host, skew in (("ahead", 10), ("behind", -10), ("n0", 0), ("n1", 0)):
         cluster.spawn(host, SHORT, skew_minutes=skew)
-    cluster.join(SECONDS + 40)
+    cluster.join(STARTUP + SECONDS + EXIT)
     offsets = {e["host"]: round(e["wall_offset"] / 60) for e in cluster.events("started")}
     assert {"ahead": 10, "behind": -10, "n0": 0, "n1": 0} == offsets
     for job in ("a", "b", "c"):
@@ -321,7 +379,7 @@ def accepting_connections_at(url: str, timeout: float = 60.0) -> float:
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(SECONDS + OUTAGE + 90)
+@pytest.mark.timeout(SECONDS + OUTAGE + STARTUP + EXIT + 90)
 def test_hosts_ride_out_a_postgresql_outage(
     private_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
@@ -332,7 +390,7 @@ def test_hosts_ride_out_a_postgresql_outage(
     try:
         for i in range(4):
             cluster.spawn(f"h{i}", SHORT, seconds=SECONDS + OUTAGE)
-        cluster.wait_for(30, lambda: all(len(executions(cluster, j)) >= 2 for j in "abc"))
+        cluster.wait_for(STARTUP, lambda: all(len(executions(cluster, j)) >= 2 for j in "abc"))
         private_postgres.stop()
         down_at = time.monotonic()
         time.sleep(OUTAGE)
@@ -346,7 +404,7 @@ def test_hosts_ride_out_a_postgresql_outage(
         resumed = min(e["start"] for e in cluster.events("start") if e["start"] > restart_at)
         print(f"first run {resumed - back_at:+.2f} s after the server accepted connections again")
         assert resumed - back_at <= 1.0 + POLL + SLACK  # the retry back-off is capped at 1 s
-        cluster.join(SECONDS + OUTAGE + 40)
+        cluster.join(SECONDS + OUTAGE + EXIT)
     finally:
         cluster.kill_all()
     assert_healthy(cluster)

@@ -23,6 +23,12 @@ LEASE = timedelta(minutes=5)
 BAD_PASSWORD = "Wr0ng@pa:ss/word"  # raw "@", ":" and "/" once encoded into the URL
 
 
+# A permanent error fails "at once": well inside the patience given, even on a busy machine
+# (a MySQL login refusal took 8 s of wall time there), instead of retrying until the end.
+PATIENCE = 45.0  # below the 60 s test timeout, so a test that waits it out fails as itself
+AT_ONCE = PATIENCE / 3
+
+
 def with_parts(url: str, **parts: object) -> str:
     """``url`` with some parts replaced (the password URL-encoded), rendered in full."""
     return make_url(url).set(**parts).render_as_string(hide_password=False)  # type: ignore[arg-type]
@@ -68,7 +74,7 @@ def test_a_wrong_password_fails_at_once(db: TestDatabase) -> None:
     no part of the password in the message."""
     server_only(db)
     url = with_parts(db.url, password=BAD_PASSWORD)
-    error, took = refusal(url, timeout=30)
+    error, took = refusal(url, timeout=PATIENCE)
     message = str(error)
     expected_reason = {"postgres": "password authentication failed", "mysql": "Access denied"}
     assert (True, True) == (
@@ -76,17 +82,17 @@ def test_a_wrong_password_fails_at_once(db: TestDatabase) -> None:
         expected_reason[db.backend] in message,
     ), message
     assert [] == [part for part in ("Wr0ng", "pa:ss", "ss/word", "%40") if part in message]
-    assert took < 5, took
+    assert took < AT_ONCE, took
 
 
 def test_an_unknown_database_fails_at_once(db: TestDatabase) -> None:
     """A database name the server does not know raises at once, naming the reason."""
     server_only(db)
     name = make_url(db.url).database
-    error, took = refusal(with_parts(db.url, database=f"{name}_no_such_db"), timeout=30)
+    error, took = refusal(with_parts(db.url, database=f"{name}_no_such_db"), timeout=PATIENCE)
     expected_reason = {"postgres": "does not exist", "mysql": "Unknown database"}
     assert True is (expected_reason[db.backend] in str(error)), str(error)
-    assert took < 5, took
+    assert took < AT_ONCE, took
 
 
 @pytest.mark.slow
@@ -95,22 +101,22 @@ def test_an_unreachable_server_fails_after_the_timeout(db: TestDatabase) -> None
     server_only(db)
     error, took = refusal(with_parts(db.url, host="127.0.0.1", port=closed_port()), timeout=1.0)
     assert True is ("still unreachable after 1s" in str(error)), str(error)
-    assert 0.9 < took < 4, took
+    assert 0.9 < took < 1.0 + AT_ONCE, took
 
 
 def test_an_sqlite_directory_fails_at_once(tmp_path: Path) -> None:
     """An SQLite URL naming a directory raises at once, saying it is a directory."""
-    error, took = refusal(f"sqlite:///{tmp_path}", timeout=30)
+    error, took = refusal(f"sqlite:///{tmp_path}", timeout=PATIENCE)
     assert (f"sqlite:///{tmp_path}", True) == (
         error.url,
         error.reason.endswith(f"({tmp_path} is a directory)"),
     ), str(error)
-    assert took < 5, took
+    assert took < AT_ONCE, took
 
 
 def test_an_sqlite_file_in_a_missing_directory_fails_at_once(tmp_path: Path) -> None:
     """An SQLite file whose directory does not exist raises at once, naming the directory."""
-    error, _ = refusal(f"sqlite:///{tmp_path}/missing/jobs.db", timeout=30)
+    error, _ = refusal(f"sqlite:///{tmp_path}/missing/jobs.db", timeout=PATIENCE)
     assert True is (f"the directory {tmp_path}/missing does not exist" in str(error)), str(error)
 
 
@@ -118,9 +124,9 @@ def test_an_sqlite_file_under_proc_fails_at_once() -> None:
     """An SQLite file where no file can be made (``/proc``) raises at once."""
     if not os.path.isdir("/proc/self"):
         pytest.skip("needs Linux /proc")
-    error, took = refusal("sqlite:////proc/recurjobs-test/jobs.db", timeout=30)
+    error, took = refusal("sqlite:////proc/recurjobs-test/jobs.db", timeout=PATIENCE)
     assert True is ("unable to open database file" in str(error)), str(error)
-    assert took < 5, took
+    assert took < AT_ONCE, took
 
 
 def test_an_sqlite_file_in_a_read_only_directory_fails_at_once(tmp_path: Path) -> None:
@@ -131,7 +137,7 @@ def test_an_sqlite_file_in_a_read_only_directory_fails_at_once(tmp_path: Path) -
     folder.mkdir()
     folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        error, _ = refusal(f"sqlite:///{folder}/jobs.db", timeout=30)
+        error, _ = refusal(f"sqlite:///{folder}/jobs.db", timeout=PATIENCE)
     finally:
         folder.chmod(stat.S_IRWXU)
     assert True is (f"the directory {folder} is not writable" in str(error)), str(error)
@@ -143,9 +149,9 @@ def test_a_read_only_sqlite_file_fails_at_once(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     JobStore(f"sqlite:///{path}", table_prefix="t_never_used_").create_schema()
     read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
-    error, took = refusal(read_only, timeout=30)
+    error, took = refusal(read_only, timeout=PATIENCE)
     assert True is ("readonly database" in str(error)), str(error)
-    assert took < 5, took
+    assert took < AT_ONCE, took
 
 
 def test_mysql_engine_without_found_rows_is_refused(db: TestDatabase) -> None:
@@ -198,7 +204,7 @@ def test_host_start_fails_on_a_wrong_password(db: TestDatabase) -> None:
         [Job("a", timedelta(seconds=10))],
         database=url,
         distributed=DistributedJobSettings(table_prefix=db.table_prefix),
-        start_timeout=30,
+        start_timeout=PATIENCE,
     )
     before = set(threading.enumerate())
     began = time.monotonic()
@@ -207,4 +213,4 @@ def test_host_start_fails_on_a_wrong_password(db: TestDatabase) -> None:
     took = time.monotonic() - began
     threads = [t.name for t in set(threading.enumerate()) - before]
     assert (False, [], True) == (host.running, threads, masked(url) in str(caught.value))
-    assert took < 5, took
+    assert took < AT_ONCE, took
