@@ -9,9 +9,10 @@ tools (``read_history(engine, prefix, ...)``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, MetaData, Table, func, inspect, select
+from sqlalchemy import Connection, Engine, MetaData, Table, func, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from recurjobs._history import KINDS, OUTCOMES, RunRecord
@@ -22,6 +23,22 @@ from recurjobs.sql._history_table import runs_table
 __all__ = ["failure_counts", "failures_query", "history_query", "read_history"]
 
 _MAX_LIMIT = 10_000
+
+T = TypeVar("T")
+
+
+def _read(engine: Engine, statement_timeout: float, fn: Callable[[Connection], T]) -> T:
+    """Run ``fn`` on a pooled connection, bounded; once more on a fresh connection when the
+    server dropped the pooled one (engines skip the pre-ping: a dead connection is found by
+    using it, and the pool has already thrown it away)."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as conn, bounded_waits(conn, to_ms(statement_timeout)):
+                return fn(conn)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _runs(prefix: str) -> Table:
@@ -53,8 +70,7 @@ def read_history(
         runs, job=job, limit=limit, outcome=outcome, kind=kind, since_ms=since_ms
     )
     try:
-        with engine.connect() as conn, bounded_waits(conn, to_ms(statement_timeout)):
-            found = list(conn.execute(query))
+        found = _read(engine, statement_timeout, lambda conn: list(conn.execute(query)))
     except DBAPIError:
         if not _has_table(engine, runs.name):
             return []
@@ -74,8 +90,11 @@ def failure_counts(
     _check_filters(None, 1, None, None, since)
     query = failures_query(_runs(prefix), round(since.timestamp() * 1000))
     try:
-        with engine.connect() as conn, bounded_waits(conn, to_ms(statement_timeout)):
-            return {job: int(count) for job, count in conn.execute(query)}
+        return _read(
+            engine,
+            statement_timeout,
+            lambda conn: {job: int(count) for job, count in conn.execute(query)},
+        )
     except DBAPIError:
         if not _has_table(engine, f"{prefix}runs"):
             return {}
