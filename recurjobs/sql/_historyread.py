@@ -8,8 +8,8 @@ tools (``read_history(engine, prefix, ...)``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, MetaData, Table, func, inspect, select
