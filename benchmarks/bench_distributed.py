@@ -10,7 +10,7 @@ Four measurements, each repetition in a fresh process (the cluster one spawns it
   as the host would make it from the URL). SQL statements are counted with SQLAlchemy's
   ``before_cursor_execute`` event; round trips are counted at the driver, where the pool's
   pre-ping and the transaction's BEGIN/COMMIT/ROLLBACK show up too (libpq's protocol trace
-  for psycopg, PyMySQL's command layer, sqlite3's trace callback). ``JobStore.due_names`` is
+  for psycopg, PyMySQL's command layer, sqlite3's trace callback). ``JobStore.poll`` is
   wrapped in the child to mark where each poll starts, so every poll is counted exactly.
 * *Claim latency*: one ``JobStore.try_claim`` of a due row, then its ``finish``, 200 times
   (20 untimed first) round-robin over 20 rows with a 1 ms period (so each is due again).
@@ -232,7 +232,7 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
     from recurjobs.sql import JobStore
 
     marks: list[tuple[int, int, float]] = []
-    due_names = JobStore.due_names
+    due_names = JobStore.poll
 
     import _cluster
 
@@ -249,12 +249,12 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
         engine = _cluster.host_engine(db, settings)
         meter = _Meter(engine, Path(traces))
 
-        def marked(store: JobStore, names: Any) -> list[str]:
+        def marked(store: JobStore, names: Any, crons: Any = None) -> Any:
             count, wire = meter.snapshot()
             marks.append((count, wire, time.perf_counter()))
-            return due_names(store, names)
+            return due_names(store, names, crons)
 
-        JobStore.due_names = marked  # type: ignore[method-assign]
+        JobStore.poll = marked  # type: ignore[method-assign]
         jobs = [_job(f"idle-{i}", timedelta(hours=1)) for i in range(IDLE_JOBS)]
         host = JobHost(jobs, database=engine, distributed=settings)
         try:
@@ -264,7 +264,7 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
                 time.sleep(IDLE_POLL_MS / 1000)
             host.stop()
         finally:
-            JobStore.due_names = due_names  # type: ignore[method-assign]
+            JobStore.poll = due_names  # type: ignore[method-assign]
             host.stop()
             total_statements = len(meter.statements)
             engine.dispose()
