@@ -103,6 +103,7 @@ class DistributedPoller:
         self._ensured: dict[str, tuple[timedelta | Cron, bool]] = {}
         self._paused: set[str] = set()  # as last read from the rows (_read_paused)
         self._paused_read_at = -math.inf
+        self._paused_notes = 0  # pauses/resumes noted by this host (see _read_paused)
         self._schema_ready = False
         self._polling = False  # the initial delay is over
         self._poll_asked = False
@@ -217,6 +218,7 @@ class DistributedPoller:
     def note_paused(self, name: str, paused: bool) -> None:
         """Show a pause or resume made through this host at once (the next poll reads it)."""
         with self._lock:
+            self._paused_notes += 1  # a read begun before this note must not undo it
             if paused:
                 self._paused.add(name)
             else:
@@ -230,13 +232,16 @@ class DistributedPoller:
         if now - self._paused_read_at < max(self._poll_s, _PAUSED_READ_INTERVAL):
             return
         self._paused_read_at = now
+        with self._lock:
+            notes = self._paused_notes
         try:
             paused = self.store.paused_names(names)
         except Exception as exc:
             logger.debug("reading paused jobs on %s failed: %s", self.store.url, self._why(exc))
             return
         with self._lock:
-            self._paused = paused
+            if notes == self._paused_notes:  # else a pause/resume landed meanwhile: keep it
+                self._paused = paused
 
     def status(self) -> list[JobStatus]:
         """One record per job this host knows, as this host saw its runs."""
