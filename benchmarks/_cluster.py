@@ -211,15 +211,42 @@ def recurjobs_host(
     plan = rec.wait_for_go()
     time.sleep(max(0.0, plan["go"] - time.time()))
     host.start()
+    profile = _profiler(index)
     try:
         result = rec.window(plan, lambda: {"statements": statements[0]})
     finally:
+        if profile is not None:
+            profile()
         stopped = host.stop(timeout=30)
         engine.dispose()
     result.update(warnings=warnings.messages[:20], stopped=stopped)
     rec.save(result)
     return result
 
+
+def _profiler(index: int) -> Callable[[], None] | None:
+    """With ``RECURJOBS_CLUSTER_PROFILE=DIR`` set, host 0 runs under yappi (CPU clock, all
+    threads) from start to stop and writes ``DIR/host-0.prof`` (pstats) and a text summary."""
+    folder = os.environ.get("RECURJOBS_CLUSTER_PROFILE")
+    if not folder or index != 0:
+        return None
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.start(builtins=False, profile_threads=True)
+
+    def done() -> None:
+        yappi.stop()
+        stats = yappi.get_func_stats()
+        stats.save(os.path.join(folder, "host-0.prof"), type="pstat")
+        with open(os.path.join(folder, "host-0.txt"), "w") as f:
+            stats.sort("tsub").print_all(out=f, columns=_PROFILE_COLUMNS)
+            yappi.get_thread_stats().print_all(out=f)
+
+    return done
+
+
+_PROFILE_COLUMNS = {0: ("name", 90), 1: ("ncall", 12), 2: ("tsub", 8), 3: ("ttot", 8), 4: ("tavg", 8)}
 
 _APS4_RECORDER: _Recorder | None = None
 _APS4_JOB_MS = 0.0
