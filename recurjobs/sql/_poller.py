@@ -105,6 +105,10 @@ class DistributedPoller:
         self._paused_read_at = -math.inf
         self._paused_notes = 0  # pauses/resumes noted by this host (see _read_paused)
         self._schema_ready = False
+        # Rows to check at the next iteration, not only at the next poll: a job was added, or
+        # writing rows failed (checking every job's spec at every wake-up would cost O(jobs)
+        # per ended run).
+        self._recheck = True
         self._polling = False  # the initial delay is over
         self._poll_asked = False
         self._next_poll = math.inf
@@ -129,6 +133,7 @@ class DistributedPoller:
             self._stats.setdefault(name, RunStats())
             if getattr(job, "align_to_clock", False):
                 self._aligned.add(getattr(job, "period").total_seconds())  # noqa: B009
+            self._recheck = True
         self._wake.set()
 
     def start(self) -> None:
@@ -306,7 +311,7 @@ class DistributedPoller:
             if self._state != _RUNNING:
                 return 0.0
             wake = min(self._next_poll, self._next_fire, self._boundary_poll)
-            if self._polling and self._pending():
+            if self._polling and self._recheck:
                 wake = min(wake, now + self._poll_s)  # retry a failed ensure
         return None if math.isinf(wake) else max(0.0, wake - now)
 
@@ -334,7 +339,9 @@ class DistributedPoller:
                 self._boundary_poll = now + next_boundary(wall, self._aligned) - wall
             # Rows are written at the first poll, not at start: a new job's last_run is then
             # the database's now at start + delay, so it first runs at start + delay + period.
-            pending = self._polling and self._pending()
+            # A period changed on a job object is noticed at the next poll.
+            pending = self._polling and (poll or self._recheck) and self._pending()
+            self._recheck = self._recheck and not self._polling
         if pending:
             self._ensure()
         if poll and self._schema_ready:  # jobs whose rows are not written yet are not due
@@ -358,6 +365,8 @@ class DistributedPoller:
         except Exception as exc:
             url = self.store.url
             logger.warning("preparing distributed jobs on %s failed: %s", url, self._why(exc))
+            with self._lock:
+                self._recheck = True  # try again after a poll period, poll or not
             return False
         with self._lock:
             for job in todo:
