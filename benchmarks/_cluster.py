@@ -246,7 +246,13 @@ def _profiler(index: int) -> Callable[[], None] | None:
     return done
 
 
-_PROFILE_COLUMNS = {0: ("name", 90), 1: ("ncall", 12), 2: ("tsub", 8), 3: ("ttot", 8), 4: ("tavg", 8)}
+_PROFILE_COLUMNS = {
+    0: ("name", 90),
+    1: ("ncall", 12),
+    2: ("tsub", 8),
+    3: ("ttot", 8),
+    4: ("tavg", 8),
+}
 
 _APS4_RECORDER: _Recorder | None = None
 _APS4_JOB_MS = 0.0

@@ -10,6 +10,7 @@ shows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -478,7 +479,9 @@ class JobStore:
         for claim in claims:
             try:
                 answers.append(
-                    self._step("finishing a run", lambda c, k=claim: finish(c, k), single=True)
+                    self._step(
+                        "finishing a run", functools.partial(finish, claim=claim), single=True
+                    )
                 )
             except Exception as exc:
                 answers.append(exc)
