@@ -401,23 +401,17 @@ class DistributedPoller:
             # that lock delays only that row, not the due jobs behind it.
             locked = self._locked_rows()
             due.sort(key=lambda d: d.name in locked)
-            # The due rows there are slots for, claimed in batches (``_batch``); rows known
-            # to be locked, and all of them when a batch waited out a lock, one by one after.
-            # Only period rows are batched: a calendar (Cron) row's due rule binds its own
-            # fire time, so it is claimed on its own.
+            # The due period rows, claimed in batches of up to _BATCH of whichever are still
+            # claimable (``_batch``); rows known to be locked, calendar (Cron) rows (their due
+            # rule binds their own fire time) and, when a batch waited out a lock, the rest,
+            # one by one after.
             with self._lock:
                 plain = {n for n, j in self._jobs.items() if isinstance(_period(j), timedelta)}
             rest = [d for d in due if d.name not in locked and d.name in plain]
-            while len(rest) > 1 and free > 0:
-                batch, rest = rest[: min(free, _BATCH)], rest[min(free, _BATCH) :]
-                won = self._claim_many(batch)
-                if won is None:
-                    break
-                free -= won
-                taken = {d.name for d in batch}
-                due = [d for d in due if d.name not in taken]
-                if won == 0:
-                    break  # other hosts are claiming these rows; the next poll looks again
+            if len(rest) > 1:
+                launched, left = self._claim_batches(rest, free)
+                free -= launched
+                due = [d for d in due if d.name in left or d.name not in plain]
             lost = 0
             for found in due:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
@@ -479,13 +473,34 @@ class DistributedPoller:
             return False  # another host was quicker
         return self._launch(job, claim, sent, manual=found.triggered)
 
-    def _claim_many(self, batch: list[Due]) -> int | None:
-        """Claim the period rows of ``batch`` in one statement and launch the runs won; how
-        many were won (0 when the batch failed: logged, the next poll tries again), or None
-        when it waited out a lock and the rows should be claimed one by one."""
+    def _claim_batches(self, rows: list[Due], free: int) -> tuple[int, set[str]]:
+        """Claim up to ``free`` of the period rows ``rows``, _BATCH at a time, and launch the
+        runs won; return how many were launched and the names left to claim one by one (all
+        those not claimed when a batch waited out a lock; else none: a batch that won fewer
+        than it asked for found every other row taken by another host, or locked)."""
+        left = {d.name for d in rows}
+        launched = 0
+        while left and free > launched:
+            want = min(free - launched, _BATCH)
+            batch = [d for d in rows if d.name in left]
+            result = self._claim_many(batch, want)
+            if result is None:
+                return launched, left
+            won, started = result
+            launched += started
+            left -= won
+            if len(won) < want:
+                break
+        return launched, set()
+
+    def _claim_many(self, batch: list[Due], limit: int) -> tuple[set[str], int] | None:
+        """Claim up to ``limit`` of the period rows ``batch`` in one statement and launch the
+        runs won; the names won and how many runs were launched (nothing when the batch
+        failed: logged, the next poll tries again), or None when it waited out a lock and the
+        rows should be claimed one by one."""
         with self._lock:
             if self._state != _RUNNING:
-                return 0
+                return set(), 0
             jobs = {d.name: self._jobs[d.name] for d in batch}
         manual = {d.name: d.triggered for d in batch}
         extra = self.settings.max_execution_time
@@ -493,17 +508,18 @@ class DistributedPoller:
         for name, job in jobs.items():
             period = _period(job)
             if not isinstance(period, timedelta):  # switched to a calendar since the poll
-                return 0
+                return set(), 0
             leases[name] = period + extra
         sent = self.clock.monotonic()
         try:
-            claims = self.store.try_claim_many(leases, owner=self.owner)
+            claims = self.store.try_claim_many(leases, owner=self.owner, limit=limit)
         except Exception as exc:
             logger.warning("claiming on %s failed: %s", self.store.url, self._why(exc))
-            return 0
+            return set(), 0
         if claims is None:
             return None
-        return sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)
+        started = sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)
+        return {c.name for c in claims}, started
 
     def _launch(self, job: object, claim: Claim, sent: float, *, manual: bool) -> bool:
         """Start the run of a claim won (sent at ``sent``); False when it must not run."""
