@@ -27,20 +27,20 @@ rows, whichever are claimable now (rows already carrying the batch's claim id fi
 triggered, then longest waiting), so a host never claims more than its free slots and hosts
 claiming together each take rows nobody else is taking instead of racing for the same ones:
 
-- PostgreSQL: one statement, ``UPDATE ... WHERE name IN (SELECT ... LIMIT k FOR UPDATE SKIP
-  LOCKED) AND <claimable guard> RETURNING name`` (in autocommit where the sessions carry the
-  lock bound, see ``_pool``): one round trip, one transaction. ``RETURNING`` names exactly
-  the rows this statement wrote, whatever ``rowcount`` says.
-- SQLite: the same ``UPDATE`` without the locking clause (the writer holds the file), then the
-  read-back ``SELECT``.
-- MySQL/MariaDB: the locking ``SELECT ... LIMIT k`` (``SKIP LOCKED`` where the server has it),
-  the guarded ``UPDATE`` of those rows, and the read-back, as in 1-3 above.
+- PostgreSQL and SQLite: one ``UPDATE``, ``WITH picked AS (SELECT name ... ORDER BY ... LIMIT
+  k FOR UPDATE SKIP LOCKED) UPDATE ... WHERE name IN (SELECT name FROM picked) AND <claimable
+  guard>`` (SQLite without the locking clause: its writer holds the whole file), then the
+  read-back ``SELECT``: steps 1 and 2 in one statement.
+- MySQL/MariaDB (which cannot update a table it selects from in a subquery): the locking
+  ``SELECT ... LIMIT k`` (``SKIP LOCKED`` where the server has it), the guarded ``UPDATE`` of
+  those rows, and the read-back, as in 1-3 above.
 
 The statements are built once per table and dialect, with every value a bound parameter, so
 SQLAlchemy's compiled cache serves them; PostgreSQL gets the names as one array parameter
 (``= ANY(...)``), so the SQL text does not grow with the number of names.
 
-Per-row guard terms. ``row_guards`` maps a job name to a guard of its own, used instead of
+Per-row guard terms (:func:`claim_batch`, which claims every named row it can, with no limit:
+steps 1-3 above, built at each call). ``row_guards`` maps a job name to a guard of its own, used instead of
 the shared ``claimable`` for that row and OR-ed into the statement as
 ``(name = :n AND <its guard>)``. Rows whose due rule depends on a value bound per row (a cron
 job's fire time) can go into the same batch that way.
@@ -200,8 +200,6 @@ class BatchClaims:
             if not picked:
                 return []
             params["b_names"] = picked
-        if plan.read is None:  # the claim says which rows it wrote (RETURNING)
-            return list(conn.scalars(plan.claim, params))
         conn.execute(plan.claim, params)
         return list(conn.scalars(plan.read, params))
 
@@ -210,9 +208,9 @@ class _Plan(NamedTuple):
     pick: Executable | None
     """MySQL/MariaDB: the locking SELECT of the rows to claim (None: the claim picks)."""
     claim: Executable
-    """The guarded UPDATE (on PostgreSQL with ``RETURNING name``)."""
-    read: Executable | None
-    """The read-back of the rows carrying the claim id (None: the claim returns them)."""
+    """The guarded UPDATE."""
+    read: Executable
+    """The read-back of the rows carrying the claim id."""
 
 
 def _plan(jobs: Table, dialect: Dialect, leases_ms: Mapping[str, int] | None) -> _Plan:
@@ -253,6 +251,4 @@ def _plan(jobs: Table, dialect: Dialect, leases_ms: Mapping[str, int] | None) ->
         return _Plan(pick=pick, claim=claim, read=read)
     picked = pick.cte("picked")
     claim = update(jobs).where(c.name.in_(select(picked.c.name)), guard).values(values)
-    if dialect.name == "postgresql":
-        return _Plan(pick=None, claim=claim.returning(c.name), read=None)
     return _Plan(pick=None, claim=claim, read=read)

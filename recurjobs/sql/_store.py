@@ -412,7 +412,6 @@ class JobStore:
                 lambda conn: self._batches.claim(
                     conn, leases_ms, limit=most, claim_id=claim_id, owner=owner
                 ),
-                single=self.engine.dialect.name == "postgresql",
             )
         except Exception as exc:
             if not is_lock_timeout(exc):
