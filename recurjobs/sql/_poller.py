@@ -109,6 +109,7 @@ class DistributedPoller:
         # writing rows failed (checking every job's spec at every wake-up would cost O(jobs)
         # per ended run).
         self._recheck = True
+        self._crons: dict[str, Cron] = {}  # the calendar jobs, as the last _pending() found
         self._polling = False  # the initial delay is over
         self._poll_asked = False
         self._next_poll = math.inf
@@ -348,10 +349,22 @@ class DistributedPoller:
             self._poll()
 
     def _pending(self) -> bool:
-        """Whether some row must be written: new job, changed period/alignment, or no table."""
-        return not self._schema_ready or any(
-            self._ensured.get(name) != _spec(job) for name, job in self._jobs.items()
-        )
+        """Whether some row must be written: new job, changed period/alignment, or no table.
+
+        One pass over the jobs (called under the lock, at most once per poll), which also
+        notes the calendar (Cron) jobs for the poll.
+        """
+        ensured = self._ensured
+        crons: dict[str, Cron] = {}
+        pending = not self._schema_ready
+        for name, job in self._jobs.items():
+            spec = _spec(job)
+            if isinstance(spec[0], Cron):
+                crons[name] = spec[0]
+            if not pending and ensured.get(name) != spec:
+                pending = True
+        self._crons = crons
+        return pending
 
     def _ensure(self) -> bool:
         """Create the table and write the rows that need it; False (logged) on failure."""
@@ -385,7 +398,7 @@ class DistributedPoller:
         with self._lock:
             names = list(self._jobs)
             candidates = [n for n in names if n not in held]
-            crons = {n: p for n, j in self._jobs.items() if isinstance(p := _period(j), Cron)}
+            crons = dict(self._crons)
         self._read_paused(names)
         if not ready or free <= 0 or not candidates:
             return
@@ -405,13 +418,11 @@ class DistributedPoller:
             # claimable (``_batch``); rows known to be locked, calendar (Cron) rows (their due
             # rule binds their own fire time) and, when a batch waited out a lock, the rest,
             # one by one after.
-            with self._lock:
-                plain = {n for n, j in self._jobs.items() if isinstance(_period(j), timedelta)}
-            rest = [d for d in due if d.name not in locked and d.name in plain]
+            rest = [d for d in due if d.name not in locked and d.name not in crons]
             if len(rest) > 1:
                 launched, left = self._claim_batches(rest, free)
                 free -= launched
-                due = [d for d in due if d.name in left or d.name not in plain]
+                due = [d for d in due if d.name in left or d.name in crons]
             lost = 0
             for found in due:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
@@ -507,9 +518,10 @@ class DistributedPoller:
         leases: dict[str, timedelta] = {}
         for name, job in jobs.items():
             period = _period(job)
-            if not isinstance(period, timedelta):  # switched to a calendar since the poll
-                return set(), 0
-            leases[name] = period + extra
+            if isinstance(period, timedelta):  # else switched to a calendar since the poll
+                leases[name] = period + extra
+        if not leases:
+            return set(), 0
         sent = self.clock.monotonic()
         try:
             claims = self.store.try_claim_many(leases, owner=self.owner, limit=limit)

@@ -542,11 +542,15 @@ class JobStore:
             raise TypeError(f"names must be a collection of names, got {names!r}")
         c = self.jobs.c
         query = select(c.name).where(c.paused == true())
+        params: dict[str, list[str]] = {}
         if names is not None:
             if not names:
                 return set()
-            query = query.where(c.name.in_(list(names)))
-        return set(self._step("reading paused jobs", lambda conn: list(conn.scalars(query))))
+            query = query.where(name_in(self.jobs, self.engine.dialect, "p_names"))
+            params["p_names"] = list(names)
+        return set(
+            self._step("reading paused jobs", lambda conn: list(conn.scalars(query, params)))
+        )
 
     # --------------------------------------------------------------- inspection
     def rows(self) -> list[JobRow]:
