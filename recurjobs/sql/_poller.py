@@ -489,49 +489,55 @@ class DistributedPoller:
         runs won; return how many were launched and the names left to claim one by one (all
         those not claimed when a batch waited out a lock; else none: a batch that won fewer
         than it asked for found every other row taken by another host, or locked)."""
-        left = {d.name for d in rows}
-        launched = 0
-        while left and free > launched:
-            want = min(free - launched, _BATCH)
-            batch = [d for d in rows if d.name in left]
-            result = self._claim_many(batch, want)
-            if result is None:
-                return launched, left
-            won, started = result
-            launched += started
-            left -= won
-            if len(won) < want:
-                break
-        return launched, set()
-
-    def _claim_many(self, batch: list[Due], limit: int) -> tuple[set[str], int] | None:
-        """Claim up to ``limit`` of the period rows ``batch`` in one statement and launch the
-        runs won; the names won and how many runs were launched (nothing when the batch
-        failed: logged, the next poll tries again), or None when it waited out a lock and the
-        rows should be claimed one by one."""
         with self._lock:
             if self._state != _RUNNING:
-                return set(), 0
-            jobs = {d.name: self._jobs[d.name] for d in batch}
-        manual = {d.name: d.triggered for d in batch}
+                return 0, set()
+            jobs = {d.name: self._jobs[d.name] for d in rows}
+        manual = {d.name: d.triggered for d in rows}
         extra = self.settings.max_execution_time
         leases: dict[str, timedelta] = {}
         for name, job in jobs.items():
             period = _period(job)
             if isinstance(period, timedelta):  # else switched to a calendar since the poll
                 leases[name] = period + extra
-        if not leases:
-            return set(), 0
+        launched = 0
+        while leases and free > launched:
+            want = min(free - launched, _BATCH)
+            result = self._claim_many(jobs, leases, manual, want)
+            if result is None:
+                return launched, set(leases)
+            won, started = result
+            launched += started
+            for name in won:
+                del leases[name]
+            if len(won) < want:
+                break
+        return launched, set()
+
+    def _claim_many(
+        self,
+        jobs: dict[str, object],
+        leases: dict[str, timedelta],
+        manual: dict[str, bool],
+        limit: int,
+    ) -> tuple[list[str], int] | None:
+        """Claim up to ``limit`` of the period rows of ``leases`` (name -> lease) in one
+        statement and launch the runs won; the names won and how many runs were launched
+        (nothing when the batch failed: logged, the next poll tries again), or None when it
+        waited out a lock and the rows should be claimed one by one."""
+        with self._lock:
+            if self._state != _RUNNING:
+                return [], 0
         sent = self.clock.monotonic()
         try:
             claims = self.store.try_claim_many(leases, owner=self.owner, limit=limit)
         except Exception as exc:
             logger.warning("claiming on %s failed: %s", self.store.url, self._why(exc))
-            return set(), 0
+            return [], 0
         if claims is None:
             return None
         started = sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)
-        return {c.name for c in claims}, started
+        return [c.name for c in claims], started
 
     def _launch(self, job: object, claim: Claim, sent: float, *, manual: bool) -> bool:
         """Start the run of a claim won (sent at ``sent``); False when it must not run."""

@@ -404,7 +404,8 @@ class JobStore:
         ``SKIP LOCKED``, or SQLite's file lock): the caller may claim the rows one by one.
         """
         claim_id = new_claim_id()
-        leases_ms = {name: ms(lease) for name, lease in leases.items()}
+        as_ms = {lease: ms(lease) for lease in set(leases.values())}  # usually one lease
+        leases_ms = {name: as_ms[lease] for name, lease in leases.items()}
         most = len(leases_ms) if limit is None else limit
         try:
             won = self._step(
