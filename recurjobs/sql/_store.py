@@ -10,10 +10,9 @@ shows.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -22,7 +21,6 @@ from sqlalchemy import (
     Engine,
     MetaData,
     and_,
-    bindparam,
     delete,
     false,
     insert,
@@ -56,6 +54,7 @@ from recurjobs.sql._claims import (
     unpaused,
 )
 from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._finishes import Finishes
 from recurjobs.sql._fires import (
     cron_text,
     first_fire_after,
@@ -63,7 +62,6 @@ from recurjobs.sql._fires import (
     next_fire,
     nominal_period_ms,
 )
-from recurjobs.sql._group import Grouped
 from recurjobs.sql._migrate import add_missing_columns
 from recurjobs.sql._pool import single_statement_options
 from recurjobs.sql._ready import check_ready
@@ -125,14 +123,8 @@ class JobStore:
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
         self._batches = BatchClaims(self.jobs)
         self._poll_query: Select[Any] | None = None
-        # Finishes of runs ending together share a connection and a transaction (``_group``).
-        self._finishes: Grouped[Claim, bool | Exception] = Grouped(self._finish_all)
-        c = self.jobs.c
-        self._finish_stmt = (
-            self.jobs.update()
-            .where(c.name == bindparam("f_name"), c.claim_id == bindparam("f_claim"))
-            .values(running=False, owner=None, claim_id=None, last_run_ms=db_now_ms())
-        )
+        # Finishes of runs ending together share a connection and a transaction.
+        self._finishes = Finishes(self.jobs, self._step)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
@@ -458,46 +450,10 @@ class JobStore:
     def finish(self, claim: Claim) -> bool:
         """End the run of ``claim``: stamp ``last_run`` and free the row, if it is still ours.
 
-        Finishes called by several threads at once run together (``_group``): one transaction
-        of fenced UPDATEs, each judged on its own row.
+        Finishes called by several threads at once run together (``_finishes``): one
+        transaction, each finish judged on its own row.
         """
-        landed = self._finishes.call(claim)
-        if isinstance(landed, Exception):
-            raise landed
-        return landed
-
-    def _finish_all(self, claims: Sequence[Claim]) -> list[bool | Exception]:
-        """The fenced finishes of ``claims``, in one transaction (rows in name order, so two
-        batches never wait on each other in a cycle). When it waits out a row lock held by
-        another transaction, each finish runs on its own, so only that row's finish fails."""
-
-        def finish(conn: Connection, claim: Claim) -> bool:
-            params = {"f_name": claim.name, "f_claim": claim.claim_id}
-            return bool(conn.execute(self._finish_stmt, params).rowcount == 1)
-
-        if len(claims) > 1:
-            order = sorted(claims, key=lambda claim: claim.name)
-
-            def all_of(conn: Connection) -> dict[str, bool]:
-                return {claim.name: finish(conn, claim) for claim in order}
-
-            try:
-                landed = self._step("finishing runs", all_of)
-                return [landed[claim.name] for claim in claims]
-            except Exception as exc:
-                if not is_lock_timeout(exc):
-                    return [exc] * len(claims)
-        answers: list[bool | Exception] = []
-        for claim in claims:
-            try:
-                answers.append(
-                    self._step(
-                        "finishing a run", functools.partial(finish, claim=claim), single=True
-                    )
-                )
-            except Exception as exc:
-                answers.append(exc)
-        return answers
+        return self._finishes.finish(claim)
 
     def release(self, claim: Claim) -> bool:
         """Give back a claim whose run never started; the job stays due (``due_now``)."""

@@ -144,7 +144,9 @@ def test_a_locked_row_fails_only_its_own_finish_in_a_group(db: TestDatabase) -> 
         claims = store.try_claim_many(dict.fromkeys(names, LEASE), owner="me")
         assert claims is not None and 3 == len(claims)
         with row_locked(db, store, "locked"):
-            answers = dict(zip([c.name for c in claims], store._finish_all(claims), strict=True))
+            answers = dict(
+                zip([c.name for c in claims], store._finishes._finish_all(claims), strict=True)
+            )
         assert (True, True) == (answers["free-a"], answers["free-b"])
         assert isinstance(answers["locked"], Exception)
         assert bool(row(store, "locked")["running"])  # still ours: the finish is retried later
