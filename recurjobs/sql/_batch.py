@@ -221,6 +221,18 @@ class BatchClaims:
         return list(conn.scalars(plan.read, params))
 
 
+    def warm_up(self, conn: Connection) -> None:
+        """Run this dialect's statements on no rows (their compiled forms get cached)."""
+        plan = self._built.get(conn.dialect.name)
+        if plan is None:
+            plan = self._built[conn.dialect.name] = _plan(self.jobs, conn.dialect, None)
+        params: dict[str, Any] = {"b_names": [], "b_limit": 1, "b_cid": "", "b_owner": ""}
+        params["b_lease"] = 1
+        for statement in (plan.pick, plan.claim, plan.read):
+            if statement is not None:
+                conn.execute(statement, params)
+
+
 class _Plan(NamedTuple):
     pick: Executable | None
     """MySQL/MariaDB: the locking SELECT of the rows to claim (None: the claim picks)."""

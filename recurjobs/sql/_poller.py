@@ -374,6 +374,7 @@ class DistributedPoller:
             if not self._schema_ready:
                 self.store.create_schema()
                 self._schema_ready = True
+                self._warm_up()
             self.store.ensure(todo)
         except Exception as exc:
             url = self.store.url
@@ -385,6 +386,14 @@ class DistributedPoller:
             for job in todo:
                 self._ensured[getattr(job, "name")] = _spec(job)  # noqa: B009
         return True
+
+    def _warm_up(self) -> None:
+        """Have the claim and finish statements compiled now rather than at the first
+        boundary, where every host would compile them at once (best effort)."""
+        try:
+            self.store.warm_up()
+        except Exception as exc:
+            logger.debug("warming up on %s failed: %s", self.store.url, self._why(exc))
 
     def _poll(self) -> None:
         """Claim due jobs up to the free slots: one SELECT, then one guarded UPDATE per job."""

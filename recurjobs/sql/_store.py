@@ -414,6 +414,12 @@ class JobStore:
         self._locked.difference_update(won)
         return [Claim(name=name, claim_id=claim_id, lease=leases[name]) for name in won]
 
+    def warm_up(self) -> None:
+        """Run the batched-claim and grouped-finish statements once on no rows, so that their
+        compiled forms are cached before they are needed (writes nothing)."""
+        self._step("warming up", self._batches.warm_up)
+        self._step("warming up", self._finishes.warm_up)
+
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""
         return frozenset(self._locked)

@@ -154,6 +154,18 @@ def test_racing_limited_batches_share_the_rows_without_overlap(db: TestDatabase)
             s.dispose()
 
 
+def test_warming_up_writes_nothing(store: JobStore) -> None:
+    """warm_up() runs the batch and finish statements on no rows: a due row stays unclaimed
+    and a claimed row stays claimed, with the same claim id."""
+    due_rows(store, "free", "held")
+    held = store.try_claim("held", owner="me", lease=LEASE)
+    assert held is not None
+    before = {n: row(store, n) for n in ("free", "held")}
+    store.warm_up()
+    assert before == {n: row(store, n) for n in ("free", "held")}
+    assert ["free"] == store.due_names(["free", "held"])
+
+
 def test_an_idle_poll_is_one_statement_and_no_ping(db: TestDatabase) -> None:
     """An engine recurjobs makes sends no pre-ping: polling for due jobs is one statement."""
     engine = make_engine(db.url)
