@@ -105,9 +105,9 @@ class DistributedPoller:
         self._paused_read_at = -math.inf
         self._paused_notes = 0  # pauses/resumes noted by this host (see _read_paused)
         self._schema_ready = False
-        # Rows to check at the next iteration, not only at the next poll: a job was added, or
-        # writing rows failed (checking every job's spec at every wake-up would cost O(jobs)
-        # per ended run).
+        # Check the rows at the next iteration, not only at the next poll: a job was added, or
+        # writing rows failed. (Checking every job's spec at every wake-up, as each ended run
+        # wakes the poller, cost O(jobs) per run.)
         self._recheck = True
         self._crons: dict[str, Cron] = {}  # the calendar jobs, as the last _pending() found
         self._polling = False  # the initial delay is over
@@ -396,7 +396,9 @@ class DistributedPoller:
             logger.debug("warming up on %s failed: %s", self.store.url, self._why(exc))
 
     def _poll(self) -> None:
-        """Claim due jobs up to the free slots: one SELECT, then one guarded UPDATE per job."""
+        """Claim due jobs up to the free slots: one SELECT, then batches of period rows
+        (``_claim_batches``) and one guarded UPDATE per row left (calendar rows, rows known to
+        be locked)."""
         try:
             ready = bool(self._ready())
         except BaseException:  # user code: even SystemExit must not end polling

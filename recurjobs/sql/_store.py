@@ -16,18 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    MetaData,
-    and_,
-    delete,
-    false,
-    insert,
-    or_,
-    select,
-    true,
-)
+from sqlalchemy import Connection, Engine, MetaData, and_, delete, false, insert, or_, select, true
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Executable, Select
