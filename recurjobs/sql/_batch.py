@@ -22,24 +22,63 @@ guard accepts, and reads them back as won.
 One fresh claim id serves the whole batch: a claim is fenced by (job name, claim id), which
 stays unique per run, and later writes (heartbeat, finish, release) name both.
 
-Per-row guard terms. ``row_guards`` maps a job name to a guard of its own, used instead of
-the shared ``claimable`` for that row and OR-ed into the statement as
+Claiming up to a number of rows. :class:`BatchClaims` claims at most ``limit`` of the named
+rows, whichever are claimable now (rows already carrying the batch's claim id first, then
+triggered, then longest waiting), so a host never claims more than its free slots and hosts
+claiming together each take rows nobody else is taking instead of racing for the same ones:
+
+- PostgreSQL and SQLite: one ``UPDATE``, ``WITH picked AS (SELECT name ... ORDER BY ... LIMIT
+  k FOR UPDATE SKIP LOCKED) UPDATE ... WHERE name IN (SELECT name FROM picked) AND <claimable
+  guard>`` (SQLite without the locking clause: its writer holds the whole file), then the
+  read-back ``SELECT``: steps 1 and 2 in one statement.
+- MySQL/MariaDB (which cannot update a table it selects from in a subquery): the locking
+  ``SELECT ... LIMIT k`` (``SKIP LOCKED`` where the server has it), the guarded ``UPDATE`` of
+  those rows, and the read-back, as in 1-3 above.
+
+The statements are built once per table and dialect, with every value a bound parameter, so
+SQLAlchemy's compiled cache serves them; PostgreSQL gets the names as one parameter (a JSON
+array, :func:`name_in`), so the SQL text does not grow with the number of names.
+
+Per-row guard terms (:func:`claim_batch`, which claims every named row it can, with no limit:
+steps 1-3 above, built at each call). ``row_guards`` maps a job name to a guard of its own,
+used instead of the shared ``claimable`` for that row and OR-ed into the statement as
 ``(name = :n AND <its guard>)``. Rows whose due rule depends on a value bound per row (a cron
 job's fire time) can go into the same batch that way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, and_, case, false, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    and_,
+    bindparam,
+    case,
+    cast,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 from recurjobs.sql._claims import claimable
 from recurjobs.sql._clockexpr import db_now_ms
 
-__all__ = ["batch_guard", "claim_batch", "skips_locked_rows"]
+__all__ = ["BatchClaims", "batch_guard", "claim_batch", "name_in", "skips_locked_rows"]
 
 
 def skips_locked_rows(dialect: Dialect) -> bool:
@@ -111,3 +150,134 @@ def claim_batch(
     conn.execute(update(jobs).where(batch_guard(jobs, names, claim_id, row_guards)).values(values))
     won = select(c.name).where(c.name.in_(names), c.claim_id == claim_id)
     return list(conn.scalars(won))
+
+
+class _JsonNames(TypeDecorator[list[str]]):
+    """A list of names bound as one JSON text (``json.dumps`` runs in C; psycopg's dumper of
+    a Python list works element by element in Python, a millisecond per thousand names)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(list(value))
+
+
+def name_in(jobs: Table, dialect: Dialect, param: str) -> ColumnElement[bool]:
+    """``name`` is one of the names bound as ``param`` (a list): on PostgreSQL one JSON text
+    parameter unpacked by the server, so the SQL text and its parsing do not grow with the
+    number of names; an expanding ``IN`` elsewhere."""
+    c = jobs.c
+    if dialect.name == "postgresql":
+        listed = cast(bindparam(param, type_=_JsonNames()), JSONB)
+        return c.name.in_(select(func.jsonb_array_elements_text(listed)))
+    return c.name.in_(bindparam(param, expanding=True))
+
+
+class BatchClaims:
+    """The batched-claim statements of one jobs table (see the module docs), built at the
+    first use on each dialect and reused."""
+
+    def __init__(self, jobs: Table) -> None:
+        self.jobs = jobs
+        self._built: dict[str, _Plan] = {}
+
+    def claim(
+        self,
+        conn: Connection,
+        leases_ms: Mapping[str, int],
+        *,
+        limit: int,
+        claim_id: str,
+        owner: str,
+    ) -> list[str]:
+        """Claim at most ``limit`` of the rows of ``leases_ms`` (name -> lease in ms) that are
+        claimable now, with ``claim_id``; return the names won. Runs inside the caller's
+        transaction (on PostgreSQL it is one statement, which may run in autocommit)."""
+        names = list(leases_ms)
+        limit = min(limit, len(names))
+        if limit <= 0:
+            return []
+        params: dict[str, Any] = {
+            "b_names": names,
+            "b_limit": limit,
+            "b_cid": claim_id,
+            "b_owner": owner[:255],
+        }
+        distinct = set(leases_ms.values())
+        if len(distinct) == 1:
+            params["b_lease"] = distinct.pop()
+            plan = self._built.get(conn.dialect.name)
+            if plan is None:
+                plan = self._built[conn.dialect.name] = _plan(self.jobs, conn.dialect, None)
+        else:  # leases differ (periods changed in a rolling deploy): a statement of its own
+            plan = _plan(self.jobs, conn.dialect, leases_ms)
+        if plan.pick is not None:  # MySQL/MariaDB: lock the rows first, then write them
+            picked = list(conn.scalars(plan.pick, params))
+            if not picked:
+                return []
+            params["b_names"] = picked
+        conn.execute(plan.claim, params)
+        return list(conn.scalars(plan.read, params))
+
+
+    def warm_up(self, conn: Connection) -> None:
+        """Run this dialect's statements on no rows (their compiled forms get cached)."""
+        plan = self._built.get(conn.dialect.name)
+        if plan is None:
+            plan = self._built[conn.dialect.name] = _plan(self.jobs, conn.dialect, None)
+        params: dict[str, Any] = {"b_names": [], "b_limit": 1, "b_cid": "", "b_owner": ""}
+        params["b_lease"] = 1
+        for statement in (plan.pick, plan.claim, plan.read):
+            if statement is not None:
+                conn.execute(statement, params)
+
+
+class _Plan(NamedTuple):
+    pick: Executable | None
+    """MySQL/MariaDB: the locking SELECT of the rows to claim (None: the claim picks)."""
+    claim: Executable
+    """The guarded UPDATE."""
+    read: Executable
+    """The read-back of the rows carrying the claim id."""
+
+
+def _plan(jobs: Table, dialect: Dialect, leases_ms: Mapping[str, int] | None) -> _Plan:
+    """The statements of a limited batch claim on ``dialect``; one lease for every row as the
+    parameter ``b_lease``, or the per-row ``leases_ms``."""
+    c = jobs.c
+    cid = bindparam("b_cid", type_=String(64))
+    guard = claimable(jobs, cid)
+    names = name_in(jobs, dialect, "b_names")
+    ours_first = case((c.claim_id == cid, 0), else_=1)
+    pick = (
+        select(c.name)
+        .where(names, guard)
+        .order_by(ours_first, c.due_now.desc(), c.last_run_ms, c.name)
+        .limit(bindparam("b_limit", type_=Integer))
+    )
+    if skips_locked_rows(dialect):
+        pick = pick.with_for_update(skip_locked=True)
+    now = db_now_ms()
+    lease: object = (
+        bindparam("b_lease", type_=BigInteger)
+        if leases_ms is None
+        else case(dict(leases_ms), value=c.name)
+    )
+    values = {
+        "running": True,
+        "owner": bindparam("b_owner", type_=String(255)),
+        "claim_id": cid,
+        "last_attempted_run_ms": now,
+        "last_alive_ms": now,
+        "lease_ms": lease,
+        "due_now": False,
+    }
+    read = select(c.name).where(names, c.claim_id == cid)
+    if dialect.name in ("mysql", "mariadb"):
+        # MySQL cannot UPDATE a table it selects from in a subquery: pick, then write.
+        claim = update(jobs).where(names, guard).values(values)
+        return _Plan(pick=pick, claim=claim, read=read)
+    picked = pick.cte("picked")
+    claim = update(jobs).where(c.name.in_(select(picked.c.name)), guard).values(values)
+    return _Plan(pick=None, claim=claim, read=read)

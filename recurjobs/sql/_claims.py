@@ -115,9 +115,11 @@ def unpaused(jobs: Table) -> ColumnElement[bool]:
     return jobs.c.paused == false()
 
 
-def claimable(jobs: Table, claim_id: str, fire: FireTime = None) -> ColumnElement[bool]:
+def claimable(
+    jobs: Table, claim_id: str | ColumnElement[str], fire: FireTime = None
+) -> ColumnElement[bool]:
     """Due (``fire``: see :func:`due`), not paused, and not running (or stale); or already
-    claimed with ``claim_id``.
+    claimed with ``claim_id`` (a value, or a bound parameter of a statement built once).
 
     The last case makes a claim idempotent: when a retry repeats a claim whose first attempt
     committed but whose reply was lost, the row already carries our claim id and the retry

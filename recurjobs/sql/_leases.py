@@ -44,7 +44,12 @@ class Leases:
         self._wake = threading.Event()
         self._watch: threading.Thread | None = None
         self.on_change: list[threading.Event] = []
-        """Events set whenever the registry changes (the heartbeat thread's wake-up)."""
+        """Events set when the heartbeat thread has work earlier than it planned (its wake-up)."""
+        # When the heartbeat thread and the watchdog next wake up by themselves (monotonic), as
+        # they planned it last: a change that needs nothing earlier does not wake them, so a
+        # hundred runs starting or ending together do not wake both threads a hundred times.
+        self._beat_planned = math.inf
+        self._watch_planned = math.inf
 
     # ------------------------------------------------------------------ registry
     def add(self, run: Run, sent: float) -> None:
@@ -54,11 +59,17 @@ class Leases:
         with self._lock:
             self._runs[run.claim.name] = run
             if self._watch is None:
+                self._watch_planned = math.inf
                 self._watch = threading.Thread(
                     target=self._watchdog, name="recurjobs-lease", daemon=True
                 )
                 self._watch.start()
-        self._changed()
+            beat = run.next_beat < self._beat_planned
+            watch = run.deadline < self._watch_planned
+        if watch:
+            self._wake.set()
+        if beat:
+            self._wake_heartbeat()
 
     def ended(self, run: Run, settled: bool) -> None:
         """The run's thread is ending; forget the claim if its finish ``settled``, else keep it
@@ -67,10 +78,17 @@ class Leases:
             if settled:
                 if self._runs.get(run.claim.name) is run:
                     del self._runs[run.claim.name]
+                beat = False
             else:
                 run.pending = True
                 run.next_finish = self.clock.monotonic() + _FIRST_RETRY
-        self._changed()
+                beat = run.next_finish < self._beat_planned
+            # The watchdog ends once no run is live; it need not hear of anything else.
+            watch = not any(not r.ended for r in self._runs.values())
+        if watch:
+            self._wake.set()
+        if beat:
+            self._wake_heartbeat()
 
     def get(self, name: str) -> Run | None:
         """The claim held for ``name`` (running or finishing), if any."""
@@ -102,16 +120,25 @@ class Leases:
         self._changed()
 
     def next_due(self) -> float:
-        """When the heartbeat thread has work next (monotonic; ``inf``: nothing held)."""
-        beats = [r.next_beat for r in self.all() if _renewed(r)]
-        finishes = [r.next_finish for r in self.pending()]
-        return min([*beats, *finishes], default=math.inf)
+        """When the heartbeat thread has work next (monotonic; ``inf``: nothing held). The
+        heartbeat thread calls it just before it waits: the answer is when it plans to wake up
+        by itself."""
+        with self._lock:
+            runs = list(self._runs.values())
+            beats = [r.next_beat for r in runs if _renewed(r)]
+            finishes = [r.next_finish for r in runs if r.pending]
+            due = min([*beats, *finishes], default=math.inf)
+            self._beat_planned = due
+        return due
 
     def _deadline(self, run: Run, sent: float) -> float:
         return sent + run.claim.lease.total_seconds() - self.interval
 
     def _changed(self) -> None:
         self._wake.set()
+        self._wake_heartbeat()
+
+    def _wake_heartbeat(self) -> None:
         for event in self.on_change:
             event.set()
 
@@ -138,10 +165,9 @@ class Leases:
                 elif not run.ended:  # else the claim is gone because the run just ended
                     self.lose(run, "its claim was taken over by another host")
                 continue
-            with self._lock:
+            with self._lock:  # a later deadline: the watchdog need not wake up for it
                 run.deadline = self._deadline(run, sent)
                 run.next_beat = sent + self.interval
-            self._wake.set()
 
     def retry_finishes(self, now: float | None = None, store: JobStore | None = None) -> None:
         """Retry the pending finishes that are due at monotonic ``now`` (None: all of them)."""
@@ -184,12 +210,13 @@ class Leases:
                     self._watch = None
                     return
                 live = [r for r in self._runs.values() if _renewed(r) and not r.ended]
-            expired = [r for r in live if r.deadline <= now]
+                expired = [r for r in live if r.deadline <= now]
+                earliest = min((r.deadline for r in live), default=math.inf)
+                self._watch_planned = -math.inf if expired else earliest
             for run in expired:
                 self.lose(run, "its claim could not be renewed in time")
             if expired:
                 continue
-            earliest = min((r.deadline for r in live), default=math.inf)
             self.clock.wait(self._wake, None if math.isinf(earliest) else earliest - now)
             self._wake.clear()
 

@@ -105,6 +105,11 @@ class DistributedPoller:
         self._paused_read_at = -math.inf
         self._paused_notes = 0  # pauses/resumes noted by this host (see _read_paused)
         self._schema_ready = False
+        # Check the rows at the next iteration, not only at the next poll: a job was added, or
+        # writing rows failed. (Checking every job's spec at every wake-up, as each ended run
+        # wakes the poller, cost O(jobs) per run.)
+        self._recheck = True
+        self._crons: dict[str, Cron] = {}  # the calendar jobs, as the last _pending() found
         self._polling = False  # the initial delay is over
         self._poll_asked = False
         self._next_poll = math.inf
@@ -129,6 +134,7 @@ class DistributedPoller:
             self._stats.setdefault(name, RunStats())
             if getattr(job, "align_to_clock", False):
                 self._aligned.add(getattr(job, "period").total_seconds())  # noqa: B009
+            self._recheck = True
         self._wake.set()
 
     def start(self) -> None:
@@ -306,7 +312,7 @@ class DistributedPoller:
             if self._state != _RUNNING:
                 return 0.0
             wake = min(self._next_poll, self._next_fire, self._boundary_poll)
-            if self._polling and self._pending():
+            if self._polling and self._recheck:
                 wake = min(wake, now + self._poll_s)  # retry a failed ensure
         return None if math.isinf(wake) else max(0.0, wake - now)
 
@@ -334,17 +340,31 @@ class DistributedPoller:
                 self._boundary_poll = now + next_boundary(wall, self._aligned) - wall
             # Rows are written at the first poll, not at start: a new job's last_run is then
             # the database's now at start + delay, so it first runs at start + delay + period.
-            pending = self._polling and self._pending()
+            # A period changed on a job object is noticed at the next poll.
+            pending = self._polling and (poll or self._recheck) and self._pending()
+            self._recheck = self._recheck and not self._polling
         if pending:
             self._ensure()
         if poll and self._schema_ready:  # jobs whose rows are not written yet are not due
             self._poll()
 
     def _pending(self) -> bool:
-        """Whether some row must be written: new job, changed period/alignment, or no table."""
-        return not self._schema_ready or any(
-            self._ensured.get(name) != _spec(job) for name, job in self._jobs.items()
-        )
+        """Whether some row must be written: new job, changed period/alignment, or no table.
+
+        One pass over the jobs (called under the lock, at most once per poll), which also
+        notes the calendar (Cron) jobs for the poll.
+        """
+        ensured = self._ensured
+        crons: dict[str, Cron] = {}
+        pending = not self._schema_ready
+        for name, job in self._jobs.items():
+            spec = _spec(job)
+            if isinstance(spec[0], Cron):
+                crons[name] = spec[0]
+            if not pending and ensured.get(name) != spec:
+                pending = True
+        self._crons = crons
+        return pending
 
     def _ensure(self) -> bool:
         """Create the table and write the rows that need it; False (logged) on failure."""
@@ -354,18 +374,31 @@ class DistributedPoller:
             if not self._schema_ready:
                 self.store.create_schema()
                 self._schema_ready = True
+                self._warm_up()
             self.store.ensure(todo)
         except Exception as exc:
             url = self.store.url
             logger.warning("preparing distributed jobs on %s failed: %s", url, self._why(exc))
+            with self._lock:
+                self._recheck = True  # try again after a poll period, poll or not
             return False
         with self._lock:
             for job in todo:
                 self._ensured[getattr(job, "name")] = _spec(job)  # noqa: B009
         return True
 
+    def _warm_up(self) -> None:
+        """Have the claim and finish statements compiled now rather than at the first
+        boundary, where every host would compile them at once (best effort)."""
+        try:
+            self.store.warm_up()
+        except Exception as exc:
+            logger.debug("warming up on %s failed: %s", self.store.url, self._why(exc))
+
     def _poll(self) -> None:
-        """Claim due jobs up to the free slots: one SELECT, then one guarded UPDATE per job."""
+        """Claim due jobs up to the free slots: one SELECT, then batches of period rows
+        (``_claim_batches``) and one guarded UPDATE per row left (calendar rows, rows known to
+        be locked)."""
         try:
             ready = bool(self._ready())
         except BaseException:  # user code: even SystemExit must not end polling
@@ -376,7 +409,7 @@ class DistributedPoller:
         with self._lock:
             names = list(self._jobs)
             candidates = [n for n in names if n not in held]
-            crons = {n: p for n, j in self._jobs.items() if isinstance(p := _period(j), Cron)}
+            crons = dict(self._crons)
         self._read_paused(names)
         if not ready or free <= 0 or not candidates:
             return
@@ -392,23 +425,15 @@ class DistributedPoller:
             # that lock delays only that row, not the due jobs behind it.
             locked = self._locked_rows()
             due.sort(key=lambda d: d.name in locked)
-            # The due rows there are slots for, claimed in batches (``_batch``); rows known
-            # to be locked, and all of them when a batch waited out a lock, one by one after.
-            # Only period rows are batched: a calendar (Cron) row's due rule binds its own
-            # fire time, so it is claimed on its own.
-            with self._lock:
-                plain = {n for n, j in self._jobs.items() if isinstance(_period(j), timedelta)}
-            rest = [d for d in due if d.name not in locked and d.name in plain]
-            while len(rest) > 1 and free > 0:
-                batch, rest = rest[: min(free, _BATCH)], rest[min(free, _BATCH) :]
-                won = self._claim_many(batch)
-                if won is None:
-                    break
-                free -= won
-                taken = {d.name for d in batch}
-                due = [d for d in due if d.name not in taken]
-                if won == 0:
-                    break  # other hosts are claiming these rows; the next poll looks again
+            # The due period rows, claimed in batches of up to _BATCH of whichever are still
+            # claimable (``_batch``); rows known to be locked, calendar (Cron) rows (their due
+            # rule binds their own fire time) and, when a batch waited out a lock, the rest,
+            # one by one after.
+            rest = [d for d in due if d.name not in locked and d.name not in crons]
+            if len(rest) > 1:
+                launched, left = self._claim_batches(rest, free)
+                free -= launched
+                due = [d for d in due if d.name in left or d.name in crons]
             lost = 0
             for found in due:
                 if free <= 0 or lost >= _GIVE_UP_AFTER:
@@ -470,31 +495,60 @@ class DistributedPoller:
             return False  # another host was quicker
         return self._launch(job, claim, sent, manual=found.triggered)
 
-    def _claim_many(self, batch: list[Due]) -> int | None:
-        """Claim the period rows of ``batch`` in one statement and launch the runs won; how
-        many were won (0 when the batch failed: logged, the next poll tries again), or None
-        when it waited out a lock and the rows should be claimed one by one."""
+    def _claim_batches(self, rows: list[Due], free: int) -> tuple[int, set[str]]:
+        """Claim up to ``free`` of the period rows ``rows``, _BATCH at a time, and launch the
+        runs won; return how many were launched and the names left to claim one by one (all
+        those not claimed when a batch waited out a lock; else none: a batch that won fewer
+        than it asked for found every other row taken by another host, or locked)."""
         with self._lock:
             if self._state != _RUNNING:
-                return 0
-            jobs = {d.name: self._jobs[d.name] for d in batch}
-        manual = {d.name: d.triggered for d in batch}
+                return 0, set()
+            jobs = {d.name: self._jobs[d.name] for d in rows}
+        manual = {d.name: d.triggered for d in rows}
         extra = self.settings.max_execution_time
         leases: dict[str, timedelta] = {}
         for name, job in jobs.items():
             period = _period(job)
-            if not isinstance(period, timedelta):  # switched to a calendar since the poll
-                return 0
-            leases[name] = period + extra
+            if isinstance(period, timedelta):  # else switched to a calendar since the poll
+                leases[name] = period + extra
+        launched = 0
+        while leases and free > launched:
+            want = min(free - launched, _BATCH)
+            result = self._claim_many(jobs, leases, manual, want)
+            if result is None:
+                return launched, set(leases)
+            won, started = result
+            launched += started
+            for name in won:
+                del leases[name]
+            if len(won) < want:
+                break
+        return launched, set()
+
+    def _claim_many(
+        self,
+        jobs: dict[str, object],
+        leases: dict[str, timedelta],
+        manual: dict[str, bool],
+        limit: int,
+    ) -> tuple[list[str], int] | None:
+        """Claim up to ``limit`` of the period rows of ``leases`` (name -> lease) in one
+        statement and launch the runs won; the names won and how many runs were launched
+        (nothing when the batch failed: logged, the next poll tries again), or None when it
+        waited out a lock and the rows should be claimed one by one."""
+        with self._lock:
+            if self._state != _RUNNING:
+                return [], 0
         sent = self.clock.monotonic()
         try:
-            claims = self.store.try_claim_many(leases, owner=self.owner)
+            claims = self.store.try_claim_many(leases, owner=self.owner, limit=limit)
         except Exception as exc:
             logger.warning("claiming on %s failed: %s", self.store.url, self._why(exc))
-            return 0
+            return [], 0
         if claims is None:
             return None
-        return sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)
+        started = sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)
+        return [c.name for c in claims], started
 
     def _launch(self, job: object, claim: Claim, sent: float, *, manual: bool) -> bool:
         """Start the run of a claim won (sent at ``sent``); False when it must not run."""

@@ -14,9 +14,12 @@ __all__ = ["Claim", "Due", "JobRow", "Poll", "job_row", "ms", "utc"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def ms(value: timedelta) -> int:
     """A duration as whole milliseconds, at least 1 (periods and leases are never zero)."""
-    return max(1, round(value / timedelta(milliseconds=1)))
+    return max(1, round(value / _ONE_MS))
 
 
 def utc(epoch_ms: int) -> datetime:

@@ -14,18 +14,18 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, MetaData, and_, delete, false, insert, or_, select, true
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.sql import ColumnElement, Executable, Select
 
 from recurjobs._cron import Cron
 from recurjobs._jobs import check_distributed
 from recurjobs._validate import instance
 from recurjobs._validate import table_prefix as check_prefix
-from recurjobs.sql._batch import claim_batch
+from recurjobs.sql._batch import BatchClaims, name_in
 from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
@@ -43,6 +43,7 @@ from recurjobs.sql._claims import (
     unpaused,
 )
 from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._finishes import Finishes
 from recurjobs.sql._fires import (
     cron_text,
     first_fire_after,
@@ -109,6 +110,10 @@ class JobStore:
             self._single = self.engine.execution_options(**single)
             share_bound(self._single, self.engine)
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
+        self._batches = BatchClaims(self.jobs)
+        self._poll_query: Select[Any] | None = None
+        # Finishes of runs ending together share a connection and a transaction.
+        self._finishes = Finishes(self.jobs, self._step)
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
@@ -281,22 +286,25 @@ class JobStore:
         calendar is the row's ``cron`` column; ``crons`` (name -> the Cron this host declared)
         stands in when this host cannot read the column.
         """
-        c = self.jobs.c
-        now = db_now_ms().label("now_ms")
         if not names:
             return Poll(due=[], now_ms=None, fires_ms={})
-        query = (
-            select(c.name, c.due_now, c.cron, last_attempted(self.jobs).label("attempted"), now)
-            .where(
-                c.name.in_(list(names)),
-                due(self.jobs) | c.cron.is_not(None),
-                unpaused(self.jobs),
-                (c.running == false()) | stale(self.jobs),
+        query = self._poll_query
+        if query is None:  # built once: every value is a parameter (compiled cache)
+            c = self.jobs.c
+            now = db_now_ms().label("now_ms")
+            query = self._poll_query = (
+                select(c.name, c.due_now, c.cron, last_attempted(self.jobs).label("attempted"), now)
+                .where(
+                    name_in(self.jobs, self.engine.dialect, "p_names"),
+                    due(self.jobs) | c.cron.is_not(None),
+                    unpaused(self.jobs),
+                    (c.running == false()) | stale(self.jobs),
+                )
+                .order_by(c.due_now.desc(), c.last_run_ms, c.name)
             )
-            .order_by(c.due_now.desc(), c.last_run_ms, c.name)
-        )
+        params = {"p_names": list(names)}
         rows = self._step(
-            "polling for due jobs", lambda conn: list(conn.execute(query)), single=True
+            "polling for due jobs", lambda conn: list(conn.execute(query, params)), single=True
         )
         if not rows:  # an idle poll of period jobs: no second statement for the clock
             return Poll(due=[], now_ms=None, fires_ms={})
@@ -364,20 +372,27 @@ class JobStore:
         self._locked.discard(name)
         return claim if won else None
 
-    def try_claim_many(self, leases: Mapping[str, timedelta], *, owner: str) -> list[Claim] | None:
-        """Claim every job of ``leases`` (name -> lease) that is due and free (or stale), in one
-        guarded UPDATE (``_batch``); return the claims won (one fresh claim id for the batch).
+    def try_claim_many(
+        self, leases: Mapping[str, timedelta], *, owner: str, limit: int | None = None
+    ) -> list[Claim] | None:
+        """Claim the jobs of ``leases`` (name -> lease) that are due and free (or stale), at
+        most ``limit`` of them (None: all), in one guarded UPDATE (``_batch``); return the
+        claims won (one fresh claim id for the batch). Rows that another transaction holds
+        locked are skipped where the server can (``SKIP LOCKED``): fewer than ``limit`` claims
+        means no other row was claimable now.
 
         None when the batch waited out ``statement_timeout`` on a lock (a server without
         ``SKIP LOCKED``, or SQLite's file lock): the caller may claim the rows one by one.
         """
         claim_id = new_claim_id()
-        leases_ms = {name: ms(lease) for name, lease in leases.items()}
+        as_ms = {lease: ms(lease) for lease in set(leases.values())}  # usually one lease
+        leases_ms = {name: as_ms[lease] for name, lease in leases.items()}
+        most = len(leases_ms) if limit is None else limit
         try:
             won = self._step(
                 "claiming jobs",
-                lambda conn: claim_batch(
-                    conn, self.jobs, leases_ms, claim_id=claim_id, owner=owner
+                lambda conn: self._batches.claim(
+                    conn, leases_ms, limit=most, claim_id=claim_id, owner=owner
                 ),
             )
         except Exception as exc:
@@ -387,6 +402,12 @@ class JobStore:
             return None
         self._locked.difference_update(won)
         return [Claim(name=name, claim_id=claim_id, lease=leases[name]) for name in won]
+
+    def warm_up(self) -> None:
+        """Run the batched-claim and grouped-finish statements once on no rows, so that their
+        compiled forms are cached before they are needed (writes nothing)."""
+        self._step("warming up", self._batches.warm_up)
+        self._step("warming up", self._finishes.warm_up)
 
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""
@@ -422,14 +443,12 @@ class JobStore:
         return self._fenced("renewing a claim", claim, {"last_alive_ms": db_now_ms()})
 
     def finish(self, claim: Claim) -> bool:
-        """End the run of ``claim``: stamp ``last_run`` and free the row, if it is still ours."""
-        values: dict[str, object] = {
-            "running": False,
-            "owner": None,
-            "claim_id": None,
-            "last_run_ms": db_now_ms(),
-        }
-        return self._fenced("finishing a run", claim, values)
+        """End the run of ``claim``: stamp ``last_run`` and free the row, if it is still ours.
+
+        Finishes called by several threads at once run together (``_finishes``): one
+        transaction, each finish judged on its own row.
+        """
+        return self._finishes.finish(claim)
 
     def release(self, claim: Claim) -> bool:
         """Give back a claim whose run never started; the job stays due (``due_now``)."""
@@ -475,11 +494,15 @@ class JobStore:
             raise TypeError(f"names must be a collection of names, got {names!r}")
         c = self.jobs.c
         query = select(c.name).where(c.paused == true())
+        params: dict[str, list[str]] = {}
         if names is not None:
             if not names:
                 return set()
-            query = query.where(c.name.in_(list(names)))
-        return set(self._step("reading paused jobs", lambda conn: list(conn.scalars(query))))
+            query = query.where(name_in(self.jobs, self.engine.dialect, "p_names"))
+            params["p_names"] = list(names)
+        return set(
+            self._step("reading paused jobs", lambda conn: list(conn.scalars(query, params)))
+        )
 
     # --------------------------------------------------------------- inspection
     def rows(self) -> list[JobRow]:

@@ -102,6 +102,70 @@ def test_racing_batches_never_claim_a_row_twice(db: TestDatabase) -> None:
             s.dispose()
 
 
+def test_a_limited_batch_claims_the_longest_waiting_rows_first(store: JobStore) -> None:
+    """With five due rows and room for two, a batch claims the two that waited longest (a
+    triggered row before them); the next batch takes what is left, and no more."""
+    due_rows(store, "a", "b", "c", "d", "e")
+    now = store.now_ms()
+    for i, name in enumerate("abcde"):
+        set_row(store, name, last_run_ms=now - P - 1000 * (10 - i))  # a waited longest
+    assert store.trigger("d")
+    leases = dict.fromkeys("abcde", LEASE)
+    first = store.try_claim_many(leases, owner="me", limit=2)
+    assert first is not None
+    assert ["a", "d"] == sorted(c.name for c in first)
+    second = store.try_claim_many(leases, owner="me", limit=10)
+    assert second is not None
+    assert ["b", "c", "e"] == sorted(c.name for c in second)
+    assert [] == store.try_claim_many(leases, owner="me", limit=10)
+
+
+def test_a_repeated_limited_batch_confirms_its_own_claims_first(store: JobStore) -> None:
+    """A limited batch repeated with the same claim id (a retry after a lost reply) reports
+    the rows it already holds, not others: it never holds more rows than its limit."""
+    due_rows(store, "a", "b", "c", "d")
+    leases = dict.fromkeys("abcd", 300_000)
+    with store.engine.begin() as conn:
+        first = store._batches.claim(conn, leases, limit=2, claim_id="e" * 32, owner="me")
+    with store.engine.begin() as conn:
+        again = store._batches.claim(conn, leases, limit=2, claim_id="e" * 32, owner="me")
+    assert 2 == len(first)
+    assert sorted(first) == sorted(again)
+    assert 2 == sum(bool(row(store, n)["running"]) for n in "abcd")
+
+
+def test_racing_limited_batches_share_the_rows_without_overlap(db: TestDatabase) -> None:
+    """Four stores each claiming up to 8 of the same 20 due rows at once: no row is won twice,
+    none is left (every row another batch skipped was claimed by that batch), no store takes
+    more than 8."""
+    stores = [JobStore(db.url, table_prefix=db.table_prefix) for _ in range(4)]
+    try:
+        stores[0].create_schema()
+        names = [f"r{i:02d}" for i in range(20)]
+        due_rows(stores[0], *names)
+        leases = dict.fromkeys(names, LEASE)
+        results = race(*(lambda s=s: s.try_claim_many(leases, owner="x", limit=8) for s in stores))
+        won = [[c.name for c in r] for r in results if isinstance(r, list)]
+        assert 4 == len(won), results
+        assert all(len(w) <= 8 for w in won), won
+        assert names == sorted(n for w in won for n in w)
+    finally:
+        for s in stores:
+            s.dispose()
+
+
+def test_warming_up_writes_nothing(store: JobStore) -> None:
+    """warm_up() runs the batch and finish statements on no rows: a due row stays unclaimed
+    and a claimed row stays claimed, with the same claim id."""
+    due_rows(store, "free", "held")
+    held = store.try_claim("held", owner="me", lease=LEASE)
+    assert held is not None
+    before = {n: row(store, n) for n in ("free", "held")}
+    store.warm_up()
+    assert before == {n: row(store, n) for n in ("free", "held")}
+    assert ["free"] == store.due_names(["free", "held"])
+
+
 def test_an_idle_poll_is_one_statement_and_no_ping(db: TestDatabase) -> None:
     """An engine recurjobs makes sends no pre-ping: polling for due jobs is one statement."""
     engine = make_engine(db.url)

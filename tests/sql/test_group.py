@@ -1,0 +1,156 @@
+"""Group commit (``recurjobs.sql._group.Grouped``): concurrent calls share batches, each gets its
+own answer; and the store's finishes that use it, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+
+from recurjobs.sql import JobStore
+from recurjobs.sql._group import Grouped
+from tests.dbs import TestDatabase
+from tests.sql.helpers import Job, race, row, set_row
+from tests.sql.test_locked_row import row_locked
+
+LEASE = timedelta(minutes=5)
+
+
+class Recorder:
+    """A batch function that records its batches; the first one waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        if len(self.batches) == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        return [i * 10 for i in items]
+
+
+def test_a_lone_call_runs_at_once_in_a_batch_of_its_own() -> None:
+    """One call with nothing in flight is its own batch and gets its own answer."""
+    recorder = Recorder()
+    recorder.release.set()
+    grouped: Grouped[int, int] = Grouped(recorder)
+    assert 70 == grouped.call(7)
+    assert [[7]] == recorder.batches
+
+
+def test_calls_arriving_during_a_batch_share_the_next_one() -> None:
+    """While one batch is in flight, five more calls queue; they all go in the next batch, and
+    each caller gets the answer to its own request."""
+    recorder = Recorder()
+    grouped: Grouped[int, int] = Grouped(recorder)
+    answers: dict[int, int] = {}
+
+    def call(i: int) -> None:
+        answers[i] = grouped.call(i)
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert recorder.entered.wait(10)
+    others = [threading.Thread(target=call, args=(i,)) for i in range(1, 6)]
+    for t in others:
+        t.start()
+    while len(grouped._waiting) < 5:  # every other call is queued behind the first batch
+        threading.Event().wait(0.01)
+    recorder.release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert {i: i * 10 for i in range(6)} == answers
+    assert [[0], [1, 2, 3, 4, 5]] == [recorder.batches[0], sorted(recorder.batches[1])]
+
+
+def test_a_failing_batch_raises_in_every_caller_of_that_batch_only() -> None:
+    """An exception of the batch function reaches each request of that batch; the next batch
+    runs normally."""
+    calls = {"n": 0}
+
+    def batch(items: Sequence[str]) -> list[str]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database away")
+        return [s.upper() for s in items]
+
+    grouped: Grouped[str, str] = Grouped(batch)
+    with pytest.raises(RuntimeError, match="database away"):
+        grouped.call("a")
+    assert "B" == grouped.call("b")
+
+
+def test_the_batch_size_is_bounded_by_limit() -> None:
+    """With ``limit`` 2, six requests queued behind a batch run two at a time."""
+    recorder = Recorder()
+    grouped: Grouped[int, int] = Grouped(recorder, limit=2)
+    first = threading.Thread(target=grouped.call, args=(0,))
+    first.start()
+    assert recorder.entered.wait(10)
+    others = [threading.Thread(target=grouped.call, args=(i,)) for i in range(1, 7)]
+    for t in others:
+        t.start()
+    while len(grouped._waiting) < 6:
+        threading.Event().wait(0.01)
+    recorder.release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert [1, 2, 2, 2] == [len(b) for b in recorder.batches]
+    assert list(range(7)) == sorted(i for b in recorder.batches for i in b)
+
+
+def due_rows(store: JobStore, *names: str) -> None:
+    """Rows for ``names`` (period one hour), all due now."""
+    store.ensure([Job(n) for n in names])
+    for name in names:
+        set_row(store, name, last_run_ms=store.now_ms() - 3_600_000 - 1000)
+
+
+def test_finishes_at_once_are_each_fenced_on_their_own_row(store: JobStore) -> None:
+    """Twelve finishes racing (ten of claims still held, two of claims taken over) each get
+    their own answer: the ten rows are freed, the two new owners keep theirs."""
+    names = [f"f{i:02d}" for i in range(12)]
+    due_rows(store, *names)
+    claims = store.try_claim_many(dict.fromkeys(names, LEASE), owner="me")
+    assert claims is not None and 12 == len(claims)
+    taken = {"f03", "f07"}
+    for name in taken:  # another host took these over (the claim id changed)
+        set_row(store, name, claim_id="x" * 32, owner="other")
+    results = race(*(lambda c=c: store.finish(c) for c in claims))
+    assert {c.name: c.name not in taken for c in claims} == dict(
+        zip([c.name for c in claims], results, strict=True)
+    )
+    for name in names:
+        r = row(store, name)
+        assert (name in taken) == bool(r["running"]), name
+        assert ("other" if name in taken else None) == r["owner"]
+
+
+def test_a_locked_row_fails_only_its_own_finish_in_a_group(db: TestDatabase) -> None:
+    """A group of finishes waits out the lock of one of its rows (held by another transaction),
+    then the others land on their own and only the locked row's finish fails."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite locks the whole file, not a row")
+    store = JobStore(db.url, table_prefix=db.table_prefix, statement_timeout=1.0)
+    try:
+        store.create_schema()
+        names = ["free-a", "locked", "free-b"]
+        due_rows(store, *names)
+        claims = store.try_claim_many(dict.fromkeys(names, LEASE), owner="me")
+        assert claims is not None and 3 == len(claims)
+        with row_locked(db, store, "locked"):
+            answers = dict(
+                zip([c.name for c in claims], store._finishes._finish_all(claims), strict=True)
+            )
+        assert (True, True) == (answers["free-a"], answers["free-b"])
+        assert isinstance(answers["locked"], Exception)
+        assert bool(row(store, "locked")["running"])  # still ours: the finish is retried later
+        locked = next(c for c in claims if c.name == "locked")
+        assert True is store.finish(locked)
+    finally:
+        store.dispose()
