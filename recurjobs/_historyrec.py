@@ -1,8 +1,8 @@
 """The recorder: turns a host's run notifications into records on a bounded queue.
 
-It runs on the threads that publish (job threads, distributed run threads), so it only reads
-what the notification and the thread's run information (``_runinfo``) say and appends a small
-record; it never formats a traceback, touches a database or waits. The writer thread
+It is the host's run sink (``recurjobs._runsink``): the job threads and the distributed run
+threads call it directly with plain values, and it appends a small record; it never formats a
+traceback, touches a database or waits. The writer thread
 (``sql/_historywriter``) does the rest.
 
 A recurring run is one record at its end (:class:`Done`, host-clock times). A distributed run
@@ -22,16 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from recurjobs._guard import call_user
-from recurjobs._notifications import (
-    DistributedJobClaimed,
-    JobCanceled,
-    JobExecuted,
-    JobExecuting,
-    JobFailed,
-    JobIgnored,
-    JobNotification,
-)
-from recurjobs._runinfo import current_trigger, lease_lost
+from recurjobs._runsink import MANUAL, SCHEDULE
 
 __all__ = ["Done", "End", "HistoryQueue", "Recorder", "Start"]
 
@@ -131,23 +122,23 @@ class HistoryQueue:
 
 
 @dataclass(slots=True)
-class _Running:
-    """What the recorder remembers of the run in progress on one thread."""
+class _Claimed:
+    """The recorder's handle on a distributed run in progress."""
 
-    job: object
-    distributed: bool
+    name: str
+    claim_id: str
     trigger: str
-    started: float
-    claim_id: str | None = None
-    start_queued: bool = False
+    started: float  # time.monotonic()
+    start_queued: bool
 
 
 class Recorder:
-    """Subscribed to every notification of a host; queues one record per run.
+    """The host's :class:`~recurjobs._runsink.RunSink`: queues one record per run.
 
     ``queue`` is read at each run (None: not recording, e.g. before start); ``skip`` names jobs
     whose runs are not recorded (the pruning job); ``name`` gives a job's name as ``status()``
-    shows it.
+    shows it. Everything here runs on the run threads: no formatting beyond the record, no
+    waiting, no database.
     """
 
     def __init__(
@@ -161,34 +152,60 @@ class Recorder:
         self._record_ignored = record_ignored
         self._skip = skip
         self._name = name
-        self._local = threading.local()
         self._names: dict[int, tuple[object, str]] = {}  # id(job) -> (job, name), a cache
 
-    def handle(self, notification: JobNotification) -> None:
-        """The notification handler (on the publishing thread; never blocks)."""
-        kind = type(notification)
-        if kind not in _EVENTS or self.queue is None or self._skip(notification.job):
-            return
-        if kind is DistributedJobClaimed:
-            self._claimed(notification)  # type: ignore[arg-type]
-        elif kind is JobExecuting:
-            self._executing(notification)
-        else:
-            self._ended(notification)
-
-    def _claimed(self, note: DistributedJobClaimed) -> None:
+    def recurring(
+        self,
+        job: object,
+        *,
+        manual: bool,
+        started: datetime,
+        ended: datetime,
+        outcome: str,
+        error: BaseException | None,
+    ) -> None:
         queue = self.queue
-        run = _Running(
-            job=note.job,
-            distributed=True,
-            trigger=current_trigger(),
-            started=time.monotonic(),
-            claim_id=note.claim_id,
+        if queue is None or (outcome == "ignored" and not self._record_ignored):
+            return
+        if self._skip(job):
+            return
+        queue.put(
+            Done(
+                "recurring",
+                self._job_name(job),
+                None,
+                MANUAL if manual else SCHEDULE,
+                _ms(started),
+                _ms(ended),
+                outcome,
+                None if error is None else _capture(error),
+            )
         )
-        self._local.run = run
-        if queue is not None:
-            name = self._job_name(note.job)
-            run.start_queued = queue.put(Start(name, note.claim_id, run.trigger, run.started))
+
+    def claimed(self, job: object, *, claim_id: str, manual: bool) -> _Claimed | None:
+        queue = self.queue
+        if queue is None or self._skip(job):
+            return None
+        run = _Claimed(
+            self._job_name(job), claim_id, MANUAL if manual else SCHEDULE, time.monotonic(), False
+        )
+        run.start_queued = queue.put(Start(run.name, claim_id, run.trigger, run.started))
+        return run
+
+    def ended(self, handle: object, *, outcome: str, error: BaseException | None) -> None:
+        queue = self.queue
+        if queue is None or not isinstance(handle, _Claimed):
+            return
+        info = None if error is None else _capture(error)
+        now = time.monotonic()
+        if handle.start_queued:
+            name, claim_id, trigger = handle.name, handle.claim_id, handle.trigger
+            queue.put(End(name, claim_id, trigger, handle.started, now, outcome, info))
+        else:  # the start was dropped: write the whole run at once, if there is room now
+            queue.put(
+                Done("distributed", handle.name, handle.claim_id, handle.trigger, handle.started,
+                     now, outcome, info)
+            )  # fmt: skip
 
     def _job_name(self, job: object) -> str:
         known = self._names.get(id(job))
@@ -197,52 +214,6 @@ class Recorder:
         name = self._name(job)
         self._names[id(job)] = (job, name)
         return name
-
-    def _executing(self, note: JobNotification) -> None:
-        run: _Running | None = getattr(self._local, "run", None)
-        if run is not None and run.distributed and run.job is note.job:
-            return  # announced by DistributedJobClaimed already
-        self._local.run = _Running(
-            job=note.job, distributed=False, trigger=current_trigger(), started=_ms(note.at)
-        )
-
-    def _ended(self, note: JobNotification) -> None:
-        run: _Running | None = getattr(self._local, "run", None)
-        queue = self.queue
-        if run is None or run.job is not note.job or queue is None:
-            return
-        self._local.run = None
-        error: ErrorInfo = None
-        if isinstance(note, JobExecuted):
-            outcome = "executed"
-        elif isinstance(note, JobFailed):
-            outcome = "failed"
-            error = _capture(note.exception)
-        elif isinstance(note, JobCanceled):
-            outcome = "lease_lost" if run.distributed and lease_lost() else "canceled"
-        else:  # JobIgnored
-            if not self._record_ignored:
-                return
-            outcome = "ignored"
-        name = self._job_name(note.job)
-        if not run.distributed:
-            ended = _ms(note.at)
-            whole = Done("recurring", name, None, run.trigger, run.started, ended, outcome, error)
-            queue.put(whole)
-            return
-        assert run.claim_id is not None
-        now = time.monotonic()
-        if run.start_queued:
-            queue.put(End(name, run.claim_id, run.trigger, run.started, now, outcome, error))
-        else:  # the start was dropped: write the whole run at once, if there is room now
-            whole = Done("distributed", name, run.claim_id, run.trigger, run.started, now, outcome,
-                         error)
-            queue.put(whole)
-
-
-_EVENTS = frozenset(
-    {DistributedJobClaimed, JobExecuting, JobExecuted, JobFailed, JobCanceled, JobIgnored}
-)
 
 
 def _ms(at: datetime) -> float:

@@ -32,7 +32,7 @@ from recurjobs._notifications import (
     Publisher,
 )
 from recurjobs._roles import IgnoreReason
-from recurjobs._runinfo import begin_run
+from recurjobs._runsink import RunSink
 from recurjobs._schedule import (
     NextExecution,
     Plan,
@@ -285,7 +285,6 @@ class JobRunner:
             # Stopping: no run may begin; wait for stop() to let the thread end.
             self._clock.wait(self._wake, None)
             return True
-        begin_run(manual=trigger is not None)  # for the run history
         schedule = self.view.period()
         if isinstance(schedule, Cron) or self.cron is not None:
             self._switch(schedule)
@@ -299,10 +298,10 @@ class JobRunner:
             if now < self.plan.next:
                 self._clock.wait(self._wake, _bounded(self.plan.next - now))
                 return True
-            end = self._run_once(now, late=now - self.plan.next)
+            end = self._run_once(now, late=now - self.plan.next, manual=False)
             self.plan = after_run(self.plan.next, now, end, self._period_seconds())
         else:
-            end = self._run_once(now, late=now - trigger.at)
+            end = self._run_once(now, late=now - trigger.at, manual=True)
             self.plan = after_trigger(
                 self.plan,
                 strategy=trigger.strategy,
@@ -356,10 +355,14 @@ class JobRunner:
                 self._clock.wait(self._wake, min(left, RECHECK) if leads else _bounded(left))
                 self._watch.after_wait(self, self._clock.now())
                 return True
-            self._run_once(self._clock.monotonic(), late=(now - planned).total_seconds())
+            self._run_once(
+                self._clock.monotonic(), late=(now - planned).total_seconds(), manual=False
+            )
             fire = fire_after_run(cron.next_after, planned, now, self._clock.now())
         else:
-            self._run_once(self._clock.monotonic(), late=(now - trigger.wall).total_seconds())
+            self._run_once(
+                self._clock.monotonic(), late=(now - trigger.wall).total_seconds(), manual=True
+            )
             fire = fire_after_trigger(
                 cron.next_after,
                 self.fire,
@@ -373,18 +376,20 @@ class JobRunner:
             self.fire = fire
         return True
 
-    def _run_once(self, start: float, *, late: float) -> float:
+    def _run_once(self, start: float, *, late: float, manual: bool) -> float:
         """Gate and run the job once from ``start``, ``late`` seconds after it was due (or
-        triggered); return when the run (or back-off) ended."""
+        triggered: ``manual``); return when the run (or back-off) ended."""
         with self._lock:
             if not self._open:
                 return start
             self._announcing = True
         self.outcome.last_start = start
-        now = self._clock.now()
-        self._publisher.publish(
-            JobExecuting(job=self.job, at=now, scheduled_at=now - timedelta(seconds=max(0.0, late)))
-        )
+        sink = self._publisher.sink  # the run history, told directly (no notification)
+        now = self._clock.now() if sink is not None else None
+        if self._publisher.wants(JobExecuting):
+            now = now or self._clock.now()
+            scheduled = now - timedelta(seconds=max(0.0, late))
+            self._publisher.publish(JobExecuting(job=self.job, at=now, scheduled_at=scheduled))
         with self._lock:
             self._announcing = False
             owed, self._stopping_owed = self._stopping_owed, False
@@ -396,19 +401,43 @@ class JobRunner:
             logger.debug("%s ignored: %s", self.name, reason.name)
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
+            if sink is not None and now is not None:
+                self._record(sink, now, manual, "ignored", None)
             return self._paused_end(start) if paused else self._back_off(start)
         if not self._admit():  # stop began while the run was announced: it never starts
             self._finish(start, "canceled")
-            return self._clock.monotonic()
-        error = run_user(lambda: self.job.run(self.token))  # type: ignore[attr-defined]
-        self.outcome.running = False
-        if error is None:
-            self._finish(start, "executed")
-        elif isinstance(error, JobCancelled) and self.token.is_cancelled():
-            self._finish(start, "canceled")
+            outcome, error = "canceled", None
         else:
-            self._finish(start, "failed", error)
+            error = run_user(lambda: self.job.run(self.token))  # type: ignore[attr-defined]
+            self.outcome.running = False
+            if error is None:
+                outcome = "executed"
+            elif isinstance(error, JobCancelled) and self.token.is_cancelled():
+                outcome, error = "canceled", None
+            else:
+                outcome = "failed"
+            self._finish(start, outcome, error)
+        if sink is not None and now is not None:
+            self._record(sink, now, manual, outcome, error)
         return self._clock.monotonic()
+
+    def _record(
+        self,
+        sink: RunSink,
+        started: datetime,
+        manual: bool,
+        outcome: str,
+        error: BaseException | None,
+    ) -> None:
+        """Tell the run history (through the guard: a broken sink is logged, never fatal)."""
+        ended = self._clock.now()
+        call_user(
+            lambda: f"recording a run of {self.name} in the history",
+            lambda: sink.recurring(
+                self.job, manual=manual, started=started, ended=ended, outcome=outcome, error=error
+            ),
+            default=None,
+        )
 
     def _admit(self) -> bool:
         """Whether the run may start now (no stop began); marks it running if so."""

@@ -6,11 +6,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
 from recurjobs._guard import call_user
 from recurjobs._roles import IgnoreReason, ServerRole
+from recurjobs._runsink import RunSink
 
 __all__ = [
     "DistributedJobClaimed",
@@ -154,6 +156,9 @@ class Publisher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: tuple[tuple[type[JobNotification], Handler], ...] = ()
+        self._wanted: dict[type[JobNotification], bool] = {}  # wants(), per kind
+        self.sink: RunSink | None = None
+        """The run history's recorder: told of every run directly (``recurjobs._runsink``)."""
 
     def subscribe(self, kind: type[N], handler: Callable[[N], object]) -> Subscription:
         """Call ``handler(notification)`` for every published ``kind`` (subclasses included)."""
@@ -164,11 +169,13 @@ class Publisher:
         entry: tuple[type[JobNotification], Handler] = (kind, handler)
         with self._lock:
             self._entries = (*self._entries, entry)
+            self._wanted = {}
         return Subscription(self, entry)
 
     def _remove(self, entry: tuple[type[JobNotification], Handler]) -> None:
         with self._lock:
             self._entries = tuple(e for e in self._entries if e is not entry)
+            self._wanted = {}
 
     def wants(self, kind: type[JobNotification]) -> bool:
         """Whether a ``kind`` published now would reach some handler.
@@ -177,11 +184,20 @@ class Publisher:
         with no subscriber, a run costs neither. A handler subscribed meanwhile sees the
         notifications published after its ``subscribe`` returned, as always.
         """
-        return any(issubclass(kind, subscribed) for subscribed, _ in self._entries)
+        cache = self._wanted  # replaced (after _entries) by subscribe and remove
+        wanted = cache.get(kind)
+        if wanted is None:
+            wanted = any(issubclass(kind, subscribed) for subscribed, _ in self._entries)
+            cache[kind] = wanted
+        return wanted
 
     def publish(self, notification: JobNotification) -> None:
         """Deliver to every matching handler; whatever a handler raises is logged and swallowed."""
         for kind, handler in self._entries:
             if isinstance(notification, kind):
-                what = f"notification handler {handler!r} on {type(notification).__name__}"
+                what = partial(_handler_name, handler, notification)  # formatted if it raises
                 call_user(what, handler, notification, default=None)
+
+
+def _handler_name(handler: object, notification: JobNotification) -> str:
+    return f"notification handler {handler!r} on {type(notification).__name__}"

@@ -1,11 +1,12 @@
 """The run history of one :class:`~recurjobs.JobHost`: recorder, writer, pruning job, reads.
 
 ``JobHost(..., history=...)`` builds a :class:`HostHistory` (``recurjobs._history.attach``),
-which subscribes the recorder to the host's notifications and registers the pruning job, a
-distributed job named ``recurjobs.history.prune`` (so a cluster prunes once, not once per
-host). The host then calls, in its own order: :meth:`HostHistory.add_tables` (the tables are
-created with the jobs table at ``start()``), :meth:`HostHistory.start` (the writer thread) and,
-in its stop sequence once the runs have ended, :meth:`HostHistory.close` (flush, dispose).
+which attaches the recorder to the host's run threads (``recurjobs._runsink``) and registers
+the pruning job, a distributed job named ``recurjobs.history.prune`` (so a cluster prunes
+once, not once per host). The host then calls, in its own order:
+:meth:`HostHistory.add_tables` (the tables are created with the jobs table at ``start()``),
+:meth:`HostHistory.start` (the writer thread) and, in its stop sequence once the runs have
+ended, :meth:`HostHistory.close` (flush, dispose).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from sqlalchemy import Engine
 from recurjobs._history import PRUNE_JOB_NAME, HistorySettings, RunRecord
 from recurjobs._historyrec import HistoryQueue, Recorder
 from recurjobs._jobs import DistributedJob, job_name
-from recurjobs._notifications import JobNotification
 from recurjobs._token import CancellationToken
 from recurjobs.sql._history import HistoryTables, prune_history, read_history
 from recurjobs.sql._history_table import meta_table, runs_table
@@ -73,7 +73,7 @@ class HostHistory:
         self._owns_store = False
         self._reader: Engine | None = None
         self._lock = threading.Lock()
-        host.subscribe(JobNotification, self.recorder.handle)
+        host.publisher.sink = self.recorder  # the run threads tell it of every run
         host.add(self.prune_job)
 
     # ---------------------------------------------------------------- life cycle

@@ -35,7 +35,6 @@ from recurjobs._clock import Clock
 from recurjobs._cron import Cron
 from recurjobs._jobs import check_distributed
 from recurjobs._notifications import Publisher
-from recurjobs._runinfo import begin_run
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._status import JobStatus
 from recurjobs._token import CancellationToken
@@ -607,7 +606,6 @@ class DistributedPoller:
 
     def _run(self, run: Run) -> None:
         settled = False
-        begin_run(manual=run.manual, lost=lambda: run.lost)  # for the run history
         try:
             settled = execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)
         finally:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from recurjobs._clock import Clock
-from recurjobs._guard import run_user
+from recurjobs._guard import call_user, run_user
 from recurjobs._jobs import job_name
 from recurjobs._notifications import (
     DistributedJobClaimed,
@@ -31,6 +31,7 @@ from recurjobs._notifications import (
     JobFailed,
     Publisher,
 )
+from recurjobs._runsink import RunSink
 from recurjobs._token import CancellationToken, JobCancelled
 from recurjobs.sql._rows import Claim
 from recurjobs.sql._store import JobStore
@@ -93,7 +94,10 @@ def execute_run(
     """
     job, claim, token, stats = run.job, run.claim, run.token, run.stats
     outcome = "failed"
+    raised: BaseException | None = None
     started = clock.monotonic()
+    sink = publisher.sink  # the run history, told directly
+    record = None if sink is None else _record_claim(sink, run)
     try:
         if publisher.wants(DistributedJobClaimed):
             publisher.publish(
@@ -125,6 +129,8 @@ def execute_run(
         run.ended = True
         if run.lost:
             outcome = "lease_lost" if outcome == "canceled" else outcome
+        if sink is not None and record is not None:
+            _record_end(sink, record, outcome, raised if outcome == "failed" else None)
         logger.info(
             "distributed job %s %s in %.3f s (claim %s, owner %s)",
             claim.name,
@@ -134,6 +140,23 @@ def execute_run(
             run.owner or "?",
         )
     return finish_once(store, run)
+
+
+def _record_claim(sink: RunSink, run: Run) -> object:
+    claim = run.claim
+    return call_user(
+        lambda: f"recording a run of {claim.name} in the history",
+        lambda: sink.claimed(run.job, claim_id=claim.claim_id, manual=run.manual),
+        default=None,
+    )
+
+
+def _record_end(sink: RunSink, record: object, outcome: str, error: BaseException | None) -> None:
+    call_user(
+        "recording the end of a run in the history",
+        lambda: sink.ended(record, outcome=outcome, error=error),
+        default=None,
+    )
 
 
 def _call_execute(job: object, token: CancellationToken) -> BaseException | None:
