@@ -44,13 +44,17 @@ def main_dom_source(value: object) -> MainDom | None:
 
 
 class Gates:
-    """Answers "may this job run now?" for the host; re-reads every source at every check."""
+    """Answers "may this job run now?" for the host; re-reads every source at every check.
+
+    A source that is a plain value (``runtime_ready=None``: always ready; a fixed
+    ``ServerRole``) is used as it is, without a guarded call: every run of every job asks.
+    """
 
     def __init__(
         self,
         *,
-        runtime_ready: Callable[[], bool],
-        server_role: RoleSource,
+        runtime_ready: Callable[[], bool] | None,
+        server_role: RoleSource | ServerRole,
         main_dom: MainDom | None,
     ) -> None:
         self.runtime_ready = runtime_ready
@@ -59,6 +63,8 @@ class Gates:
 
     def role(self) -> ServerRole:
         """The current role; a source that raises or returns junk counts as UNKNOWN."""
+        if isinstance(self.server_role, ServerRole):
+            return self.server_role
         role: object = call_user(
             "server_role callable", self.server_role, default=ServerRole.UNKNOWN
         )
@@ -69,6 +75,8 @@ class Gates:
 
     def ready(self) -> bool:
         """Whether the runtime is ready; a callable that raises counts as not ready."""
+        if self.runtime_ready is None:
+            return True
         return bool(call_user("runtime_ready callable", self.runtime_ready, default=False))
 
     def is_main(self) -> bool:

@@ -25,20 +25,17 @@ logger = logging.getLogger("recurjobs")
 
 T = TypeVar("T")
 
-_local = threading.local()
+
+class _Depth(threading.local):
+    depth = 0  # guarded calls this thread is inside of
 
 
-def _enter() -> None:
-    _local.depth = getattr(_local, "depth", 0) + 1
-
-
-def _leave() -> None:
-    _local.depth -= 1
+_local = _Depth()
 
 
 def in_user_code() -> bool:
     """True while this thread is inside a guarded call (a job, a handler, a property...)."""
-    return getattr(_local, "depth", 0) > 0
+    return _local.depth > 0
 
 
 def run_user(fn: Callable[..., object], *args: object) -> BaseException | None:
@@ -46,13 +43,14 @@ def run_user(fn: Callable[..., object], *args: object) -> BaseException | None:
 
     Nothing is logged: the caller turns the result into a run outcome (failed, canceled).
     """
-    _enter()
+    local = _local
+    local.depth += 1
     try:
         fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
         return exc
     finally:
-        _leave()
+        local.depth -= 1
     return None
 
 
@@ -62,7 +60,8 @@ def call_user(what: str | Callable[[], str], fn: Callable[..., T], *args: object
     ``what`` names the call in the log line, e.g. ``"period of Cleanup"``; a callable returning
     the name is called only then (for calls made at every run, where formatting costs).
     """
-    _enter()
+    local = _local
+    local.depth += 1
     try:
         return fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
@@ -70,4 +69,4 @@ def call_user(what: str | Callable[[], str], fn: Callable[..., T], *args: object
         logger.error("%s raised %s: %s", name, type(exc).__name__, exc, exc_info=exc)
         return default
     finally:
-        _leave()
+        local.depth -= 1

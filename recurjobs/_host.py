@@ -88,9 +88,11 @@ class JobHost:
             else None
         )
         ready = callable_(runtime_ready, "runtime_ready") if runtime_ready is not None else None
+        # A fixed role without an election is handed to the gates as it is (no call per run).
+        fixed = isinstance(server_role, ServerRole) and not elect_server_role
         self._gates = Gates(
-            runtime_ready=ready if ready is not None else (lambda: True),  # type: ignore[arg-type]
-            server_role=self._current_role,
+            runtime_ready=ready,  # type: ignore[arg-type]
+            server_role=server_role if fixed else self._current_role,
             main_dom=main_dom_source(main_dom),
         )
         self.settings = instance(

@@ -27,6 +27,12 @@ DEFAULT_IGNORED_DELAY = timedelta(minutes=1)
 
 T = TypeVar("T")
 
+# Values whose check cannot change while the attribute holds the same object.
+_IMMUTABLE = (timedelta, Cron, frozenset, tuple)
+# A read or check that raised; also stands for "not kept" (no attribute holds this object).
+_FAILED: object = object()
+_SETTINGS = ("period", "delay", "ignored_delay", "server_roles")
+
 
 def _duration(value: object) -> timedelta:
     if isinstance(value, timedelta) and (value == INFINITE or value >= timedelta(0)):
@@ -53,7 +59,9 @@ class JobView:
     def __init__(self, job: object) -> None:
         self.job = job
         self.name = job_name(job)
-        self._last: dict[str, object] = {}
+        # attr -> (the raw object last read if immutable, else _FAILED; its checked value)
+        self._last: dict[str, tuple[object, object]] = {}
+        self._what = {a: self._describe(a) for a in _SETTINGS}
 
     def period(self) -> timedelta | Cron:
         """The period or calendar; a job without one runs only on triggers (``INFINITE``)."""
@@ -74,16 +82,31 @@ class JobView:
         return self._read("server_roles", DEFAULT_SERVER_ROLES, _roles)
 
     def _read(self, attr: str, default: T, convert: Callable[[object], T]) -> T:
-        """Read and check ``job.<attr>`` inside the guard; on failure the last good value."""
+        """Read and check ``job.<attr>`` inside the guard; on failure the last good value.
 
-        def read() -> T:
-            return convert(getattr(self.job, attr, default))
+        The loop reads the settings at every run, so the check is skipped while the attribute
+        still holds the very object last checked, if that object is immutable (a timedelta, a
+        Cron, a frozenset or tuple): its answer cannot have changed. A list or set is checked
+        at every read, since it may have been changed in place.
+        """
+        what = self._what[attr]
+        raw = call_user(what, getattr, self.job, attr, default, default=_FAILED)
+        last = self._last.get(attr)
+        if last is not None and last[0] is raw:
+            return last[1]  # type: ignore[return-value]
+        if raw is not _FAILED:
+            value = call_user(what, convert, raw, default=_FAILED)
+            if value is not _FAILED:
+                self._last[attr] = (raw if isinstance(raw, _IMMUTABLE) else _FAILED, value)
+                return value  # type: ignore[return-value]
+        return default if last is None else last[1]  # type: ignore[return-value]
 
-        fallback: T = self._last.get(attr, default)  # type: ignore[assignment]
+    def _describe(self, attr: str) -> Callable[[], str]:
+        """The log name of a failed read of ``attr`` (formatted only when one fails)."""
 
-        def what() -> str:  # formatted only when the read fails
-            return f"{attr} of {self.name} (using {fallback!r})"
+        def what() -> str:
+            last = self._last.get(attr)
+            using = "the default" if last is None else repr(last[1])
+            return f"{attr} of {self.name} (using {using})"
 
-        value = call_user(what, read, default=fallback)
-        self._last[attr] = value
-        return value
+        return what

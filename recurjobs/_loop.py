@@ -122,6 +122,11 @@ class JobRunner:
         # automatic run, None for none.
         self.cron: Cron | None = None
         self.fire: datetime | None = None
+        # The loop's own: the schedule read at the end of the last run (the next step uses it
+        # instead of reading again microseconds later), and the last schedule turned into
+        # seconds with its value.
+        self._fresh: timedelta | Cron | None = None
+        self._seconds_of: tuple[object, float] = (None, math.inf)
 
     # ----------------------------------------------------------- called from other threads
     def start(self) -> None:
@@ -285,12 +290,13 @@ class JobRunner:
             # Stopping: no run may begin; wait for stop() to let the thread end.
             self._clock.wait(self._wake, None)
             return True
-        schedule = self.view.period()
+        schedule = self._fresh if self._fresh is not None else self.view.period()
+        self._fresh = None
         if isinstance(schedule, Cron) or self.cron is not None:
             self._switch(schedule)
         if self.cron is not None:
             return self._calendar_step(self.cron, trigger)
-        period = seconds(schedule) if isinstance(schedule, timedelta) else math.inf
+        period = self._seconds(schedule)
         if changed:
             self.plan = self.plan.with_period(period)
         now = self._clock.monotonic()
@@ -314,8 +320,16 @@ class JobRunner:
 
     def _period_seconds(self) -> float:
         """The period in seconds (``inf`` if it just became a calendar: the next step follows)."""
-        schedule = self.view.period()
-        return seconds(schedule) if isinstance(schedule, timedelta) else math.inf
+        self._fresh = schedule = self.view.period()
+        return self._seconds(schedule)
+
+    def _seconds(self, schedule: timedelta | Cron) -> float:
+        """``schedule`` in seconds (``inf`` for a calendar), worked out once per value."""
+        last, value = self._seconds_of
+        if schedule is not last:
+            value = seconds(schedule) if isinstance(schedule, timedelta) else math.inf
+            self._seconds_of = (schedule, value)
+        return value
 
     def _switch(self, schedule: timedelta | Cron) -> None:
         """Follow a change between periods and calendars (or to another calendar).

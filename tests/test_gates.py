@@ -322,3 +322,42 @@ def test_forked_child_sees_the_host_as_not_running(clock: ManualClock, tmp_path:
     assert main_dom.is_main
     host.stop()
     assert "[False, False, False, True, True]" == child
+
+
+class _ListRolesJob:
+    """A duck-typed job whose server_roles is a list the test changes in place."""
+
+    period = minutes(5)
+    delay = timedelta(0)
+    ignored_delay = minutes(1)
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.server_roles = [ServerRole.SUBSCRIBER]
+        self.starts: list[float] = []
+
+    def run(self, token: object) -> None:
+        self.starts.append(round(self.clock.monotonic() / 60, 6))
+
+
+def test_roles_list_changed_in_place_is_seen_at_the_next_check(clock: ManualClock) -> None:
+    """A mutable server_roles is checked again at every run (only an immutable value's check
+    is kept), so appending SINGLE in place lets the job run at the next check."""
+    job = _ListRolesJob(clock)
+    with JobHost([job], clock=clock, server_role=ServerRole.SINGLE):
+        walk_to(clock, 7)
+        job.server_roles.append(ServerRole.SINGLE)
+        walk_to(clock, 12)
+    assert [10] == job.starts
+
+
+def test_roles_replaced_by_a_new_frozenset_are_seen_at_the_next_check(clock: ManualClock) -> None:
+    """The kept check of an immutable server_roles lasts only while the attribute holds that
+    very object: assigning another frozenset takes effect at the next check."""
+    job = TimedJob(clock, minutes(5), ignored_delay=minutes(1))
+    job.server_roles = frozenset({ServerRole.SUBSCRIBER})
+    with JobHost([job], clock=clock, server_role=ServerRole.SINGLE):
+        walk_to(clock, 7)
+        job.server_roles = frozenset({ServerRole.SINGLE})
+        walk_to(clock, 12)
+    assert [10] == job.starts
