@@ -175,7 +175,10 @@ _COLUMNS = ("job", "kind", "host", "claim_id", "trigger", "started_ms", "ended_m
 
 def _insert(conn: Connection, runs: Table, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows``: through COPY on PostgreSQL with psycopg (a fifth of the CPU of an
-    INSERT per row), else one executemany (multi-row on MySQL drivers, C loop on SQLite)."""
+    INSERT per row), else one executemany (multi-row on MySQL drivers, C loop on SQLite).
+
+    PostgreSQL text cannot hold NUL, so a NUL in a job name, host or error text becomes U+FFFD
+    there (else the whole batch would be refused); the other databases keep it."""
     dialect = conn.dialect
     if dialect.name != "postgresql" or dialect.driver != "psycopg":
         conn.execute(insert(runs), rows)
@@ -183,11 +186,19 @@ def _insert(conn: Connection, runs: Table, rows: list[dict[str, Any]]) -> None:
     quote = dialect.identifier_preparer
     columns = ", ".join(quote.quote(name) for name in _COLUMNS)
     raw: Any = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(
-        f"COPY {quote.format_table(runs)} ({columns}) FROM STDIN"
-    ) as copy:
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY {quote.format_table(runs)} ({columns}) FROM STDIN") as copy,
+    ):
         for row in rows:
+            for name in _USER_TEXT:
+                text = row[name]
+                if text is not None and "\x00" in text:
+                    row[name] = text.replace("\x00", "\ufffd")
             copy.write_row(tuple(row[name] for name in _COLUMNS))
+
+
+_USER_TEXT = ("job", "host", "error")  # columns whose text comes from outside recurjobs
 
 
 def _host_clock(record: Record) -> bool:

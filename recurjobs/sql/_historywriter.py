@@ -32,7 +32,7 @@ __all__ = ["HistoryWriter"]
 logger = logging.getLogger("recurjobs.history")
 
 BATCH = 500  # records per transaction at most
-PACE = 0.05  # real seconds between two writes while records keep coming
+PACE = 0.25  # real seconds between two writes while records keep coming
 _FIRST_BACK_OFF = 0.2
 _MAX_BACK_OFF = 5.0
 
