@@ -41,7 +41,7 @@ from sqlalchemy import (
 from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, RunCounter
 from recurjobs.dashboard._latest import LatestRuns
 from recurjobs.sql._clockexpr import db_now_ms, int_div
-from recurjobs.sql._history_table import runs_table
+from recurjobs.sql._history_table import column_text, runs_table
 from recurjobs.sql._servers_table import PUBLISHER, ServerTables
 from recurjobs.sql._tables import jobs_table
 from recurjobs.sql._urls import masked
@@ -401,6 +401,7 @@ class Dashboard:
         if not self.schema().runs:
             return HistoryPage([], None, 0, 0)
         r = self.runs.c
+        name = column_text(name, 200)  # as the writer stored it
         where = [r.job == name]
         if outcome == "running":
             where.append(r.outcome.is_(None))

@@ -31,9 +31,15 @@ claiming together each take rows nobody else is taking instead of racing for the
   k FOR UPDATE SKIP LOCKED) UPDATE ... WHERE name IN (SELECT name FROM picked) AND <claimable
   guard>`` (SQLite without the locking clause: its writer holds the whole file), then the
   read-back ``SELECT``: steps 1 and 2 in one statement.
-- MySQL/MariaDB (which cannot update a table it selects from in a subquery): the locking
-  ``SELECT ... LIMIT k`` (``SKIP LOCKED`` where the server has it), the guarded ``UPDATE`` of
-  those rows, and the read-back, as in 1-3 above.
+- MySQL/MariaDB (which cannot update a table it selects from in a subquery): a plain
+  ``SELECT`` of up to ``4k`` claimable rows in that order, then locking ``SELECT`` s of those,
+  ``k`` at a time in that order, until ``k`` are locked (``SKIP LOCKED`` where the server has
+  it; usually one statement, one more per ``k`` rows other hosts are claiming), the
+  guarded ``UPDATE`` of those rows, and the read-back, as in 1-3 above. InnoDB keeps a lock on
+  every row a locking read looked at, and an ordered locking read looks at all candidates
+  before its ``LIMIT``: one host's batch would lock every due row and the others would skip
+  them all. If the plain read finds rows already carrying the batch's claim id, the batch is
+  a repeat whose first attempt committed, and those rows are its answer.
 
 The statements are built once per table and dialect, with every value a bound parameter, so
 SQLAlchemy's compiled cache serves them; PostgreSQL gets the names as one parameter (a JSON
@@ -50,16 +56,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     Connection,
     Integer,
+    Select,
     String,
     Table,
     Text,
     TypeDecorator,
+    Update,
     and_,
     bindparam,
     case,
@@ -78,7 +86,33 @@ from sqlalchemy.sql.elements import ColumnElement
 from recurjobs.sql._claims import claimable
 from recurjobs.sql._clockexpr import db_now_ms
 
-__all__ = ["BatchClaims", "batch_guard", "claim_batch", "name_in", "skips_locked_rows"]
+__all__ = [
+    "BatchClaims",
+    "batch_guard",
+    "by_primary_key",
+    "claim_batch",
+    "name_in",
+    "skips_locked_rows",
+]
+
+
+S = TypeVar("S", Select[Any], Update)
+
+
+def by_primary_key(statement: S, table: Table) -> S:
+    """``statement`` told to reach ``table``'s rows through its primary key on MySQL/MariaDB.
+
+    InnoDB locks every row a locking read or an ``UPDATE`` looks at, and on a small table the
+    optimizer prefers a full scan to an ``IN`` list on the key: one host's claim would then
+    lock every row, and the others' ``SKIP LOCKED`` would find none. (PostgreSQL locks only
+    the rows it returns or changes; SQLite locks the file.)"""
+    hint = "FORCE INDEX (PRIMARY)"
+    for name in ("mysql", "mariadb"):
+        if isinstance(statement, Update):
+            statement = statement.with_hint(hint, table, dialect_name=name)
+        else:
+            statement = statement.with_hint(table, hint, dialect_name=name)
+    return statement
 
 
 def skips_locked_rows(dialect: Dialect) -> bool:
@@ -128,7 +162,8 @@ def claim_batch(
         return []
     if skips_locked_rows(conn.dialect):
         free = select(c.name).where(batch_guard(jobs, names, claim_id, row_guards))
-        names = list(conn.scalars(free.with_for_update(skip_locked=True)))
+        free = by_primary_key(free, jobs).with_for_update(skip_locked=True)
+        names = list(conn.scalars(free))
         if not names:
             return []
     now = db_now_ms()
@@ -147,7 +182,8 @@ def claim_batch(
         "lease_ms": lease,
         "due_now": False,
     }
-    conn.execute(update(jobs).where(batch_guard(jobs, names, claim_id, row_guards)).values(values))
+    claim = update(jobs).where(batch_guard(jobs, names, claim_id, row_guards)).values(values)
+    conn.execute(by_primary_key(claim, jobs))
     won = select(c.name).where(c.name.in_(names), c.claim_id == claim_id)
     return list(conn.scalars(won))
 
@@ -212,8 +248,21 @@ class BatchClaims:
                 plan = self._built[conn.dialect.name] = _plan(self.jobs, conn.dialect, None)
         else:  # leases differ (periods changed in a rolling deploy): a statement of its own
             plan = _plan(self.jobs, conn.dialect, leases_ms)
-        if plan.pick is not None:  # MySQL/MariaDB: lock the rows first, then write them
-            picked = list(conn.scalars(plan.pick, params))
+        if plan.window is not None and plan.pick is not None:
+            # MySQL/MariaDB: choose, lock only those rows, then write them (see _plan).
+            params["b_window"] = limit * _WINDOW
+            chosen = conn.execute(plan.window, params).all()
+            ours = [name for name, mine in chosen if mine]
+            if ours:  # a repeat after a lost reply: the first attempt committed these
+                return ours
+            order = [name for name, _ in chosen]
+            picked: list[str] = []
+            for start in range(0, len(order), limit):  # in claim order, a limit's worth a time
+                params["b_chosen"] = order[start : start + limit]
+                params["b_limit"] = limit - len(picked)
+                picked += conn.scalars(plan.pick, params)
+                if len(picked) >= limit:
+                    break
             if not picked:
                 return []
             params["b_names"] = picked
@@ -227,15 +276,23 @@ class BatchClaims:
         if plan is None:
             plan = self._built[conn.dialect.name] = _plan(self.jobs, conn.dialect, None)
         params: dict[str, Any] = {"b_names": [], "b_limit": 1, "b_cid": "", "b_owner": ""}
-        params["b_lease"] = 1
-        for statement in (plan.pick, plan.claim, plan.read):
+        params.update(b_lease=1, b_window=1, b_chosen=[])
+        for statement in (plan.window, plan.pick, plan.claim, plan.read):
             if statement is not None:
                 conn.execute(statement, params)
 
 
+# MySQL/MariaDB: how many rows, per row wanted, a batch chooses from (see _plan).
+_WINDOW = 4
+
+
 class _Plan(NamedTuple):
+    window: Executable | None
+    """MySQL/MariaDB: the plain (non-locking) SELECT of the claimable rows in claim order, up
+    to ``_WINDOW`` per row wanted, each marked when it already carries the batch's claim id."""
     pick: Executable | None
-    """MySQL/MariaDB: the locking SELECT of the rows to claim (None: the claim picks)."""
+    """MySQL/MariaDB: the locking SELECT of the rows to claim among those (None: the claim
+    picks)."""
     claim: Executable
     """The guarded UPDATE."""
     read: Executable
@@ -275,9 +332,30 @@ def _plan(jobs: Table, dialect: Dialect, leases_ms: Mapping[str, int] | None) ->
     }
     read = select(c.name).where(names, c.claim_id == cid)
     if dialect.name in ("mysql", "mariadb"):
-        # MySQL cannot UPDATE a table it selects from in a subquery: pick, then write.
-        claim = update(jobs).where(names, guard).values(values)
-        return _Plan(pick=pick, claim=claim, read=read)
+        # MySQL cannot UPDATE a table it selects from in a subquery, so: choose, lock, write.
+        # InnoDB keeps a lock on every row a locking read looked at, and an ORDER BY ... LIMIT
+        # looks at every candidate before it sorts: the ordered pick would lock all of them
+        # (and every other host's SKIP LOCKED would find none). So the order is read without
+        # locks, up to _WINDOW rows per row wanted; the locking read then walks those a
+        # limit's worth at a time, in claim order (each group in primary-key order), skipping
+        # rows others hold, until it has the limit.
+        window = (
+            select(c.name, (c.claim_id == cid).label("ours"))
+            .where(names, guard)
+            .order_by(ours_first, c.due_now.desc(), c.last_run_ms, c.name)
+            .limit(bindparam("b_window", type_=Integer))
+        )
+        lock = by_primary_key(
+            select(c.name)
+            .where(c.name.in_(bindparam("b_chosen", expanding=True)), guard)
+            .order_by(c.name)
+            .limit(bindparam("b_limit", type_=Integer)),
+            jobs,
+        )
+        if skips_locked_rows(dialect):  # else (MySQL < 8, MariaDB < 10.6) a plain read
+            lock = lock.with_for_update(skip_locked=True)
+        claim = by_primary_key(update(jobs).where(names, guard).values(values), jobs)
+        return _Plan(window=window, pick=lock, claim=claim, read=read)
     picked = pick.cte("picked")
     claim = update(jobs).where(c.name.in_(select(picked.c.name)), guard).values(values)
-    return _Plan(pick=None, claim=claim, read=read)
+    return _Plan(window=None, pick=None, claim=claim, read=read)

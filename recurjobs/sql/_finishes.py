@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, select, tuple_, update
 
+from recurjobs.sql._batch import by_primary_key
 from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._group import Grouped
 from recurjobs.sql._retry import is_lock_timeout
@@ -50,8 +51,8 @@ class Finishes:
             .values(freed)
         )
         held = tuple_(c.name, c.claim_id).in_(bindparam("f_pairs", expanding=True))
-        self._lock = select(c.name).where(held).with_for_update()
-        self._all = update(jobs).where(held).values(freed)
+        self._lock = by_primary_key(select(c.name).where(held), jobs).with_for_update()
+        self._all = by_primary_key(update(jobs).where(held).values(freed), jobs)
         self._grouped: Grouped[Claim, bool | Exception] = Grouped(self._finish_all)
 
     def warm_up(self, conn: Connection) -> None:

@@ -42,7 +42,12 @@ from recurjobs._guard import call_user
 from recurjobs._history import error_text
 from recurjobs._historyrec import Done, End, ErrorInfo, Record, Start
 from recurjobs.sql._clockexpr import db_now_ms
-from recurjobs.sql._history_table import RUNS_SCHEMA_VERSION, meta_table, runs_table
+from recurjobs.sql._history_table import (
+    RUNS_SCHEMA_VERSION,
+    column_text,
+    meta_table,
+    runs_table,
+)
 from recurjobs.sql._historyread import failure_counts, failures_query, history_query, read_history
 
 __all__ = [
@@ -102,9 +107,9 @@ def write_batch(
     inserted now, or None for a run whose end was written now.
     """
     offset = _db_offset(conn) if any(not _host_clock(r) for r in records) else 0.0
-    host = host[:255]
+    host = column_text(host, 255)
     ended = {r.claim_id: r for r in records if isinstance(r, End)}
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     sweeps: list[dict[str, Any]] = []
     ends: list[dict[str, Any]] = []
     changes: dict[str, int | None] = {}
@@ -116,7 +121,7 @@ def write_batch(
             rows.append(_row(record, host, started, stopped, record.outcome, record.error))
         elif isinstance(record, Start):
             started = _at(record.at, offset)
-            sweeps.append({"b_job": record.job[:200], "b_started": started})
+            sweeps.append({"b_job": column_text(record.job, 200), "b_started": started})
             end = ended.pop(record.claim_id, None)
             if end is None:
                 rows.append(_row(record, host, started, None, None, None))
@@ -135,12 +140,12 @@ def write_batch(
             else:
                 ends.append(
                     {
-                        "b_job": record.job[:200],
+                        "b_job": column_text(record.job, 200),
                         "b_started": started_ms,
                         "b_claim": record.claim_id,
                         "ended_ms": _at(record.at, offset),
                         "outcome": record.outcome,
-                        "error": _error(record.error),
+                        "error": _text(_error(record.error)),
                     }
                 )
             changes[record.claim_id] = None
@@ -173,15 +178,13 @@ _COLUMNS = ("job", "kind", "host", "claim_id", "trigger", "started_ms", "ended_m
             "error")  # fmt: skip
 
 
-def _insert(conn: Connection, runs: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows``: through COPY on PostgreSQL with psycopg (a fifth of the CPU of an
-    INSERT per row), else one executemany (multi-row on MySQL drivers, C loop on SQLite).
-
-    PostgreSQL text cannot hold NUL, so a NUL in a job name, host or error text becomes U+FFFD
-    there (else the whole batch would be refused); the other databases keep it."""
+def _insert(conn: Connection, runs: Table, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (values in ``_COLUMNS`` order): through COPY on PostgreSQL with psycopg
+    (a fifth of the CPU of an INSERT per row), else one executemany (multi-row on MySQL
+    drivers, C loop on SQLite)."""
     dialect = conn.dialect
     if dialect.name != "postgresql" or dialect.driver != "psycopg":
-        conn.execute(insert(runs), rows)
+        conn.execute(insert(runs), [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
         return
     quote = dialect.identifier_preparer
     columns = ", ".join(quote.quote(name) for name in _COLUMNS)
@@ -190,15 +193,9 @@ def _insert(conn: Connection, runs: Table, rows: list[dict[str, Any]]) -> None:
         raw.cursor() as cursor,
         cursor.copy(f"COPY {quote.format_table(runs)} ({columns}) FROM STDIN") as copy,
     ):
+        write = copy.write_row
         for row in rows:
-            for name in _USER_TEXT:
-                text = row[name]
-                if text is not None and "\x00" in text:
-                    row[name] = text.replace("\x00", "\ufffd")
-            copy.write_row(tuple(row[name] for name in _COLUMNS))
-
-
-_USER_TEXT = ("job", "host", "error")  # columns whose text comes from outside recurjobs
+            write(row)
 
 
 def _host_clock(record: Record) -> bool:
@@ -224,19 +221,25 @@ def _row(
     ended: int | None,
     outcome: str | None,
     error: ErrorInfo,
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
+    """One row's values in ``_COLUMNS`` order."""
     kind = record.kind if isinstance(record, Done) else "distributed"
-    return {
-        "job": record.job[:200],
-        "kind": kind,
-        "host": host,
-        "claim_id": record.claim_id,
-        "trigger": record.trigger,
-        "started_ms": started,
-        "ended_ms": ended,
-        "outcome": outcome,
-        "error": _error(error),
-    }
+    return (
+        column_text(record.job, 200),
+        kind,
+        host,
+        record.claim_id,
+        record.trigger,
+        started,
+        ended,
+        outcome,
+        _text(_error(error)),
+    )
+
+
+def _text(value: str | None) -> str | None:
+    """Text from outside recurjobs (an error) as a column stores it (no NUL)."""
+    return None if value is None else column_text(value, len(value))
 
 
 def _error(error: ErrorInfo) -> str | None:

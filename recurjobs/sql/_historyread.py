@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from recurjobs._history import KINDS, OUTCOMES, RunRecord
 from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
-from recurjobs.sql._history_table import runs_table
+from recurjobs.sql._history_table import column_text, runs_table
 
 __all__ = ["failure_counts", "failures_query", "history_query", "read_history"]
 
@@ -124,7 +124,7 @@ def history_query(
     c = runs.c
     query = select(runs)
     if job is not None:
-        query = query.where(c.job == job)
+        query = query.where(c.job == column_text(job, 200))
     if outcome == "running":
         query = query.where(c.outcome.is_(None))
     elif outcome is not None:
