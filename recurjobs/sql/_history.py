@@ -64,6 +64,9 @@ __all__ = [
 Step = Callable[[str, Callable[[Connection], Any]], Any]
 
 _DELETE_BATCH = 1000
+# Rows the writer formats between two moments it lets other threads run (a 500-row batch
+# holds the interpreter for a few milliseconds otherwise, and due jobs would wait that long).
+_YIELD_EVERY = 50
 
 
 @dataclass
@@ -113,7 +116,9 @@ def write_batch(
     sweeps: list[dict[str, Any]] = []
     ends: list[dict[str, Any]] = []
     changes: dict[str, int | None] = {}
-    for record in records:
+    for done, record in enumerate(records, 1):
+        if done % _YIELD_EVERY == 0:
+            time.sleep(0)
         if isinstance(record, Done):
             on_db = record.kind == "distributed"
             started = _at(record.started, offset) if on_db else int(record.started)
@@ -194,8 +199,10 @@ def _insert(conn: Connection, runs: Table, rows: list[tuple[Any, ...]]) -> None:
         cursor.copy(f"COPY {quote.format_table(runs)} ({columns}) FROM STDIN") as copy,
     ):
         write = copy.write_row
-        for row in rows:
+        for done, row in enumerate(rows, 1):
             write(row)
+            if done % _YIELD_EVERY == 0:
+                time.sleep(0)  # let due job threads have the interpreter between rows
 
 
 def _host_clock(record: Record) -> bool:

@@ -165,7 +165,8 @@ class DistributedPoller:
     def wait_runs(self, deadline: float | None) -> bool:
         """Wait until every run's thread ended or ``deadline`` (``time.monotonic()``; None: no
         limit) passed; True when no run is left."""
-        threads = [r.thread for r in self.leases.all() if r.thread is not None]
+        # (A thread that failed to start, the system being out of threads, is not waited for.)
+        threads = [r.thread for r in self.leases.all() if r.thread and r.thread.ident]
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(_left(deadline))
@@ -575,8 +576,11 @@ class DistributedPoller:
         )
         with self._lock:
             launch = self._state == _RUNNING
-            if launch:  # registered under the lock, so stop_claiming() cannot miss its token
+            if launch:  # registered under the lock, so stop_claiming() cannot miss its token,
                 self.leases.add(run, sent)
+                # and started under it, so wait_runs() never meets a thread not yet started
+                # (joining one raises RuntimeError: a stop at the moment of a claim failed).
+                run.thread.start()
         if not launch:
             try:
                 self.store.release(claim)
@@ -588,7 +592,6 @@ class DistributedPoller:
                     exc,
                 )
             return False
-        run.thread.start()
         return True
 
     def _lease(self, job: object, found: Due) -> timedelta:
