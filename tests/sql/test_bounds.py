@@ -82,9 +82,11 @@ def test_a_locked_row_delays_only_its_own_claim(
         conn.close()
         holder.dispose()
     assert (True, None, None, True) == (isinstance(free, Claim), locked, again, beat)
-    assert free_took < 0.5, free_took
+    # Waiting on the locked row would take the whole bound; anything shorter did not wait (a
+    # busy CI machine took 0.51 s for a plain heartbeat, so no tighter figure is asserted).
+    assert free_took < 0.9 * BOUND, free_took
     assert 0.5 * BOUND < locked_took < 2.5 * BOUND, locked_took
-    assert beat_took < 0.5, beat_took
+    assert beat_took < 0.9 * BOUND, beat_took
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert 1 == len(warnings), [r.getMessage() for r in warnings]
     assert "not claimed this time" in warnings[0].getMessage()
