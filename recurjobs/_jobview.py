@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 # Values whose check cannot change while the attribute holds the same object.
 _IMMUTABLE = (timedelta, Cron, frozenset, tuple)
-# A read or check that raised; also stands for "not kept" (no attribute holds this object).
+# A read or check that raised; as the kept raw value, "not kept" (a mutable value's check).
 _FAILED: object = object()
 _SETTINGS = ("period", "delay", "ignored_delay", "server_roles")
 
@@ -90,11 +90,11 @@ class JobView:
         at every read, since it may have been changed in place.
         """
         what = self._what[attr]
-        raw = call_user(what, getattr, self.job, attr, default, default=_FAILED)
         last = self._last.get(attr)
-        if last is not None and last[0] is raw:
-            return last[1]  # type: ignore[return-value]
+        raw = call_user(what, getattr, self.job, attr, default, default=_FAILED)
         if raw is not _FAILED:
+            if last is not None and last[0] is raw:
+                return last[1]  # type: ignore[return-value]
             value = call_user(what, convert, raw, default=_FAILED)
             if value is not _FAILED:
                 self._last[attr] = (raw if isinstance(raw, _IMMUTABLE) else _FAILED, value)

@@ -401,7 +401,7 @@ class JobRunner:
         sink = self._publisher.sink  # the run history, told directly (no notification)
         now = self._clock.now() if sink is not None else None
         if self._publisher.wants(JobExecuting):
-            now = now or self._clock.now()
+            now = now if now is not None else self._clock.now()
             scheduled = now - timedelta(seconds=max(0.0, late))
             self._publisher.publish(JobExecuting(job=self.job, at=now, scheduled_at=scheduled))
         with self._lock:

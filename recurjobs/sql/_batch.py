@@ -269,7 +269,6 @@ class BatchClaims:
         conn.execute(plan.claim, params)
         return list(conn.scalars(plan.read, params))
 
-
     def warm_up(self, conn: Connection) -> None:
         """Run this dialect's statements on no rows (their compiled forms get cached)."""
         plan = self._built.get(conn.dialect.name)

@@ -150,7 +150,7 @@ def write_batch(
                         "b_claim": record.claim_id,
                         "ended_ms": _at(record.at, offset),
                         "outcome": record.outcome,
-                        "error": _text(_error(record.error)),
+                        "error": _error(record.error),
                     }
                 )
             changes[record.claim_id] = None
@@ -240,21 +240,18 @@ def _row(
         started,
         ended,
         outcome,
-        _text(_error(error)),
+        _error(error),
     )
 
 
-def _text(value: str | None) -> str | None:
-    """Text from outside recurjobs (an error) as a column stores it (no NUL)."""
-    return None if value is None else column_text(value, len(value))
-
-
 def _error(error: ErrorInfo) -> str | None:
+    """The error column's text (no NUL) of a run's error, formatted now if it was captured."""
     if error is None or isinstance(error, str):
-        return error
+        return None if error is None else column_text(error)
     kind = error.exc_type.__qualname__ if error.exc_type is not None else "Exception"
     # Formatting reads the job's source files; whatever goes wrong, the run is kept.
-    return call_user(f"formatting the {kind} of a run", error_text, error, default=kind)
+    text = call_user(f"formatting the {kind} of a run", error_text, error, default=kind)
+    return column_text(text)
 
 
 # ---------------------------------------------------------------------------- pruning

@@ -22,11 +22,12 @@ __all__ = ["RUNS_SCHEMA_VERSION", "meta_table", "runs_table"]
 RUNS_SCHEMA_VERSION = "1"
 
 
-def column_text(value: str, width: int) -> str:
-    """``value`` as a text column of ``width`` characters stores it: cut to the width, any NUL
-    as U+FFFD (PostgreSQL text cannot hold NUL; every database stores the same). The writer
-    and the readers both use it, so a job is found under the name it was written with."""
-    value = value[:width]
+def column_text(value: str, width: int | None = None) -> str:
+    """``value`` as a text column of ``width`` characters (None: unbounded) stores it: cut to
+    the width, any NUL as U+FFFD (PostgreSQL text cannot hold NUL; every database stores the
+    same). The writer and the readers both use it, so a job is found under the name it was
+    written with."""
+    value = value if width is None else value[:width]
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 

@@ -580,7 +580,12 @@ class DistributedPoller:
                 self.leases.add(run, sent)
                 # and started under it, so wait_runs() never meets a thread not yet started
                 # (joining one raises RuntimeError: a stop at the moment of a claim failed).
-                run.thread.start()
+                try:
+                    run.thread.start()
+                except RuntimeError as exc:  # the process is out of threads
+                    self.leases.ended(run, True)  # forgotten: no heartbeat keeps it alive
+                    launch = False
+                    logger.error("could not start the run of %s (%s); giving it back", name, exc)
         if not launch:
             try:
                 self.store.release(claim)

@@ -384,6 +384,10 @@ class JobStore:
         None when the batch waited out ``statement_timeout`` on a lock (a server without
         ``SKIP LOCKED``, or SQLite's file lock): the caller may claim the rows one by one.
         """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise TypeError(f"limit must be an int or None, got {limit!r}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
         claim_id = new_claim_id()
         as_ms = {lease: ms(lease) for lease in set(leases.values())}  # usually one lease
         leases_ms = {name: as_ms[lease] for name, lease in leases.items()}

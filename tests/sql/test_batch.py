@@ -215,3 +215,17 @@ def test_an_open_limited_batch_locks_only_the_rows_it_claims(db: TestDatabase) -
         assert (8, 8, set()) == (len(a), len(b), set(a) & set(b))
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("limit", "error"),
+    [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("5", TypeError), (True, TypeError)],
+)
+def test_a_bad_limit_is_refused_naming_it(
+    store: JobStore, limit: object, error: type[Exception]
+) -> None:
+    """try_claim_many's limit must be a positive int (or None); nothing is claimed otherwise."""
+    due_rows(store, "a")
+    with pytest.raises(error, match=r"^limit must be"):
+        store.try_claim_many({"a": LEASE}, owner="me", limit=limit)  # type: ignore[arg-type]
+    assert not row(store, "a")["running"]

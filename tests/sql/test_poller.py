@@ -621,3 +621,36 @@ def test_a_claim_confirmed_after_its_lease_could_lapse_never_runs(
     assert wait_until(lambda: bool(row(h.store, "a")["running"]))
     h.clock.wait_for_waiters(IDLE)
     assert (False, []) == (started.is_set(), h.kinds("a"))
+
+
+def test_a_run_whose_thread_cannot_start_is_given_back(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process out of threads (Thread.start raises RuntimeError) neither kills the poller nor
+    leaves the row claimed and renewed forever: the claim is released, the row stays due, and
+    the next poll runs the job once a thread can start."""
+    job = Job("a", PERIOD)
+    h = harness(job)
+    real_start = threading.Thread.start
+    refused: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith("recurjobs-run-") and not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert wait_until(lambda: bool(refused) and bool(row(h.store, "a")["due_now"]))
+    h.clock.wait_for_waiters(IDLE)
+    assert (0, False, [], []) == (
+        job.runs,
+        bool(row(h.store, "a")["running"]),
+        h.poller.leases.all(),
+        h.kinds(),
+    )
+    h.clock.advance(POLL)
+    assert job.ran.wait(5)
