@@ -106,7 +106,7 @@ def test_recurring_outcomes_land_with_their_fields(db: TestDatabase) -> None:
     assert str(os.getpid()) in executed.host
 
 
-def test_names_and_errors_with_control_characters_land_unchanged(db: TestDatabase) -> None:
+def test_control_characters_in_names_and_errors_land_and_nul_becomes_ufffd(db: TestDatabase) -> None:
     """Tabs, newlines, carriage returns and backslashes in a job name or error text survive the
     write; a NUL, which PostgreSQL text cannot hold, becomes U+FFFD on every database."""
     odd = "odd\tname \\ \"q\"\r\n2"
