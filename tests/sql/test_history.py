@@ -101,15 +101,17 @@ def test_recurring_outcomes_land_with_their_fields(db: TestDatabase) -> None:
     assert failed.error is not None
     assert failed.error.startswith("KeyError: 'missing key é'")
     assert "Traceback (most recent call last)" in failed.error
-    assert 'raise self.fail' in failed.error
+    assert "raise self.fail" in failed.error
     assert executed.host == failed.host
     assert str(os.getpid()) in executed.host
 
 
-def test_control_characters_in_names_and_errors_land_and_nul_becomes_ufffd(db: TestDatabase) -> None:
+def test_control_characters_in_names_and_errors_land_and_nul_becomes_ufffd(
+    db: TestDatabase,
+) -> None:
     """Tabs, newlines, carriage returns and backslashes in a job name or error text survive the
     write; a NUL, which PostgreSQL text cannot hold, becomes U+FFFD on every database."""
-    odd = "odd\tname \\ \"q\"\r\n2"
+    odd = 'odd\tname \\ "q"\r\n2'
     bad = Counting(fail=ValueError("a\tb\\c\nd\re\x00f"))
     bad.name = odd + "\x00"  # type: ignore[attr-defined]
     with JobHost([bad], database=db.url, distributed=fast(db), history=True) as host:
@@ -316,9 +318,7 @@ def test_two_hosts_prune_once_per_cluster(db: TestDatabase) -> None:
     """With two hosts, each due pruning runs on exactly one of them, and prunes the table."""
     claims: list[str] = []
     history = HistorySettings(max_rows_per_job=2)
-    hosts = [
-        JobHost(database=db.url, distributed=fast(db), history=history) for _ in range(2)
-    ]
+    hosts = [JobHost(database=db.url, distributed=fast(db), history=history) for _ in range(2)]
     for host in hosts:
         host.subscribe(DistributedJobClaimed, lambda n: claims.append(n.claim_id))
         host.start()
