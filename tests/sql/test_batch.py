@@ -167,6 +167,21 @@ def test_warming_up_writes_nothing(store: JobStore) -> None:
     assert ["free"] == store.due_names(["free", "held"])
 
 
+def test_after_warming_up_a_claim_and_a_finish_compile_nothing(store: JobStore) -> None:
+    """warm_up() leaves the compiled forms of the claim and finish statements in the engine's
+    cache, under the parameter names a real claim uses (SQLAlchemy keys the cache by them): the
+    first claim of a busy boundary must not pay for compiling them."""
+    due_rows(store, "a", "b", "c")
+    store.warm_up()
+    cache = store.engine._compiled_cache
+    assert cache is not None
+    before = len(cache)
+    claims = store.try_claim_many(dict.fromkeys("abc", LEASE), owner="me", limit=2)
+    assert claims is not None and 2 == len(claims)
+    assert all(store.finish(c) for c in claims)
+    assert before == len(cache)
+
+
 def test_an_idle_poll_is_one_statement_and_no_ping(db: TestDatabase) -> None:
     """An engine recurjobs makes sends no pre-ping: polling for due jobs is one statement."""
     engine = make_engine(db.url)
