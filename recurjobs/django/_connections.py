@@ -10,8 +10,9 @@ the thread that runs the job, so two subscriptions give each run the request tre
   open is tried (``is_usable()``) and closed when the server dropped it, so the run's first
   query opens a new one instead of failing;
 - after the run (``JobExecuted``/``JobFailed``/``JobCanceled``): ``close_old_connections()``
-  for recurring jobs (``CONN_MAX_AGE`` is honoured between runs); a distributed run's thread
-  ends with the run, so its connections are closed.
+  for recurring jobs (``CONN_MAX_AGE`` is honoured between runs); a distributed run's
+  connections are closed, since its thread then waits for a run of any other distributed job
+  (``recurjobs.sql._workers``) or ends.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Threads (all daemons): ``recurjobs-poller`` writes the rows of this host's jobs at its first
 poll (after the initial ``delay``) and then, every ``poll_period``, claims due jobs up to the
-free slots. ``recurjobs-run-<name>``: one short-lived thread per claimed run (``_runs``).
+free slots. ``recurjobs-run-<name>``: the thread of a claimed run (``_runs``), reused for later
+runs while it is no more than two minutes idle (``_workers``).
 ``recurjobs-heartbeat`` renews the claims held and retries finishes that failed, on its own
 connection (``_heartbeat``). ``recurjobs-lease``: the lease watchdog, while runs exist
 (``_leases``).
@@ -45,6 +46,7 @@ from recurjobs.sql._rows import Claim, Due, Poll, utc
 from recurjobs.sql._runs import Run, RunStats, execute_run, first_line
 from recurjobs.sql._store import JobStore
 from recurjobs.sql._wake import next_boundary
+from recurjobs.sql._workers import RunThreads
 
 __all__ = ["DistributedPoller"]
 
@@ -96,6 +98,7 @@ class DistributedPoller:
         )
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._threads = RunThreads()
         self._state = _NEW
         self._jobs: dict[str, object] = {}
         self._stats: dict[str, RunStats] = {}
@@ -166,11 +169,11 @@ class DistributedPoller:
         """Wait until every run's thread ended or ``deadline`` (``time.monotonic()``; None: no
         limit) passed; True when no run is left."""
         # (A thread that failed to start, the system being out of threads, is not waited for.)
-        threads = [r.thread for r in self.leases.all() if r.thread and r.thread.ident]
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(_left(deadline))
-        return not any(t.is_alive() for t in threads)
+        runs, me = self.leases.all(), threading.current_thread()
+        for run in runs:
+            if run.thread is not me:  # stop() from a run's own thread does not wait for it
+                run.done.wait(_left(deadline))
+        return all(run.done.is_set() for run in runs)
 
     def hand_back(self, deadline: float | None) -> bool:
         """End the poller and heartbeat threads, then flush pending finishes until ``deadline``.
@@ -188,7 +191,8 @@ class DistributedPoller:
             thread.join(_left(deadline))
             polled = not thread.is_alive()
         flushed = self.heartbeat.hand_back(deadline)
-        return polled and flushed and not self.leases.running()
+        parked = self._threads.close(_left(deadline))  # busy ones end after their run
+        return polled and flushed and parked and not self.leases.running()
 
     def stop(self) -> None:
         """Same as :meth:`stop_claiming` (kept for callers of the earlier two-step API)."""
@@ -571,19 +575,17 @@ class DistributedPoller:
             owner=self.owner,
             manual=manual,
         )
-        run.thread = threading.Thread(
-            target=self._run, args=(run,), name=f"recurjobs-run-{name}", daemon=True
-        )
         with self._lock:
             launch = self._state == _RUNNING
-            if launch:  # registered under the lock, so stop_claiming() cannot miss its token,
+            if launch:  # registered under the lock, so stop_claiming() cannot miss its token
                 self.leases.add(run, sent)
-                # and started under it, so wait_runs() never meets a thread not yet started
-                # (joining one raises RuntimeError: a stop at the moment of a claim failed).
                 try:
-                    run.thread.start()
+                    run.thread = self._threads.submit(
+                        f"recurjobs-run-{name}", lambda: self._run(run)
+                    )
                 except RuntimeError as exc:  # the process is out of threads
                     self.leases.ended(run, True)  # forgotten: no heartbeat keeps it alive
+                    run.done.set()
                     launch = False
                     logger.error("could not start the run of %s (%s); giving it back", name, exc)
         if not launch:
@@ -618,6 +620,7 @@ class DistributedPoller:
             settled = execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)
         finally:
             self.leases.ended(run, settled)
+            run.done.set()
             self._wake.set()
 
 

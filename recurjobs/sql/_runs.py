@@ -78,6 +78,8 @@ class Run:
     next_finish: float = 0.0
     finish_failures: int = 0
     thread: threading.Thread | None = field(default=None, repr=False)
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set when the run's task has ended (its thread is reused: ``_workers``)."""
     manual: bool = False
     """Claimed because of a trigger (``due_now``), not the schedule (for the run history)."""
 
