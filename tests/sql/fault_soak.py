@@ -178,6 +178,8 @@ class Report:
     overlaps: list[str] = field(default_factory=list)
     frozen_overlaps: list[tuple[str, float]] = field(default_factory=list)
     lock_stalls: list[str] = field(default_factory=list)
+    late_claims: list[tuple[str, float]] = field(default_factory=list)
+    """(job, time) of each claim confirmed too late to run: a held COMMIT held that row."""
     takeovers: list[tuple[str, str, float, float]] = field(default_factory=list)
     recoveries: list[tuple[str, float]] = field(default_factory=list)
     lock_windows: int = 0
@@ -668,6 +670,8 @@ def analyse(
                 report.hung.append(f"pid {f[2]} stop() still running at {_rel(float(f[1]), t0)}")
             elif kind == "start-failed":
                 report.start_failures += 1
+            elif kind == "late":
+                report.late_claims.append((f[1], float(f[2])))
         except (IndexError, ValueError):
             report.errors[f"unparsable log line: {line[:100]}"] += 1
     for pid, t in stopping.items():
@@ -796,8 +800,10 @@ def _find_lock_stalls(report: Report) -> None:
     """While one host holds a claimed row locked, the other jobs must still be claimed.
 
     Checked for every held COMMIT that no other fault disturbed (only kills, drops, restarts and
-    short SIGSTOPs may overlap it: the bound allows for those). The job with the longest idle time
-    in the window is taken to be the held row's and is not judged.
+    short SIGSTOPs may overlap it: the bound allows for those). The held rows' jobs are not
+    judged: a batch claim may hold several rows, and each of them is reported by its host as a
+    claim confirmed too late to run once the COMMIT is let go (``late`` records). Without such a
+    record, the job with the longest idle time in the window is taken to be the held row's.
     """
     c, t0 = report.config, report.t0
     harmless = {"drop", "kill", "sigstop", "restart"}
@@ -818,13 +824,17 @@ def _find_lock_stalls(report: Report) -> None:
         idle = {
             job: _idle_within(report.runs.get(job, []), hold.begin, hold.end) for job, *_ in c.jobs
         }
-        held_job = max(idle, key=lambda j: idle[j][0])
+        held = {
+            job
+            for job, t in report.late_claims
+            if hold.begin <= t <= hold.end + c.longest_lease and job in idle
+        } or {max(idle, key=lambda j: idle[j][0])}
         for job, (length, at) in sorted(idle.items()):
-            if job != held_job and length > c.bound(c.period(job)):
+            if job not in held and length > c.bound(c.period(job)):
                 report.lock_stalls.append(
                     f"{job} idle {length:.2f} s from {at - t0:.2f} while {hold.target} held a "
                     f"claim's COMMIT {hold.begin - t0:.2f}-{hold.end - t0:.2f} (bound "
-                    f"{c.bound(c.period(job)):.2f} s; {held_job} taken as the held row)"
+                    f"{c.bound(c.period(job)):.2f} s; held rows: {', '.join(sorted(held))})"
                 )
 
 

@@ -93,6 +93,20 @@ class _ErrorRecords(logging.Handler):
         self.log("error", f"{time.time():.6f}", self.log.pid, message)
 
 
+class _LateClaims(logging.Handler):
+    """Records each claim the poller refused to run because its acknowledgement came too late
+    (a held COMMIT): which rows a lockhold held, for the soak's lock-stall check."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("the claim of %s") and record.args:
+            name = record.args[0] if isinstance(record.args, tuple) else "?"
+            self.log("late", name, f"{time.time():.6f}", self.log.pid)
+
+
 def _start_host(config: dict[str, Any], log: Log, stop: threading.Event) -> JobHost | None:
     """Start the host, retrying every second while start() raises (None: told to stop)."""
     settings = DistributedJobSettings(
@@ -137,6 +151,7 @@ def main(raw: str) -> int:
         format="%(created).3f %(process)d %(threadName)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("recurjobs").addHandler(_ErrorRecords(log))
+    logging.getLogger("recurjobs").addHandler(_LateClaims(log))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     parent = os.getppid()
