@@ -27,6 +27,10 @@ And one PostgreSQL saving: a step that is a single statement runs in autocommit
 single statement is atomic on its own, so nothing changes for correctness. Only where the
 engine's sessions carry the lock and statement bounds (``_bounds.bound_sessions``): the
 transaction-local bounds of an application's engine would not outlive one statement.
+MySQL/MariaDB get the same saving differently: switching a PyMySQL connection into autocommit
+and back costs two round trips, and PyMySQL sends ``COMMIT`` even in autocommit, so a store
+runs its single-statement steps on a twin engine whose connections never leave autocommit
+(``_urls.single_statement_engine``), without committing.
 """
 
 from __future__ import annotations

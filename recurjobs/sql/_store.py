@@ -30,6 +30,7 @@ from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
     check_statement_timeout,
+    session_bound_ms,
     share_bound,
     to_ms,
 )
@@ -57,7 +58,7 @@ from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, Due, JobRow, Poll, job_row, ms
 from recurjobs.sql._tables import create_tables, jobs_table
-from recurjobs.sql._urls import engine_for, masked, scrub
+from recurjobs.sql._urls import engine_for, masked, scrub, single_statement_engine
 
 __all__ = ["JobStore"]
 
@@ -106,9 +107,17 @@ class JobStore:
         # Single-statement steps skip BEGIN/COMMIT where that is safe (``_pool``).
         single = single_statement_options(self.engine, self._bound_ms)
         self._single = self.engine
+        self._twin: Engine | None = None  # MySQL/MariaDB: autocommit connections of our own
         if single:
             self._single = self.engine.execution_options(**single)
             share_bound(self._single, self.engine)
+        else:
+            twin = single_statement_engine(self.engine)
+            bound = None if twin is None else session_bound_ms(twin)
+            if twin is not None and bound is not None and bound <= self._bound_ms:
+                self._single = self._twin = twin
+            elif twin is not None:
+                twin.dispose()
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
         self._batches = BatchClaims(self.jobs)
         self._poll_query: Select[Any] | None = None
@@ -125,11 +134,13 @@ class JobStore:
         ``single``: ``fn`` runs exactly one statement, which may then run in autocommit.
         """
         engine = self._single if single else self.engine
+        # On the twin every statement commits itself: a transaction would only add COMMIT.
+        open_connection = engine.connect if engine is self._twin else engine.begin
 
         def attempt() -> T:
             with (
                 self._serialised(),
-                engine.begin() as conn,
+                open_connection() as conn,
                 bounded_waits(conn, self._bound_ms),
             ):
                 return fn(conn)
@@ -152,6 +163,8 @@ class JobStore:
         """Close the pooled connections of an engine this store made (not of a given one)."""
         if self._owns_engine:
             self.engine.dispose()
+        if self._twin is not None:
+            self._twin.dispose()
 
     # -------------------------------------------------------------------- schema
     def create_schema(self) -> None:

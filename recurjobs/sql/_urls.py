@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -37,6 +38,7 @@ __all__ = [
     "make_engine",
     "masked",
     "scrub",
+    "single_statement_engine",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = to_ms(DEFAULT_STATEMENT_TIMEOUT)
@@ -265,7 +267,37 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
     ``ImportError``) saying what to install.
     """
     limit_ms = to_ms(check_statement_timeout(statement_timeout))
-    url = make_url(url)
+    engine = _make(make_url(url), limit_ms, autocommit=False)
+    _made[engine] = limit_ms
+    return engine
+
+
+def single_statement_engine(engine: Engine) -> Engine | None:
+    """For an engine :func:`make_engine` made on MySQL/MariaDB, a twin whose connections stay
+    in autocommit: a step that is one statement then costs one round trip (PyMySQL sends
+    ``COMMIT`` whenever it is asked to, even with nothing to commit, and switching a pooled
+    connection in and out of autocommit costs two more). None for any other engine (an
+    application's engine may carry connect arguments a twin would lose).
+
+    Steps on the twin use ``engine.connect()`` without committing; the twin is made with
+    ``skip_autocommit_rollback``, so closing the connection sends no ``ROLLBACK`` either.
+    """
+    limit_ms = _made.get(engine)
+    if limit_ms is None or (engine.dialect.name, engine.dialect.driver) not in _TWIN_DRIVERS:
+        return None
+    try:
+        return _make(engine.url, limit_ms, autocommit=True)
+    except (TypeError, ArgumentError):  # SQLAlchemy before 2.0.43: no skip_autocommit_rollback
+        return None
+
+
+_TWIN_DRIVERS = {("mysql", "pymysql"), ("mariadb", "pymysql")}
+
+
+_made: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+
+
+def _make(url: URL, limit_ms: int, *, autocommit: bool) -> Engine:
     kwargs: dict[str, Any] = dict(POOL_SETTINGS)
     backend = url.get_backend_name()
     if backend == "sqlite":
@@ -274,6 +306,11 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
             kwargs["poolclass"] = StaticPool
     elif _bounded(url):
         kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
+    if autocommit:
+        # PyMySQL connects in autocommit (the server's default: no SET at connect), and
+        # SQLAlchemy knows, so it neither switches it nor rolls back on close.
+        kwargs["connect_args"] = kwargs.get("connect_args", {}) | {"autocommit": True}
+        kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
     try:
         engine = create_engine(url, **kwargs)
     except ImportError as exc:

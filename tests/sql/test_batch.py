@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import event, true
+from sqlalchemy import Engine, event, true
+from sqlalchemy.pool import Pool
 from sqlalchemy.pool.base import ResetStyle
 
 from recurjobs.sql import JobStore, make_engine
@@ -187,15 +189,75 @@ def test_an_idle_poll_is_one_statement_and_no_ping(db: TestDatabase) -> None:
     engine = make_engine(db.url)
     store = JobStore(engine, table_prefix=db.table_prefix)
     sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(args[2])
+
     try:
         store.create_schema()
         store.ensure([Job("a")])
         store.due_names(["a"])  # the connection is pooled now
-        event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+        # (every engine: on MySQL/MariaDB the poll runs on the store's autocommit twin)
+        event.listen(Engine, "before_cursor_execute", record)
         assert [] == store.due_names(["a"])
         assert 1 == len(sent), sent
-        pool = engine.pool
-        assert (False, ResetStyle.reset_none) == (pool._pre_ping, pool._reset_on_return)
+        for pool in {engine.pool, store._single.pool}:
+            assert (False, ResetStyle.reset_none) == (pool._pre_ping, pool._reset_on_return)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+        store.dispose()
+        engine.dispose()
+
+
+def test_an_idle_poll_is_one_round_trip_on_mysql(db: TestDatabase) -> None:
+    """On MySQL/MariaDB a single-statement step runs on autocommit connections of the store's
+    own: the poll's SELECT is the only packet sent (no COMMIT, no ROLLBACK, no SET), while a
+    claim batch still runs in one transaction on the engine's ordinary connections."""
+    if db.backend != "mysql":
+        pytest.skip("PyMySQL's packets are counted; benchmarks/bench_distributed.py counts all")
+    sent: list[str] = []
+
+    def count(dbapi_connection: Any, record: Any) -> None:
+        send = dbapi_connection._execute_command
+
+        def counted(command: int, sql: Any) -> Any:
+            sent.append(sql.decode() if isinstance(sql, bytes) else str(sql))
+            return send(command, sql)
+
+        dbapi_connection._execute_command = counted
+
+    event.listen(Pool, "connect", count)
+    engine = make_engine(db.url)
+    store = JobStore(engine, table_prefix=db.table_prefix)
+    try:
+        store.create_schema()
+        due_rows(store, "a")
+        store.due_names(["b"])  # a connection of the twin is pooled now
+        sent.clear()
+        assert [] == store.due_names(["b"])
+        assert 1 == len(sent) and sent[0].lstrip().upper().startswith("SELECT"), sent
+        sent.clear()
+        claims = store.try_claim_many({"a": LEASE}, owner="me", limit=1)
+        assert claims is not None and ["a"] == [c.name for c in claims]
+        assert "COMMIT" == sent[-1].strip().upper(), sent  # the batch was one transaction
+        assert store._twin is not None and store._twin is not engine
+    finally:
+        event.remove(Pool, "connect", count)
+        store.dispose()
+        engine.dispose()
+
+
+def test_no_twin_engine_for_an_application_engine(db: TestDatabase) -> None:
+    """An engine the application made may carry connect arguments (TLS, credentials plugins)
+    that a copy would lose: its store uses it for every step, as before."""
+    from sqlalchemy import create_engine
+
+    from recurjobs.sql._urls import single_statement_engine
+
+    engine = create_engine(make_engine(db.url).url)
+    store = JobStore(engine, table_prefix=db.table_prefix)
+    try:
+        assert (None, None) == (single_statement_engine(engine), store._twin)
     finally:
         store.dispose()
         engine.dispose()
