@@ -180,7 +180,8 @@ class _Meter:
     """
 
     def __init__(self, engine: Any, trace_dir: Path | None = None) -> None:
-        from sqlalchemy import event
+        from sqlalchemy import Engine, event
+        from sqlalchemy.pool import Pool
 
         self.statements: list[str] = []
         self.wire: list[str] = []
@@ -188,8 +189,21 @@ class _Meter:
         self._trace_dir = trace_dir
         self._traces: list[_PgTrace] = []
         self._lock = threading.Lock()
-        event.listen(engine, "before_cursor_execute", self._on_statement)
-        event.listen(engine, "connect", self._on_connect)
+        # Every engine of the process, not only ``engine``: a JobStore on MySQL/MariaDB runs
+        # its single-statement steps on a twin engine of its own (recurjobs.sql._urls).
+        self._listening = [
+            (Engine, "before_cursor_execute", self._on_statement),
+            (Pool, "connect", self._on_connect),
+        ]
+        for target, name, fn in self._listening:
+            event.listen(target, name, fn)
+
+    def close(self) -> None:
+        """Stop listening."""
+        from sqlalchemy import event
+
+        for target, name, fn in self._listening:
+            event.remove(target, name, fn)
 
     def _on_statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.statements.append(_label(statement))
@@ -267,6 +281,7 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
             JobStore.poll = due_names  # type: ignore[method-assign]
             host.stop()
             total_statements = len(meter.statements)
+            meter.close()
             engine.dispose()
         time.sleep(0.5)  # the server counts a session's transactions when it ends
         x1 = xacts()
@@ -326,6 +341,7 @@ def measure_claims(url: str | None, claims: int) -> dict[str, Any]:
                     both_s.append(t2 - t0)
             after = meter.snapshot()
         finally:
+            meter.close()
             store.jobs.drop(store.engine, checkfirst=True)
             store.dispose()
         won = CLAIM_WARM_UP + claims
