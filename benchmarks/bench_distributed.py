@@ -562,7 +562,8 @@ def run(quick: bool) -> list[Row]:
                 f"SQL statements per idle poll (engine events; max {most:.0f}; {rs[-1]['what']})",
                 "",
                 col(rs, "statements"),
-                limit=1.0,
+                # One per poll, plus the paused-flag read every 5 s (_poller): 1.01 at 50 ms.
+                limit=1.05,
             )
         )
         rows.append(
@@ -573,8 +574,9 @@ def run(quick: bool) -> list[Row]:
                 "",
                 col(rs, "wire"),
                 # One round trip; psycopg prepares the statement server-side once per
-                # connection (its sixth run), which shows as 1.02 here.
-                limit=1.05 if label != "MariaDB" else None,
+                # connection (its sixth run), which shows as 1.02 here; the paused-flag read
+                # every 5 s adds 0.01 at a 50 ms poll.
+                limit=1.05,
             )
         )
         if rs[0].get("xacts_per_statement") is not None:
