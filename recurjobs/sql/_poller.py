@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Literal
 
 from recurjobs._clock import Clock
 from recurjobs._cron import Cron
@@ -63,6 +64,10 @@ _PAUSED_READ_INTERVAL = 5.0
 # Rows claimed per batch: small enough that hosts polling together share the due rows (and
 # the work of starting and finishing their runs), large enough to save most round trips.
 _BATCH = 20
+# A batch chooses among at most this many due rows per row it may claim: choosing among all of
+# a host's due rows made the database sort them all at every batch (15-20 ms a batch with
+# 1,000 due rows, against 5 with 100).
+_WINDOW = 4
 
 
 class DistributedPoller:
@@ -502,8 +507,12 @@ class DistributedPoller:
     def _claim_batches(self, rows: list[Due], free: int) -> tuple[int, set[str]]:
         """Claim up to ``free`` of the period rows ``rows``, _BATCH at a time, and launch the
         runs won; return how many were launched and the names left to claim one by one (all
-        those not claimed when a batch waited out a lock; else none: a batch that won fewer
-        than it asked for found every other row taken by another host, or locked)."""
+        those not claimed when a batch waited out a lock; else none).
+
+        Each batch chooses among the next ``_WINDOW`` rows per row it may claim, in the order
+        of ``rows`` with triggered rows first. A batch that won fewer than it asked for found
+        the other rows of its window taken by another host, or locked: the next batch chooses
+        among the rows after that window."""
         with self._lock:
             if self._state != _RUNNING:
                 return 0, set()
@@ -515,18 +524,23 @@ class DistributedPoller:
             period = _period(job)
             if isinstance(period, timedelta):  # else switched to a calendar since the poll
                 leases[name] = period + extra
+        order = [d.name for d in sorted(rows, key=lambda d: not d.triggered) if d.name in leases]
         launched = 0
-        while leases and free > launched:
+        while order and free > launched:
             want = min(free - launched, _BATCH)
-            result = self._claim_many(jobs, leases, manual, want)
+            window = order[: want * _WINDOW]
+            result = self._claim_many(jobs, {n: leases[n] for n in window}, manual, want)
             if result is None:
-                return launched, set(leases)
+                return launched, set(order)
+            if result is False:
+                break  # logged; the next poll tries again
             won, started = result
             launched += started
-            for name in won:
-                del leases[name]
             if len(won) < want:
-                break
+                order = order[len(window) :]
+            else:
+                taken = set(won)
+                order = [n for n in order if n not in taken]
         return launched, set()
 
     def _claim_many(
@@ -535,20 +549,20 @@ class DistributedPoller:
         leases: dict[str, timedelta],
         manual: dict[str, bool],
         limit: int,
-    ) -> tuple[list[str], int] | None:
+    ) -> tuple[list[str], int] | Literal[False] | None:
         """Claim up to ``limit`` of the period rows of ``leases`` (name -> lease) in one
-        statement and launch the runs won; the names won and how many runs were launched
-        (nothing when the batch failed: logged, the next poll tries again), or None when it
-        waited out a lock and the rows should be claimed one by one."""
+        statement and launch the runs won; the names won and how many runs were launched,
+        False when the batch failed or the poller is stopping (logged; the next poll tries
+        again), or None when it waited out a lock and the rows should be claimed one by one."""
         with self._lock:
             if self._state != _RUNNING:
-                return [], 0
+                return False
         sent = self.clock.monotonic()
         try:
             claims = self.store.try_claim_many(leases, owner=self.owner, limit=limit)
         except Exception as exc:
             logger.warning("claiming on %s failed: %s", self.store.url, self._why(exc))
-            return [], 0
+            return False
         if claims is None:
             return None
         started = sum(self._launch(jobs[c.name], c, sent, manual=manual[c.name]) for c in claims)

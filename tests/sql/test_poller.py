@@ -43,6 +43,7 @@ SETTINGS = DistributedJobSettings(
     max_execution_time=timedelta(seconds=8),  # heartbeat every min(1, 8 / 4) = 1 s
 )
 PERIOD = timedelta(seconds=10)  # lease: 10 + 8 = 18 s; cancelled 1 s before it could expire
+HOUR_MS = 3_600_000
 IDLE, BUSY = 2, 3  # threads parked on the clock: poller and heartbeat (+ watchdog while busy)
 
 
@@ -655,3 +656,52 @@ def test_a_run_whose_thread_cannot_start_is_given_back(
     )
     h.clock.advance(POLL)
     assert job.ran.wait(5)
+
+
+def test_batches_choose_within_a_window_and_still_claim_every_due_row(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many rows due, each batch chooses among at most four rows per row it may claim,
+    triggered rows first; rows another host took after the poll only move the next batch on
+    to the rows after its window, so every other due row is still claimed at that poll."""
+    jobs = [Job(f"j{i:03d}", PERIOD) for i in range(100)]
+    h = harness(*jobs, max_concurrent_jobs=200)
+    calls: list[tuple[int, int, list[str]]] = []
+    won: list[int] = []
+    many = h.store.try_claim_many
+
+    def recorded(leases: dict[str, timedelta], **kwargs: Any) -> list[Claim] | None:
+        calls.append((len(leases), kwargs["limit"], list(leases)))
+        claims = many(leases, **kwargs)
+        won.append(len(claims or []))
+        return claims
+
+    stolen: list[str] = []
+    poll = h.store.poll
+
+    def poll_then_lose_some(*args: Any, **kwargs: Any) -> Poll:
+        found = poll(*args, **kwargs)
+        names = sorted(d.name for d in found.due if not d.triggered)
+        for name in names[::10] if not stolen else []:  # another host claims them meanwhile
+            now = h.store.now_ms()
+            set_row(h.store, name, running=True, claim_id="x", last_alive_ms=now, lease_ms=HOUR_MS)
+            stolen.append(name)
+        return found
+
+    monkeypatch.setattr(h.store, "try_claim_many", recorded)
+    monkeypatch.setattr(h.store, "poll", poll_then_lose_some)
+    h.start()
+    with h.store.engine.begin() as conn:
+        conn.execute(h.store.jobs.update().values(last_run_ms=h.store.now_ms() - 86_400_000))
+    assert h.store.trigger("j097") and h.store.trigger("j098")
+    h.past_delay()
+    assert wait_until(lambda: sum(j.runs for j in jobs) == 100 - len(stolen))
+    h.clock.wait_for_waiters(IDLE)
+    assert 10 == len(stolen)
+    assert all(n <= 4 * limit for n, limit, _ in calls), calls
+    assert {"j097", "j098"} <= set(calls[0][2])
+    assert [0] * 10 == [j.runs for j in jobs if j.name in stolen]
+    assert 90 == sum(j.runs for j in jobs)
+    # a batch whose window held stolen rows won fewer than its limit, and the next went on
+    assert any(w < c[1] for w, c in zip(won, calls, strict=True)), (won, calls)
+    assert 90 == sum(won)
