@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from recurjobs._clock import MAX_WAIT, Clock, SystemClock
+from recurjobs._clock import MAX_WAIT, Clock, SystemClock, is_clock
 from recurjobs._validate import seconds_or_none
 
 __all__ = ["CancellationToken", "JobCancelled"]
@@ -25,7 +25,7 @@ class CancellationToken:
     __slots__ = ("_clock", "_event")
 
     def __init__(self, clock: Clock | None = None) -> None:
-        if clock is not None and not isinstance(clock, Clock):
+        if clock is not None and not is_clock(clock):
             raise TypeError(f"clock must provide now(), monotonic() and wait(), got {clock!r}")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._event = threading.Event()

@@ -860,3 +860,27 @@ def test_huge_timeouts_mean_no_limit(timeout: float | timedelta) -> None:
         timer.cancel()
     with JobHost([rec()]) as running:
         assert True is running.stop(timeout)  # type: ignore[arg-type]
+
+
+class _NoWait:
+    def now(self) -> datetime:
+        return datetime.now()
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+class _DuckClock(_NoWait):
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        return event.wait(timeout)
+
+
+def test_a_token_checks_its_clock_every_time_even_after_a_good_one() -> None:
+    """The clock check is remembered per class that has all three methods, so a class that
+    lacks one is refused however many good clocks came before, and an instance whose class
+    passed is accepted without the protocol walk."""
+    for _ in range(3):
+        assert not CancellationToken(_DuckClock()).is_cancelled()
+        for bad in (_NoWait(), object(), 5):
+            with pytest.raises(TypeError, match="clock must provide"):
+                CancellationToken(bad)  # type: ignore[arg-type]
