@@ -884,3 +884,6 @@ def test_a_token_checks_its_clock_every_time_even_after_a_good_one() -> None:
         for bad in (_NoWait(), object(), 5):
             with pytest.raises(TypeError, match="clock must provide"):
                 CancellationToken(bad)  # type: ignore[arg-type]
+    from recurjobs._clock import _CLOCK_CLASSES
+
+    assert (True, False) == (_DuckClock in _CLOCK_CLASSES, _NoWait in _CLOCK_CLASSES)

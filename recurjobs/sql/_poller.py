@@ -173,7 +173,7 @@ class DistributedPoller:
     def wait_runs(self, deadline: float | None) -> bool:
         """Wait until every run's thread ended or ``deadline`` (``time.monotonic()``; None: no
         limit) passed; True when no run is left."""
-        # (A thread that failed to start, the system being out of threads, is not waited for.)
+        # (A run whose thread could not start, the system being out of threads, is done.)
         runs, me = self.leases.all(), threading.current_thread()
         for run in runs:
             if run.thread is not me:  # stop() from a run's own thread does not wait for it
@@ -594,9 +594,7 @@ class DistributedPoller:
             if launch:  # registered under the lock, so stop_claiming() cannot miss its token
                 self.leases.add(run, sent)
                 try:
-                    run.thread = self._threads.submit(
-                        f"recurjobs-run-{name}", lambda: self._run(run)
-                    )
+                    self._threads.submit(f"recurjobs-run-{name}", lambda: self._run(run))
                 except RuntimeError as exc:  # the process is out of threads
                     self.leases.ended(run, True)  # forgotten: no heartbeat keeps it alive
                     run.done.set()
@@ -629,6 +627,9 @@ class DistributedPoller:
         return gap + self.settings.max_execution_time
 
     def _run(self, run: Run) -> None:
+        # Known before any user code runs: a stop() from the run itself must not wait for
+        # its own thread (wait_runs).
+        run.thread = threading.current_thread()
         settled = False
         try:
             settled = execute_run(run, store=self.store, clock=self.clock, publisher=self.publisher)

@@ -30,7 +30,6 @@ from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
     check_statement_timeout,
-    session_bound_ms,
     share_bound,
     to_ms,
 )
@@ -112,12 +111,9 @@ class JobStore:
             self._single = self.engine.execution_options(**single)
             share_bound(self._single, self.engine)
         else:
-            twin = single_statement_engine(self.engine)
-            bound = None if twin is None else session_bound_ms(twin)
-            if twin is not None and bound is not None and bound <= self._bound_ms:
-                self._single = self._twin = twin
-            elif twin is not None:
-                twin.dispose()
+            self._twin = single_statement_engine(self.engine, self._bound_ms)
+            if self._twin is not None:
+                self._single = self._twin
         self._locked: set[str] = set()  # rows whose claim last timed out on a lock (logged once)
         self._batches = BatchClaims(self.jobs)
         self._poll_query: Select[Any] | None = None

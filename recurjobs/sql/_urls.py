@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import weakref
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -25,6 +24,7 @@ from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bound_sessions,
     check_statement_timeout,
+    session_bound_ms,
     to_ms,
 )
 from recurjobs.sql._pool import POOL_SETTINGS, configure_pool
@@ -267,34 +267,32 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
     ``ImportError``) saying what to install.
     """
     limit_ms = to_ms(check_statement_timeout(statement_timeout))
-    engine = _make(make_url(url), limit_ms, autocommit=False)
-    _made[engine] = limit_ms
-    return engine
+    return _make(make_url(url), limit_ms, autocommit=False)
 
 
-def single_statement_engine(engine: Engine) -> Engine | None:
-    """For an engine :func:`make_engine` made on MySQL/MariaDB, a twin whose connections stay
-    in autocommit: a step that is one statement then costs one round trip (PyMySQL sends
-    ``COMMIT`` whenever it is asked to, even with nothing to commit, and switching a pooled
-    connection in and out of autocommit costs two more). None for any other engine (an
-    application's engine may carry connect arguments a twin would lose).
+def single_statement_engine(engine: Engine, limit_ms: int) -> Engine | None:
+    """For an engine :func:`make_engine` made on MySQL/MariaDB with sessions bounded to at most
+    ``limit_ms``, a twin whose connections stay in autocommit: a step that is one statement
+    then costs one round trip (PyMySQL sends ``COMMIT`` whenever it is asked to, even with
+    nothing to commit, and switching a pooled connection in and out of autocommit costs two
+    more). None for any other engine (an application's engine may carry connect arguments a
+    twin would lose; only :func:`make_engine` bounds the sessions of its engines).
 
     Steps on the twin use ``engine.connect()`` without committing; the twin is made with
     ``skip_autocommit_rollback``, so closing the connection sends no ``ROLLBACK`` either.
     """
-    limit_ms = _made.get(engine)
-    if limit_ms is None or (engine.dialect.name, engine.dialect.driver) not in _TWIN_DRIVERS:
+    bound = session_bound_ms(engine)
+    if bound is None or bound > limit_ms:
+        return None
+    if (engine.dialect.name, engine.dialect.driver) not in _TWIN_DRIVERS:
         return None
     try:
-        return _make(engine.url, limit_ms, autocommit=True)
+        return _make(engine.url, bound, autocommit=True)
     except (TypeError, ArgumentError):  # SQLAlchemy before 2.0.43: no skip_autocommit_rollback
         return None
 
 
 _TWIN_DRIVERS = {("mysql", "pymysql"), ("mariadb", "pymysql")}
-
-
-_made: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
 
 def _make(url: URL, limit_ms: int, *, autocommit: bool) -> Engine:

@@ -249,18 +249,26 @@ def test_an_idle_poll_is_one_round_trip_on_mysql(db: TestDatabase) -> None:
 
 def test_no_twin_engine_for_an_application_engine(db: TestDatabase) -> None:
     """An engine the application made may carry connect arguments (TLS, credentials plugins)
-    that a copy would lose: its store uses it for every step, as before."""
+    that a copy would lose: its store uses it for every step, as before. Nor does a store whose
+    statement bound is shorter than the engine's sessions carry get one."""
     from sqlalchemy import create_engine
 
     from recurjobs.sql._urls import single_statement_engine
 
     engine = create_engine(make_engine(db.url).url)
-    store = JobStore(engine, table_prefix=db.table_prefix)
+    loose = make_engine(db.url, statement_timeout=10.0)
+    stores = [
+        JobStore(engine, table_prefix=db.table_prefix),
+        JobStore(loose, table_prefix=db.table_prefix, statement_timeout=2.0),
+    ]
     try:
-        assert (None, None) == (single_statement_engine(engine), store._twin)
+        assert None is single_statement_engine(engine, 60_000)
+        assert [None, None] == [s._twin for s in stores]
     finally:
-        store.dispose()
+        for store in stores:
+            store.dispose()
         engine.dispose()
+        loose.dispose()
 
 
 def test_next_boundary_is_just_after_the_next_multiple_of_a_period() -> None:

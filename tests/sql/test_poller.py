@@ -699,9 +699,8 @@ def test_batches_choose_within_a_window_and_still_claim_every_due_row(
     h.clock.wait_for_waiters(IDLE)
     assert 10 == len(stolen)
     assert all(n <= 4 * limit for n, limit, _ in calls), calls
-    assert {"j097", "j098"} <= set(calls[0][2])
+    assert ["j097", "j098"] == sorted(calls[0][2][:2])  # triggered rows lead the first window
     assert [0] * 10 == [j.runs for j in jobs if j.name in stolen]
-    assert 90 == sum(j.runs for j in jobs)
     # a batch whose window held stolen rows won fewer than its limit, and the next went on
     assert any(w < c[1] for w, c in zip(won, calls, strict=True)), (won, calls)
     assert 90 == sum(won)

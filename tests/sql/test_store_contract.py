@@ -405,6 +405,31 @@ def test_store_survives_the_server_closing_its_connection(db: TestDatabase) -> N
     store.dispose()
 
 
+def test_single_statement_steps_survive_the_server_closing_their_connection(
+    db: TestDatabase,
+) -> None:
+    """The connection single-statement steps use (on MySQL/MariaDB the store's autocommit
+    twin engine's own) is dropped by the server: the next poll reconnects and answers."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite has no server to drop connections")
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    store.create_schema()
+    store.ensure([Job("a")])
+    own = "SELECT pg_backend_pid()" if db.backend == "postgres" else "SELECT CONNECTION_ID()"
+    with store._single.connect() as conn:  # the pooled connection the next poll takes
+        pid = conn.execute(text(own)).scalar_one()
+    killer = create_engine(db.url)
+    with killer.connect() as conn:
+        if db.backend == "postgres":
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        else:
+            conn.execute(text(f"KILL {int(pid)}"))
+    killer.dispose()
+    assert [] == store.due_names(["a"])
+    assert (db.backend == "mysql") == (store._twin is not None)
+    store.dispose()
+
+
 def test_sqlite_files_use_wal_and_a_busy_timeout(tmp_path: Path) -> None:
     """Engines made for SQLite files switch to WAL and wait for locks instead of failing."""
     store = JobStore(f"sqlite:///{tmp_path / 'x.db'}")
