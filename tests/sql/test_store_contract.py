@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from recurjobs.sql import Claim, JobStore, guarded_update
 from recurjobs.sql._urls import SQLITE_BUSY_TIMEOUT_MS
@@ -390,16 +390,7 @@ def test_store_survives_the_server_closing_its_connection(db: TestDatabase) -> N
         pytest.skip("SQLite has no server to drop connections")
     store = JobStore(db.url, table_prefix=db.table_prefix)
     store.create_schema()
-    own = "SELECT pg_backend_pid()" if db.backend == "postgres" else "SELECT CONNECTION_ID()"
-    with store.engine.connect() as conn:
-        pid = conn.execute(text(own)).scalar_one()
-    killer = create_engine(db.url)
-    with killer.connect() as conn:
-        if db.backend == "postgres":
-            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        else:
-            conn.execute(text(f"KILL {int(pid)}"))
-    killer.dispose()
+    _kill_pooled_connection(db, store.engine)
     store.ensure([Job("a")])
     assert ["a"] == names(store)
     store.dispose()
@@ -415,8 +406,16 @@ def test_single_statement_steps_survive_the_server_closing_their_connection(
     store = JobStore(db.url, table_prefix=db.table_prefix)
     store.create_schema()
     store.ensure([Job("a")])
+    _kill_pooled_connection(db, store._single)  # the connection the next poll takes
+    assert [] == store.due_names(["a"])
+    assert (db.backend == "mysql") == (store._twin is not None)
+    store.dispose()
+
+
+def _kill_pooled_connection(db: TestDatabase, engine: Engine) -> None:
+    """Have the server end the session of ``engine``'s pooled connection."""
     own = "SELECT pg_backend_pid()" if db.backend == "postgres" else "SELECT CONNECTION_ID()"
-    with store._single.connect() as conn:  # the pooled connection the next poll takes
+    with engine.connect() as conn:
         pid = conn.execute(text(own)).scalar_one()
     killer = create_engine(db.url)
     with killer.connect() as conn:
@@ -425,9 +424,6 @@ def test_single_statement_steps_survive_the_server_closing_their_connection(
         else:
             conn.execute(text(f"KILL {int(pid)}"))
     killer.dispose()
-    assert [] == store.due_names(["a"])
-    assert (db.backend == "mysql") == (store._twin is not None)
-    store.dispose()
 
 
 def test_sqlite_files_use_wal_and_a_busy_timeout(tmp_path: Path) -> None:
