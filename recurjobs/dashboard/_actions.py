@@ -14,6 +14,7 @@ from sqlalchemy import Engine, Table
 
 from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._claims import guarded_update
+from recurjobs.sql._shared import exclusive
 
 __all__ = ["set_paused", "trigger"]
 
@@ -23,11 +24,11 @@ ACTION_LOCK_MS = 5000
 
 def trigger(engine: Engine, jobs: Table, name: str) -> bool:
     """Mark ``name`` due now; False when the table has no such row."""
-    with engine.begin() as conn, bounded_waits(conn, ACTION_LOCK_MS):
+    with exclusive(engine), engine.begin() as conn, bounded_waits(conn, ACTION_LOCK_MS):
         return guarded_update(conn, jobs, jobs.c.name == name, {"due_now": True})
 
 
 def set_paused(engine: Engine, jobs: Table, name: str, paused: bool) -> bool:
     """Pause (or resume) ``name`` cluster-wide; False when the table has no such row."""
-    with engine.begin() as conn, bounded_waits(conn, ACTION_LOCK_MS):
+    with exclusive(engine), engine.begin() as conn, bounded_waits(conn, ACTION_LOCK_MS):
         return guarded_update(conn, jobs, jobs.c.name == name, {"paused": paused})

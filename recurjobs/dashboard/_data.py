@@ -43,6 +43,7 @@ from recurjobs.dashboard._latest import LatestRuns
 from recurjobs.sql._clockexpr import db_now_ms, int_div
 from recurjobs.sql._history_table import column_text, runs_table
 from recurjobs.sql._servers_table import PUBLISHER, ServerTables
+from recurjobs.sql._shared import exclusive
 from recurjobs.sql._tables import jobs_table
 from recurjobs.sql._urls import masked
 
@@ -172,11 +173,12 @@ class Dashboard:
             current = self._schema
             if _complete(current) or time.monotonic() - current.checked < _RECHECK_S:
                 return current
-        inspector = inspect(self.engine)
-        names = set(inspector.get_table_names())
-        columns: frozenset[str] = frozenset()
-        if self.jobs.name in names:
-            columns = frozenset(c["name"] for c in inspector.get_columns(self.jobs.name))
+        with exclusive(self.engine):
+            inspector = inspect(self.engine)
+            names = set(inspector.get_table_names())
+            columns: frozenset[str] = frozenset()
+            if self.jobs.name in names:
+                columns = frozenset(c["name"] for c in inspector.get_columns(self.jobs.name))
         found = _Schema(
             jobs=self.jobs.name in names,
             jobs_columns=columns,
@@ -193,7 +195,7 @@ class Dashboard:
         """The jobs table, each job's latest run, its runs and failures of the last day, and
         the servers."""
         schema = self.schema()
-        with self.engine.connect() as conn:
+        with exclusive(self.engine), self.engine.connect() as conn:
             now_ms, publisher = self._now_and_publisher(conn, schema)
             rows = self._rows(conn, schema) if schema.jobs else {}
             last_runs: dict[str, Run] = {}
@@ -380,7 +382,7 @@ class Dashboard:
     def job_row(self, name: str) -> tuple[int, JobRowView | None]:
         """The database's now and the jobs-table row of ``name`` (None without one)."""
         schema = self.schema()
-        with self.engine.connect() as conn:
+        with exclusive(self.engine), self.engine.connect() as conn:
             now_ms = int(conn.execute(select(db_now_ms())).scalar_one())
             if not schema.jobs:
                 return now_ms, None
@@ -422,7 +424,7 @@ class Dashboard:
         day = r.started_ms > now_ms - DAY_MS
         failed: Any = func.sum(case((r.outcome == "failed", 1), else_=0))
         counts = select(func.count(), failed).where(r.job == name, day)
-        with self.engine.connect() as conn:
+        with exclusive(self.engine), self.engine.connect() as conn:
             runs = [_run(row) for row in conn.execute(query)]
             total, failures = conn.execute(counts).one()
         older = None

@@ -44,6 +44,7 @@ from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._retry import RetryPolicy
 from recurjobs.sql._rows import ms
 from recurjobs.sql._servers_table import ServerTables, Touched, bounded_waits
+from recurjobs.sql._shared import exclusive
 from recurjobs.sql._urls import engine_for, masked, scrub
 
 __all__ = ["DatabaseServerRoles", "default_identity"]
@@ -206,11 +207,12 @@ class DatabaseServerRoles:
         log it (URL masked) and return None."""
 
         def attempt() -> T:
-            if not self._schema_ready:
-                self._tables.create(self.engine)
-                self._schema_ready = True
-            with self.engine.begin() as conn, bounded_waits(conn, self._bound_ms):
-                return fn(conn)
+            with exclusive(self.engine):  # an in-memory database: one connection for all
+                if not self._schema_ready:
+                    self._tables.create(self.engine)
+                    self._schema_ready = True
+                with self.engine.begin() as conn, bounded_waits(conn, self._bound_ms):
+                    return fn(conn)
 
         try:
             return self._retry.call(what, self.url, attempt)

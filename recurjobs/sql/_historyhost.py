@@ -27,6 +27,7 @@ from recurjobs.sql._history_table import meta_table, runs_table
 from recurjobs.sql._historywriter import HistoryWriter
 from recurjobs.sql._retry import RetryPolicy
 from recurjobs.sql._rows import ms
+from recurjobs.sql._shared import is_shared
 from recurjobs.sql._store import JobStore
 from recurjobs.sql._urls import make_engine
 
@@ -87,7 +88,7 @@ class HostHistory:
     def start(self, sql: HostSql) -> None:
         """Start recording: a fresh queue and writer (also after a fork)."""
         store = sql.store
-        self._owns_store = not _shared(store.engine)
+        self._owns_store = not is_shared(store.engine)
         if self._owns_store:
             # Its own pool: history writes never wait for a connection behind claims.
             retry = RetryPolicy(max_time=2.0, max_attempts=3, max_wait=0.5)
@@ -121,7 +122,7 @@ class HostHistory:
             if self._store is not None and self._owns_store:
                 self._store.dispose()
             reader = self._reader
-            if reader is not None and reader is not self._host.database and not _shared(reader):
+            if reader is not None and reader is not self._host.database and not is_shared(reader):
                 reader.dispose()
         return flushed
 
@@ -189,20 +190,15 @@ def history_name(host: JobHost, job: object) -> str | None:
     return job_name(job)
 
 
-def _shared(engine: Engine) -> bool:
-    """An in-memory SQLite database: one connection, which every user must share."""
-    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
-
-
 def _reader_for(host: Any) -> Engine | None:
     database = host.database
     if isinstance(database, Engine):
         return database
     sql = getattr(host, "_sql", None)
-    if sql is not None and _shared(sql.store.engine):
+    if sql is not None and is_shared(sql.store.engine):
         return sql.store.engine  # type: ignore[no-any-return]
     engine = make_engine(database)
-    if _shared(engine):  # a new in-memory database would be empty
+    if is_shared(engine):  # a new in-memory database would be empty
         engine.dispose()
         return None
     return engine

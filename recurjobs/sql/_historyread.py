@@ -19,6 +19,7 @@ from recurjobs._history import KINDS, OUTCOMES, RunRecord
 from recurjobs._validate import table_prefix as check_prefix
 from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
 from recurjobs.sql._history_table import column_text, runs_table
+from recurjobs.sql._shared import exclusive
 
 __all__ = ["failure_counts", "failures_query", "history_query", "read_history"]
 
@@ -33,7 +34,11 @@ def _read(engine: Engine, statement_timeout: float, fn: Callable[[Connection], T
     using it, and the pool has already thrown it away)."""
     for attempt in (1, 2):
         try:
-            with engine.connect() as conn, bounded_waits(conn, to_ms(statement_timeout)):
+            with (
+                exclusive(engine),
+                engine.connect() as conn,
+                bounded_waits(conn, to_ms(statement_timeout)),
+            ):
                 return fn(conn)
         except DBAPIError as exc:
             if attempt == 2 or not exc.connection_invalidated:

@@ -22,6 +22,7 @@ from recurjobs._status import JobStatus
 from recurjobs.sql._election import DatabaseServerRoles, default_identity
 from recurjobs.sql._poller import DistributedPoller, heartbeat_interval
 from recurjobs.sql._retry import RetryPolicy
+from recurjobs.sql._shared import is_shared
 from recurjobs.sql._store import JobStore
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class HostSql:
         """The heartbeat thread's store: its own pool for a URL, so heartbeats never wait for
         a connection behind claims and finishes; a shared in-memory SQLite is one connection."""
         engine = self.store.engine
-        if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        if is_shared(engine):
             return self.store
         interval = self._host.settings.poll_period.total_seconds()
         # One heartbeat must not hold up the others for long: a short retry, then next beat.

@@ -24,6 +24,7 @@ from sqlalchemy.schema import CreateColumn
 
 from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
 from recurjobs.sql._retry import is_lock_timeout
+from recurjobs.sql._shared import exclusive
 from recurjobs.sql._urls import masked
 
 __all__ = ["add_missing_columns", "missing_columns"]
@@ -54,34 +55,35 @@ def add_missing_columns(
     added to existing rows (primary key, or not null without a server default) is a
     ``RuntimeError``: that needs a real migration.
     """
-    added: list[str] = []
-    for attempt in range(1, attempts + 1):
-        todo = missing_columns(engine, table)
-        if not todo:
-            return added
-        for column in todo:
-            _check_additive(table, column)
-        try:
-            for column in todo:
-                _add(engine, table, column, limit_ms)
-                added.append(column.name)
-                logger.info(
-                    "added column %s to %s on %s", column.name, table.name, masked(engine)
-                )
-        except DBAPIError as exc:
-            if is_lock_timeout(exc):
-                raise  # waited out its bound: the caller tries again later, not at once
-            if not missing_columns(engine, table):
-                logger.debug(
-                    "columns of %s added concurrently by another host on %s",
-                    table.name,
-                    masked(engine),
-                )
+    with exclusive(engine):  # one shared connection: no other use in between
+        added: list[str] = []
+        for attempt in range(1, attempts + 1):
+            todo = missing_columns(engine, table)
+            if not todo:
                 return added
-            if attempt == attempts:
-                raise
-            logger.debug("retrying adding columns to %s after %s", table.name, exc)
-    return added
+            for column in todo:
+                _check_additive(table, column)
+            try:
+                for column in todo:
+                    _add(engine, table, column, limit_ms)
+                    added.append(column.name)
+                    logger.info(
+                        "added column %s to %s on %s", column.name, table.name, masked(engine)
+                    )
+            except DBAPIError as exc:
+                if is_lock_timeout(exc):
+                    raise  # waited out its bound: the caller tries again later, not at once
+                if not missing_columns(engine, table):
+                    logger.debug(
+                        "columns of %s added concurrently by another host on %s",
+                        table.name,
+                        masked(engine),
+                    )
+                    return added
+                if attempt == attempts:
+                    raise
+                logger.debug("retrying adding columns to %s after %s", table.name, exc)
+        return added
 
 
 def _check_additive(table: Table, column: Column[object]) -> None:

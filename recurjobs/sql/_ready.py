@@ -27,6 +27,7 @@ from sqlalchemy import Engine, MetaData, Table, insert, update
 from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._migrate import add_missing_columns
 from recurjobs.sql._retry import is_transient
+from recurjobs.sql._shared import exclusive
 from recurjobs.sql._tables import create_tables
 from recurjobs.sql._urls import DatabaseUnavailable, masked, scrub
 
@@ -89,7 +90,7 @@ def _probe(engine: Engine, jobs: Table, limit_ms: int) -> None:
         "due_now": False,
     }
     unchanged = update(jobs).where(jobs.c.name == name).values(due_now=False)
-    with engine.connect() as conn:
+    with exclusive(engine), engine.connect() as conn:
         try:
             with bounded_waits(conn, limit_ms):
                 conn.execute(insert(jobs).values(**row))

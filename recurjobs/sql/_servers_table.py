@@ -48,6 +48,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._claims import guarded_update
 from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._shared import exclusive
 from recurjobs.sql._tables import create_tables
 
 __all__ = ["PUBLISHER", "ServerTables", "Touched", "bounded_waits"]
@@ -99,7 +100,7 @@ class ServerTables:
         """
         create_tables(engine, self.servers.metadata)
         try:
-            with engine.begin() as conn:
+            with exclusive(engine), engine.begin() as conn:
                 query = select(self.leases.c.name).where(self.leases.c.name == PUBLISHER)
                 if conn.execute(query).first() is None:
                     conn.execute(insert(self.leases).values(name=PUBLISHER))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -56,6 +55,7 @@ from recurjobs.sql._pool import single_statement_options
 from recurjobs.sql._ready import check_ready
 from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
 from recurjobs.sql._rows import Claim, Due, JobRow, Poll, job_row, ms
+from recurjobs.sql._shared import shared_lock
 from recurjobs.sql._tables import create_tables, jobs_table
 from recurjobs.sql._urls import engine_for, masked, scrub, single_statement_engine
 
@@ -96,13 +96,9 @@ class JobStore:
         self.retry = instance(retry, RetryPolicy, "retry") if retry is not None else RetryPolicy()
         self.metadata = MetaData()
         self.jobs = jobs_table(self.metadata, table_prefix)
-        # One shared connection (in-memory SQLite) must not interleave two transactions.
-        shared = self.engine.dialect.name == "sqlite" and self.engine.url.database in (
-            None,
-            "",
-            ":memory:",
-        )
-        self._serial = threading.Lock() if shared else None
+        # One shared connection (in-memory SQLite) must not interleave two transactions; the
+        # lock is the engine's, shared with every other user of it (``_shared``).
+        self._serial = shared_lock(self.engine)
         # Single-statement steps skip BEGIN/COMMIT where that is safe (``_pool``).
         single = single_statement_options(self.engine, self._bound_ms)
         self._single = self.engine

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
+from recurjobs.sql._shared import exclusive
 from recurjobs.sql._urls import masked
 
 __all__ = ["create_tables", "jobs_table"]
@@ -76,18 +77,21 @@ def create_tables(
     host won and all is well; otherwise the error is real and is raised. Lock waits are bounded
     by ``limit_ms`` (``_bounds``).
     """
-    for attempt in range(1, attempts + 1):
-        try:
-            with engine.begin() as conn, bounded_waits(conn, limit_ms):
-                metadata.create_all(conn, checkfirst=True)
-            return
-        except DBAPIError as exc:
-            if _all_exist(engine, metadata):
-                logger.debug("tables created concurrently by another host on %s", masked(engine))
+    with exclusive(engine):  # one shared connection: no other use in between
+        for attempt in range(1, attempts + 1):
+            try:
+                with engine.begin() as conn, bounded_waits(conn, limit_ms):
+                    metadata.create_all(conn, checkfirst=True)
                 return
-            if attempt == attempts:
-                raise
-            logger.debug("retrying table creation on %s after %s", masked(engine), exc)
+            except DBAPIError as exc:
+                if _all_exist(engine, metadata):
+                    logger.debug(
+                        "tables created concurrently by another host on %s", masked(engine)
+                    )
+                    return
+                if attempt == attempts:
+                    raise
+                logger.debug("retrying table creation on %s after %s", masked(engine), exc)
 
 
 def _all_exist(engine: Engine, metadata: MetaData) -> bool:

@@ -258,7 +258,8 @@ def make_engine(url: str | URL, *, statement_timeout: float = DEFAULT_STATEMENT_
     fresh connection. Server drivers get a bounded connect timeout, so a poll cannot hang on a
     dead host for minutes. SQLite files get WAL mode (readers never block the writer) and a
     busy timeout (writers queue instead of failing at once), set on every new connection; an
-    in-memory SQLite database is one shared connection, since each new one would be empty.
+    in-memory SQLite database is one shared connection, since each new one would be empty
+    (every recurjobs use of it takes its turn: ``_shared``).
 
     Every new connection's session is bounded by ``statement_timeout`` seconds (lock waits,
     and statement time on PostgreSQL; SQLite's busy timeout), see ``_bounds``.
