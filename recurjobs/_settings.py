@@ -20,7 +20,8 @@ class DistributedJobSettings:
     ``poll_period``: how often each server looks for due jobs. ``delay``: the wait after start
     before the first poll. ``max_execution_time``: how long past its period a claim may go
     without a sign of life before another server may take it over. ``max_concurrent_jobs``: how
-    many distributed jobs this server runs at once. ``table_prefix``: prefix of the tables.
+    many distributed jobs this server runs at once (the history pruning job runs beside them).
+    ``table_prefix``: prefix of the tables.
     """
 
     poll_period: timedelta = timedelta(seconds=5)

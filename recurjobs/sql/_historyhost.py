@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Engine
 
@@ -46,7 +46,10 @@ PRUNE_PERIOD = timedelta(hours=1)
 
 class HistoryPruneJob(DistributedJob):
     """Deletes history rows past ``keep`` and beyond ``max_rows_per_job``; hourly, and once
-    soon after each host starts. Registered by the host itself; its runs are not recorded."""
+    soon after each host starts. Registered by the host itself; its runs are not recorded, and
+    take no ``max_concurrent_jobs`` slot (``_poller.HOUSEKEEPING``)."""
+
+    _recurjobs_housekeeping: ClassVar[bool] = True
 
     def __init__(self, history: HostHistory) -> None:
         super().__init__(name=PRUNE_JOB_NAME, period=PRUNE_PERIOD)

@@ -49,7 +49,7 @@ from recurjobs.sql._store import JobStore
 from recurjobs.sql._wake import next_boundary
 from recurjobs.sql._workers import RunThreads
 
-__all__ = ["DistributedPoller"]
+__all__ = ["HOUSEKEEPING", "DistributedPoller"]
 
 logger = logging.getLogger("recurjobs.sql")
 
@@ -68,6 +68,11 @@ _BATCH = 20
 # a host's due rows made the database sort them all at every batch (15-20 ms a batch with
 # 1,000 due rows, against 5 with 100).
 _WINDOW = 4
+
+HOUSEKEEPING = "_recurjobs_housekeeping"
+"""A class attribute (True) marking a job as the library's own housekeeping (the history pruning
+job): its runs take no ``max_concurrent_jobs`` slot, and it is claimed even when every slot is
+taken, so a host never delays its user's jobs for its own chores, nor skips them when busy."""
 
 
 class DistributedPoller:
@@ -106,6 +111,7 @@ class DistributedPoller:
         self._threads = RunThreads()
         self._state = _NEW
         self._jobs: dict[str, object] = {}
+        self._chores: set[str] = set()  # the housekeeping jobs' names (HOUSEKEEPING)
         self._stats: dict[str, RunStats] = {}
         self._ensured: dict[str, tuple[timedelta | Cron, bool]] = {}
         self._paused: set[str] = set()  # as last read from the rows (_read_paused)
@@ -138,6 +144,8 @@ class DistributedPoller:
             if self._jobs.get(name, job) is not job:
                 raise ValueError(f"a distributed job named {name!r} is already registered")
             self._jobs[name] = job
+            if getattr(type(job), HOUSEKEEPING, False) is True:
+                self._chores.add(name)
             self._stats.setdefault(name, RunStats())
             if getattr(job, "align_to_clock", False):
                 self._aligned.add(getattr(job, "period").total_seconds())  # noqa: B009
@@ -414,18 +422,25 @@ class DistributedPoller:
             logger.exception("the runtime_ready callable raised; not claiming this time")
             return
         held = {r.claim.name for r in self.leases.all()}  # running, or finish pending
-        free = self.settings.max_concurrent_jobs - len(self.leases.running())
         with self._lock:
             names = list(self._jobs)
             candidates = [n for n in names if n not in held]
             crons = dict(self._crons)
+            chores = set(self._chores)
+        busy = sum(1 for r in self.leases.running() if r.claim.name not in chores)
+        free = self.settings.max_concurrent_jobs - busy
         self._read_paused(names)
-        if not ready or free <= 0 or not candidates:
+        if free <= 0:  # housekeeping needs no slot
+            candidates = [n for n in candidates if n in chores]
+        if not ready or not candidates:
             return
         try:
             polled = self.store.poll(candidates, crons)
             self._plan_fires(polled)
-            due = polled.due
+            due = [d for d in polled.due if d.name not in chores]
+            for found in polled.due:
+                if found.name in chores:
+                    self._claim(found)  # beside the slots
             if len(due) <= free:
                 # All of them fit, so the order only decides collisions: every host read the
                 # same order and would otherwise race for the same row at every step.

@@ -244,6 +244,49 @@ def test_claims_stop_at_max_concurrent_jobs(harness: MakeHarness) -> None:
         e.set()
 
 
+class Chore(Job):
+    """A job marked as the library's own housekeeping, like the history pruning job."""
+
+    _recurjobs_housekeeping = True
+
+
+def test_housekeeping_runs_beside_the_slots_and_takes_none(harness: MakeHarness) -> None:
+    """With one slot: the housekeeping job is claimed while a user job holds the slot, and
+    while it runs the next user job still gets the slot when the first one ends."""
+    names = ("user", "chore", "later")
+    release = {n: threading.Event() for n in names}
+    started = {n: threading.Event() for n in names}
+    user = Job("user", PERIOD, body=blocking(started["user"], release["user"]))
+    chore = Chore("chore", PERIOD, body=blocking(started["chore"], release["chore"]))
+    later = Job("later", PERIOD, body=blocking(started["later"], release["later"]))
+    h = harness(user, chore, later, max_concurrent_jobs=1)
+    h.start()
+    make_due(h.store, "user")
+    make_due(h.store, "chore")
+    h.past_delay()
+    assert wait_until(lambda: started["user"].is_set() and started["chore"].is_set())
+    make_due(h.store, "later")
+    h.clock.wait_for_waiters(BUSY)
+    h.clock.advance(POLL)
+    h.clock.wait_for_waiters(BUSY)
+    assert not started["later"].is_set()  # the one slot is the user job's
+    release["user"].set()
+    assert wait_until(lambda: [r.claim.name for r in h.poller.leases.all()] == ["chore"])
+    h.clock.wait_for_waiters(BUSY)
+    h.clock.advance(POLL)
+    assert wait_until(started["later"].is_set)  # the chore still runs: it holds no slot
+    assert not release["chore"].is_set() and chore.runs == 1
+    for event in release.values():
+        event.set()
+
+
+def test_the_history_pruning_job_is_housekeeping() -> None:
+    from recurjobs.sql._historyhost import HistoryPruneJob
+    from recurjobs.sql._poller import HOUSEKEEPING
+
+    assert getattr(HistoryPruneJob, HOUSEKEEPING) is True
+
+
 def test_trigger_runs_a_job_at_once_after_the_delay(harness: MakeHarness) -> None:
     """trigger() marks the row due and wakes the poller: the job runs without waiting a poll."""
     job = Job("a", PERIOD)
