@@ -16,6 +16,10 @@ control methods hand their work to that thread and return once it is done:
   connection that sends ``after`` (bytes, e.g. a column only one UPDATE writes) and then a
   ``COMMIT`` is stalled, that connection alone, for ``seconds`` from the COMMIT on. Its row locks
   stay held meanwhile, like a host paused between UPDATE and COMMIT.
+* :meth:`FaultProxy.lose_commit_reply` lets the server apply one ``COMMIT`` but never answer it:
+  the first connection that sends ``after`` and then a ``COMMIT`` is reset (both sides) as soon
+  as the server's reply to it arrives. The transaction is committed; the client sees a dropped
+  connection, as when a network dies between a commit and its acknowledgement.
 * :meth:`FaultProxy.pass_through` ends the current fault at once.
 
 A new fault replaces the current one. Everything is bounded: a fault ends by itself, the proxy
@@ -115,6 +119,7 @@ class _Pair:
         self.closed = False
         self.held_until = 0.0  # this connection alone is stalled until then (hold_commit)
         self.saw_marker = False
+        self.lose_reply = False  # its COMMIT went upstream: reset it when the reply comes
 
 
 class FaultProxy:
@@ -152,6 +157,7 @@ class FaultProxy:
         self._mode_until = 0.0
         self._rebind_until = 0.0
         self._hold: tuple[float, bytes, float] | None = None  # seconds, marker, armed until
+        self._lose: tuple[bytes, float] | None = None  # marker, armed until (lose_commit_reply)
         self._commands: list[tuple[Callable[[], object], list[object], threading.Event]] = []
         self._commands_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -247,6 +253,21 @@ class FaultProxy:
                 pair.saw_marker = False
 
         self._call(f"hold a COMMIT after {after.decode(errors='replace')} for {seconds:g} s", arm)
+
+    def lose_commit_reply(self, *, after: bytes, within: float = 10.0) -> None:
+        """Reset the first connection that sends ``after`` and then ``COMMIT`` once the server
+        has answered the COMMIT (the answer is not forwarded). Armed for ``within`` seconds;
+        ``log`` says when a reply was lost."""
+        self._check_seconds(within)
+        if not isinstance(after, bytes) or not after:
+            raise TypeError(f"after must be non-empty bytes, got {after!r}")
+
+        def arm() -> None:
+            self._lose = (after, time.monotonic() + within)
+            for pair in self._pairs:
+                pair.saw_marker = False
+
+        self._call(f"lose the reply to a COMMIT after {after.decode(errors='replace')}", arm)
 
     def pass_through(self) -> None:
         """End the current fault now: forward everything again."""
@@ -424,6 +445,12 @@ class FaultProxy:
                         return
                     if side == "client" and self._hold is not None:
                         self._maybe_hold(pair, chunk)
+                    if side == "client" and self._lose is not None:
+                        self._maybe_lose(pair, chunk)
+                    if side == "upstream" and pair.lose_reply:
+                        self._note("lost the reply to a COMMIT")
+                        self._close(pair, reset=True)
+                        return
                     peer_buffer += chunk
                 if mask & selectors.EVENT_WRITE and own_buffer:
                     sent = sock.send(own_buffer)
@@ -462,6 +489,21 @@ class FaultProxy:
             pair.held_until = time.monotonic() + seconds
             self._hold = None
             self._note(f"holding a COMMIT for {seconds:g} s")
+
+    def _maybe_lose(self, pair: _Pair, chunk: bytes) -> None:
+        """Mark ``pair`` to lose its next reply if it sent the marker before and this chunk
+        commits (the chunk itself goes upstream: the server applies the COMMIT)."""
+        assert self._lose is not None
+        marker, until = self._lose
+        if time.monotonic() > until:
+            self._lose = None
+            self._note("no COMMIT came to lose its reply")
+            return
+        if marker in chunk:
+            pair.saw_marker = True
+        if pair.saw_marker and b"COMMIT" in chunk.upper():
+            pair.lose_reply = True
+            self._lose = None
 
     def _release_held(self, now: float) -> float:
         """Let held connections go once their time is up; when the next one is due."""

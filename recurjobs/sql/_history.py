@@ -31,6 +31,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -101,6 +102,7 @@ def write_batch(
     *,
     host: str,
     open_rows: Mapping[str, int],
+    again: bool = False,
 ) -> dict[str, int | None]:
     """Write ``records`` (oldest first) in the caller's transaction.
 
@@ -108,6 +110,10 @@ def write_batch(
     (written by earlier batches of this writer) to their ``started_ms``. Returns the changes
     to make to it once the transaction committed: claim id -> ``started_ms`` of a start row
     inserted now, or None for a run whose end was written now.
+
+    ``again``: an earlier attempt at this batch failed, perhaps only after its ``COMMIT`` was
+    applied (the connection died before the answer came). If the batch's rows are in the table
+    already (:func:`_landed`), nothing is written twice.
     """
     offset = _db_offset(conn) if any(not _host_clock(r) for r in records) else 0.0
     host = column_text(host, 255)
@@ -140,8 +146,9 @@ def write_batch(
             started_ms = open_rows.get(record.claim_id)
             if started_ms is None:  # its start never reached the table: write the whole run
                 start = _at(record.started, offset)
-                rows.append(_row(record, host, start, _at(record.at, offset), record.outcome,
-                                 record.error))
+                rows.append(
+                    _row(record, host, start, _at(record.at, offset), record.outcome, record.error)
+                )
             else:
                 ends.append(
                     {
@@ -154,6 +161,8 @@ def write_batch(
                     }
                 )
             changes[record.claim_id] = None
+    if again and rows and _landed(conn, runs, rows):
+        return changes  # the sweeps and ends were in the same committed transaction
     c = runs.c
     if sweeps:
         sweep = (
@@ -203,6 +212,44 @@ def _insert(conn: Connection, runs: Table, rows: list[tuple[Any, ...]]) -> None:
             write(row)
             if done % _YIELD_EVERY == 0:
                 time.sleep(0)  # let due job threads have the interpreter between rows
+
+
+def _landed(conn: Connection, runs: Table, rows: list[tuple[Any, ...]]) -> bool:
+    """Whether a batch inserting ``rows`` committed already: its first and last rows are there.
+
+    A row with a claim id is its run's only row (claim ids are unique), so it is found by job
+    and claim id (its times, placed on the database clock at each attempt, may differ by a
+    millisecond). A recurring run's row is found by its values, counted: the batch committed if
+    the table holds at least as many rows with those values as the batch does. (Rows with those
+    exact values from an earlier batch could only come from the same job ending twice in one
+    millisecond on this host; their count makes such a batch look written when both its
+    first and last row have such twins, and it is then not written.)
+    """
+    c = runs.c
+    for row in {rows[0], rows[-1]}:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        if values["claim_id"] is not None:
+            query = select(c.id).where(c.job == values["job"], c.claim_id == values["claim_id"])
+            if conn.execute(query.limit(1)).first() is None:
+                return False
+            continue
+        key = _key(row)
+        same = [c[k].is_(None) if v is None else c[k] == v for k, v in zip(_KEY, key, strict=True)]
+        wanted = sum(1 for other in rows if other[3] is None and _key(other) == key)
+        count = select(func.count()).select_from(runs).where(c.claim_id.is_(None), *same)
+        found = conn.execute(count).scalar_one()
+        if int(found) < wanted:
+            return False
+    return True
+
+
+# What identifies a recurring run's row (claim_id NULL): all but the error text.
+_KEY = ("job", "kind", "host", "trigger", "started_ms", "ended_ms", "outcome")
+_KEY_AT = tuple(_COLUMNS.index(name) for name in _KEY)
+
+
+def _key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(row[i] for i in _KEY_AT)
 
 
 def _host_clock(record: Record) -> bool:

@@ -8,7 +8,9 @@ A slow or absent database only ever delays this thread. While writes fail with a
 fault (a lost connection, a lock wait) the batch is kept and retried with a growing pause;
 records keep queuing meanwhile up to the queue's bound, past which the run threads drop them
 (counted, and logged here once per burst). A batch the database refuses for good (not a
-transient fault) is logged and dropped, so one bad record cannot stop the history.
+transient fault) is logged and dropped, so one bad record cannot stop the history. A batch
+whose ``COMMIT`` was applied but whose answer was lost (the connection died just then) is
+found in the table by the next attempt and not written twice (``write_batch(again=True)``).
 
 :meth:`HistoryWriter.close` lets the queue take no more records, then waits for the thread to
 write what is queued, until the stop deadline; records still unwritten then are logged as lost.
@@ -20,6 +22,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+
+from sqlalchemy import Connection
 
 from recurjobs._historyrec import HistoryQueue, Record
 from recurjobs.sql._history import HistoryTables, write_batch
@@ -125,14 +129,23 @@ class HistoryWriter:
     def _write(self, batch: list[Record]) -> None:
         """Write ``batch``, retrying transient faults until it lands or time is up."""
         back_off = _FIRST_BACK_OFF
+        attempts = 0
+
+        def write(conn: Connection) -> dict[str, int | None]:
+            nonlocal attempts
+            attempts += 1  # a failed attempt may have committed: the next one checks first
+            return write_batch(
+                conn,
+                self.tables.runs,
+                batch,
+                host=self.host,
+                open_rows=self._open,
+                again=attempts > 1,
+            )
+
         while True:
             try:
-                changes = self.store._step(
-                    "writing run history",
-                    lambda conn: write_batch(
-                        conn, self.tables.runs, batch, host=self.host, open_rows=self._open
-                    ),
-                )
+                changes = self.store._step("writing run history", write)
             except Exception as exc:
                 if not is_transient(exc):
                     self.lost += len(batch)
@@ -208,8 +221,7 @@ class HistoryWriter:
         self.queue.take(len(self.queue))
         self.lost += left
         logger.warning(
-            "run history: %d record(s) could not be written before the stop deadline and are "
-            "lost",
+            "run history: %d record(s) could not be written before the stop deadline and are lost",
             left,
         )
 

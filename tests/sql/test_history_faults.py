@@ -7,6 +7,7 @@ import itertools
 import logging
 import statistics
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from recurjobs import CancellationToken, DistributedJobSettings, JobHost, RecurringJob
-from recurjobs._historyrec import Done, HistoryQueue
+from recurjobs._historyrec import Done, HistoryQueue, Record, Start
 from recurjobs.sql import JobStore
-from recurjobs.sql._history import HistoryTables, read_history
+from recurjobs.sql._history import HistoryTables, read_history, write_batch
 from recurjobs.sql._historywriter import HistoryWriter
 from tests.dbs import TestDatabase
 from tests.faultproxy import FaultProxy
@@ -135,3 +136,74 @@ def test_full_queue_drops_with_one_counted_warning(
     names = sorted(r.job for r in read_history(store.engine, prefix))
     store.dispose()
     assert ["j0", "j1", "j2", "j3", "j4"] == names
+
+
+def _recurring(job: str, started: int, ended: int) -> Done:
+    return Done("recurring", job, None, "schedule", started, ended, "executed", None)
+
+
+def _jobs_in(engine: sa.Engine, prefix: str) -> list[str]:
+    return sorted(r.job for r in read_history(engine, prefix, limit=1000))
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_whose_commit_reply_was_lost_is_written_once(db: TestDatabase) -> None:
+    """The server applies a batch's COMMIT, the connection dies before its answer arrives: the
+    writer's next attempt finds the batch in the table and writes nothing twice."""
+    proxy, url = _proxy_for(db)
+    tables = HistoryTables(db.table_prefix)
+    direct = JobStore(db.url, table_prefix=db.table_prefix)
+    tables.metadata.create_all(direct.engine)
+    store = JobStore(url, table_prefix=db.table_prefix)
+    queue = HistoryQueue(100)
+    now = round(time.time() * 1000)
+    wanted = [f"lostack-{i}" for i in range(5)]
+    for i, job in enumerate(wanted):
+        queue.put(_recurring(job, now + i, now + i + 1))
+    queue.put(Start("lostack-d", "claim-lostack", "schedule", time.monotonic()))
+    proxy.lose_commit_reply(after=b"lostack")
+    writer = HistoryWriter(queue=queue, store=store, tables=tables, host="me")
+    try:
+        writer.start()
+        assert wait_until(lambda: writer.written == 6, 20)
+        assert writer.close(time.monotonic() + 5)
+        assert any("lost the reply" in what for _, what in proxy.log), proxy.log
+        assert sorted([*wanted, "lostack-d"]) == _jobs_in(direct.engine, db.table_prefix)
+    finally:
+        proxy.close()
+        store.dispose()
+        direct.dispose()
+
+
+def test_a_batch_written_again_is_written_only_if_it_did_not_land(db: TestDatabase) -> None:
+    """``write_batch(again=True)``: nothing when the batch is in the table (found by its first
+    and last rows; a distributed start by its claim id, whatever its time); the whole batch
+    when it is not, also when an earlier batch holds a row with the same values."""
+    tables = HistoryTables(db.table_prefix)
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    tables.metadata.create_all(store.engine)
+    prefix, now = db.table_prefix, round(time.time() * 1000)
+
+    def write(batch: Sequence[Record], again: bool) -> None:
+        store._step(
+            "test",
+            lambda conn: write_batch(
+                conn, tables.runs, batch, host="me", open_rows={}, again=again
+            ),
+        )
+
+    try:
+        first = [_recurring("a", now, now + 1), _recurring("b", now, now + 2)]
+        write(first, again=False)
+        write(first, again=True)
+        assert ["a", "b"] == _jobs_in(store.engine, prefix)
+        # A twin of an earlier row (the same job ending twice in one millisecond) and a new row.
+        twins = [_recurring("a", now, now + 1), _recurring("c", now, now + 3)]
+        write(twins, again=True)
+        assert ["a", "a", "b", "c"] == _jobs_in(store.engine, prefix)
+        started = Start("d", "claim-d", "schedule", time.monotonic())
+        write([_recurring("e", now, now + 1), started], again=True)
+        write([_recurring("e", now, now + 1), started], again=True)
+        assert ["a", "a", "b", "c", "d", "e"] == _jobs_in(store.engine, prefix)
+    finally:
+        store.dispose()
