@@ -20,7 +20,8 @@ heartbeats. For ``--seconds`` a chaos loop picks, every 2-6 s at random:
 Then a quiet phase (longest ``period + max_execution_time + 2 x poll`` plus 3 s), then SIGTERM to
 all. The shared run log is checked for: overlapping runs of one job, the longest wait of each
 job after the faults stopped (promise: ``period + max_execution_time + 2 x poll``), thread
-deaths, and ``stop()`` durations (promise: within its timeout + 2 s).
+deaths, and ``stop()`` durations (promise: within its timeout + 2 s). The hosts record run
+history; afterwards no run (job and claim id) may have two rows in it.
 
 Usage::
 
@@ -236,6 +237,13 @@ def run(quick: bool) -> list[Row]:
                 limit=0,
             ),
             Row(name, "thread deaths", "", [float(len(report.deaths))], limit=0),
+            Row(
+                name,
+                "runs recorded twice in the history (job and claim id in two rows)",
+                "",
+                [float(len(report.history_twice))],
+                limit=0,
+            ),
             Row(
                 name,
                 "longest stop(10)",

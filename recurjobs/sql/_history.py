@@ -61,6 +61,9 @@ __all__ = [
     "write_batch",
 ]
 
+# A distributed run in the history: its job's name and its claim id (a batch shares one).
+RunKey = tuple[str, str]
+
 # ``JobStore._step``: run ``fn`` in one bounded transaction, retried through transient faults.
 Step = Callable[[str, Callable[[Connection], Any]], Any]
 
@@ -101,15 +104,16 @@ def write_batch(
     records: Sequence[Record],
     *,
     host: str,
-    open_rows: Mapping[str, int],
+    open_rows: Mapping[RunKey, int],
     again: bool = False,
-) -> dict[str, int | None]:
+) -> dict[RunKey, int | None]:
     """Write ``records`` (oldest first) in the caller's transaction.
 
-    ``open_rows`` maps the claim ids of distributed runs whose start row is in the table
+    ``open_rows`` maps the distributed runs (job, claim id) whose start row is in the table
     (written by earlier batches of this writer) to their ``started_ms``. Returns the changes
-    to make to it once the transaction committed: claim id -> ``started_ms`` of a start row
-    inserted now, or None for a run whose end was written now.
+    to make to it once the transaction committed: run -> ``started_ms`` of a start row
+    inserted now, or None for a run whose end was written now. A run is its job and claim id
+    together: the rows claimed by one batched claim share its claim id.
 
     ``again``: an earlier attempt at this batch failed, perhaps only after its ``COMMIT`` was
     applied (the connection died before the answer came). If the batch's rows are in the table
@@ -117,11 +121,11 @@ def write_batch(
     """
     offset = _db_offset(conn) if any(not _host_clock(r) for r in records) else 0.0
     host = column_text(host, 255)
-    ended = {r.claim_id: r for r in records if isinstance(r, End)}
+    ended = {(r.job, r.claim_id): r for r in records if isinstance(r, End)}
     rows: list[tuple[Any, ...]] = []
     sweeps: list[dict[str, Any]] = []
     ends: list[dict[str, Any]] = []
-    changes: dict[str, int | None] = {}
+    changes: dict[RunKey, int | None] = {}
     for done, record in enumerate(records, 1):
         if done % _YIELD_EVERY == 0:
             time.sleep(0)
@@ -133,17 +137,17 @@ def write_batch(
         elif isinstance(record, Start):
             started = _at(record.at, offset)
             sweeps.append({"b_job": column_text(record.job, 200), "b_started": started})
-            end = ended.pop(record.claim_id, None)
+            end = ended.pop((record.job, record.claim_id), None)
             if end is None:
                 rows.append(_row(record, host, started, None, None, None))
-                changes[record.claim_id] = started
+                changes[(record.job, record.claim_id)] = started
             else:  # started and ended within one batch: one whole row
                 stopped = _at(end.at, offset)
                 rows.append(_row(record, host, started, stopped, end.outcome, end.error))
-                changes[record.claim_id] = None
-        elif record.claim_id in ended:  # an End whose start row is older
-            ended.pop(record.claim_id)
-            started_ms = open_rows.get(record.claim_id)
+                changes[(record.job, record.claim_id)] = None
+        elif (record.job, record.claim_id) in ended:  # an End whose start row is older
+            ended.pop((record.job, record.claim_id))
+            started_ms = open_rows.get((record.job, record.claim_id))
             if started_ms is None:  # its start never reached the table: write the whole run
                 start = _at(record.started, offset)
                 rows.append(
@@ -160,7 +164,7 @@ def write_batch(
                         "error": _error(record.error),
                     }
                 )
-            changes[record.claim_id] = None
+            changes[(record.job, record.claim_id)] = None
     if again and rows and _landed(conn, runs, rows):
         return changes  # the sweeps and ends were in the same committed transaction
     c = runs.c
@@ -217,13 +221,14 @@ def _insert(conn: Connection, runs: Table, rows: list[tuple[Any, ...]]) -> None:
 def _landed(conn: Connection, runs: Table, rows: list[tuple[Any, ...]]) -> bool:
     """Whether a batch inserting ``rows`` committed already: its first and last rows are there.
 
-    A row with a claim id is its run's only row (claim ids are unique), so it is found by job
-    and claim id (its times, placed on the database clock at each attempt, may differ by a
-    millisecond). A recurring run's row is found by its values, counted: the batch committed if
-    the table holds at least as many rows with those values as the batch does. (Rows with those
-    exact values from an earlier batch could only come from the same job ending twice in one
-    millisecond on this host; their count makes such a batch look written when both its
-    first and last row have such twins, and it is then not written.)
+    A row with a claim id is its run's only row (a batch of claims shares one id, but no two
+    runs share a job and a claim id), so it is found by job and claim id (its times, placed on
+    the database clock at each attempt, may differ by a millisecond). A recurring run's row is
+    found by its values, counted: the batch committed if the table holds at least as many rows
+    with those values as the batch does. (Rows with those exact values from an earlier batch
+    could only come from the same job ending twice in one millisecond on this host; their count
+    makes such a batch look written when both its first and last row have such twins, and it is
+    then not written.)
     """
     c = runs.c
     for row in {rows[0], rows[-1]}:

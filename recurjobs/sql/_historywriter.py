@@ -26,7 +26,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 
 from recurjobs._historyrec import HistoryQueue, Record
-from recurjobs.sql._history import HistoryTables, write_batch
+from recurjobs.sql._history import HistoryTables, RunKey, write_batch
 from recurjobs.sql._retry import is_transient
 from recurjobs.sql._runs import first_line
 from recurjobs.sql._store import JobStore
@@ -65,7 +65,7 @@ class HistoryWriter:
         self._prepared = prepare is None
         self._stop = threading.Event()  # close() was called: cut pauses short
         self._deadline: float | None = None
-        self._open: dict[str, int] = {}  # claim id -> started_ms of start rows written
+        self._open: dict[RunKey, int] = {}  # (job, claim id) -> started_ms of start rows written
         self.written = 0
         self.lost = 0  # records taken from the queue but never written
         self._failing_since: float | None = None
@@ -131,7 +131,7 @@ class HistoryWriter:
         back_off = _FIRST_BACK_OFF
         attempts = 0
 
-        def write(conn: Connection) -> dict[str, int | None]:
+        def write(conn: Connection) -> dict[RunKey, int | None]:
             nonlocal attempts
             attempts += 1  # a failed attempt may have committed: the next one checks first
             return write_batch(
@@ -164,11 +164,11 @@ class HistoryWriter:
                 continue
             self._recovered()
             self.written += len(batch)
-            for claim_id, started in changes.items():
+            for run, started in changes.items():
                 if started is None:
-                    self._open.pop(claim_id, None)
+                    self._open.pop(run, None)
                 else:
-                    self._open[claim_id] = started
+                    self._open[run] = started
             return
 
     def _try_prepare(self) -> None:

@@ -39,7 +39,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy import make_url
 
@@ -105,6 +105,8 @@ class SoakConfig:
     faults: tuple[str, ...] = FAULT_KINDS
     # Faults injected first, one at a time and with nothing else going on, before the random ones.
     opening: tuple[str, ...] = ()
+    # The hosts record run history; afterwards no run (job, claim id) may have two rows.
+    history: bool = True
 
     def bound(self, period: float) -> float:
         """The promised longest wait of a job after the faults stopped."""
@@ -192,6 +194,8 @@ class Report:
     start_failures: int = 0
     exits: list[str] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)
+    history_rows: int | None = None  # rows of run history the hosts wrote (None: history off)
+    history_twice: list[tuple[str, int]] = field(default_factory=list)
 
     def rel(self, t: float) -> float:
         return t - self.t0
@@ -225,6 +229,9 @@ class Report:
             "stop() max": f"{stop_max:.2f} s (n={len(self.stops)}, False {false_stops}, "
             f"hung {len(self.hung)})",
             "lease losses (link healthy)": f"{len(self.lost)} ({healthy_lost})",
+            "history rows (runs twice)": "off"
+            if self.history_rows is None
+            else f"{self.history_rows} ({len(self.history_twice)})",
             "verdict": "ok" if not self.broken else f"BROKEN ({len(self.broken)})",
         }
 
@@ -272,6 +279,8 @@ class Report:
         lines.extend(["## stop() hung", *(self.hung or ["none"])])
         lines.extend(["## thread deaths", *(self.deaths or ["none"])])
         lines.append(f"## start() failures: {self.start_failures}")
+        lines.append(f"## run history rows: {self.history_rows}; runs with several rows")
+        lines.extend([f"{claim}: {n} rows" for claim, n in self.history_twice] or ["none"])
         lines.append("## ERROR log records (count, message)")
         lines.extend(f"{n} x {m}" for m, n in self.errors.most_common(15))
         lines.extend(["## worker exits", *self.exits])
@@ -312,6 +321,7 @@ class _Soak:
             "slot": slot,
             "lifetime": c.seconds + c.quiet + c.stop_timeout + 120.0,
             "stop_timeout": c.stop_timeout,
+            "history": c.history,
         }
         out = open(c.directory / f"{slot}.{self.generation[slot]}.out", "wb")  # noqa: SIM115
         env = os.environ | {"PYTHONPATH": str(ROOT)}
@@ -521,6 +531,7 @@ class _Soak:
                 time.sleep(0.1)
             quiet_end = time.time()
             self.terminate_all()
+            history = _history_rows(c) if c.history else None
         finally:
             self.cleanup()
         record = {
@@ -532,6 +543,7 @@ class _Soak:
             "slots": self.slots,
             "death_time": self.death_time,
             "exits": self.exits,
+            "history": history,
         }
         (c.directory / "soak.json").write_text(json.dumps(record))
         return reanalyse(c)
@@ -612,6 +624,7 @@ def reanalyse(config: SoakConfig) -> Report:
         slots={int(pid): slot for pid, slot in record["slots"].items()},
         death_time={int(pid): t for pid, t in record["death_time"].items()},
         exits=record["exits"],
+        history=record.get("history"),
     )
 
 
@@ -634,9 +647,13 @@ def analyse(
     slots: dict[int, str],
     death_time: dict[int, float],
     exits: list[str],
+    history: dict[str, Any] | None = None,
 ) -> Report:
     """Check the promises against the shared log (see the module docstring)."""
     report = Report(c, t0, chaos_end, faults_end, quiet_end, faults, slots, exits=exits)
+    if history is not None:
+        report.history_rows = int(history["rows"])
+        report.history_twice = [(str(k), int(n)) for k, n in history["twice"]]
     starts: dict[tuple[str, int, str], float] = {}
     ends: dict[tuple[str, int, str], tuple[float, str]] = {}
     stopping: dict[int, float] = {}
@@ -716,7 +733,44 @@ def analyse(
                 f"stop({c.stop_timeout:g}) took {seconds:.2f} s on pid {pid} ({when}), {result}"
             )
     report.broken.extend(f"stop() unbounded: {h}" for h in report.hung)
+    report.broken.extend(
+        f"history: the run {claim} has {n} rows (a batch written twice)"
+        for claim, n in report.history_twice
+    )
     return report
+
+
+def _history_rows(c: SoakConfig) -> dict[str, Any]:
+    """The run history the hosts wrote: how many rows, and every run (job and claim id: a batch
+    of claims shares one id) with more than one."""
+    from sqlalchemy import MetaData, create_engine, func, select
+
+    from recurjobs.sql._history_table import runs_table
+
+    runs = runs_table(MetaData(), c.table_prefix)
+    engine = create_engine(c.url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(func.count()).select_from(runs)).scalar_one()
+            count = func.count().label("n")
+            twice = (
+                select(runs.c.job, runs.c.claim_id, count)
+                .where(runs.c.claim_id.is_not(None))
+                .group_by(runs.c.job, runs.c.claim_id)
+                .having(func.count() > 1)
+            )
+            found = conn.execute(twice).all()
+            shown = []
+            for job, claim, n in found:
+                same = select(runs).where(runs.c.job == job, runs.c.claim_id == claim)
+                rows_of = [
+                    " ".join(f"{k}={v}" for k, v in r._mapping.items() if k != "error")
+                    for r in conn.execute(same.order_by(runs.c.id))
+                ]
+                shown.append([f"{job} {claim}: " + " | ".join(rows_of), int(n)])
+            return {"rows": int(rows), "twice": shown}
+    finally:
+        engine.dispose()
 
 
 def _rel(t: float, t0: float) -> str:

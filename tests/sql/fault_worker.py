@@ -121,7 +121,8 @@ def _start_host(config: dict[str, Any], log: Log, stop: threading.Event) -> JobH
             SoakJob(log, name, period, run_min, run_max)
             for name, period, run_min, run_max in config["jobs"]
         ]
-        host = JobHost(jobs, database=config["url"], distributed=settings)
+        history = bool(config.get("history", False))
+        host = JobHost(jobs, database=config["url"], distributed=settings, history=history)
         host.subscribe(
             DistributedJobLeaseLost,
             lambda n: log("lost", getattr(n.job, "name", "?"), f"{time.time():.6f}", log.pid),

@@ -76,7 +76,8 @@ def _soak(db: TestDatabase, directory: Path) -> Report:
 def test_a_cluster_under_faults_keeps_its_promises(server_db: TestDatabase, tmp_path: Path) -> None:
     """No overlapping runs, no job waiting past its bound after the faults, no lease lost by a
     healthy host, other jobs claimed while one row is locked, no thread death, and every stop()
-    returned within its timeout, while hosts and links failed at random."""
+    returned within its timeout, and no run recorded twice in the history, while hosts and
+    links failed at random."""
     report = _soak(server_db, tmp_path)
     details = report.details()
     print(details)
@@ -89,4 +90,6 @@ def test_a_cluster_under_faults_keeps_its_promises(server_db: TestDatabase, tmp_
     assert [] == report.deaths, details
     assert [] == report.hung, details
     assert [] == [s for s in report.stops if s[1] > report.config.stop_timeout + 2], details
+    assert report.history_rows, details  # the hosts recorded their runs
+    assert [] == report.history_twice, details
     assert [] == report.broken, details

@@ -177,7 +177,7 @@ def test_a_batch_whose_commit_reply_was_lost_is_written_once(db: TestDatabase) -
 
 def test_a_batch_written_again_is_written_only_if_it_did_not_land(db: TestDatabase) -> None:
     """``write_batch(again=True)``: nothing when the batch is in the table (found by its first
-    and last rows; a distributed start by its claim id, whatever its time); the whole batch
+    and last rows; a distributed start by its job and claim id, whatever its time); the whole batch
     when it is not, also when an earlier batch holds a row with the same values."""
     tables = HistoryTables(db.table_prefix)
     store = JobStore(db.url, table_prefix=db.table_prefix)

@@ -1,0 +1,64 @@
+"""History batches of distributed runs claimed together: one batched claim gives every row it
+won the same claim id, so the writer tells runs apart by job and claim id."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from recurjobs._historyrec import End, HistoryQueue, Record, Start
+from recurjobs.sql import JobStore
+from recurjobs.sql._history import HistoryTables, read_history
+from recurjobs.sql._historywriter import HistoryWriter
+from tests.dbs import TestDatabase
+
+
+@pytest.fixture
+def writer(db: TestDatabase) -> Iterator[HistoryWriter]:
+    tables = HistoryTables(db.table_prefix)
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    tables.metadata.create_all(store.engine)
+    yield HistoryWriter(queue=HistoryQueue(100), store=store, tables=tables, host="me")
+    store.dispose()
+
+
+def _outcomes(writer: HistoryWriter) -> list[tuple[str, str, bool]]:
+    """(job, outcome, has an end) of every row, by job."""
+    runs = read_history(writer.store.engine, writer.tables.prefix, limit=100)
+    return sorted((r.job, r.outcome, r.ended_at is not None) for r in runs)
+
+
+def _end(job: str, claim: str, started: float, outcome: str) -> End:
+    return End(job, claim, "schedule", started, time.monotonic(), outcome, None)
+
+
+def test_runs_of_one_claim_id_ending_in_later_batches_update_their_own_rows(
+    writer: HistoryWriter,
+) -> None:
+    """Two runs started by one batched claim, each ending in a batch of its own: each end
+    completes its own start row; no whole row is added beside an open one."""
+    now = time.monotonic()
+    starts: list[Record] = [Start("a", "c1", "schedule", now), Start("b", "c1", "schedule", now)]
+    writer._write(starts)
+    assert [("a", "running", False), ("b", "running", False)] == _outcomes(writer)
+    writer._write([_end("a", "c1", now, "executed")])
+    writer._write([_end("b", "c1", now, "failed")])
+    assert [("a", "executed", True), ("b", "failed", True)] == _outcomes(writer)
+
+
+def test_runs_of_one_claim_id_in_one_batch_pair_each_start_with_its_own_end(
+    writer: HistoryWriter,
+) -> None:
+    """Starts and ends of two runs of one claim id in a single batch: one whole row per run,
+    each with its own outcome."""
+    now = time.monotonic()
+    batch: list[Record] = [
+        Start("x", "c2", "schedule", now),
+        Start("y", "c2", "schedule", now),
+        _end("y", "c2", now, "canceled"),
+        _end("x", "c2", now, "executed"),
+    ]
+    writer._write(batch)
+    assert [("x", "executed", True), ("y", "canceled", True)] == _outcomes(writer)
