@@ -21,7 +21,8 @@ Then a quiet phase (longest ``period + max_execution_time + 2 x poll`` plus 3 s)
 all. The shared run log is checked for: overlapping runs of one job, the longest wait of each
 job after the faults stopped (promise: ``period + max_execution_time + 2 x poll``), thread
 deaths, and ``stop()`` durations (promise: within its timeout + 2 s). The hosts record run
-history; afterwards no run (job and claim id) may have two rows in it.
+history; afterwards no run (job and claim id) may have two rows in it, and each row of a host no
+fault touched must match a logged run (start and end within 1 s).
 
 Usage::
 

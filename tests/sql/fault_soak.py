@@ -57,6 +57,8 @@ LOCKHOLD_ARMED = 10.0  # a lockhold waits this long at most for a claim to hold
 # A host frozen past its lease may run on this long after it wakes (its watchdog must cancel
 # the run at once: the claim could not be renewed in time).
 WAKE_SLACK = 0.5
+# A history row of a run matches the logged run when its start and end are this close (s).
+HISTORY_SLACK = 1.0
 _WEIGHTS = {
     "drop": 2,
     "stall": 2,
@@ -196,6 +198,7 @@ class Report:
     broken: list[str] = field(default_factory=list)
     history_rows: int | None = None  # rows of run history the hosts wrote (None: history off)
     history_twice: list[tuple[str, int]] = field(default_factory=list)
+    history_strays: list[str] = field(default_factory=list)
 
     def rel(self, t: float) -> float:
         return t - self.t0
@@ -229,9 +232,10 @@ class Report:
             "stop() max": f"{stop_max:.2f} s (n={len(self.stops)}, False {false_stops}, "
             f"hung {len(self.hung)})",
             "lease losses (link healthy)": f"{len(self.lost)} ({healthy_lost})",
-            "history rows (runs twice)": "off"
+            "history rows (runs twice, rows matching no run)": "off"
             if self.history_rows is None
-            else f"{self.history_rows} ({len(self.history_twice)})",
+            else f"{self.history_rows} ({len(self.history_twice)}, "
+            f"{len(self.history_strays)} matching no run)",
             "verdict": "ok" if not self.broken else f"BROKEN ({len(self.broken)})",
         }
 
@@ -281,6 +285,8 @@ class Report:
         lines.append(f"## start() failures: {self.start_failures}")
         lines.append(f"## run history rows: {self.history_rows}; runs with several rows")
         lines.extend([f"{claim}: {n} rows" for claim, n in self.history_twice] or ["none"])
+        lines.append(f"## history rows matching no logged run (within {HISTORY_SLACK} s)")
+        lines.extend(self.history_strays or ["none"])
         lines.append("## ERROR log records (count, message)")
         lines.extend(f"{n} x {m}" for m, n in self.errors.most_common(15))
         lines.extend(["## worker exits", *self.exits])
@@ -737,7 +743,50 @@ def analyse(
         f"history: the run {claim} has {n} rows (a batch written twice)"
         for claim, n in report.history_twice
     )
+    if history is not None:
+        logged: Logged = defaultdict(list)
+        for key, start in starts.items():
+            end_of = ends.get(key)
+            logged[(key[0], key[1])].append((start, None if end_of is None else end_of[0]))
+        report.history_strays = _history_strays(history.get("all", []), logged, report)
+        report.broken.extend(f"history: {stray}" for stray in report.history_strays)
     return report
+
+
+Logged = dict[tuple[str, int], list[tuple[float, float | None]]]  # (job, pid) -> (start, end)
+
+
+def _history_strays(rows: list[list[Any]], logged: Logged, r: Report) -> list[str]:
+    """The history rows of runs on hosts no fault touched that match no logged run of that job
+    on that host: its start, and its end when the row has one, within HISTORY_SLACK seconds
+    (the history's times are on the database clock, the log's on the host's: one machine)."""
+    strays: list[str] = []
+    for job, host, started_ms, ended_ms in rows:
+        try:
+            pid = int(str(host).split(":")[-2])
+        except (IndexError, ValueError):
+            strays.append(f"{job}: a row with the host {host!r}, which names no process")
+            continue
+        started = started_ms / 1000
+        ended = None if ended_ms is None else ended_ms / 1000
+        times = [started] if ended is None else [started, ended]
+        if not all(_healthy(r.faults, pid, r.slots, t, r.config) for t in times):
+            continue
+        if not any(_fits(run, started, ended) for run in logged.get((job, pid), [])):
+            end_text = "open" if ended is None else f"ended {r.rel(ended):.3f}"
+            strays.append(
+                f"{job} on pid {pid} ({r.slots.get(pid, '?')}) started {r.rel(started):.3f}, "
+                f"{end_text}: no logged run of that job on that host matches"
+            )
+    return strays
+
+
+def _fits(run: tuple[float, float | None], started: float, ended: float | None) -> bool:
+    """Whether a history row (``started``, ``ended``) is the logged ``run`` (start, end)."""
+    start, end = run
+    if abs(start - started) > HISTORY_SLACK:
+        return False
+    return ended is None or (end is not None and abs(end - ended) <= HISTORY_SLACK)
 
 
 def _history_rows(c: SoakConfig) -> dict[str, Any]:
@@ -759,6 +808,10 @@ def _history_rows(c: SoakConfig) -> dict[str, Any]:
                 .group_by(runs.c.job, runs.c.claim_id)
                 .having(func.count() > 1)
             )
+            every = select(runs.c.job, runs.c.host, runs.c.started_ms, runs.c.ended_ms)
+            rows_all = [
+                [j, h, int(s), None if e is None else int(e)] for j, h, s, e in conn.execute(every)
+            ]
             found = conn.execute(twice).all()
             shown = []
             for job, claim, n in found:
@@ -768,7 +821,7 @@ def _history_rows(c: SoakConfig) -> dict[str, Any]:
                     for r in conn.execute(same.order_by(runs.c.id))
                 ]
                 shown.append([f"{job} {claim}: " + " | ".join(rows_of), int(n)])
-            return {"rows": int(rows), "twice": shown}
+            return {"rows": int(rows), "twice": shown, "all": rows_all}
     finally:
         engine.dispose()
 
