@@ -1,5 +1,6 @@
-"""History batches of distributed runs claimed together: one batched claim gives every row it
-won the same claim id, so the writer tells runs apart by job and claim id."""
+"""History batches of distributed runs: runs claimed together share one claim id, so the writer
+tells runs apart by job and claim id; their times are placed on the database clock by a
+reading that a held-up round trip does not skew."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Connection, event
 
 from recurjobs._historyrec import End, HistoryQueue, Record, Start
 from recurjobs.sql import JobStore
-from recurjobs.sql._history import HistoryTables, read_history
+from recurjobs.sql._history import HistoryTables, _db_offset, read_history
 from recurjobs.sql._historywriter import HistoryWriter
 from tests.dbs import TestDatabase
 
@@ -62,3 +64,39 @@ def test_runs_of_one_claim_id_in_one_batch_pair_each_start_with_its_own_end(
     ]
     writer._write(batch)
     assert [("x", "executed", True), ("y", "canceled", True)] == _outcomes(writer)
+
+
+def test_a_held_up_clock_reading_is_taken_again(writer: HistoryWriter) -> None:
+    """The batch's first reading of the database clock reaches the server 0.4 s late (as behind
+    a stalled network): the offset used comes from a quick reading, not from one that is off by
+    half the delay (which placed a run's start after its end in the fault soak)."""
+    held: list[bool] = []
+
+    def hold(*_: object) -> None:
+        if not held:
+            held.append(True)
+            time.sleep(0.4)
+
+    with writer.store.engine.connect() as conn:
+        reference = _quickest_offset(conn)
+        event.listen(conn, "before_cursor_execute", hold)
+        offset = _db_offset(conn)
+        event.remove(conn, "before_cursor_execute", hold)
+    assert held
+    assert abs(offset - reference) < 100.0, (offset, reference)  # ms; skewed by ~200 before
+
+
+def _quickest_offset(conn: Connection) -> float:
+    """The database-clock offset (ms) from the quickest of ten readings."""
+    return min((_timed_offset(conn) for _ in range(10)), key=lambda r: r[0])[1]
+
+
+def _timed_offset(conn: Connection) -> tuple[float, float]:
+    from sqlalchemy import select
+
+    from recurjobs.sql._clockexpr import db_now_ms
+
+    before = time.monotonic()
+    db_ms = int(conn.execute(select(db_now_ms())).scalar_one())
+    after = time.monotonic()
+    return after - before, db_ms - (before + after) * 500.0
