@@ -22,7 +22,8 @@ all. The shared run log is checked for: overlapping runs of one job, the longest
 job after the faults stopped (promise: ``period + max_execution_time + 2 x poll``), thread
 deaths, and ``stop()`` durations (promise: within its timeout + 2 s). The hosts record run
 history; afterwards no run (job and claim id) may have two rows in it, and each row of a host no
-fault touched must match a logged run (start and end within 1 s).
+fault touched must match a logged run (start and end within 1 s); every run of a host whose final
+``stop()`` returned True must have its row.
 
 Usage::
 

@@ -199,6 +199,7 @@ class Report:
     history_rows: int | None = None  # rows of run history the hosts wrote (None: history off)
     history_twice: list[tuple[str, int]] = field(default_factory=list)
     history_strays: list[str] = field(default_factory=list)
+    history_missing: list[str] = field(default_factory=list)
 
     def rel(self, t: float) -> float:
         return t - self.t0
@@ -232,10 +233,10 @@ class Report:
             "stop() max": f"{stop_max:.2f} s (n={len(self.stops)}, False {false_stops}, "
             f"hung {len(self.hung)})",
             "lease losses (link healthy)": f"{len(self.lost)} ({healthy_lost})",
-            "history rows (runs twice, rows matching no run)": "off"
+            "history rows (runs twice, matching no run, missing)": "off"
             if self.history_rows is None
             else f"{self.history_rows} ({len(self.history_twice)}, "
-            f"{len(self.history_strays)} matching no run)",
+            f"{len(self.history_strays)} matching no run, {len(self.history_missing)} missing)",
             "verdict": "ok" if not self.broken else f"BROKEN ({len(self.broken)})",
         }
 
@@ -287,6 +288,8 @@ class Report:
         lines.extend([f"{claim}: {n} rows" for claim, n in self.history_twice] or ["none"])
         lines.append(f"## history rows matching no logged run (within {HISTORY_SLACK} s)")
         lines.extend(self.history_strays or ["none"])
+        lines.append("## logged runs of cleanly stopped hosts with no history row")
+        lines.extend(self.history_missing or ["none"])
         lines.append("## ERROR log records (count, message)")
         lines.extend(f"{n} x {m}" for m, n in self.errors.most_common(15))
         lines.extend(["## worker exits", *self.exits])
@@ -750,6 +753,8 @@ def analyse(
             logged[(key[0], key[1])].append((start, None if end_of is None else end_of[0]))
         report.history_strays = _history_strays(history.get("all", []), logged, report)
         report.broken.extend(f"history: {stray}" for stray in report.history_strays)
+        report.history_missing = _history_missing(history.get("all", []), logged, report)
+        report.broken.extend(f"history: {missing}" for missing in report.history_missing)
     return report
 
 
@@ -762,9 +767,8 @@ def _history_strays(rows: list[list[Any]], logged: Logged, r: Report) -> list[st
     (the history's times are on the database clock, the log's on the host's: one machine)."""
     strays: list[str] = []
     for job, host, started_ms, ended_ms in rows:
-        try:
-            pid = int(str(host).split(":")[-2])
-        except (IndexError, ValueError):
+        pid = _pid_of(host)
+        if pid is None:
             strays.append(f"{job}: a row with the host {host!r}, which names no process")
             continue
         started = started_ms / 1000
@@ -779,6 +783,37 @@ def _history_strays(rows: list[list[Any]], logged: Logged, r: Report) -> list[st
                 f"{end_text}: no logged run of that job on that host matches"
             )
     return strays
+
+
+def _history_missing(rows: list[list[Any]], logged: Logged, r: Report) -> list[str]:
+    """The logged runs of hosts whose final stop() returned True (everything queued was
+    written) that have no history row: started within HISTORY_SLACK seconds, same job, same
+    host."""
+    flushed = {pid for pid, _, result, when in r.stops if when == "final" and result == "True"}
+    starts: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for job, host, started_ms, _ in rows:
+        pid = _pid_of(host)
+        if pid in flushed:
+            starts[(job, pid)].append(started_ms / 1000)
+    missing: list[str] = []
+    for (job, pid), runs in sorted(logged.items()):
+        if pid not in flushed:
+            continue
+        for start, _ in runs:
+            if not any(abs(start - s) <= HISTORY_SLACK for s in starts.get((job, pid), [])):
+                missing.append(
+                    f"{job} on pid {pid} ({r.slots.get(pid, '?')}) started {r.rel(start):.3f}: "
+                    "no history row, although its host stopped cleanly"
+                )
+    return missing
+
+
+def _pid_of(host: object) -> int | None:
+    """The process id in a host identity (``name:pid:suffix``)."""
+    try:
+        return int(str(host).split(":")[-2])
+    except (IndexError, ValueError):
+        return None
 
 
 def _fits(run: tuple[float, float | None], started: float, ended: float | None) -> bool:

@@ -93,4 +93,5 @@ def test_a_cluster_under_faults_keeps_its_promises(server_db: TestDatabase, tmp_
     assert report.history_rows, details  # the hosts recorded their runs
     assert [] == report.history_twice, details
     assert [] == report.history_strays, details  # each row is a run that happened, as it did
+    assert [] == report.history_missing, details  # a host that stopped cleanly lost no record
     assert [] == report.broken, details
