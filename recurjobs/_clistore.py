@@ -92,16 +92,16 @@ def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
     from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
     from recurjobs.sql import JobStore
+    from recurjobs.sql._shared import in_memory
 
     try:
         parsed = check_database_url(url, source)
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), bad_input=True) from None
     shown = mask_url_text(url)
-    in_memory = parsed.database in (None, "", ":memory:")
     if (
         parsed.get_backend_name() == "sqlite"
-        and not in_memory
+        and not in_memory(parsed)
         and not os.path.exists(str(parsed.database))
     ):
         raise CommandError(f"no SQLite database file at {shown}", bad_input=True)

@@ -108,11 +108,11 @@ def _check_reachable(url: str) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
+    from recurjobs.sql._shared import in_memory
     from recurjobs.sql._urls import make_engine
 
     parsed = check_database_url(url)
-    in_memory = parsed.database in (None, "", ":memory:")
-    on_file = parsed.get_backend_name() == "sqlite" and not in_memory
+    on_file = parsed.get_backend_name() == "sqlite" and not in_memory(parsed)
     if on_file and not os.path.exists(str(parsed.database)):
         raise CommandError(f"no SQLite database file at {mask_url_text(url)}", bad_input=True)
     try:

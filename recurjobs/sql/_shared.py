@@ -19,18 +19,23 @@ import threading
 import weakref
 from collections.abc import Iterator
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import Pool
 
-__all__ = ["exclusive", "is_shared", "shared_lock"]
+__all__ = ["exclusive", "in_memory", "is_shared", "shared_lock"]
 
 _locks: weakref.WeakKeyDictionary[Pool, threading.RLock] = weakref.WeakKeyDictionary()
 _registry = threading.Lock()
 
 
+def in_memory(url: URL) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``)."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
 def is_shared(engine: Engine) -> bool:
     """Whether ``engine`` is an in-memory SQLite database (one connection every user shares)."""
-    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+    return in_memory(engine.url)
 
 
 def shared_lock(engine: Engine) -> threading.RLock | None:

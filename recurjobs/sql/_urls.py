@@ -28,6 +28,7 @@ from recurjobs.sql._bounds import (
     to_ms,
 )
 from recurjobs.sql._pool import POOL_SETTINGS, configure_pool
+from recurjobs.sql._shared import in_memory
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -301,7 +302,7 @@ def _make(url: URL, limit_ms: int, *, autocommit: bool) -> Engine:
     backend = url.get_backend_name()
     if backend == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False}
-        if url.database in (None, "", ":memory:"):
+        if in_memory(url):
             kwargs["poolclass"] = StaticPool
     elif _bounded(url):
         kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
