@@ -205,5 +205,8 @@ def test_a_batch_written_again_is_written_only_if_it_did_not_land(db: TestDataba
         write([_recurring("e", now, now + 1), started], again=True)
         write([_recurring("e", now, now + 1), started], again=True)
         assert ["a", "a", "b", "c", "d", "e"] == _jobs_in(store.engine, prefix)
+        # Three identical rows, two of which the table holds already: counted, so written.
+        write([_recurring("a", now, now + 1)] * 3, again=True)
+        assert ["a"] * 5 + ["b", "c", "d", "e"] == _jobs_in(store.engine, prefix)
     finally:
         store.dispose()

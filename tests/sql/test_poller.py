@@ -281,6 +281,7 @@ def test_housekeeping_runs_beside_the_slots_and_takes_none(harness: MakeHarness)
 
 
 def test_the_history_pruning_job_is_housekeeping() -> None:
+    """The job the host registers for pruning carries the marker the poller reads."""
     from recurjobs.sql._historyhost import HistoryPruneJob
     from recurjobs.sql._poller import HOUSEKEEPING
 
