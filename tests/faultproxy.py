@@ -107,6 +107,14 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
 
 
+def _commits_after(pair: _Pair, chunk: bytes, marker: bytes) -> bool:
+    """Whether ``chunk``, sent by ``pair``'s client, commits after the client sent ``marker``
+    (in this chunk or an earlier one)."""
+    if marker in chunk:
+        pair.saw_marker = True
+    return pair.saw_marker and b"COMMIT" in chunk.upper()
+
+
 class _Pair:
     """One proxied connection: the client's socket, the upstream socket and their buffers."""
 
@@ -483,9 +491,7 @@ class FaultProxy:
         """Hold ``pair`` if it sent the armed marker before and this chunk commits."""
         assert self._hold is not None
         seconds, marker, _ = self._hold
-        if marker in chunk:
-            pair.saw_marker = True
-        if pair.saw_marker and b"COMMIT" in chunk.upper():
+        if _commits_after(pair, chunk, marker):
             pair.held_until = time.monotonic() + seconds
             self._hold = None
             self._note(f"holding a COMMIT for {seconds:g} s")
@@ -499,9 +505,7 @@ class FaultProxy:
             self._lose = None
             self._note("no COMMIT came to lose its reply")
             return
-        if marker in chunk:
-            pair.saw_marker = True
-        if pair.saw_marker and b"COMMIT" in chunk.upper():
+        if _commits_after(pair, chunk, marker):
             pair.lose_reply = True
             self._lose = None
 

@@ -178,6 +178,27 @@ def test_hold_commit_holds_only_the_connection_that_commits_after_the_marker(
     ]
 
 
+def test_lose_commit_reply_resets_the_committing_connection_when_the_reply_comes(
+    proxy: FaultProxy,
+) -> None:
+    """lose_commit_reply() forwards the marked connection's COMMIT, then drops the server's
+    answer and resets that connection; other connections and commits pass."""
+    with _connect(proxy) as other, _connect(proxy) as marked:
+        proxy.lose_commit_reply(after=b"mark")
+        assert b"UPDATE t SET mark=1" == _roundtrip(marked, b"UPDATE t SET mark=1")
+        assert b"SELECT 1; commit" == _roundtrip(other, b"SELECT 1; commit")  # no marker
+        marked.sendall(b"commit")
+        try:
+            answer = marked.recv(10)
+        except ConnectionResetError:
+            answer = b""
+        assert b"" == answer  # the echo (the server's answer) never arrives
+        assert b"still free" == _roundtrip(other, b"still free")
+    assert ["lost the reply to a COMMIT"] == [
+        what for _, what in proxy.log if what.startswith("lost")
+    ]
+
+
 def test_refuse_refuses_then_listens_again_on_the_same_port(proxy: FaultProxy) -> None:
     """refuse(0.5) resets open connections, refuses new ones, then accepts on the same port."""
     port = proxy.port
