@@ -29,7 +29,7 @@ __all__ = ["Done", "End", "HistoryQueue", "Recorder", "Start"]
 ErrorInfo = traceback.TracebackException | str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field, per run
 class Done:
     """A whole recurring run (or a distributed one whose start was dropped)."""
 
@@ -101,9 +101,13 @@ class HistoryQueue:
 
     def take(self, limit: int) -> list[Record]:
         """Up to ``limit`` records, oldest first (removed from the queue)."""
-        with self._lock:
-            count = min(limit, len(self._items))
-            return [self._items.popleft() for _ in range(count)]
+        with self._lock:  # held briefly: a run thread's put() may be waiting
+            items = self._items
+            if len(items) <= limit:
+                self._items = deque()
+            else:
+                items = deque(items.popleft() for _ in range(limit))
+        return list(items)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -157,26 +161,31 @@ class Recorder:
     def recurring(
         self,
         job: object,
-        *,
         manual: bool,
         started: datetime,
         ended: datetime,
         outcome: str,
         error: BaseException | None,
+        /,
     ) -> None:
+        # Runs on every run thread at every run: kept to one frame (the name cache inlined).
         queue = self.queue
         if queue is None or (outcome == "ignored" and not self._record_ignored):
             return
-        if self._skip(job):
-            return
+        known = self._names.get(id(job))
+        name = known[1] if known is not None and known[0] is job else None
+        if name is None:  # a skipped job never enters the cache, so a cached one is recorded
+            if self._skip(job):
+                return
+            name = self._job_name(job)
         queue.put(
             Done(
                 "recurring",
-                self._job_name(job),
+                name,
                 None,
                 MANUAL if manual else SCHEDULE,
-                _ms(started),
-                _ms(ended),
+                round(started.timestamp() * 1000),
+                round(ended.timestamp() * 1000),
                 outcome,
                 None if error is None else _capture(error),
             )

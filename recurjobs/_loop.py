@@ -443,15 +443,24 @@ class JobRunner:
         outcome: str,
         error: BaseException | None,
     ) -> None:
-        """Tell the run history (through the guard: a broken sink is logged, never fatal)."""
+        """Tell the run history (through the guard: a broken sink is logged, never fatal).
+        Positional arguments and a bound method for the log line's name: no closures are
+        built on this per-run path."""
         ended = self._clock.now()
         call_user(
-            lambda: f"recording a run of {self.name} in the history",
-            lambda: sink.recurring(
-                self.job, manual=manual, started=started, ended=ended, outcome=outcome, error=error
-            ),
+            self._recording,
+            sink.recurring,
+            self.job,
+            manual,
+            started,
+            ended,
+            outcome,
+            error,
             default=None,
         )
+
+    def _recording(self) -> str:
+        return f"recording a run of {self.name} in the history"
 
     def _admit(self) -> bool:
         """Whether the run may start now (no stop began); marks it running if so."""

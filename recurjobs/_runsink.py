@@ -28,14 +28,15 @@ class RunSink(Protocol):
     def recurring(
         self,
         job: object,
-        *,
         manual: bool,
         started: datetime,
         ended: datetime,
         outcome: str,
         error: BaseException | None,
+        /,
     ) -> None:
-        """A recurring run ended (host-clock times; ``outcome`` as in the history table)."""
+        """A recurring run ended (host-clock times; ``outcome`` as in the history table).
+        Positional: it is called at every run of every job."""
 
     def claimed(self, job: object, *, claim_id: str, manual: bool) -> object:
         """A distributed run was claimed and begins; returns a handle for :meth:`ended`."""

@@ -49,6 +49,43 @@ def test_system_exit_from_run_is_a_failure_and_the_loop_lives(
     assert [kind] * 4 == [type(n.exception) for n in failed]
 
 
+class _BrokenSink:
+    """A run sink whose every method raises ``kind``: stands for a bug in the recorder."""
+
+    def __init__(self, kind: type[BaseException]) -> None:
+        self.kind = kind
+        self.calls = 0
+
+    def recurring(self, job: object, *_facts: object) -> None:
+        self.calls += 1
+        raise self.kind()
+
+    def claimed(self, job: object, **_facts: object) -> object:
+        raise self.kind()
+
+    def ended(self, handle: object, **_facts: object) -> None:
+        raise self.kind()
+
+
+@pytest.mark.parametrize("kind", [RuntimeError, KeyboardInterrupt])
+def test_a_sink_that_raises_is_logged_and_the_runs_go_on(
+    clock: ManualClock, kind: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever the history's sink raises at a run (a bug in the recorder) is logged through
+    the guard and the loop keeps its schedule."""
+    job = TimedJob(clock, minutes(5))
+    host = JobHost([job], clock=clock)
+    sink = _BrokenSink(kind)
+    host._publisher.sink = sink
+    with host:
+        walk_to(clock, 10)
+    assert [0, 5, 10] == job.starts
+    assert 3 == sink.calls
+    failures = [r for r in caplog.records if "in the history raised" in r.getMessage()]
+    assert 3 == len(failures)
+    assert all(r.exc_info and r.exc_info[0] is kind for r in failures)
+
+
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
 def test_system_exit_from_a_handler_is_swallowed(
     clock: ManualClock, kind: type[BaseException]
