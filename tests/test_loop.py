@@ -127,6 +127,29 @@ def test_period_change_while_waiting_applies_at_once(clock: ManualClock) -> None
     assert [0, 10, 20, 30] == job.starts
 
 
+def test_period_change_during_the_initial_delay_keeps_the_first_run(clock: ManualClock) -> None:
+    """A job thread's first wait comes straight from start()'s plan; a period change during it
+    wakes the thread, keeps the first run at the end of the delay and sets the cadence after."""
+    job = TimedJob(clock, minutes(60), delay=minutes(30))
+    with JobHost([job], clock=clock):
+        clock.wait_for_waiters(1)
+        walk_to(clock, 10)
+        job.period = minutes(10)
+        walk_to(clock, 55)
+    assert [30, 40, 50] == job.starts
+
+
+def test_stop_during_the_initial_delay_ends_the_thread_at_once(clock: ManualClock) -> None:
+    """stop() while every thread is in its first wait (a day's delay) ends them all without
+    the clock moving."""
+    jobs = [TimedJob(clock, minutes(5), delay=timedelta(days=1)) for _ in range(20)]
+    host = JobHost(jobs, clock=clock)
+    host.start()
+    clock.wait_for_waiters(20)
+    assert host.stop(timeout=10)
+    assert all(job.starts == [] for job in jobs)
+
+
 def test_period_change_during_a_run_applies_to_the_next_wait(clock: ManualClock) -> None:
     """A period set while the job runs decides the very next wait."""
 
