@@ -562,7 +562,7 @@ def run(quick: bool) -> list[Row]:
                 f"SQL statements per idle poll (engine events; max {most:.0f}; {rs[-1]['what']})",
                 "",
                 col(rs, "statements"),
-                # One per poll, plus the paused-flag read every 5 s (_poller): 1.01 at 50 ms.
+                # One per poll, plus the paused-flag read every 5 s (_rowview): 1.01 at 50 ms.
                 limit=1.05,
             )
         )
