@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from typing import Any
 
 from recurjobs._guard import call_user
 from recurjobs._maindom import MainDom
 from recurjobs._roles import IgnoreReason, ServerRole
+from recurjobs._validate import callable_
 
-__all__ = ["Gates", "role_source"]
+__all__ = ["Gates", "host_gates", "role_service", "role_source"]
 
 logger = logging.getLogger("recurjobs")
 
@@ -24,6 +26,17 @@ def role_source(value: object) -> RoleSource:
     if callable(value):
         return value
     raise TypeError(f"server_role must be a ServerRole or a callable returning one, got {value!r}")
+
+
+def role_service(value: object) -> Any:
+    """The ``JobHost(server_role=...)`` with a life of its own, or None.
+
+    A role source with ``start``, ``stop`` and ``join`` (recurjobs.sql.DatabaseServerRoles) is
+    started and stopped with the host.
+    """
+    if all(callable(getattr(value, m, None)) for m in ("start", "stop", "join")):
+        return value
+    return None
 
 
 def main_dom_source(value: object) -> MainDom | None:
@@ -41,6 +54,28 @@ def main_dom_source(value: object) -> MainDom | None:
     if isinstance(value, MainDom):
         return value
     raise TypeError(f"main_dom must be None, True, a str key or a MainDom, got {value!r}")
+
+
+def host_gates(
+    runtime_ready: object,
+    server_role: ServerRole | RoleSource,
+    main_dom: object,
+    *,
+    elect: bool,
+    role: RoleSource,
+) -> Gates:
+    """The gates of ``JobHost(runtime_ready=..., server_role=..., main_dom=...)``.
+
+    ``role`` is the host's current role. A fixed role without an election (``elect``) is
+    handed to the gates as it is instead (no call per run).
+    """
+    ready = callable_(runtime_ready, "runtime_ready") if runtime_ready is not None else None
+    fixed = isinstance(server_role, ServerRole) and not elect
+    return Gates(
+        runtime_ready=ready,  # type: ignore[arg-type]
+        server_role=server_role if fixed else role,
+        main_dom=main_dom_source(main_dom),
+    )
 
 
 class Gates:

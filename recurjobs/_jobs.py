@@ -14,7 +14,15 @@ from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
 from recurjobs._token import CancellationToken
 from recurjobs._validate import duration, schedule
 
-__all__ = ["DistributedJob", "RecurringJob", "Signal", "TriggerableJob", "job_name"]
+__all__ = [
+    "DistributedJob",
+    "RecurringJob",
+    "Signal",
+    "TriggerableJob",
+    "check_recurring",
+    "is_distributed",
+    "job_name",
+]
 
 
 class Signal:
@@ -175,6 +183,24 @@ class DistributedJob(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={getattr(self, 'name', None)!r})"
+
+
+def is_distributed(job: object) -> bool:
+    """Whether a host runs ``job`` as a distributed job: a DistributedJob, or (duck typing) an
+    object with ``execute`` that is not a RecurringJob."""
+    if isinstance(job, DistributedJob):
+        return True
+    return not isinstance(job, RecurringJob) and callable(getattr(job, "execute", None))
+
+
+def check_recurring(job: object) -> None:
+    """Validate a recurring job's run method, period and delays (duck typing allowed)."""
+    if not callable(getattr(job, "run", None)):
+        raise TypeError(f"job must have a run(token) method, got {job!r}")
+    schedule(getattr(job, "period", None), "period")
+    for attr in ("delay", "ignored_delay"):
+        if hasattr(job, attr):
+            duration(getattr(job, attr), attr)
 
 
 def check_distributed(job: object) -> None:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from recurjobs._jobs import job_name
+from recurjobs._settings import DistributedJobSettings
 
-__all__ = ["Target", "resolve", "set_row_paused"]
+__all__ = ["Target", "resolve", "set_host_row_paused", "set_row_paused"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,7 @@ def resolve(
         found = [j for j in distributed if j is job]
     if len(found) > 1:
         names = ", ".join(repr(getattr(j, "name", "?")) for j in found)
-        raise ValueError(
-            f"{job!r} matches several distributed jobs ({names}); pause them by name"
-        )
+        raise ValueError(f"{job!r} matches several distributed jobs ({names}); pause them by name")
     if found:
         return Target(mine, getattr(found[0], "name"), found[0])  # noqa: B009
     return Target(mine, None, None)
@@ -89,3 +88,34 @@ def set_row_paused(store: Any, name: str, job: object | None, paused: bool) -> b
         return True  # no row: nothing is paused, and the job is known
     store.ensure([job])
     return bool(store.set_paused(name, paused))
+
+
+def set_host_row_paused(
+    name: str,
+    job: object | None,
+    paused: bool,
+    *,
+    sql: Any,
+    database: Any,
+    settings: DistributedJobSettings,
+) -> bool:
+    """:func:`set_row_paused` for a host: through its own store while it runs (``sql``, its SQL
+    side, which then shows the change in ``status()`` at once), else through a short-lived
+    store on ``database``."""
+    if sql is not None:
+        done = set_row_paused(sql.store, name, job, paused)
+        if done:
+            sql.note_paused(name, paused)
+        return done
+    from recurjobs.sql._integration import statement_timeout
+    from recurjobs.sql._store import JobStore
+
+    store = JobStore(
+        database,
+        table_prefix=settings.table_prefix,
+        statement_timeout=statement_timeout(settings),
+    )
+    try:
+        return set_row_paused(store, name, job, paused)
+    finally:
+        store.dispose()

@@ -92,6 +92,30 @@ def seconds_or_none(value: object, name: str) -> float | None:
     return None if seconds > threading.TIMEOUT_MAX else seconds
 
 
+def seconds(value: object, name: str) -> float:
+    """A number of seconds, at least zero (``JobHost``'s start and exit timeouts)."""
+    number = seconds_or_none(value, name)
+    if number is None:
+        raise TypeError(f"{name} must be a number of seconds, got None")
+    return number
+
+
+def database(value: object) -> object:
+    """Check ``JobHost(database=...)``: None, an SQLAlchemy Engine or a database URL string."""
+    if value is not None and not isinstance(value, str) and not _is_engine(value):
+        raise TypeError(f"database must be a URL string or an SQLAlchemy Engine, got {value!r}")
+    if isinstance(value, str):
+        # Imported here: an app without a database never loads SQLAlchemy.
+        from recurjobs.sql._urls import check_url
+
+        check_url(value)
+    return value
+
+
+def _is_engine(value: object) -> bool:
+    return type(value).__name__ == "Engine" and hasattr(value, "dialect")
+
+
 def instance(value: object, kind: type[T], name: str) -> T:
     """Return ``value`` if it is a ``kind``, else raise a TypeError naming ``name``."""
     if not isinstance(value, kind):

@@ -3,11 +3,11 @@
 ``JobHost.start()`` imports this module only when the host has distributed jobs or
 ``elect_server_role=True``, so apps without a database never import SQLAlchemy.
 
-``JobHost.stop()`` owns the stop order and calls, in this order: :meth:`HostSql.stop_claiming`
-(never blocks), :meth:`HostSql.wait_runs` (claims and the elected role keep being renewed),
-:meth:`HostSql.hand_back` (pending finishes flushed, threads ended), :meth:`HostSql.resign`
-(the elected role given up), and, after the host released its other resources,
-:meth:`HostSql.dispose`. Deadlines are on ``time.monotonic()``.
+The stop order ``JobHost.stop()`` runs (``recurjobs._shutdown.stop_sequence``) calls, in this
+order: :meth:`HostSql.stop_claiming` (never blocks), :meth:`HostSql.wait_runs` (claims and the
+elected role keep being renewed), :meth:`HostSql.hand_back` (pending finishes flushed, threads
+ended), :meth:`HostSql.resign` (the elected role given up), and, after the host released its
+other resources, :meth:`HostSql.dispose`. Deadlines are on ``time.monotonic()``.
 """
 
 from __future__ import annotations
