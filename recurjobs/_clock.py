@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MAX_WAIT", "Clock", "SystemClock", "is_clock"]
+__all__ = ["MAX_WAIT", "Clock", "SystemClock", "bounded", "is_clock"]
 
 MAX_WAIT = 86400.0
 """The longest single wait recurjobs asks of a clock (a day). Longer waits (a period of a
 million days) are waited in chunks, so no duration is too large for ``Event.wait``."""
+
+
+def bounded(left: float) -> float | None:
+    """A wait of ``left`` seconds as one clock wait: None for never, at most ``MAX_WAIT`` (the
+    loop then simply waits again)."""
+    return None if math.isinf(left) else min(left, MAX_WAIT)
 
 
 @runtime_checkable

@@ -3,6 +3,12 @@
 A period plan is kept in the clock's monotonic seconds. A calendar plan (a :class:`Cron` period)
 is a wall-clock instant read against the clock's ``now()``; the host's ``CalendarWatch``
 makes sure a wall clock stepped by NTP or a suspend is noticed within ``RECHECK`` seconds.
+
+This module is the thread: its start, its loop, the period job's wait and the run itself (with
+gates, back-off and notifications), kept together and inline: that path is tuned per run. The
+state the thread shares and the calls other threads make on it (trigger, close, stop, join,
+status) are :class:`~recurjobs._runnerstate.RunnerState`; following a calendar (switching
+between a period and a calendar, the calendar step) is ``_calendarloop.py``.
 """
 
 from __future__ import annotations
@@ -11,43 +17,33 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from recurjobs._clock import MAX_WAIT, Clock
+from recurjobs._calendarloop import calendar_step, switch
+from recurjobs._clock import bounded
 from recurjobs._cron import Cron
-from recurjobs._gates import Gates
 from recurjobs._guard import call_user, run_user
-from recurjobs._jobview import JobView
 from recurjobs._notifications import (
     JobCanceled,
     JobExecuted,
     JobExecuting,
     JobFailed,
     JobIgnored,
-    JobNotification,
     JobStopped,
     JobStopping,
-    Publisher,
 )
 from recurjobs._roles import IgnoreReason
+from recurjobs._runnerstate import Outcome, RunnerState
 from recurjobs._runsink import RunSink
 from recurjobs._schedule import (
-    NextExecution,
-    Plan,
     after_run,
     after_trigger,
-    fire_after_run,
-    fire_after_trigger,
     first_fire,
     initial,
-    next_fire,
     seconds,
 )
-from recurjobs._status import JobStatus
-from recurjobs._token import CancellationToken, JobCancelled
-from recurjobs._watch import RECHECK, CalendarWatch
+from recurjobs._token import JobCancelled
 
 __all__ = ["JobRunner", "Outcome"]
 
@@ -58,26 +54,7 @@ logger = logging.getLogger("recurjobs")
 _MIN_BACKOFF = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Trigger:
-    strategy: NextExecution
-    next_delay: float | None
-    at: float
-    wall: datetime
-
-
-@dataclass(slots=True)
-class Outcome:
-    """Counters and last result of one job, read by ``JobHost.status()``."""
-
-    runs: int = 0
-    failures: int = 0
-    last_start: float | None = None
-    last_outcome: str | None = None
-    running: bool = False
-
-
-class JobRunner:
+class JobRunner(RunnerState):
     """Owns one recurring job's thread. ``trigger``, period changes and the stop calls only set
     state and wake the thread's event; the thread does everything else.
 
@@ -85,50 +62,6 @@ class JobRunner:
     run begin and cancels the token; ``stop()`` publishes ``JobStopping`` and lets the thread
     end. No ``JobExecuting`` follows ``JobStopping``, and ``JobStopped`` follows both.
     """
-
-    def __init__(
-        self,
-        job: object,
-        *,
-        clock: Clock,
-        gates: Gates,
-        publisher: Publisher,
-        watch: CalendarWatch | None = None,
-    ) -> None:
-        self.job = job
-        # Shared by the host's calendar jobs; a runner of its own otherwise (it then always
-        # leads: its waits last at most RECHECK seconds).
-        self._watch = watch if watch is not None else CalendarWatch()
-        self.view = JobView(job)
-        self.name = self.view.name
-        self._clock = clock
-        self._gates = gates
-        self._publisher = publisher
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._pending: _Trigger | None = None
-        self._period_changed = False
-        self._open = True  # a run may begin; False from close() on
-        self._ending = False  # the thread may leave its loop; True from stop() on
-        self._announcing = False  # the thread is publishing JobExecuting
-        self._stopping_owed = False  # stop() came meanwhile: the thread publishes JobStopping
-        self._exited = False
-        self.paused = False  # JobHost.pause(): due runs are ignored with IgnoreReason.PAUSED
-        self._thread: threading.Thread | None = None
-        # The job's change signals start() connected to; the thread disconnects these at its end.
-        self._connected: list[tuple[Any, Callable[[object], None]]] = []
-        self.token = CancellationToken(clock)
-        self.outcome = Outcome()
-        self.plan = Plan(math.inf, None, True)
-        # The calendar in force (None: a period) and its plan: the wall instant of the next
-        # automatic run, None for none.
-        self.cron: Cron | None = None
-        self.fire: datetime | None = None
-        # The loop's own: the schedule read at the end of the last run (the next step uses it
-        # instead of reading again microseconds later), and the last schedule turned into
-        # seconds with its value.
-        self._fresh: timedelta | Cron | None = None
-        self._seconds_of: tuple[object, float] = (None, math.inf)
 
     # ----------------------------------------------------------- called from other threads
     def start(self) -> None:
@@ -148,105 +81,6 @@ class JobRunner:
         for signal, receiver in self._connected:
             call_user(f"{signal!r}.connect", signal.connect, receiver, default=None)
         self._thread.start()
-
-    def trigger(self, strategy: NextExecution, next_delay: timedelta | None) -> bool:
-        """Ask for one extra run as soon as the thread is free; the latest trigger wins."""
-        with self._lock:
-            if not (self._open and self.alive()):
-                return False
-            delay = None if next_delay is None else seconds(next_delay)
-            self._pending = _Trigger(
-                strategy, delay, self._clock.monotonic(), self._clock.now()
-            )
-        self._wake.set()
-        return True
-
-    def close(self) -> None:
-        """Let no new run begin and cancel the token (a running job sees it); never blocks."""
-        with self._lock:
-            self._open = False
-        self.token.cancel()
-
-    def stop(self) -> None:
-        """Publish ``JobStopping``, then let the thread leave its loop and wake it.
-
-        If the thread is publishing ``JobExecuting`` right now, it publishes ``JobStopping``
-        itself right after, so the order per job holds without waiting for its handlers.
-        """
-        with self._lock:
-            self._open = False
-            owed = self._stopping_owed = self._announcing
-        self.token.cancel()
-        if not owed and self._thread is not None:
-            self._publish(JobStopping)
-        with self._lock:
-            self._ending = True
-        self._wake.set()
-
-    def join(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` real seconds for the thread; True when it has ended.
-
-        Never joins the calling thread (False when asked to: it has not ended).
-        """
-        thread = self._thread
-        if thread is None:
-            return True
-        if thread is threading.current_thread():
-            return False
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        """The job's thread (None before ``start()``)."""
-        return self._thread
-
-    def owns(self, thread: threading.Thread) -> bool:
-        """Whether ``thread`` is this runner's thread."""
-        return self._thread is thread
-
-    def alive(self) -> bool:
-        """Whether the thread runs its loop (False before start, after it ended, or if it died)."""
-        return self._thread is not None and self._thread.is_alive() and not self._exited
-
-    def status(self, *, planned: bool) -> JobStatus:
-        """This job's record for ``JobHost.status()``; ``planned``: show the next run."""
-        now_wall, now_mono = self._clock.now(), self._clock.monotonic()
-
-        def wall(mono: float | None) -> datetime | None:
-            if mono is None or math.isinf(mono):
-                return None
-            try:
-                return now_wall + timedelta(seconds=mono - now_mono)
-            except OverflowError:  # further away than datetime reaches: practically never
-                return None
-
-        out = self.outcome
-        alive = self.alive()
-        with self._lock:
-            cron, fire, plan = self.cron, self.fire, self.plan
-        next_run = fire if cron is not None else wall(plan.next)
-        return JobStatus(
-            name=self.name,
-            kind="recurring",
-            period=self.view.period(),
-            next_run=next_run if planned and alive else None,
-            last_start=wall(out.last_start),
-            last_outcome=out.last_outcome,
-            runs=out.runs,
-            failures=out.failures,
-            running=out.running,
-            alive=alive,
-            paused=self.paused,
-        )
-
-    def _on_period_changed(self, _sender: object) -> None:
-        with self._lock:
-            self._period_changed = True
-        self._wake.set()
-
-    def _on_ignored_delay_changed(self, _sender: object) -> None:
-        self._wake.set()
 
     def _signals(self) -> list[tuple[Any, Callable[[object], None]]]:
         pairs: list[tuple[Any, Callable[[object], None]]] = []
@@ -293,7 +127,7 @@ class JobRunner:
         if self.cron is None:
             left = self.plan.next - self._clock.monotonic()
             if left > 0:
-                self._clock.wait(self._wake, _bounded(left))
+                self._clock.wait(self._wake, bounded(left))
 
     def _step(self) -> bool:
         """One iteration: wait, or run once. False when the thread should end."""
@@ -312,16 +146,16 @@ class JobRunner:
         schedule = self._fresh if self._fresh is not None else self.view.period()
         self._fresh = None
         if isinstance(schedule, Cron) or self.cron is not None:
-            self._switch(schedule)
+            switch(self, schedule)
         if self.cron is not None:
-            return self._calendar_step(self.cron, trigger)
+            return calendar_step(self, self.cron, trigger)
         period = self._seconds(schedule)
         if changed:
             self.plan = self.plan.with_period(period)
         now = self._clock.monotonic()
         if trigger is None:
             if now < self.plan.next:
-                self._clock.wait(self._wake, _bounded(self.plan.next - now))
+                self._clock.wait(self._wake, bounded(self.plan.next - now))
                 return True
             end = self._run_once(now, late=now - self.plan.next, manual=False)
             self.plan = after_run(self.plan.next, now, end, self._period_seconds())
@@ -349,65 +183,6 @@ class JobRunner:
             value = seconds(schedule) if isinstance(schedule, timedelta) else math.inf
             self._seconds_of = (schedule, value)
         return value
-
-    def _switch(self, schedule: timedelta | Cron) -> None:
-        """Follow a change between periods and calendars (or to another calendar).
-
-        To a calendar: the next run is the first fire time after the change. Back to a period:
-        the cadence counts from the last run's start (from the change if there was none). A
-        schedule that has not begun (waiting for its first trigger) stays so.
-        """
-        if schedule == self.cron:
-            return
-        begun = self.fire is not None if self.cron is not None else not math.isinf(self.plan.next)
-        if isinstance(schedule, Cron):
-            fire = next_fire(schedule.next_after, self._clock.now()) if begun else None
-            with self._lock:
-                self.cron, self.fire = schedule, fire
-            return
-        now = self._clock.monotonic()
-        last = self.outcome.last_start
-        anchor = last if last is not None else now
-        plan = Plan(math.inf, None, True)
-        if begun:
-            plan = Plan(anchor + seconds(schedule), anchor, False)
-        with self._lock:
-            self.cron, self.fire, self.plan = None, None, plan
-
-    def _calendar_step(self, cron: Cron, trigger: _Trigger | None) -> bool:
-        """One iteration of a calendar job: wait (the watch bounds it), or run once."""
-        now = self._clock.now()
-        if trigger is None:
-            planned = self.fire
-            if planned is None:
-                self._clock.wait(self._wake, None)
-                return True
-            left = (planned - now).total_seconds()
-            if left > 0:
-                leads = self._watch.before_wait(self, planned, self._wake.set)
-                self._clock.wait(self._wake, min(left, RECHECK) if leads else _bounded(left))
-                self._watch.after_wait(self, self._clock.now())
-                return True
-            self._run_once(
-                self._clock.monotonic(), late=(now - planned).total_seconds(), manual=False
-            )
-            fire = fire_after_run(cron.next_after, planned, now, self._clock.now())
-        else:
-            self._run_once(
-                self._clock.monotonic(), late=(now - trigger.wall).total_seconds(), manual=True
-            )
-            fire = fire_after_trigger(
-                cron.next_after,
-                self.fire,
-                strategy=trigger.strategy,
-                next_delay=trigger.next_delay,
-                triggered_at=trigger.wall,
-                start=now,
-                end=self._clock.now(),
-            )
-        with self._lock:
-            self.fire = fire
-        return True
 
     def _run_once(self, start: float, *, late: float, manual: bool) -> float:
         """Gate and run the job once from ``start``, ``late`` seconds after it was due (or
@@ -524,14 +299,4 @@ class JobRunner:
             left = start + delay - self._clock.monotonic()
             if left <= 0:
                 return start + delay
-            self._clock.wait(self._wake, _bounded(left))
-
-    def _publish(self, kind: type[JobNotification], **fields: object) -> None:
-        if self._publisher.wants(kind):  # nothing is built for nobody
-            self._publisher.publish(kind(job=self.job, at=self._clock.now(), **fields))
-
-
-def _bounded(left: float) -> float | None:
-    """A wait of ``left`` seconds as one clock wait: None for never, at most ``MAX_WAIT`` (the
-    loop then simply waits again)."""
-    return None if math.isinf(left) else min(left, MAX_WAIT)
+            self._clock.wait(self._wake, bounded(left))
