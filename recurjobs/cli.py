@@ -12,40 +12,54 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
+# The option values' checks and the parser class are in _cliargs, the database commands'
+# bodies in _clicommands; this module builds the parser, runs hosts and draws the one-line
+# error boundary. The names below stay importable from here.
+from recurjobs._cliargs import (
+    PROG,
+    Parser,
+    duration_arg,
+    join_dash_values,
+    limit_arg,
+    name_arg,
+    positive_seconds,
+    prefix_arg,
+)
+from recurjobs._clicommands import (
+    cmd_history,
+    cmd_pause,
+    cmd_prune,
+    cmd_resume,
+    cmd_status,
+    cmd_trigger,
+)
 from recurjobs._clistore import (
     CommandError,
     check_database_url,
     mask_url_text,
     pause_row,
     read_rows,
-    read_runs,
     trigger_row,
-    with_store,
 )
 from recurjobs._clitext import (
     database_table,
     format_duration,
     format_schedule,
     format_table,
-    history_table,
     parse_duration,
     status_table,
     to_json,
 )
 from recurjobs._host import JobHost
-from recurjobs._validate import table_prefix
 
 __all__ = [
     "CommandError",
@@ -66,95 +80,9 @@ __all__ = [
     "trigger_row",
 ]
 
-PROG = "recurjobs"
 DATABASE_ENV = "RECURJOBS_DATABASE_URL"
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Options whose value may look like a negative number or duration ("-5m"): argparse would take
-# such a value for an option and say "expected one argument".
-_VALUE_OPTIONS = ("--older-than", "--stop-timeout", "--seconds")
-
-
-# --------------------------------------------------------------------------- commands
-def _cmd_status(args: argparse.Namespace) -> int:
-    rows = read_rows(args.database, args.table_prefix, source=args.database_source)
-    if args.json:
-        print(json.dumps([to_json(r) for r in rows], indent=2))
-    else:
-        print(database_table(rows))
-    return 0
-
-
-def _cmd_trigger(args: argparse.Namespace) -> int:
-    trigger_row(args.database, args.table_prefix, args.name, source=args.database_source)
-    print(f"triggered {args.name}: the next server to poll runs it")
-    return 0
-
-
-def _cmd_pause(args: argparse.Namespace) -> int:
-    pause_row(args.database, args.table_prefix, args.name, True, source=args.database_source)
-    print(
-        f"paused {args.name}: no server claims it until `{PROG} resume {args.name}` "
-        "(a run going on finishes)"
-    )
-    return 0
-
-
-def _cmd_resume(args: argparse.Namespace) -> int:
-    pause_row(args.database, args.table_prefix, args.name, False, source=args.database_source)
-    print(f"resumed {args.name}: it runs when it is next due")
-    return 0
-
-
-def _cmd_prune(args: argparse.Namespace) -> int:
-    keep = None if args.keep is None else set(args.keep)
-    pruned: list[str] = with_store(
-        args.database,
-        args.table_prefix,
-        lambda store: store.prune(keep=keep, older_than=args.older_than),
-        args.database_source,
-    )
-    if pruned:
-        print(f"pruned {len(pruned)} row(s): {', '.join(pruned)}")
-    else:
-        print("nothing to prune")
-    return 0
-
-
-def _cmd_history(args: argparse.Namespace) -> int:
-    records = read_runs(
-        args.database,
-        args.table_prefix,
-        job=args.job,
-        limit=args.limit,
-        source=args.database_source,
-    )
-    if args.json:
-        print(json.dumps([to_json(r) for r in records], indent=2))
-    else:
-        print(history_table(records))
-    return 0
-
-
-def _history_parser(sub: Any, database_options: Any) -> None:
-    history = sub.add_parser("history", help="show the latest runs from the run history")
-    database_options(history)
-    history.add_argument("--job", type=_name_arg, default=None, metavar="NAME", help="one job")
-    history.add_argument(
-        "--limit", type=_limit_arg, default=100, metavar="N", help="at most N runs (default 100)"
-    )
-    history.add_argument("--json", action="store_true", help="print JSON")
-    history.set_defaults(func=_cmd_history)
-
-
-def _limit_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be a number from 1 to 10000, got {text!r}")
-    return value
 
 
 def load_host(target: str) -> JobHost:
@@ -283,74 +211,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # "argument --older-than: must be ..." reads better as "--older-than must be ...".
-        message = re.sub(r"^argument (\S+): must ", r"\1 must ", message)
-        message = " ".join(message.split())
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _duration_arg(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive duration such as 7d, 12h, 30m, 45s or 1h30m, got {text!r}"
-        ) from None
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _prefix_arg(text: str) -> str:
-    try:
-        return table_prefix(text, "prefix")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be {str(exc).partition(' must be ')[2]}") from None
-
-
-def _name_arg(text: str) -> str:
-    if not 1 <= len(text) <= 200:
-        raise argparse.ArgumentTypeError(f"must be a job name of 1 to 200 characters, got {text!r}")
-    return text
-
-
-def _join_dash_values(argv: Sequence[str]) -> list[str]:
-    """``--older-than -5m`` becomes ``--older-than=-5m`` so the value reaches its check."""
-    result: list[str] = []
-    items = list(argv)
-    i = 0
-    while i < len(items):
-        item = items[i]
-        following = items[i + 1] if i + 1 < len(items) else None
-        if item in _VALUE_OPTIONS and following is not None and re.match(r"-[\d.]", following):
-            result.append(f"{item}={following}")
-            i += 2
-            continue
-        result.append(item)
-        i += 1
-    return result
+def _history_parser(sub: Any, database_options: Any) -> None:
+    history = sub.add_parser("history", help="show the latest runs from the run history")
+    database_options(history)
+    history.add_argument("--job", type=name_arg, default=None, metavar="NAME", help="one job")
+    history.add_argument(
+        "--limit", type=limit_arg, default=100, metavar="N", help="at most N runs (default 100)"
+    )
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(func=cmd_history)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``recurjobs`` command."""
     from recurjobs import __version__
 
-    parser = _Parser(prog=PROG, description="Run, inspect and maintain recurjobs jobs.")
+    parser = Parser(prog=PROG, description="Run, inspect and maintain recurjobs jobs.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     demo = sub.add_parser("demo", help="a 25-second tour: two processes share one database")
-    demo.add_argument("--seconds", type=_positive_seconds, default=None, help=argparse.SUPPRESS)
+    demo.add_argument("--seconds", type=positive_seconds, default=None, help=argparse.SUPPRESS)
     demo.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     demo.add_argument("--database", default=None, help=argparse.SUPPRESS)
     demo.set_defaults(func=_cmd_demo)
@@ -361,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--stop-timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="how long to wait for running jobs at shutdown (default 30)",
@@ -379,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--table-prefix",
-            type=_prefix_arg,
+            type=prefix_arg,
             default="recurjobs_",
             metavar="PREFIX",
             help="table prefix (default recurjobs_)",
@@ -388,22 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the distributed jobs table")
     database_options(status)
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(func=_cmd_status)
+    status.set_defaults(func=cmd_status)
 
     trigger = sub.add_parser("trigger", help="mark a distributed job due now")
     database_options(trigger)
-    trigger.add_argument("name", metavar="NAME", type=_name_arg)
-    trigger.set_defaults(func=_cmd_trigger)
+    trigger.add_argument("name", metavar="NAME", type=name_arg)
+    trigger.set_defaults(func=cmd_trigger)
 
     pause = sub.add_parser("pause", help="pause a distributed job on every server")
     database_options(pause)
-    pause.add_argument("name", metavar="NAME", type=_name_arg)
-    pause.set_defaults(func=_cmd_pause)
+    pause.add_argument("name", metavar="NAME", type=name_arg)
+    pause.set_defaults(func=cmd_pause)
 
     resume = sub.add_parser("resume", help="resume a paused distributed job")
     database_options(resume)
-    resume.add_argument("name", metavar="NAME", type=_name_arg)
-    resume.set_defaults(func=_cmd_resume)
+    resume.add_argument("name", metavar="NAME", type=name_arg)
+    resume.set_defaults(func=cmd_resume)
 
     prune = sub.add_parser("prune", help="delete rows of distributed jobs no longer deployed")
     database_options(prune)
@@ -411,17 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep",
         nargs="+",
         action="extend",
-        type=_name_arg,
+        type=name_arg,
         metavar="NAME",
         help="delete every row except these names",
     )
     prune.add_argument(
         "--older-than",
-        type=_duration_arg,
+        type=duration_arg,
         metavar="DURATION",
         help="delete rows idle for this long, e.g. 7d or 12h",
     )
-    prune.set_defaults(func=_cmd_prune)
+    prune.set_defaults(func=cmd_prune)
 
     from recurjobs.dashboard import _cli as dashboard_cli
 
@@ -437,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     is one line on standard error and exit code 1 or 2, never a traceback.
     """
     parser = build_parser()
-    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(join_dash_values(sys.argv[1:] if argv is None else argv))
     if args.command in ("status", "trigger", "pause", "resume", "prune", "history", "dashboard"):
         args.database_source = "--database"
         if args.database is None:

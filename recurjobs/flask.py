@@ -32,13 +32,9 @@ taking the request) returns True; the app's own login (``before_request``) guard
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 from typing import Any
 
 import click
@@ -47,22 +43,18 @@ from flask.cli import AppGroup, FlaskGroup, run_command
 from flask.helpers import get_debug_flag
 
 from recurjobs._clock import Clock
+from recurjobs._flaskcommands import list_jobs, set_paused, show_history, show_status, trigger_job
+from recurjobs._flaskconfig import (
+    config_error,
+    read_flag,
+    read_main_dom,
+    read_server_role,
+    read_settings,
+)
 from recurjobs._host import JobHost
-from recurjobs._jobs import job_name
-from recurjobs._jobview import JobView
-from recurjobs._maindom import MainDom
 from recurjobs._roles import ServerRole
 from recurjobs._settings import DistributedJobSettings
-from recurjobs.cli import (
-    check_database_url,
-    database_table,
-    format_duration,
-    format_schedule,
-    format_table,
-    parse_duration,
-    status_table,
-    to_json,
-)
+from recurjobs.cli import check_database_url
 
 __all__ = ["CONFIG_DEFAULTS", "EXTENSION_KEY", "RecurJobs", "recurjobs_cli"]
 
@@ -92,17 +84,6 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "RECURJOBS_TABLE_PREFIX": _SETTINGS.table_prefix,
 }
 """Every ``RECURJOBS_*`` key ``init_app`` reads, with the value used when the key is unset."""
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-# The DistributedJobSettings field each key sets.
-_SETTINGS_KEYS = {
-    "poll_period": "RECURJOBS_POLL_PERIOD",
-    "delay": "RECURJOBS_DELAY",
-    "max_execution_time": "RECURJOBS_MAX_EXECUTION_TIME",
-    "max_concurrent_jobs": "RECURJOBS_MAX_CONCURRENT_JOBS",
-    "table_prefix": "RECURJOBS_TABLE_PREFIX",
-}
 
 JobsSource = Iterable[object] | Callable[[Flask], Iterable[object]]
 
@@ -138,13 +119,15 @@ class RecurJobs:
             raise RuntimeError(f"recurjobs is already initialised on the app {app.name!r}")
         for key, value in CONFIG_DEFAULTS.items():
             app.config.setdefault(key, value)
-        autostart = _flag(app.config, "RECURJOBS_AUTOSTART")
-        to_gunicorn = _flag(app.config, "RECURJOBS_LOG_TO_GUNICORN")
+        autostart = read_flag(app.config, "RECURJOBS_AUTOSTART")
+        to_gunicorn = read_flag(app.config, "RECURJOBS_LOG_TO_GUNICORN")
         host = self.create_host(app)
         if app.config["RECURJOBS_DASHBOARD_PREFIX"]:
             from recurjobs.dashboard._flask import mount
 
-            mount(app, host, allow_actions=_flag(app.config, "RECURJOBS_DASHBOARD_ALLOW_ACTIONS"))
+            mount(
+                app, host, allow_actions=read_flag(app.config, "RECURJOBS_DASHBOARD_ALLOW_ACTIONS")
+            )
         app.extensions[EXTENSION_KEY] = host
         if recurjobs_cli.name not in app.cli.commands:
             app.cli.add_command(recurjobs_cli)
@@ -167,22 +150,22 @@ class RecurJobs:
     def create_host(self, app: Flask) -> JobHost:
         """A new, unstarted host for ``app`` from its jobs and ``RECURJOBS_*`` config."""
         config = app.config
-        settings = _settings(config)
+        settings = read_settings(config)
         database = config["RECURJOBS_DATABASE_URL"]
         if database is not None and not isinstance(database, str):
-            database = _config_error("RECURJOBS_DATABASE_URL", database, "a URL string or None")
+            database = config_error("RECURJOBS_DATABASE_URL", database, "a URL string or None")
         if database:
             check_database_url(database, "RECURJOBS_DATABASE_URL")
-        server_role = _server_role(config["RECURJOBS_SERVER_ROLE"])
-        main_dom = _main_dom(config["RECURJOBS_MAIN_DOM"], config)
-        elect = _flag(config, "RECURJOBS_ELECT_SERVER_ROLE")
+        server_role = read_server_role(config["RECURJOBS_SERVER_ROLE"])
+        main_dom = read_main_dom(config["RECURJOBS_MAIN_DOM"], config)
+        elect = read_flag(config, "RECURJOBS_ELECT_SERVER_ROLE")
         if elect and not database:
-            _config_error(
+            config_error(
                 "RECURJOBS_ELECT_SERVER_ROLE", True, "False without RECURJOBS_DATABASE_URL"
             )
-        history = _flag(config, "RECURJOBS_HISTORY")
+        history = read_flag(config, "RECURJOBS_HISTORY")
         if history and not database:
-            _config_error("RECURJOBS_HISTORY", True, "False without RECURJOBS_DATABASE_URL")
+            config_error("RECURJOBS_HISTORY", True, "False without RECURJOBS_DATABASE_URL")
         jobs = self._jobs(app) if callable(self._jobs) else self._jobs
         return JobHost(
             jobs,
@@ -235,7 +218,6 @@ def launch_context() -> str:
     return "serve"
 
 
-# ------------------------------------------------------------------------ config values
 def log_to_gunicorn() -> bool:
     """Send the ``recurjobs`` loggers' lines to gunicorn's error log; True when it did.
 
@@ -255,126 +237,16 @@ def log_to_gunicorn() -> bool:
     return True
 
 
-def _config_error(key: str, value: object, expected: str) -> Any:
-    raise ValueError(f"{key} must be {expected}, got {value!r}")
-
-
-def _flag(config: Any, key: str) -> bool:
-    value = config[key]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):  # from_prefixed_env() turns "0"/"1" into ints
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    return bool(_config_error(key, value, "a bool, 0/1 or 'true'/'false'"))
-
-
-def _duration(config: Any, key: str) -> timedelta:
-    value = config[key]
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        try:
-            return timedelta(seconds=value)
-        except OverflowError:
-            pass
-    if isinstance(value, str):
-        try:
-            return parse_duration(value)
-        except (ValueError, OverflowError):
-            pass
-    return _config_error(key, value, "a timedelta, seconds or a duration like '30s' or '5m'")  # type: ignore[no-any-return]
-
-
-def _int(config: Any, key: str) -> int:
-    value = config[key]
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return int(_config_error(key, value, "an int"))
-
-
-def _settings(config: Any) -> DistributedJobSettings:
-    """The poller settings; a bad value is a ValueError or TypeError naming its key."""
-    values: dict[str, Any] = {
-        "poll_period": _duration(config, "RECURJOBS_POLL_PERIOD"),
-        "delay": _duration(config, "RECURJOBS_DELAY"),
-        "max_execution_time": _duration(config, "RECURJOBS_MAX_EXECUTION_TIME"),
-        "max_concurrent_jobs": _int(config, "RECURJOBS_MAX_CONCURRENT_JOBS"),
-        "table_prefix": config["RECURJOBS_TABLE_PREFIX"],
-    }
-    defaults = DistributedJobSettings()
-    for field, value in values.items():  # one at a time, so the error names the key
-        try:
-            dataclasses.replace(defaults, **{field: value})
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{_SETTINGS_KEYS[field]}: {exc}") from None
-    return DistributedJobSettings(**values)
-
-
-def _server_role(value: object) -> ServerRole | Callable[[], ServerRole]:
-    if isinstance(value, ServerRole) or callable(value):
-        return value
-    if isinstance(value, str):
-        for role in ServerRole:
-            if value.strip().lower() in (role.value, role.name.lower()):
-                return role
-    names = ", ".join(r.name for r in ServerRole)
-    return _config_error(  # type: ignore[no-any-return]
-        "RECURJOBS_SERVER_ROLE", value, f"a ServerRole, one of {names}, or a callable"
-    )
-
-
-def _main_dom(value: object, config: Any) -> bool | str | MainDom:
-    directory = config["RECURJOBS_MAIN_DOM_DIRECTORY"]
-    if directory is not None and not (isinstance(directory, str) and directory):
-        _config_error("RECURJOBS_MAIN_DOM_DIRECTORY", directory, "a directory path or None")
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        value = value.strip().lower() in _TRUE
-    elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
-        value = bool(value)  # from_prefixed_env() turns "0"/"1" into ints
-    if value is None or value is False:
-        return False
-    if value is True:
-        return MainDom.automatic(directory) if directory else True
-    if isinstance(value, str) and value:
-        return MainDom(value, directory=directory) if directory else value
-    if isinstance(value, MainDom):
-        return value
-    return _config_error(  # type: ignore[no-any-return]
-        "RECURJOBS_MAIN_DOM", value, "True, False, a str key or a MainDom"
-    )
-
-
 # ----------------------------------------------------------------- the flask CLI group
+# The commands' bodies are in _flaskcommands (no flask there); each command here looks up the
+# current app's host and config and hands them over.
 recurjobs_cli = AppGroup("recurjobs", help="Inspect and trigger this app's background jobs.")
 
 
 @recurjobs_cli.command("list")
 def _list_command() -> None:
     """List the jobs registered with the app's host."""
-    host = RecurJobs.get_host()
-    rows: list[list[str]] = []
-    for job in host.jobs:
-        if callable(getattr(job, "execute", None)) and not callable(getattr(job, "run", None)):
-            rows.append([job_name(job), "distributed", format_schedule(job.period), "-", "-"])  # type: ignore[attr-defined]
-            continue
-        roles = getattr(job, "server_roles", None)
-        rows.append(
-            [
-                job_name(job),
-                "recurring",
-                format_schedule(getattr(job, "period")),  # noqa: B009
-                format_duration(JobView(job).delay()),
-                ",".join(sorted(r.name for r in roles)) if roles else "-",
-            ]
-        )
-    if not rows:
-        click.echo("no jobs registered")
-        return
-    click.echo(format_table(["NAME", "KIND", "PERIOD", "DELAY", "SERVER ROLES"], rows))
+    list_jobs(RecurJobs.get_host())
 
 
 @recurjobs_cli.command("status")
@@ -385,39 +257,7 @@ def _status_command(as_json: bool) -> None:
     A command process does not run jobs, so its recurring jobs show no runs; the database
     table is the whole cluster's view.
     """
-    host = RecurJobs.get_host()
-    records = host.status()
-    database = current_app.config.get("RECURJOBS_DATABASE_URL")
-    prefix = host.settings.table_prefix
-    rows = _database_rows(database, prefix) if database else None
-    if as_json:
-        payload = {"host": [to_json(r) for r in records], "database": rows_json(rows)}
-        click.echo(json.dumps(payload, indent=2))
-        return
-    if host.running:
-        click.echo(f"this process ({os.getpid()}) runs the host")
-    else:
-        click.echo("the host is not started in this command's process: no runs are shown here")
-    click.echo(status_table(records))
-    if rows is not None:
-        click.echo("")
-        click.echo(database_table(rows))
-
-
-def rows_json(rows: list[Any] | None) -> list[dict[str, object]] | None:
-    """The database rows as JSON-ready dicts (None stays None)."""
-    return None if rows is None else [to_json(r) for r in rows]
-
-
-def _database_rows(database: str, prefix: str) -> list[Any]:
-    from recurjobs.cli import CommandError, read_rows
-
-    try:
-        return read_rows(database, prefix, source="RECURJOBS_DATABASE_URL")
-    except CommandError as exc:
-        if exc.bad_input:
-            raise click.UsageError(str(exc)) from None
-        raise click.ClickException(str(exc)) from None
+    show_status(RecurJobs.get_host(), current_app.config, as_json)
 
 
 @recurjobs_cli.command("trigger")
@@ -425,31 +265,14 @@ def _database_rows(database: str, prefix: str) -> list[Any]:
 def _trigger_command(name: str) -> None:
     """Trigger the job NAME: a recurring job in the server's main instance, which must answer
     within 1 s, or a distributed job through the database (the next server to poll runs it)."""
-    from recurjobs.cli import CommandError, trigger_row
-
-    host = RecurJobs.get_host()
-    known = {job_name(j): j for j in host.jobs}
-    job = known.get(name)
-    if job is not None and not callable(getattr(job, "execute", None)):
-        _forward_to_main_instance(host, name, job)
-        return
-    database = current_app.config.get("RECURJOBS_DATABASE_URL")
-    if not database:
-        raise click.UsageError(f"no job named {name!r} and RECURJOBS_DATABASE_URL is unset")
-    try:
-        trigger_row(database, host.settings.table_prefix, name)
-    except CommandError as exc:
-        if exc.bad_input:
-            raise click.UsageError(str(exc)) from None
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"triggered {name}: the next server to poll runs it")
+    trigger_job(RecurJobs.get_host(), current_app.config, name)
 
 
 @recurjobs_cli.command("pause")
 @click.argument("name")
 def _pause_command(name: str) -> None:
     """Pause the distributed job NAME on every server (a run going on finishes)."""
-    _set_paused(name, True)
+    set_paused(RecurJobs.get_host(), current_app.config, name, True)
     click.echo(f"paused {name}: no server claims it until `flask recurjobs resume {name}`")
 
 
@@ -457,73 +280,14 @@ def _pause_command(name: str) -> None:
 @click.argument("name")
 def _resume_command(name: str) -> None:
     """Resume the paused distributed job NAME (it runs when it is next due)."""
-    _set_paused(name, False)
+    set_paused(RecurJobs.get_host(), current_app.config, name, False)
     click.echo(f"resumed {name}: it runs when it is next due")
 
 
-def _set_paused(name: str, paused: bool) -> None:
-    """Pause or resume a distributed job's row. A recurring job is paused in the process that
-    runs it (``JobHost.pause``); a command process cannot reach it, so it is refused."""
-    from recurjobs.cli import CommandError, pause_row
-
-    host = RecurJobs.get_host()
-    job = {job_name(j): j for j in host.jobs}.get(name)
-    if job is not None and not callable(getattr(job, "execute", None)):
-        raise click.UsageError(
-            f"{name} is a recurring job: it is paused in the process that runs it; call "
-            "JobHost.pause() there (for example from a view)"
-        )
-    database = current_app.config.get("RECURJOBS_DATABASE_URL")
-    if not database:
-        raise click.UsageError(f"no job named {name!r} and RECURJOBS_DATABASE_URL is unset")
-    try:
-        pause_row(
-            database, host.settings.table_prefix, name, paused, source="RECURJOBS_DATABASE_URL"
-        )
-    except CommandError as exc:
-        if exc.bad_input:
-            raise click.UsageError(str(exc)) from None
-        raise click.ClickException(str(exc)) from None
 @recurjobs_cli.command("history")
 @click.option("--job", default=None, help="Only this job's runs (its name as status shows it).")
 @click.option("--limit", default=100, type=click.IntRange(1, 10_000), help="At most N runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def _history_command(job: str | None, limit: int, as_json: bool) -> None:
     """Show the latest runs from the run history table (every server's), newest first."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from recurjobs._clitext import history_table
-
-    host = RecurJobs.get_host()
-    if not current_app.config.get("RECURJOBS_DATABASE_URL"):
-        raise click.UsageError("the run history needs RECURJOBS_DATABASE_URL")
-    try:
-        records = host.history(job, limit=limit)
-    except (TypeError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
-    except SQLAlchemyError as exc:  # the database: one line, never a traceback
-        raise click.ClickException(f"cannot read the run history: {exc}".splitlines()[0]) from None
-    if as_json:
-        click.echo(json.dumps([to_json(r) for r in records], indent=2))
-    else:
-        click.echo(history_table(records))
-
-
-def _forward_to_main_instance(host: JobHost, name: str, job: object) -> None:
-    """A command is never the main instance: hand the trigger to the server process that is."""
-    from recurjobs._forward import send_trigger
-    from recurjobs._jobs import TriggerableJob
-    from recurjobs._schedule import NextExecution
-
-    main_dom = host.gates.main_dom
-    if main_dom is None:
-        raise click.UsageError(
-            f"{name} is a recurring job and RECURJOBS_MAIN_DOM is off: no main instance "
-            "to forward it to; trigger it from your code with JobHost.trigger()"
-        )
-    if not isinstance(job, TriggerableJob):
-        raise click.UsageError(f"{name} cannot be triggered: it does not subclass TriggerableJob")
-    reply = send_trigger(main_dom, job, host.jobs, NextExecution.NONE, None)
-    if not reply.accepted:
-        raise click.ClickException(f"{name} was not triggered: {reply.reason}")
-    click.echo(f"triggered {name}: the main instance (pid {reply.pid}) accepted it")
+    show_history(RecurJobs.get_host(), current_app.config, job, limit, as_json)
