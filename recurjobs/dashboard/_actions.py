@@ -1,8 +1,11 @@
-"""The dashboard's writes: trigger, pause and resume a distributed job's row.
+"""The dashboard's actions: trigger, pause and resume a distributed job's row (or a local job).
 
 Each is one guarded ``UPDATE`` of the row by name, judged by ``rowcount == 1`` (False: no such
 row). Trigger sets ``due_now`` exactly as ``JobStore.trigger`` does, so whichever host polls
 next runs the job. Pause and resume set the ``paused`` column; hosts never claim a paused row.
+
+:func:`act` picks the target of an action from the dashboard: the job's row when the jobs table
+has one, else the mounting app's host's recurring job of that name.
 
 Note: pause/resume write the column directly for now; ``JobStore.set_paused`` is the store's
 own helper for the same statement and should replace :func:`set_paused` once both exist.
@@ -10,13 +13,16 @@ own helper for the same statement and should replace :func:`set_paused` once bot
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine, Table
 
+from recurjobs.dashboard._data import Dashboard
 from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._claims import guarded_update
 from recurjobs.sql._shared import exclusive
 
-__all__ = ["set_paused", "trigger"]
+__all__ = ["act", "local_actions", "set_paused", "trigger"]
 
 #: Lock waits of an action are bounded (milliseconds): an action never hangs on a locked row.
 ACTION_LOCK_MS = 5000
@@ -32,3 +38,38 @@ def set_paused(engine: Engine, jobs: Table, name: str, paused: bool) -> bool:
     """Pause (or resume) ``name`` cluster-wide; False when the table has no such row."""
     with exclusive(engine), engine.begin() as conn, bounded_waits(conn, ACTION_LOCK_MS):
         return guarded_update(conn, jobs, jobs.c.name == name, {"paused": paused})
+
+
+def local_actions(host: Any) -> dict[str, bool]:
+    """Which actions the mounting app's host offers for its own recurring jobs."""
+    if host is None:
+        return {}
+    return {
+        "trigger": True,
+        "pause": callable(getattr(host, "pause", None)),
+        "resume": callable(getattr(host, "resume", None)),
+    }
+
+
+def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
+    """Do ``verb`` on ``name``: on its jobs-table row if it has one, else on the local host's
+    recurring job of that name."""
+    if data.schema().jobs:
+        if verb == "trigger":
+            if trigger(data.engine, data.jobs, name):
+                return True
+        elif "paused" in data.schema().jobs_columns and set_paused(
+            data.engine, data.jobs, name, verb == "pause"
+        ):
+            return True
+    if host is None:
+        return False
+    from recurjobs._jobs import job_name
+
+    job = next((j for j in host.jobs if job_name(j) == name), None)
+    if job is None:
+        return False
+    if verb == "trigger":
+        return bool(host.trigger(job))
+    method = getattr(host, verb, None)
+    return bool(method(job)) if callable(method) else False

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
-from recurjobs.dashboard._data import Run
 from recurjobs.dashboard._format import absolute, duration
+from recurjobs.dashboard._records import Run
 
 __all__ = ["duration_chart"]
 

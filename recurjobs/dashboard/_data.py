@@ -1,4 +1,4 @@
-"""What the dashboard reads: plain records built from the jobs, runs and servers tables.
+"""What the dashboard reads: the statements that fill :mod:`._records` from the tables.
 
 Every page is a handful of short read statements that use the indexes: the latest run of each
 job through ``(job, started_ms, id)``, failures of the last day through ``(outcome,
@@ -40,6 +40,16 @@ from sqlalchemy import (
 
 from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, RunCounter
 from recurjobs.dashboard._latest import LatestRuns
+from recurjobs.dashboard._records import (
+    RUN_COLUMNS,
+    HistoryPage,
+    JobRowView,
+    Overview,
+    Run,
+    Server,
+    job_row_of,
+    run_of,
+)
 from recurjobs.sql._clockexpr import db_now_ms, int_div
 from recurjobs.sql._history_table import column_text, runs_table
 from recurjobs.sql._servers_table import PUBLISHER, ServerTables
@@ -47,96 +57,13 @@ from recurjobs.sql._shared import exclusive
 from recurjobs.sql._tables import jobs_table
 from recurjobs.sql._urls import masked
 
+# The records are re-exported: Dashboard returns them, and tests import them from here.
 __all__ = ["Dashboard", "HistoryPage", "JobRowView", "Overview", "Run", "Server"]
 
 #: At most this many job names are taken from the history (a typo'd name loop cannot flood).
 MAX_HISTORY_NAMES = 500
 #: Tables found missing are looked for again after this many seconds.
 _RECHECK_S = 10.0
-
-_RUN_COLUMNS = (
-    "id",
-    "job",
-    "kind",
-    "host",
-    "claim_id",
-    "trigger",
-    "started_ms",
-    "ended_ms",
-    "outcome",
-)
-
-
-@dataclass(frozen=True)
-class Run:
-    """One row of the runs table (``error`` only where a page shows it)."""
-
-    id: int
-    job: str
-    kind: str
-    host: str
-    claim_id: str | None
-    trigger: str
-    started_ms: int
-    ended_ms: int | None
-    outcome: str | None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class JobRowView:
-    """One row of the distributed jobs table; ``paused``/``cron`` are None on old tables."""
-
-    name: str
-    period_ms: int
-    aligned: bool
-    last_run_ms: int
-    last_attempted_run_ms: int | None
-    last_alive_ms: int | None
-    lease_ms: int | None
-    running: bool
-    owner: str | None
-    claim_id: str | None
-    due_now: bool
-    paused: bool | None
-    cron: str | None
-
-
-@dataclass(frozen=True)
-class Server:
-    """One row of the servers table, and whether it holds the publisher lease."""
-
-    identity: str
-    address: str | None
-    registered_ms: int
-    last_seen_ms: int
-    active: bool
-    publisher: bool
-
-
-@dataclass(frozen=True)
-class Overview:
-    """Everything the jobs and servers pages show, read at ``now_ms`` (database clock)."""
-
-    now_ms: int
-    rows: dict[str, JobRowView]
-    last_runs: dict[str, Run]
-    runs_24h: dict[str, int]
-    failures_24h: dict[str, int]
-    servers: list[Server]
-    publisher: str | None
-    has_history: bool
-    has_servers: bool
-
-
-@dataclass(frozen=True)
-class HistoryPage:
-    """One page of a job's runs, newest first, and the key of the next (older) page."""
-
-    runs: list[Run]
-    older: str | None
-    runs_24h: int
-    failures_24h: int
 
 
 @dataclass
@@ -277,22 +204,8 @@ class Dashboard:
             query = query.where(c.name == name)
         result: dict[str, JobRowView] = {}
         for row in conn.execute(query):
-            values = row._mapping
-            result[values["name"]] = JobRowView(
-                name=values["name"],
-                period_ms=int(values["period_ms"]),
-                aligned=bool(values["aligned"]),
-                last_run_ms=int(values["last_run_ms"]),
-                last_attempted_run_ms=_int(values.get("last_attempted_run_ms")),
-                last_alive_ms=_int(values.get("last_alive_ms")),
-                lease_ms=_int(values.get("lease_ms")),
-                running=bool(values["running"]),
-                owner=values.get("owner"),
-                claim_id=values.get("claim_id"),
-                due_now=bool(values["due_now"]),
-                paused=None if "paused" not in values else bool(values["paused"]),
-                cron=values.get("cron"),
-            )
+            view = job_row_of(row)
+            result[view.name] = view
         return result
 
     def _last_runs(self, conn: Any) -> tuple[dict[str, Run], int]:
@@ -315,17 +228,17 @@ class Dashboard:
         ids = [int(i) for i in conn.execute(walk).scalars() if i is not None]
         if not ids:
             return {}, int(high or 0)
-        columns = [self.runs.c[name] for name in _RUN_COLUMNS]
+        columns = [self.runs.c[name] for name in RUN_COLUMNS]
         query = select(*columns).where(self.runs.c.id.in_(ids))
-        return {r.job: _run(r) for r in conn.execute(query)}, int(high or 0)
+        return {r.job: run_of(r) for r in conn.execute(query)}, int(high or 0)
 
     def _newer(self, conn: Any, above: int, ids: Collection[int], limit: int) -> list[Run]:
         """Rows with an id above ``above`` or in ``ids``, by id (primary key lookups)."""
         r = self.runs.c
         where = r.id > above if not ids else or_(r.id > above, r.id.in_(sorted(ids)))
-        columns = [self.runs.c[name] for name in _RUN_COLUMNS]
+        columns = [self.runs.c[name] for name in RUN_COLUMNS]
         query = select(*columns).where(where).order_by(r.id).limit(limit)
-        return [_run(row) for row in conn.execute(query)]
+        return [run_of(row) for row in conn.execute(query)]
 
     def _count_buckets(
         self, conn: Any, names: Collection[str], start_ms: int, end_ms: int
@@ -414,7 +327,7 @@ class Dashboard:
         if before is not None:
             started, ident = before
             where.append(or_(r.started_ms < started, and_(r.started_ms == started, r.id < ident)))
-        columns = [self.runs.c[c] for c in _RUN_COLUMNS] + [r.error]
+        columns = [self.runs.c[c] for c in RUN_COLUMNS] + [r.error]
         query = (
             select(*columns)
             .where(*where)
@@ -425,33 +338,13 @@ class Dashboard:
         failed: Any = func.sum(case((r.outcome == "failed", 1), else_=0))
         counts = select(func.count(), failed).where(r.job == name, day)
         with exclusive(self.engine), self.engine.connect() as conn:
-            runs = [_run(row) for row in conn.execute(query)]
+            runs = [run_of(row) for row in conn.execute(query)]
             total, failures = conn.execute(counts).one()
         older = None
         if len(runs) > limit:
             runs = runs[:limit]
             older = f"{runs[-1].started_ms}.{runs[-1].id}"
         return HistoryPage(runs, older, int(total or 0), int(failures or 0))
-
-
-def _int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
-
-
-def _run(row: Any) -> Run:
-    values = row._mapping
-    return Run(
-        id=int(values["id"]),
-        job=values["job"],
-        kind=values["kind"],
-        host=values["host"],
-        claim_id=values["claim_id"],
-        trigger=values["trigger"],
-        started_ms=int(values["started_ms"]),
-        ended_ms=_int(values["ended_ms"]),
-        outcome=values["outcome"],
-        error=values.get("error"),
-    )
 
 
 def _complete(schema: _Schema) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from recurjobs.dashboard._data import Run
+    from recurjobs.dashboard._records import Run
 
 __all__ = ["LatestRuns"]
 
