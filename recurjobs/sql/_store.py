@@ -5,26 +5,29 @@ through transient faults by the store's :class:`RetryPolicy`, and no statement w
 for longer than the store's ``statement_timeout`` (``_bounds``). Due and stale are decided by the
 database clock inside the statements (``_claims``); Python time appears only in what ``rows()``
 shows.
+
+The class holds what every operation shares (the engines, the bounded and retried ``_step``),
+the schema and start check, and the fenced writes of a claim (heartbeat, finish, release). The
+longer method bodies live with the question they answer, as functions the methods call:
+ensuring rows (``_ensure``), polling (``_polls``), claiming (``_claiming``), and triggers,
+pause flags, listing and pruning rows (``_operator``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, MetaData, and_, delete, false, insert, or_, select, true
+from sqlalchemy import Connection, Engine, MetaData, and_, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import ColumnElement, Executable, Select
+from sqlalchemy.sql import Executable, Select
 
 from recurjobs._cron import Cron
-from recurjobs._jobs import check_distributed
 from recurjobs._validate import instance
 from recurjobs._validate import table_prefix as check_prefix
-from recurjobs.sql._batch import BatchClaims, name_in
+from recurjobs.sql._batch import BatchClaims
 from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bounded_waits,
@@ -32,36 +35,23 @@ from recurjobs.sql._bounds import (
     share_bound,
     to_ms,
 )
-from recurjobs.sql._claims import (
-    claimable,
-    due,
-    guarded_update,
-    last_attempted,
-    new_claim_id,
-    stale,
-    unpaused,
-)
+from recurjobs.sql._claiming import check_limit, claim_many, claim_one
+from recurjobs.sql._claims import guarded_update, new_claim_id
 from recurjobs.sql._clockexpr import db_now_ms
+from recurjobs.sql._ensure import ensure_rows
 from recurjobs.sql._finishes import Finishes
-from recurjobs.sql._fires import (
-    cron_text,
-    first_fire_after,
-    gap_after,
-    next_fire,
-    nominal_period_ms,
-)
 from recurjobs.sql._migrate import add_missing_columns
+from recurjobs.sql._operator import mark_due, mark_paused, paused_rows, prune_rows, read_rows
+from recurjobs.sql._polls import poll_query, read_poll
 from recurjobs.sql._pool import single_statement_options
 from recurjobs.sql._ready import check_ready
-from recurjobs.sql._retry import RetryPolicy, is_lock_timeout
-from recurjobs.sql._rows import Claim, Due, JobRow, Poll, job_row, ms
+from recurjobs.sql._retry import RetryPolicy
+from recurjobs.sql._rows import Claim, JobRow, Poll
 from recurjobs.sql._shared import shared_lock
 from recurjobs.sql._tables import create_tables, jobs_table
-from recurjobs.sql._urls import engine_for, masked, scrub, single_statement_engine
+from recurjobs.sql._urls import engine_for, masked, single_statement_engine
 
 __all__ = ["JobStore"]
-
-logger = logging.getLogger("recurjobs.sql")
 
 T = TypeVar("T")
 
@@ -210,73 +200,7 @@ class JobStore:
         Rows of jobs not given are left alone: in a rolling deploy other hosts may still run
         them. Removing them is :meth:`prune`'s job.
         """
-        wanted: dict[str, tuple[int, bool, Cron | None]] = {}
-        for job in jobs:
-            check_distributed(job)
-            period = getattr(job, "period")  # noqa: B009
-            if isinstance(period, Cron):
-                wanted[getattr(job, "name")] = (0, False, period)  # noqa: B009
-            else:
-                aligned = bool(getattr(job, "align_to_clock", False))
-                wanted[getattr(job, "name")] = (ms(period), aligned, None)  # noqa: B009
-        if not wanted:
-            return
-        c = self.jobs.c
-        query = select(c.name, c.period_ms, c.aligned, c.cron).where(c.name.in_(list(wanted)))
-        existing = self._existing(query)
-        now_ms = self.now_ms() if any(w[2] is not None for w in wanted.values()) else 0
-        for name, (period_ms, aligned, cron) in wanted.items():
-            if cron is not None:
-                self._ensure_cron(name, cron, now_ms, existing.get(name))
-            elif name not in existing and self._insert(name, period_ms, aligned, None):
-                continue
-            elif existing.get(name) != (period_ms, aligned, None):
-                stmt = self.jobs.update().where(c.name == name)
-                stmt = stmt.values(period_ms=period_ms, aligned=aligned, cron=None)
-                self._execute("updating a job's period", stmt)
-
-    def _existing(self, query: Executable) -> dict[str, tuple[int, bool, str | None]]:
-        rows = self._step("reading job rows", lambda conn: list(conn.execute(query)))
-        return {r.name: (int(r.period_ms), bool(r.aligned), r.cron) for r in rows}
-
-    def _ensure_cron(
-        self, name: str, cron: Cron, now_ms: int, found: tuple[int, bool, str | None] | None
-    ) -> None:
-        """Insert a Cron row, or switch a row to this calendar (restarting it from now)."""
-        text = cron_text(cron)
-        period_ms = nominal_period_ms(cron, now_ms)
-        if found is None and self._insert(name, period_ms, False, text):
-            return
-        if found is not None and found[1:] == (False, text):
-            return  # the period_ms of a Cron row is informational: not rewritten
-        c = self.jobs.c
-        # Guarded, so that of hosts switching the row at once only the first restarts it.
-        stmt = self.jobs.update().where(
-            c.name == name, or_(c.cron.is_(None), c.cron != text, c.aligned == true())
-        )
-        stmt = stmt.values(
-            period_ms=period_ms, aligned=False, cron=text, last_attempted_run_ms=db_now_ms()
-        )
-        self._execute("updating a job's calendar", stmt)
-
-    def _insert(self, name: str, period_ms: int, aligned: bool, cron: str | None) -> bool:
-        """Insert a new row; False when another host inserted it first."""
-        stmt = insert(self.jobs).values(
-            name=name,
-            period_ms=period_ms,
-            aligned=aligned,
-            last_run_ms=db_now_ms(),
-            running=False,
-            due_now=False,
-            cron=cron,
-        )
-        if cron is not None:  # a new Cron row does not catch up fire times before it existed
-            stmt = stmt.values(last_attempted_run_ms=db_now_ms())
-        try:
-            self._execute("inserting a job row", stmt)
-        except IntegrityError:
-            return False
-        return True
+        ensure_rows(self, jobs)
 
     def due_names(self, names: Collection[str]) -> list[str]:
         """Of ``names``, those due and claimable now: triggered first, then longest waiting."""
@@ -293,47 +217,9 @@ class JobStore:
         """
         if not names:
             return Poll(due=[], now_ms=None, fires_ms={})
-        query = self._poll_query
-        if query is None:  # built once: every value is a parameter (compiled cache)
-            c = self.jobs.c
-            now = db_now_ms().label("now_ms")
-            query = self._poll_query = (
-                select(c.name, c.due_now, c.cron, last_attempted(self.jobs).label("attempted"), now)
-                .where(
-                    name_in(self.jobs, self.engine.dialect, "p_names"),
-                    due(self.jobs) | c.cron.is_not(None),
-                    unpaused(self.jobs),
-                    (c.running == false()) | stale(self.jobs),
-                )
-                .order_by(c.due_now.desc(), c.last_run_ms, c.name)
-            )
-        params = {"p_names": list(names)}
-        rows = self._step(
-            "polling for due jobs", lambda conn: list(conn.execute(query, params)), single=True
-        )
-        if not rows:  # an idle poll of period jobs: no second statement for the clock
-            return Poll(due=[], now_ms=None, fires_ms={})
-        now_ms = int(rows[0].now_ms)
-        found: list[Due] = []
-        fires: dict[str, int] = {}
-        for name, due_now, text, attempted, _ in rows:
-            if text is None:
-                # A period row: the SELECT judged it due.
-                found.append(Due(name, triggered=bool(due_now)))
-                continue
-            own = crons.get(name) if crons is not None else None
-            planned = _plan(text, own, int(attempted))
-            if planned is None:  # a calendar this host cannot read: triggers only
-                if due_now:
-                    found.append(Due(name, triggered=True))
-                continue
-            fire, gap = planned
-            fires[name] = fire
-            if fire <= now_ms:
-                found.append(Due(name, fire_ms=fire, gap_ms=gap, triggered=bool(due_now)))
-            elif due_now:  # triggered before its fire time: the lease takes the gap ahead
-                found.append(Due(name, gap_ms=gap, triggered=True))
-        return Poll(due=found, now_ms=now_ms, fires_ms=fires)
+        if self._poll_query is None:  # built once: every value is a parameter (compiled cache)
+            self._poll_query = poll_query(self.jobs, self.engine.dialect)
+        return read_poll(self, self._poll_query, names, crons)
 
     # -------------------------------------------------------------------- claims
     def try_claim(
@@ -350,32 +236,9 @@ class JobStore:
         another transaction for ``statement_timeout``, the answer is None too ("not claimed
         this time"): the wait is not repeated, the next poll tries again.
         """
+        # The store chooses each claim's id (here and in try_claim_many); ``_claiming`` writes it.
         claim = Claim(name=name, claim_id=new_claim_id(), lease=lease)
-        c = self.jobs.c
-        now = db_now_ms()
-        values = {
-            "running": True,
-            "owner": owner[:255],
-            "claim_id": claim.claim_id,
-            "last_attempted_run_ms": now,
-            "last_alive_ms": now,
-            "lease_ms": ms(lease),
-            "due_now": False,
-        }
-        where = and_(c.name == name, claimable(self.jobs, claim.claim_id, fire_ms))
-        try:
-            won = self._step(
-                "claiming a job",
-                lambda conn: guarded_update(conn, self.jobs, where, values),
-                single=True,
-            )
-        except Exception as exc:
-            if not is_lock_timeout(exc):
-                raise
-            self._report_locked(name, exc)
-            return None
-        self._locked.discard(name)
-        return claim if won else None
+        return claim if claim_one(self, claim, owner=owner, fire_ms=fire_ms) else None
 
     def try_claim_many(
         self, leases: Mapping[str, timedelta], *, owner: str, limit: int | None = None
@@ -389,28 +252,8 @@ class JobStore:
         None when the batch waited out ``statement_timeout`` on a lock (a server without
         ``SKIP LOCKED``, or SQLite's file lock): the caller may claim the rows one by one.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise TypeError(f"limit must be an int or None, got {limit!r}")
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit!r}")
-        claim_id = new_claim_id()
-        as_ms = {lease: ms(lease) for lease in set(leases.values())}  # usually one lease
-        leases_ms = {name: as_ms[lease] for name, lease in leases.items()}
-        most = len(leases_ms) if limit is None else limit
-        try:
-            won = self._step(
-                "claiming jobs",
-                lambda conn: self._batches.claim(
-                    conn, leases_ms, limit=most, claim_id=claim_id, owner=owner
-                ),
-            )
-        except Exception as exc:
-            if not is_lock_timeout(exc):
-                raise
-            logger.debug("a batch of claims on %s waited out a lock: %s", self.url, exc)
-            return None
-        self._locked.difference_update(won)
-        return [Claim(name=name, claim_id=claim_id, lease=leases[name]) for name in won]
+        check_limit(limit)
+        return claim_many(self, leases, owner=owner, limit=limit, claim_id=new_claim_id())
 
     def warm_up(self) -> None:
         """Run the batched-claim and grouped-finish statements once on no rows, so that their
@@ -421,20 +264,6 @@ class JobStore:
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""
         return frozenset(self._locked)
-
-    def _report_locked(self, name: str, exc: BaseException) -> None:
-        """Log a claim that timed out on a locked row: WARNING once, DEBUG while it lasts."""
-        level = logging.DEBUG if name in self._locked else logging.WARNING
-        self._locked.add(name)
-        logger.log(
-            level,
-            "the row of %s on %s stayed locked by another transaction for %gs; "
-            "not claimed this time (%s)",
-            name,
-            self.url,
-            self.statement_timeout,
-            scrub(str(getattr(exc, "orig", None) or exc).splitlines()[0][:200], self.engine),
-        )
 
     def _fenced(self, what: str, claim: Claim, values: dict[str, object]) -> bool:
         c = self.jobs.c
@@ -472,12 +301,7 @@ class JobStore:
     def trigger(self, name: str) -> bool:
         """Mark ``name`` due now for whichever host polls next; False when there is no row or
         the job is paused (a trigger is refused, not kept for after the resume)."""
-        c = self.jobs.c
-        where = and_(c.name == name, unpaused(self.jobs))
-        return self._step(
-            "triggering a job",
-            lambda conn: guarded_update(conn, self.jobs, where, {"due_now": True}),
-        )
+        return mark_due(self, name)
 
     def set_paused(self, name: str, paused: bool) -> bool:
         """Pause or resume ``name`` cluster-wide; False when there is no row of that name.
@@ -485,42 +309,16 @@ class JobStore:
         A paused row is never claimed (a run going on finishes). Resuming does not trigger a
         run: the job runs when its schedule says it is due, which may be at the next poll.
         """
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
-        if not 1 <= len(name) <= 200:
-            raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
-        if not isinstance(paused, bool):
-            raise TypeError(f"paused must be a bool, got {paused!r}")
-        c = self.jobs.c
-        return self._step(
-            "pausing a job" if paused else "resuming a job",
-            lambda conn: guarded_update(conn, self.jobs, c.name == name, {"paused": paused}),
-        )
+        return mark_paused(self, name, paused)
 
     def paused_names(self, names: Collection[str] | None = None) -> set[str]:
         """The paused jobs among ``names`` (all rows when None)."""
-        if isinstance(names, str):
-            raise TypeError(f"names must be a collection of names, got {names!r}")
-        c = self.jobs.c
-        query = select(c.name).where(c.paused == true())
-        params: dict[str, list[str]] = {}
-        if names is not None:
-            if not names:
-                return set()
-            query = query.where(name_in(self.jobs, self.engine.dialect, "p_names"))
-            params["p_names"] = list(names)
-        return set(
-            self._step("reading paused jobs", lambda conn: list(conn.scalars(query, params)))
-        )
+        return paused_rows(self, names)
 
     # --------------------------------------------------------------- inspection
     def rows(self) -> list[JobRow]:
         """Every row, by name, for status pages and the CLI."""
-        query = select(self.jobs, stale(self.jobs).label("stale"), db_now_ms().label("now_ms"))
-        query = query.order_by(self.jobs.c.name)
-        return self._step(
-            "reading job rows", lambda conn: [job_row(r) for r in conn.execute(query)]
-        )
+        return read_rows(self)
 
     def prune(
         self, *, keep: Collection[str] | None = None, older_than: timedelta | None = None
@@ -530,38 +328,4 @@ class JobStore:
         At least one criterion is required. Rows that are running (and not stale) are kept, and
         ``older_than`` alone never deletes a paused row.
         """
-        if keep is None and older_than is None:
-            raise ValueError("prune needs keep=..., older_than=... or both")
-        if keep is not None and isinstance(keep, str):
-            raise TypeError(f"keep must be a collection of names, got {keep!r}")
-        c = self.jobs.c
-        now = db_now_ms()
-        guards: list[ColumnElement[bool]] = [(c.running == false()) | stale(self.jobs)]
-        if keep is not None:
-            guards.append(c.name.not_in(list(keep)))
-        if older_than is not None:
-            # A paused job is idle on purpose: age alone never deletes it (and its pause).
-            guards.append(unpaused(self.jobs))
-            cutoff = ms(older_than)
-            guards.append(now - c.last_run_ms > cutoff)
-            guards.append(c.last_alive_ms.is_(None) | (now - c.last_alive_ms > cutoff))
-        guard = and_(*guards)
-        query = select(c.name).where(guard)
-        candidates = self._step("reading job rows", lambda conn: list(conn.scalars(query)))
-        pruned: list[str] = []
-        for name in candidates:
-            # Guarded again: a row that started running since the read is kept.
-            stmt = delete(self.jobs).where(c.name == name, guard)
-            if self._execute("pruning a job row", stmt) == 1:
-                pruned.append(name)
-        return pruned
-
-
-def _plan(text: str, own: Cron | None, after_ms: int) -> tuple[int, int] | None:
-    """The first fire time after ``after_ms`` and the gap to the next one, by the row's
-    calendar ``text`` or, when this host cannot read it, by the job's own Cron ``own``."""
-    planned = next_fire(text, after_ms)
-    if planned is None and own is not None:
-        fire = first_fire_after(own, after_ms)
-        planned = fire, gap_after(own, fire)
-    return planned
+        return prune_rows(self, keep, older_than)
