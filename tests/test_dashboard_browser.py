@@ -306,11 +306,28 @@ def test_failing_job_of_a_host_shows_its_traceback(browser: Any, cluster: Cluste
 
 
 def _click_action(browser: Any, cluster: Cluster, name: str, action: str) -> None:
+    """Click ``action`` on ``name``'s row and wait for the page the POST leads to.
+
+    The page before the click has the same rows, so waiting for rows alone could return
+    before the action reached the server: wait until the clicked row is gone first.
+    """
     by = _by()
     _open(browser, cluster.actions_url, "#jobs tr.job")
     row = _job_row(browser, name)
     row.find_element(by.CSS_SELECTOR, f"button[value='{action}']").click()
+    wait_until(lambda: _stale(row), 20, "the page after the action")
     wait_until(lambda: browser.find_elements(by.CSS_SELECTOR, "#jobs tr.job"), 20, "the reload")
+
+
+def _stale(element: Any) -> bool:
+    """Whether ``element`` belongs to a page the browser has left."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
 
 
 def test_trigger_button_makes_a_host_run_the_job(browser: Any, cluster: Cluster) -> None:
