@@ -32,8 +32,16 @@ from werkzeug.exceptions import HTTPException
 from recurjobs.dashboard import _actions, _csrf
 from recurjobs.dashboard._chart import duration_chart
 from recurjobs.dashboard._data import Dashboard
-from recurjobs.dashboard._format import absolute, duration, next_due_ms, relative, schedule_text
-from recurjobs.dashboard._lines import JobLine, cells, job_lines, next_text, process, sort_key
+from recurjobs.dashboard._format import absolute, duration, relative, schedule_text
+from recurjobs.dashboard._lines import (
+    JobLine,
+    cells,
+    job_lines,
+    next_text,
+    process,
+    row_next_due_ms,
+    sort_key,
+)
 from recurjobs.sql._urls import scrub
 
 __all__ = ["BLUEPRINT", "JobLine", "make_blueprint"]
@@ -221,17 +229,7 @@ def make_blueprint(
         if row is None and local is None and not page.runs and before is None and not outcome:
             abort(404)
         chart = duration_chart(page.runs, now_ms, f"Durations of the runs of {name}")
-        next_ms = None
-        if row is not None:
-            next_ms = next_due_ms(
-                period_ms=row.period_ms,
-                aligned=row.aligned,
-                last_run_ms=row.last_run_ms,
-                last_attempted_run_ms=row.last_attempted_run_ms,
-                cron=row.cron,
-                due_now=row.due_now,
-                now_ms=now_ms,
-            )
+        next_ms = None if row is None else row_next_due_ms(row, now_ms)
         return render_template(
             "recurjobs_dashboard/job.html",
             name=name,

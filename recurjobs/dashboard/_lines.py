@@ -22,9 +22,9 @@ from recurjobs.dashboard._format import (
     relative,
     schedule_text,
 )
-from recurjobs.dashboard._records import Overview
+from recurjobs.dashboard._records import JobRowView, Overview
 
-__all__ = ["JobLine", "cells", "job_lines", "next_text", "process", "sort_key"]
+__all__ = ["JobLine", "cells", "job_lines", "next_text", "process", "row_next_due_ms", "sort_key"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -60,6 +60,20 @@ class JobLine:
         return "ok"
 
 
+def row_next_due_ms(row: JobRowView, now_ms: int) -> int | None:
+    """When a distributed job's row is next due (epoch ms), as its row says; the jobs page and
+    the job page both show it."""
+    return next_due_ms(
+        period_ms=row.period_ms,
+        aligned=row.aligned,
+        last_run_ms=row.last_run_ms,
+        last_attempted_run_ms=row.last_attempted_run_ms,
+        cron=row.cron,
+        due_now=row.due_now,
+        now_ms=now_ms,
+    )
+
+
 def _ms(moment: datetime | None) -> int | None:
     if moment is None:
         return None
@@ -92,15 +106,7 @@ def job_lines(view: Overview, local: Iterable[Any]) -> list[JobLine]:
             name=name,
             kind="distributed",
             schedule=schedule_text(row.period_ms, row.cron, row.aligned),
-            next_due_ms=next_due_ms(
-                period_ms=row.period_ms,
-                aligned=row.aligned,
-                last_run_ms=row.last_run_ms,
-                last_attempted_run_ms=row.last_attempted_run_ms,
-                cron=row.cron,
-                due_now=row.due_now,
-                now_ms=now,
-            ),
+            next_due_ms=row_next_due_ms(row, now),
             next_note=note,
             last_started_ms=last.started_ms if recorded and last else claimed,
             last_outcome=last.outcome if recorded and last else None,
