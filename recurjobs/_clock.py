@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MAX_WAIT", "Clock", "SystemClock", "bounded", "is_clock"]
+__all__ = ["MAX_WAIT", "Clock", "SystemClock", "bounded", "is_clock", "wall_ms"]
 
 MAX_WAIT = 86400.0
 """The longest single wait recurjobs asks of a clock (a day). Longer waits (a period of a
@@ -78,3 +79,18 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+def wall_ms(clock: Clock) -> Callable[[], float]:
+    """A reader of ``clock``'s wall time in epoch milliseconds (the run history's stamps).
+
+    For the real clock that is ``time.time()``, which ``SystemClock.now()`` also reads, without
+    building a datetime (the history stamps every run twice); any other clock is asked ``now()``.
+    """
+    if type(clock) is SystemClock:
+        return _system_ms
+    return lambda: clock.now().timestamp() * 1000.0
+
+
+def _system_ms() -> float:
+    return time.time() * 1000.0

@@ -4,7 +4,8 @@ Every call recurjobs makes into code it did not write goes through :func:`run_us
 :func:`call_user`: a job's ``run``/``execute``, a notification handler, a signal receiver,
 ``close()``, a job property read (``period``, ``delay``, ``ignored_delay``, ``server_roles``)
 and the ``runtime_ready``/``server_role`` callables. Grep for them and you have audited the
-promise "nothing a job does kills the loop".
+promise "nothing a job does kills the loop". :func:`call_hook` is the same boundary for
+recurjobs' own per-run hooks (the run history's recorder), so a bug there cannot kill it either.
 
 What survives is decided here, once: everything is caught, ``BaseException`` included.
 ``SystemExit`` and ``KeyboardInterrupt`` raised by job code on a worker thread mean nothing
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["call_user", "in_user_code", "run_user"]
+__all__ = ["call_hook", "call_user", "in_user_code", "run_user"]
 
 logger = logging.getLogger("recurjobs")
 
@@ -70,3 +71,16 @@ def call_user(what: str | Callable[[], str], fn: Callable[..., T], *args: object
         return default
     finally:
         local.depth -= 1
+
+
+def call_hook(what: Callable[[], str], fn: Callable[..., object], *args: object) -> None:
+    """Call one of recurjobs' own per-run hooks (the run history's recorder); if it raises
+    anything, log it with ``what()`` as the name and go on.
+
+    Not user code, so the thread is not marked as being inside it (``in_user_code``): this
+    runs at every run of every job, and a hook never calls back into the host.
+    """
+    try:
+        fn(*args)
+    except BaseException as exc:  # the boundary: see the module docstring
+        logger.error("%s raised %s: %s", what(), type(exc).__name__, exc, exc_info=exc)

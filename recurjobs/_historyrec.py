@@ -19,7 +19,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from recurjobs._guard import call_user
 from recurjobs._runsink import MANUAL, SCHEDULE
@@ -37,7 +36,7 @@ class Done:
     job: str
     claim_id: str | None
     trigger: str
-    started: float  # recurring: epoch ms (host clock); distributed: time.monotonic()
+    started: float  # recurring: epoch ms (host clock, unrounded); distributed: time.monotonic()
     ended: float
     outcome: str
     error: ErrorInfo
@@ -162,13 +161,14 @@ class Recorder:
         self,
         job: object,
         manual: bool,
-        started: datetime,
-        ended: datetime,
+        started_ms: float,
+        ended_ms: float,
         outcome: str,
         error: BaseException | None,
         /,
     ) -> None:
-        # Runs on every run thread at every run: kept to one frame (the name cache inlined).
+        # Runs on every run thread at every run: kept to one frame (the name cache inlined);
+        # the times stay floats here, the writer rounds them.
         queue = self.queue
         if queue is None or (outcome == "ignored" and not self._record_ignored):
             return
@@ -184,8 +184,8 @@ class Recorder:
                 name,
                 None,
                 MANUAL if manual else SCHEDULE,
-                round(started.timestamp() * 1000),
-                round(ended.timestamp() * 1000),
+                started_ms,
+                ended_ms,
                 outcome,
                 None if error is None else _capture(error),
             )
@@ -223,11 +223,6 @@ class Recorder:
         name = self._name(job)
         self._names[id(job)] = (job, name)
         return name
-
-
-def _ms(at: datetime) -> float:
-    """Epoch milliseconds of an aware datetime."""
-    return round(at.timestamp() * 1000)
 
 
 def _capture(exc: BaseException) -> ErrorInfo:

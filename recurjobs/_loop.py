@@ -17,13 +17,13 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from recurjobs._calendarloop import calendar_step, switch
 from recurjobs._clock import bounded
 from recurjobs._cron import Cron
-from recurjobs._guard import call_user, run_user
+from recurjobs._guard import call_hook, call_user, run_user
 from recurjobs._notifications import (
     JobCanceled,
     JobExecuted,
@@ -195,9 +195,9 @@ class JobRunner(RunnerState):
             self._announcing = announce
         self.outcome.last_start = start
         sink = publisher.sink  # the run history, told directly (no notification)
-        now = self._clock.now() if sink is not None else None
+        started_ms = self._wall_ms() if sink is not None else 0.0
         if announce:
-            now = now if now is not None else self._clock.now()
+            now = self._clock.now()
             scheduled = now - timedelta(seconds=max(0.0, late))
             publisher.publish(JobExecuting(job=self.job, at=now, scheduled_at=scheduled))
             with self._lock:
@@ -211,8 +211,8 @@ class JobRunner(RunnerState):
             logger.debug("%s ignored: %s", self.name, reason.name)
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
-            if sink is not None and now is not None:
-                self._record(sink, now, manual, "ignored", None)
+            if sink is not None:
+                self._record(sink, started_ms, manual, "ignored", None)
             return self._paused_end(start) if paused else self._back_off(start)
         if not self._admit():  # stop began while the run was announced: it never starts
             self._finish(start, "canceled")
@@ -227,14 +227,14 @@ class JobRunner(RunnerState):
             else:
                 outcome = "failed"
             self._finish(start, outcome, error)
-        if sink is not None and now is not None:
-            self._record(sink, now, manual, outcome, error)
+        if sink is not None:
+            self._record(sink, started_ms, manual, outcome, error)
         return self._clock.monotonic()
 
     def _record(
         self,
         sink: RunSink,
-        started: datetime,
+        started_ms: float,
         manual: bool,
         outcome: str,
         error: BaseException | None,
@@ -242,17 +242,15 @@ class JobRunner(RunnerState):
         """Tell the run history (through the guard: a broken sink is logged, never fatal).
         Positional arguments and a bound method for the log line's name: no closures are
         built on this per-run path."""
-        ended = self._clock.now()
-        call_user(
+        call_hook(
             self._recording,
             sink.recurring,
             self.job,
             manual,
-            started,
-            ended,
+            started_ms,
+            self._wall_ms(),
             outcome,
             error,
-            default=None,
         )
 
     def _recording(self) -> str:

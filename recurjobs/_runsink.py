@@ -13,7 +13,6 @@ raise (the recorder only appends to a bounded queue).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Protocol
 
 __all__ = ["MANUAL", "SCHEDULE", "RunSink"]
@@ -29,14 +28,15 @@ class RunSink(Protocol):
         self,
         job: object,
         manual: bool,
-        started: datetime,
-        ended: datetime,
+        started_ms: float,
+        ended_ms: float,
         outcome: str,
         error: BaseException | None,
         /,
     ) -> None:
-        """A recurring run ended (host-clock times; ``outcome`` as in the history table).
-        Positional: it is called at every run of every job."""
+        """A recurring run ended (host-clock times in epoch milliseconds, not rounded;
+        ``outcome`` as in the history table). Positional: it is called at every run of every
+        job."""
 
     def claimed(self, job: object, *, claim_id: str, manual: bool) -> object:
         """A distributed run was claimed and begins; returns a handle for :meth:`ended`."""
