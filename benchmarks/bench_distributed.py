@@ -47,10 +47,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from _common import ROOT, Row, median, percentile, repeat, repetitions
 
@@ -191,7 +191,7 @@ class _Meter:
         self._lock = threading.Lock()
         # Every engine of the process, not only ``engine``: a JobStore on MySQL/MariaDB runs
         # its single-statement steps on a twin engine of its own (recurjobs.sql._urls).
-        self._listening = [
+        self._listening: list[tuple[type[Engine | Pool], str, Callable[..., None]]] = [
             (Engine, "before_cursor_execute", self._on_statement),
             (Pool, "connect", self._on_connect),
         ]
@@ -263,10 +263,10 @@ def measure_idle(url: str | None, polls: int) -> dict[str, Any]:
         engine = _cluster.host_engine(db, settings)
         meter = _Meter(engine, Path(traces))
 
-        def marked(store: JobStore, names: Any, crons: Any = None) -> Any:
+        def marked(self: JobStore, names: Any, crons: Any = None) -> Any:
             count, wire = meter.snapshot()
             marks.append((count, wire, time.perf_counter()))
-            return due_names(store, names, crons)
+            return due_names(self, names, crons)
 
         JobStore.poll = marked  # type: ignore[method-assign]
         jobs = [_job(f"idle-{i}", timedelta(hours=1)) for i in range(IDLE_JOBS)]
@@ -637,8 +637,15 @@ def run(quick: bool) -> list[Row]:
     return rows
 
 
+class _Cluster(TypedDict):
+    hosts: int
+    jobs: int
+    period_s: float
+    periods: tuple[int, int]
+
+
 # The cluster configurations: (hosts, jobs, period) with the periods measured (full, quick).
-CLUSTERS = (
+CLUSTERS: tuple[_Cluster, ...] = (
     {"hosts": 8, "jobs": 100, "period_s": 2.0, "periods": (6, 2)},
     {"hosts": 4, "jobs": 1000, "period_s": 10.0, "periods": (2, 1)},
 )
@@ -663,7 +670,7 @@ def _run_clusters(
         for index, label, peers in _CLUSTER_RUNS:
             if label not in urls:
                 continue
-            config = dict(CLUSTERS[index])
+            config: dict[str, Any] = dict(CLUSTERS[index])
             config["periods"] = config["periods"][1 if quick else 0]
             for peer in peers:
                 kwargs = {"peer": peer, "url": urls[label], "config": config}

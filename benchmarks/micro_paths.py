@@ -96,8 +96,8 @@ def threads(history: bool, database: str) -> dict[str, float]:
         except FileNotFoundError:
             return 0.0
 
-    def snapshot() -> collections.Counter[str]:
-        seen: collections.Counter[str] = collections.Counter()
+    def snapshot() -> collections.defaultdict[str, float]:
+        seen: collections.defaultdict[str, float] = collections.defaultdict(float)
         for t in threading.enumerate():
             kind = "job threads" if t.name.startswith("recurjobs:") else t.name
             seen[kind] += cpu(t.native_id)

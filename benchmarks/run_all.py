@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(rows)} rows in {time.monotonic() - started:.0f} s; "
         f"targets missed: {len(missed)}; crashed: {', '.join(crashed) or 'none'}"
     )
-    for m in missed:
-        print(f"- missed: {m}")
+    for miss in missed:
+        print(f"- missed: {miss}")
     if crashed:
         return 2
     return 1 if missed and args.strict else 0
