@@ -123,31 +123,20 @@ def write_batch(
     applied (the connection died before the answer came). If the batch's rows are in the table
     already (:func:`_landed`), nothing is written twice.
     """
+    offset = _db_offset(conn) if any(not _host_clock(r) for r in records) else 0.0
     host = column_text(host, 255)
-    ended = {(r.job, r.claim_id): r for r in records if type(r) is End}
+    ended = {(r.job, r.claim_id): r for r in records if isinstance(r, End)}
     rows: list[tuple[Any, ...]] = []
     sweeps: list[dict[str, Any]] = []
     ends: list[dict[str, Any]] = []
     changes: dict[RunKey, int | None] = {}
-    names: dict[str, str] = {}  # job -> its column text (a batch holds few jobs, many runs)
-    offset = 0.0  # database-clock ms minus monotonic ms, read at the first distributed record
-    read_offset = True
     for done, record in enumerate(records, 1):
         if done % _YIELD_EVERY == 0:
             time.sleep(0)
-        if type(record) is Done and record.kind == "recurring":  # most records: kept short
-            name = names.get(record.job)
-            if name is None:
-                name = names[record.job] = column_text(record.job, 200)
-            error = None if record.error is None else _error(record.error)
-            rows.append((name, "recurring", host, None, record.trigger, round(record.started),
-                         round(record.ended), record.outcome, error))  # fmt: skip
-            continue
-        if read_offset:
-            offset, read_offset = _db_offset(conn), False
         if isinstance(record, Done):
-            started = _at(record.started, offset)
-            stopped = _at(record.ended, offset)
+            on_db = record.kind == "distributed"
+            started = _at(record.started, offset) if on_db else round(record.started)
+            stopped = _at(record.ended, offset) if on_db else round(record.ended)
             rows.append(_row(record, host, started, stopped, record.outcome, record.error))
         elif isinstance(record, Start):
             started = _at(record.at, offset)
@@ -270,6 +259,10 @@ _KEY_AT = tuple(_COLUMNS.index(name) for name in _KEY)
 
 def _key(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(row[i] for i in _KEY_AT)
+
+
+def _host_clock(record: Record) -> bool:
+    return isinstance(record, Done) and record.kind == "recurring"
 
 
 def _db_offset(conn: Connection) -> float:
