@@ -16,8 +16,9 @@ failed run is the only useful reading; a handler that raises one is logged like 
 from __future__ import annotations
 
 import logging
-import threading
+import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import TypeVar
 
 __all__ = ["call_hook", "call_user", "in_user_code", "run_user"]
@@ -27,31 +28,15 @@ logger = logging.getLogger("recurjobs")
 T = TypeVar("T")
 
 
-class _Depth(threading.local):
-    depth = 0  # guarded calls this thread is inside of
-
-
-_local = _Depth()
-
-
-def in_user_code() -> bool:
-    """True while this thread is inside a guarded call (a job, a handler, a property...)."""
-    return _local.depth > 0
-
-
 def run_user(fn: Callable[..., object], *args: object) -> BaseException | None:
     """Call job code; return what it raised (anything), or None when it returned.
 
     Nothing is logged: the caller turns the result into a run outcome (failed, canceled).
     """
-    local = _local
-    local.depth += 1
     try:
         fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
         return exc
-    finally:
-        local.depth -= 1
     return None
 
 
@@ -61,26 +46,40 @@ def call_user(what: str | Callable[[], str], fn: Callable[..., T], *args: object
     ``what`` names the call in the log line, e.g. ``"period of Cleanup"``; a callable returning
     the name is called only then (for calls made at every run, where formatting costs).
     """
-    local = _local
-    local.depth += 1
     try:
         return fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
         name = what() if callable(what) else what
         logger.error("%s raised %s: %s", name, type(exc).__name__, exc, exc_info=exc)
         return default
-    finally:
-        local.depth -= 1
 
 
 def call_hook(what: Callable[[], str], fn: Callable[..., object], *args: object) -> None:
     """Call one of recurjobs' own per-run hooks (the run history's recorder); if it raises
     anything, log it with ``what()`` as the name and go on.
 
-    Not user code, so the thread is not marked as being inside it (``in_user_code``): this
-    runs at every run of every job, and a hook never calls back into the host.
+    Not user code, so its frame does not count for :func:`in_user_code`: a hook never calls
+    back into the host.
     """
     try:
         fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
         logger.error("%s raised %s: %s", what(), type(exc).__name__, exc, exc_info=exc)
+
+
+_USER_FRAMES = frozenset({run_user.__code__, call_user.__code__})
+
+
+def in_user_code() -> bool:
+    """True while this thread is inside a guarded call (a job, a handler, a property...).
+
+    Answered from the calling thread's stack: a frame of :func:`run_user` or :func:`call_user`
+    on it means user code is running below. The guards themselves keep no count, since they
+    run several times per run of every job, while this is asked only by ``stop()``.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code in _USER_FRAMES:
+            return True
+        frame = frame.f_back
+    return False

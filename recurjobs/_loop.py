@@ -215,7 +215,6 @@ class JobRunner(RunnerState):
                 self._record(sink, started_ms, manual, "ignored", None)
             return self._paused_end(start) if paused else self._back_off(start)
         if not self._admit():  # stop began while the run was announced: it never starts
-            self._finish(start, "canceled")
             outcome, error = "canceled", None
         else:
             error = run_user(self.job.run, self.token)  # type: ignore[attr-defined]
@@ -226,10 +225,11 @@ class JobRunner(RunnerState):
                 outcome, error = "canceled", None
             else:
                 outcome = "failed"
-            self._finish(start, outcome, error)
+        end = self._clock.monotonic()
+        self._finish(max(0.0, end - start), outcome, error)
         if sink is not None:
             self._record(sink, started_ms, manual, outcome, error)
-        return self._clock.monotonic()
+        return end
 
     def _record(
         self,
@@ -262,9 +262,8 @@ class JobRunner(RunnerState):
             self.outcome.running = self._open
             return self._open
 
-    def _finish(self, start: float, outcome: str, error: BaseException | None = None) -> None:
+    def _finish(self, elapsed: float, outcome: str, error: BaseException | None) -> None:
         """Count, log (one INFO line per finished run) and publish a run's outcome."""
-        elapsed = max(0.0, self._clock.monotonic() - start)
         self.outcome.runs += 1
         self.outcome.last_outcome = outcome
         if error is not None:
@@ -272,7 +271,8 @@ class JobRunner(RunnerState):
             logger.error("%s failed", self.name, exc_info=error)
         logger.info("%s %s in %.3f s", self.name, outcome, elapsed)
         if outcome == "executed":
-            self._publish(JobExecuted, duration=timedelta(seconds=elapsed))
+            if self._publisher.wants(JobExecuted):  # no timedelta is built for nobody
+                self._publish(JobExecuted, duration=timedelta(seconds=elapsed))
         elif outcome == "canceled":
             self._publish(JobCanceled)
         else:

@@ -22,7 +22,7 @@ from recurjobs import (
     SystemClock,
     TriggerableJob,
 )
-from recurjobs._guard import call_user, run_user
+from recurjobs._guard import call_hook, call_user, in_user_code, run_user
 from recurjobs.testing import ManualClock
 from tests.helpers import MIN, Recorder, TimedJob, minutes, walk_to
 
@@ -278,6 +278,41 @@ def test_guard_returns_the_error_or_the_default(caplog: pytest.LogCaptureFixture
     assert ["the answer raised SystemExit"] == [
         r.getMessage().split(":")[0] for r in caplog.records
     ]
+
+
+def test_in_user_code_is_true_exactly_inside_a_guarded_call() -> None:
+    """in_user_code() (what stop() asks) is True below run_user/call_user, nested too, and
+    False outside them, inside call_hook, and on another thread started from user code."""
+    seen: dict[str, bool] = {}
+
+    def note(key: str) -> None:
+        seen[key] = in_user_code()
+
+    def nested() -> None:
+        call_user("inner", note, "nested", default=None)
+        note("after nested")
+
+    def spawn() -> None:
+        thread = threading.Thread(target=note, args=("other thread",))
+        thread.start()
+        thread.join()
+
+    note("outside")
+    run_user(note, "run_user")
+    call_user("outer", note, "call_user", default=None)
+    run_user(nested)
+    call_hook(lambda: "hook", note, "call_hook")
+    run_user(spawn)
+    assert {
+        "outside": False,
+        "run_user": True,
+        "call_user": True,
+        "nested": True,
+        "after nested": True,
+        "call_hook": False,
+        "other thread": False,
+    } == seen
+    assert not in_user_code()
 
 
 def test_token_wait_with_a_huge_timeout_does_not_overflow() -> None:
