@@ -95,6 +95,12 @@ class Gates:
         self.runtime_ready = runtime_ready
         self.server_role = server_role
         self.main_dom = main_dom
+        # Nothing to ask at a run (always ready, a fixed role, no main instance): the role.
+        self._only_role = (
+            server_role
+            if runtime_ready is None and isinstance(server_role, ServerRole) and main_dom is None
+            else None
+        )
 
     def role(self) -> ServerRole:
         """The current role; a source that raises or returns junk counts as UNKNOWN."""
@@ -120,6 +126,9 @@ class Gates:
 
     def check(self, roles: Collection[ServerRole]) -> IgnoreReason | None:
         """The first gate that fails for a job allowed in ``roles``, in order, or None."""
+        only = self._only_role
+        if only is not None:
+            return None if only in roles else IgnoreReason.SERVER_ROLE
         if not self.ready():
             return IgnoreReason.RUNTIME_NOT_READY
         if self.role() not in roles:

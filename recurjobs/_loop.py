@@ -152,7 +152,7 @@ class JobRunner(RunnerState):
         period = self._seconds(schedule)
         if changed:
             self.plan = self.plan.with_period(period)
-        now = self._clock.monotonic()
+        now = self._monotonic()
         if trigger is None:
             if now < self.plan.next:
                 self._clock.wait(self._wake, bounded(self.plan.next - now))
@@ -225,7 +225,7 @@ class JobRunner(RunnerState):
                 outcome, error = "canceled", None
             else:
                 outcome = "failed"
-        end = self._clock.monotonic()
+        end = self._monotonic()
         self._finish(max(0.0, end - start), outcome, error)
         if sink is not None:
             self._record(sink, started_ms, manual, outcome, error)

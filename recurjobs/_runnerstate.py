@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from recurjobs._clock import Clock, wall_ms
+from recurjobs._clock import Clock, monotonic_of, wall_ms
 from recurjobs._cron import Cron
 from recurjobs._gates import Gates
 from recurjobs._jobview import JobView
@@ -68,6 +68,7 @@ class RunnerState:
         self.view = JobView(job)
         self.name = self.view.name
         self._clock = clock
+        self._monotonic = monotonic_of(clock)  # the loop's readings at every run
         self._wall_ms = wall_ms(clock)  # the history's stamps
         self._gates = gates
         self._publisher = publisher

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from recurjobs import (
     MainDom,
     ServerRole,
 )
+from recurjobs._gates import Gates
+from recurjobs._roles import DEFAULT_SERVER_ROLES
 from recurjobs.testing import ManualClock
 from tests.helpers import Recorder, TimedJob, minutes, walk_to
 
@@ -40,6 +43,56 @@ class Switch:
 
 def reasons(recorder: Recorder) -> list[IgnoreReason]:
     return [n.reason for n in recorder.items if isinstance(n, JobIgnored)]
+
+
+ALL_ROLES = frozenset(ServerRole)
+
+
+@pytest.mark.parametrize(
+    ("ready", "role", "main", "roles", "expected"),
+    [
+        # Nothing to ask (always ready, a fixed role, no main instance): only the role counts.
+        (None, ServerRole.SINGLE, None, DEFAULT_SERVER_ROLES, None),
+        (None, ServerRole.SUBSCRIBER, None, DEFAULT_SERVER_ROLES, IgnoreReason.SERVER_ROLE),
+        (None, ServerRole.SUBSCRIBER, None, ALL_ROLES, None),
+        (None, ServerRole.UNKNOWN, None, frozenset(), IgnoreReason.SERVER_ROLE),
+        # A source to ask: each gate in order.
+        (
+            lambda: False,
+            ServerRole.SINGLE,
+            None,
+            DEFAULT_SERVER_ROLES,
+            IgnoreReason.RUNTIME_NOT_READY,
+        ),
+        (lambda: True, ServerRole.SINGLE, None, DEFAULT_SERVER_ROLES, None),
+        (None, lambda: ServerRole.SUBSCRIBER, None, DEFAULT_SERVER_ROLES, IgnoreReason.SERVER_ROLE),
+        (None, lambda: ServerRole.SINGLE, None, DEFAULT_SERVER_ROLES, None),
+        (None, ServerRole.SINGLE, False, DEFAULT_SERVER_ROLES, IgnoreReason.NOT_MAIN_DOM),
+        (None, ServerRole.SINGLE, True, DEFAULT_SERVER_ROLES, None),
+    ],
+)
+def test_gate_answers(
+    ready: Callable[[], bool] | None,
+    role: ServerRole | Callable[[], ServerRole],
+    main: bool | None,
+    roles: frozenset[ServerRole],
+    expected: IgnoreReason | None,
+) -> None:
+    """Gates.check gives the first failing gate for every kind of source, including the
+    fixed sources it answers from the role alone."""
+    main_dom = None if main is None else _FixedMain(main)
+    gates = Gates(runtime_ready=ready, server_role=role, main_dom=main_dom)  # type: ignore[arg-type]
+    assert expected == gates.check(roles)
+
+
+class _FixedMain:
+    """Stands for a MainDom that always or never wins the main instance."""
+
+    def __init__(self, wins: bool) -> None:
+        self.wins = wins
+
+    def try_acquire(self) -> bool:
+        return self.wins
 
 
 @pytest.mark.parametrize(

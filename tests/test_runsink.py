@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from recurjobs import JobHost, SystemClock
-from recurjobs._clock import wall_ms
+from recurjobs._clock import monotonic_of, wall_ms
 from recurjobs.testing import ManualClock
 from tests.helpers import TimedJob, minutes, walk_to
 
@@ -66,3 +66,12 @@ def test_the_real_clock_is_read_as_time_time_in_ms() -> None:
     manual = ManualClock()
     manual.advance(timedelta(seconds=1.5))
     assert manual.now().timestamp() * 1000 == wall_ms(manual)()
+
+
+def test_the_loop_reads_monotonic_time_from_the_host_clock() -> None:
+    """The loop's per-run readings: ``time.monotonic`` itself for the real clock (what
+    ``SystemClock.monotonic()`` returns), the clock's own ``monotonic`` for any other."""
+    assert time.monotonic is monotonic_of(SystemClock())
+    manual = ManualClock()
+    manual.advance(timedelta(seconds=7))
+    assert manual.monotonic() == monotonic_of(manual)()
