@@ -3,6 +3,10 @@
 A job's ``period``, ``delay``, ``ignored_delay`` and ``server_roles`` may be properties of user
 code. Each read goes through the guard; a read that raises or returns junk is logged and the
 last good value (else the default) is used, so a broken property never ends the loop.
+
+The one exception is ``RecurringJob``'s own ``period`` property, when a subclass keeps it: it
+returns what its setter validated and cannot raise, so it is read without the guard (the loop
+reads the period twice per run).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TypeVar
 
 from recurjobs._cron import Cron
 from recurjobs._guard import call_user
-from recurjobs._jobs import job_name
+from recurjobs._jobs import RecurringJob, job_name
 from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
 from recurjobs._schedule import INFINITE
 
@@ -62,9 +66,17 @@ class JobView:
         # attr -> (the raw object last read if immutable, else _FAILED; its checked value)
         self._last: dict[str, tuple[object, object]] = {}
         self._what = {a: self._describe(a) for a in _SETTINGS}
+        # The job, when its period is RecurringJob's own property (see the module docstring).
+        self._own_period = (
+            job
+            if isinstance(job, RecurringJob) and type(job).period is RecurringJob.period
+            else None
+        )
 
     def period(self) -> timedelta | Cron:
         """The period or calendar; a job without one runs only on triggers (``INFINITE``)."""
+        if self._own_period is not None:
+            return self._own_period._period
         default: timedelta | Cron = INFINITE
         return self._read("period", default, _schedule)
 

@@ -342,3 +342,28 @@ def test_only_the_guard_catches_everything() -> None:
     # failure (an app module that raises on import, a factory that fails) into one line.
     expected = ["_guard.py"] * 3 + ["_listener.py"] * 2 + ["_loop.py", "_shutdown.py"]
     assert [*expected, *["cli.py"] * 4] == broad
+
+
+def test_the_period_is_read_from_whatever_defines_it() -> None:
+    """RecurringJob's own period property (read without the guard) follows its setter; a
+    subclass's class attribute or property is read instead, the property through the guard."""
+    from recurjobs._jobview import JobView
+
+    class Own(RecurringJob):
+        def run(self, token: CancellationToken) -> None:
+            pass
+
+    class Attribute(Own):
+        period = timedelta(minutes=7)
+
+    class Broken(Own):
+        @property  # type: ignore[misc]
+        def period(self) -> timedelta:
+            raise RuntimeError("no period")
+
+    own = Own(timedelta(minutes=1))
+    view = JobView(own)
+    own.period = timedelta(minutes=2)
+    assert timedelta(minutes=2) == view.period()
+    assert timedelta(minutes=7) == JobView(Attribute(timedelta(minutes=1))).period()
+    assert INFINITE == JobView(Broken(timedelta(minutes=1))).period()
