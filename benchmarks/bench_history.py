@@ -225,6 +225,19 @@ def run(quick: bool) -> list[Row]:
             scale=100,
             note=f"target: off + 15 %; {median([r['written'] for r in res[True]]):.0f} rows shown",
         ),
+        Row(
+            name,
+            "CPU per recorded run, on minus off, same repetition (informational)",
+            "us",
+            # CPU is a fraction of a core over the window: (on - off) core-seconds per second,
+            # divided by the runs recorded per second, is the history's cost of one run.
+            [
+                (on["cpu"] - off["cpu"]) / (on["runs"] / duration)
+                for off, on in zip(res[False], res[True], strict=True)
+            ],
+            scale=1e6,
+            note="absolute cost of recording and writing one run",
+        ),
     ]
     if not url.startswith("postgresql"):
         return rows
