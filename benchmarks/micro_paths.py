@@ -7,6 +7,9 @@ library", which the herd benchmarks cannot show through their noise.
   per run (the loop's own work around an empty ``run()``).
 * ``recorder``: what a run's thread does to record a run in the history (two wall-clock
   stamps, the guarded call, the record, the queue), 200,000 times; time per run.
+* ``herd``: 200 jobs x 100 ms all due at the same instant for 5 s (``bench_lateness``'s own
+  functions), recurjobs and bare threads alternating, each repetition a fresh process; p99
+  lateness, their ratio per repetition and CPU per run (``--reps``, default 7).
 * ``threads``: 200 jobs x 100 ms for 10 s with history on or off (``--database URL``, default
   ``RECURJOBS_TEST_POSTGRES_URL``); CPU per thread kind from ``/proc/self/task/*/schedstat``
   (Linux), as a percentage of one core.
@@ -15,6 +18,7 @@ Usage::
 
     .venv/bin/python benchmarks/micro_paths.py loop
     .venv/bin/python benchmarks/micro_paths.py recorder
+    .venv/bin/python benchmarks/micro_paths.py herd
     .venv/bin/python benchmarks/micro_paths.py threads --history on
 """
 
@@ -22,8 +26,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import secrets
+import statistics
+import subprocess
+import sys
 import threading
 import time
 import timeit
@@ -76,6 +84,46 @@ def recorder() -> float:
     return timeit.timeit(one, number=RECORDS) / RECORDS * 1e6
 
 
+def herd_one(kind: str) -> dict[str, float]:
+    """One repetition of the herd in this process: p99 lateness (s) and CPU per run (us)."""
+    import bench_lateness
+
+    began = time.process_time()
+    if kind == "bare":
+        result = bench_lateness.measure_bare_threads(200, 0.1, 5.0, 1.0)
+    else:
+        result = bench_lateness.measure_recurjobs(200, 0.1, 5.0, 1.0, aligned=True)
+    return {"p99": result["p99"], "cpu_us": (time.process_time() - began) / 10_000 * 1e6}
+
+
+def herd(reps: int) -> None:
+    """Alternate bare threads and recurjobs, a fresh process each; print each pair, medians."""
+    ratios: list[float] = []
+    cpu: dict[str, list[float]] = {"bare": [], "recurjobs": []}
+    for rep in range(1, reps + 1):
+        pair: dict[str, dict[str, float]] = {}
+        for kind in ("bare", "recurjobs"):
+            out = subprocess.run(
+                [sys.executable, __file__, "herd-one", kind],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            pair[kind] = json.loads(out)
+            cpu[kind].append(pair[kind]["cpu_us"])
+        ratios.append(pair["recurjobs"]["p99"] / pair["bare"]["p99"])
+        print(
+            f"rep {rep}: p99 bare {pair['bare']['p99'] * 1e3:.2f} ms, recurjobs "
+            f"{pair['recurjobs']['p99'] * 1e3:.2f} ms, ratio {ratios[-1]:.2f}; CPU per run "
+            f"{pair['bare']['cpu_us']:.1f} vs {pair['recurjobs']['cpu_us']:.1f} us"
+        )
+    print(
+        f"median ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); "
+        f"CPU per run {statistics.median(cpu['bare']):.1f} us bare, "
+        f"{statistics.median(cpu['recurjobs']):.1f} us recurjobs"
+    )
+
+
 def threads(history: bool, database: str) -> dict[str, float]:
     """Percent of a core per thread kind over 10 s of 200 jobs x 100 ms."""
     import sqlalchemy as sa
@@ -124,7 +172,9 @@ def threads(history: bool, database: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["loop", "recorder", "threads"])
+    parser.add_argument("what", choices=["loop", "recorder", "herd", "herd-one", "threads"])
+    parser.add_argument("kind", nargs="?", choices=["bare", "recurjobs"], help="herd-one only")
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--history", choices=["on", "off"], default="on")
     parser.add_argument("--database", default=os.environ.get("RECURJOBS_TEST_POSTGRES_URL"))
     args = parser.parse_args()
@@ -132,6 +182,10 @@ def main() -> None:
         print(f"loop: {loop():.2f} us per run (zero period, back to back, {RUNS:,} runs)")
     elif args.what == "recorder":
         print(f"recorder: {recorder():.2f} us per recorded run ({RECORDS:,} runs)")
+    elif args.what == "herd":
+        herd(args.reps)
+    elif args.what == "herd-one":
+        print(json.dumps(herd_one(args.kind or "recurjobs")))
     else:
         if not args.database:
             parser.error("threads needs --database URL (or RECURJOBS_TEST_POSTGRES_URL)")

@@ -83,6 +83,8 @@ class Gates:
 
     A source that is a plain value (``runtime_ready=None``: always ready; a fixed
     ``ServerRole``) is used as it is, without a guarded call: every run of every job asks.
+    The sources are given once, at construction; when none needs asking, ``check`` answers
+    from the fixed role alone.
     """
 
     def __init__(
