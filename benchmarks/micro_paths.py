@@ -7,6 +7,9 @@ library", which the herd benchmarks cannot show through their noise.
   per run (the loop's own work around an empty ``run()``).
 * ``recorder``: what a run's thread does to record a run in the history (two wall-clock
   stamps, the guarded call, the record, the queue), 200,000 times; time per run.
+* ``writer``: the history writer's CPU per record (``time.thread_time()``) writing 20 batches of
+  2,000 recurring runs into PostgreSQL (``--database URL``, default
+  ``RECURJOBS_TEST_POSTGRES_URL``), as it does once a second at 2,000 runs/s.
 * ``herd``: 200 jobs x 100 ms all due at the same instant for 5 s (``bench_lateness``'s own
   functions), recurjobs and bare threads alternating, each repetition a fresh process; p99
   lateness, their ratio per repetition and CPU per run (``--reps``, default 7).
@@ -18,6 +21,7 @@ Usage::
 
     .venv/bin/python benchmarks/micro_paths.py loop
     .venv/bin/python benchmarks/micro_paths.py recorder
+    .venv/bin/python benchmarks/micro_paths.py writer
     .venv/bin/python benchmarks/micro_paths.py herd
     .venv/bin/python benchmarks/micro_paths.py threads --history on
 """
@@ -82,6 +86,44 @@ def recorder() -> float:
         call_hook(str, sink.recurring, job, False, started, stamp(), "executed", None)
 
     return timeit.timeit(one, number=RECORDS) / RECORDS * 1e6
+
+
+def writer(database: str) -> float:
+    """Microseconds of the writer thread's CPU per record, in batches of 2,000."""
+    import sqlalchemy as sa
+
+    from recurjobs._historyrec import Done, HistoryQueue, Record
+    from recurjobs.sql import JobStore
+    from recurjobs.sql._history import HistoryTables
+    from recurjobs.sql._historywriter import BATCH, HistoryWriter
+
+    prefix = f"m{secrets.token_hex(3)}_"
+    tables = HistoryTables(prefix)
+    store = JobStore(database, table_prefix=prefix)
+    tables.metadata.create_all(store.engine)
+    writer = HistoryWriter(queue=HistoryQueue(BATCH), store=store, tables=tables, host="bench")
+    now = time.time() * 1000.0
+
+    def batch() -> list[Record]:
+        return [
+            Done("recurring", f"job{i % 200}", None, "schedule", now + i, now + i + 3.3,
+                 "executed", None)
+            for i in range(BATCH)
+        ]  # fmt: skip
+
+    try:
+        writer._write(batch())  # connect and warm up first
+        batches = [batch() for _ in range(20)]
+        began = time.thread_time()
+        for records in batches:
+            writer._write(records)
+        used = time.thread_time() - began
+    finally:
+        store.dispose()
+        engine = sa.create_engine(database)
+        tables.metadata.drop_all(engine)
+        engine.dispose()
+    return used / (20 * BATCH) * 1e6
 
 
 def herd_one(kind: str) -> dict[str, float]:
@@ -172,7 +214,8 @@ def threads(history: bool, database: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["loop", "recorder", "herd", "herd-one", "threads"])
+    what = ["loop", "recorder", "writer", "herd", "herd-one", "threads"]
+    parser.add_argument("what", choices=what)
     parser.add_argument("kind", nargs="?", choices=["bare", "recurjobs"], help="herd-one only")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--history", choices=["on", "off"], default="on")
@@ -182,6 +225,11 @@ def main() -> None:
         print(f"loop: {loop():.2f} us per run (zero period, back to back, {RUNS:,} runs)")
     elif args.what == "recorder":
         print(f"recorder: {recorder():.2f} us per recorded run ({RECORDS:,} runs)")
+    elif args.what == "writer":
+        if not args.database:
+            parser.error("writer needs --database URL (or RECURJOBS_TEST_POSTGRES_URL)")
+        for _ in range(3):
+            print(f"writer: {writer(args.database):.2f} us of CPU per record (20 x 2,000 records)")
     elif args.what == "herd":
         herd(args.reps)
     elif args.what == "herd-one":
