@@ -132,16 +132,16 @@ def run(quick: bool) -> list[Row]:
                 note="informational",
             )
         )
-        # The absolute 3 s is below what the machine's thread start alone takes, and
-        # SPEC 8 requires a parked thread per idle job (docs/decisions.md), so the target that
-        # can be met is "no slower than the bare threads" in the same repetition.
+        # What the library adds to one thread per job, in the same repetition. Informational:
+        # the targets are the absolute limits above (docs/decisions.md); bare threads that do
+        # nothing but park are the floor, not a bar a library doing its work can be under.
         rows.append(
             Row(
                 name,
                 "recurjobs total / bare threads total, same repetition",
                 "x",
                 [a / b for a, b in zip(col(ours, "total"), col(bare, "total"), strict=True)],
-                limit=1.0,
+                note="informational",
             )
         )
     return rows
