@@ -21,6 +21,11 @@
 #
 # Environment: RECURJOBS_DB_TIMEOUT (seconds to wait for a server, default 60).
 set -euo pipefail
+# Debian keeps runuser and the server tools in sbin, which a minimal PATH (env -i, a non-login
+# root shell) lacks. Note: bash runs $(...) without `set -e`, so each port and URL read through
+# $(...) below ends the script explicitly when its function failed (rather than printing a URL
+# with an empty port).
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 readonly DB_NAME=recurjobs_test
 readonly DB_USER=recurjobs
@@ -187,9 +192,9 @@ postgres_url() {
     local port
     ensure_postgres_installed
     if is_root; then
-        port=$(start_postgres_debian)
+        port=$(start_postgres_debian) || exit 1
     else
-        port=$(start_postgres_private)
+        port=$(start_postgres_private) || exit 1
     fi
     printf 'postgresql+psycopg://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$port" "$DB_NAME"
 }
@@ -318,9 +323,9 @@ mysql_url() {
     local port
     ensure_mariadb_installed
     if is_root; then
-        port=$(start_mariadb_debian)
+        port=$(start_mariadb_debian) || exit 1
     else
-        port=$(start_mariadb_private)
+        port=$(start_mariadb_private) || exit 1
     fi
     printf 'mysql+pymysql://%s:%s@127.0.0.1:%s/%s\n' "$DB_USER" "$DB_PASSWORD" "$port" "$DB_NAME"
 }
@@ -332,12 +337,12 @@ main() {
     if [[ -n $pg ]]; then
         log "RECURJOBS_TEST_POSTGRES_URL is set: using that server as it is"
     else
-        pg=$(postgres_url)
+        pg=$(postgres_url) || exit 1
     fi
     if [[ -n $my ]]; then
         log "RECURJOBS_TEST_MYSQL_URL is set: using that server as it is"
     else
-        my=$(mysql_url)
+        my=$(mysql_url) || exit 1
     fi
     log "database URLs ready"
     printf 'export RECURJOBS_TEST_POSTGRES_URL=%q\n' "$pg"
