@@ -35,7 +35,10 @@ def switch(runner: JobRunner, schedule: timedelta | Cron) -> None:
     """
     if schedule == runner.cron:
         return
-    begun = runner.fire is not None if runner.cron is not None else not math.isinf(runner.plan.next)
+    if runner.cron is not None:
+        begun = runner.fire is not None
+    else:  # an INFINITE period that has run has begun; a first or next_delay trigger awaited not
+        begun = runner.plan.anchor is not None or not math.isinf(runner.plan.next)
     if isinstance(schedule, Cron):
         fire = next_fire(schedule.next_after, runner._clock.now()) if begun else None
         with runner._lock:

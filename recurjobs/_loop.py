@@ -166,6 +166,7 @@ class JobRunner(RunnerState):
                 strategy=trigger.strategy,
                 next_delay=trigger.next_delay,
                 triggered_at=trigger.at,
+                start=now,
                 end=end,
                 period=self._period_seconds(),
             )

@@ -53,11 +53,13 @@ def seconds(value: timedelta) -> float:
 class Plan(NamedTuple):
     """The schedule of one job.
 
-    ``next`` is the moment of the next automatic run (``inf``: none). ``anchor`` is the planned
-    start of the last automatic run, from which the cadence counts (``None``: the schedule has
-    not begun, as with an ``INFINITE`` delay). ``fixed`` marks a ``next`` that is a set moment
-    (the first delay, a trigger's ``next_delay``, the catch-up run after an overrun) rather than
-    ``anchor + period``, so a period change leaves it alone.
+    ``next`` is the moment of the next automatic run (``inf``: none). ``anchor`` is the last
+    start a period change counts from: the planned start of the last automatic run, or the
+    start of the last triggered run (``None``: the schedule has not begun, as with an
+    ``INFINITE`` delay); for a catch-up run, the planned start of the run that overran.
+    ``fixed`` marks a ``next`` that is a set moment (the first delay, a trigger's
+    ``next_delay``, the catch-up run after an overrun) rather than ``anchor + period``, so a
+    period change leaves it alone.
 
     A named tuple: the loop makes one after every run, and a tuple is built in a fraction of a
     frozen dataclass's time.
@@ -105,13 +107,16 @@ def after_trigger(
     strategy: NextExecution,
     next_delay: float | None,
     triggered_at: float,
+    start: float,
     end: float,
     period: float,
 ) -> Plan:
     """The plan after a triggered run.
 
     ``plan`` is the plan as it stood when the trigger was taken (its ``next`` is the pending tick
-    ``T``), ``triggered_at`` the moment the trigger arrived, ``end`` when the triggered run ended.
+    ``T``), ``triggered_at`` the moment the trigger arrived, ``start``-``end`` the triggered run
+    (it starts after ``triggered_at`` when a run was in progress). A period change after it
+    counts from ``start``: it is the last start.
     """
     if next_delay is not None:
         if math.isinf(next_delay):
@@ -120,16 +125,38 @@ def after_trigger(
         return _at_least(Plan(triggered_at + next_delay, None, True), end)
     if strategy is NextExecution.RESET or (plan.anchor is None and math.isinf(plan.next)):
         # RESET, or the first trigger of a job whose schedule had not begun (INFINITE delay).
-        return _cadence(triggered_at, end, period)
-    tick = plan.next
+        # It counts from the trigger; from the run's own start when the run began a whole period
+        # or more after the trigger (it waited for a long run), as a late automatic run does.
+        origin = start if start - triggered_at >= period else triggered_at
+        return _since(_cadence(origin, end, period), start)
+    catch_up = _catch_up_tick(plan, start, period)
+    tick = plan.next if catch_up is None else catch_up
     if math.isinf(tick):
-        return plan
-    if strategy is NextExecution.REPLACE:
-        return _cadence(tick, end, period)
-    if end > tick:
-        # NONE: the triggered run overshot the pending tick, so that tick is skipped.
-        return _cadence(tick, end, period)
-    return plan
+        return _since(plan, start)
+    if strategy is NextExecution.REPLACE or end > tick or catch_up is not None:
+        # REPLACE; NONE whose run overshot the pending tick (that tick is skipped); a
+        # triggered run that took the place of a catch-up run (its tick has passed).
+        return _since(_cadence(tick, end, period), start)
+    return _since(plan, start)
+
+
+def _catch_up_tick(plan: Plan, start: float, period: float) -> float | None:
+    """The tick ``T`` for a trigger taken while the catch-up run after an overrun was due
+    (the trigger came during the long run); None when ``plan`` is not such a run.
+
+    The triggered run takes the catch-up's place, and ``T`` is the last tick of the grid at or
+    before its start: the ticks the long run missed are covered by the triggered run, never by
+    a second run right after it. (A catch-up plan is a set moment with an anchor.)
+    """
+    anchor = plan.anchor
+    if not plan.fixed or anchor is None or not 0 < period < math.inf:
+        return None
+    return anchor + max(1, math.floor((start - anchor) / period)) * period
+
+
+def _since(plan: Plan, start: float) -> Plan:
+    """``plan`` with its period changes counting from ``start`` (set moments are left alone)."""
+    return plan if plan.fixed else Plan(plan.next, start, False)
 
 
 def _at_least(plan: Plan, end: float) -> Plan:
@@ -217,8 +244,9 @@ def fire_after_trigger(
     if pending is None:
         # The first trigger of a schedule that had not begun starts the calendar.
         return _resume(cron, start, end)
-    if strategy is NextExecution.NONE and end <= pending:
+    if strategy is NextExecution.NONE and start < pending and end <= pending:
         return pending
     # RESET/REPLACE: the triggered run stands in for the pending fire time (and any fire time
-    # up to its start); NONE: the run overshot the pending fire time, which is skipped.
+    # up to its start); NONE: the run overshot the pending fire time, which is skipped, or it
+    # started at or after it (the catch-up run after an overrun, which it replaces).
     return _resume(cron, max(pending, start), end)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from recurjobs import (
+    INFINITE,
     CancellationToken,
     Cron,
     JobHost,
@@ -336,6 +337,25 @@ def test_switching_between_period_and_calendar_while_waiting() -> None:
     assert (utc(2026, 6, 1, 0, 15), utc(2026, 6, 1, 0, 45), ["00:00", "00:15", "00:45"]) == (
         after_cron,
         after_period,
+        [s[11:16] for s in job.starts],
+    )
+
+
+def test_a_job_that_ran_switches_from_an_infinite_period_to_its_calendar() -> None:
+    """A job that ran, then had an INFINITE period, follows a Cron given while it waits: the
+    next run is the first fire time after the change."""
+    clock = ManualClock(utc(2026, 6, 1, 0, 0))
+    job = CalendarJob(clock, timedelta(hours=1), delay=timedelta(0))
+    with JobHost([job], clock=clock) as host:
+        run_until(clock, host, utc(2026, 6, 1, 0, 2))  # ran at 00:00
+        job.period = INFINITE
+        run_until(clock, host, utc(2026, 6, 1, 0, 4))
+        job.period = Cron("*/10 * * * *")
+        clock.wait_for_waiters(1)
+        planned = host.status()[0].next_run
+        run_until(clock, host, utc(2026, 6, 1, 0, 25))
+    assert (utc(2026, 6, 1, 0, 10), ["00:00", "00:10", "00:20"]) == (
+        planned,
         [s[11:16] for s in job.starts],
     )
 

@@ -96,6 +96,22 @@ def test_fire_after_trigger(
     assert expected == show(fire)
 
 
+@pytest.mark.parametrize("strategy", [NONE, RESET, REPLACE])
+def test_a_trigger_replaces_the_catch_up_run(strategy: NextExecution) -> None:
+    """The run of 10:00 ran until 11:10 (a catch-up run was due at 11:10) and a trigger came
+    at 10:20: the triggered run at 11:10 stands in for the catch-up; next is 12:00."""
+    fire = fire_after_trigger(
+        HOURLY,
+        at("11:10"),
+        strategy=strategy,
+        next_delay=None,
+        triggered_at=at("10:20"),
+        start=at("11:10"),
+        end=at("11:10"),
+    )
+    assert "12:00" == show(fire)
+
+
 def test_a_calendar_with_no_more_fire_times_plans_none() -> None:
     """A calendar that raises (no fire time left) plans no automatic run instead of failing."""
 

@@ -252,3 +252,50 @@ def test_trigger_with_next_delay_infinite_waits_for_next_trigger(clock: ManualCl
         host.trigger(TimedJob)
         walk_to(clock, 55, step=5)
     assert [0, 3, 40, 50] == job.starts
+
+
+@pytest.mark.parametrize(
+    ("strategy", "trigger_minute", "expected"),
+    [
+        pytest.param(NextExecution.NONE, 5, [0, 70, 120, 180], id="none"),
+        pytest.param(NextExecution.NONE, 62, [0, 70, 120, 180], id="none-after-the-tick"),
+        pytest.param(NextExecution.REPLACE, 5, [0, 70, 120, 180], id="replace"),
+        pytest.param(NextExecution.RESET, 5, [0, 70, 130], id="reset"),
+    ],
+)
+def test_trigger_during_an_overrun_replaces_the_catch_up_run(
+    clock: ManualClock, strategy: NextExecution, trigger_minute: float, expected: list[float]
+) -> None:
+    """The run at 0 of a 60 min job lasts until 70 and a trigger comes during it: one run at
+    70 (the triggered run stands in for the catch-up run), then SPEC's table from T = 60."""
+    inside, go = threading.Event(), threading.Event()
+
+    def body(_token: CancellationToken) -> None:
+        if len(job.starts) == 1:
+            inside.set()
+            assert go.wait(5)
+            clock.advance(minutes(70 - trigger_minute))
+
+    job = TimedJob(clock, minutes(60), body=body)
+    with JobHost([job], clock=clock) as host:
+        assert inside.wait(5)
+        clock.advance(minutes(trigger_minute))
+        assert host.trigger(job, strategy)
+        go.set()
+        walk_to(clock, 185, step=5)
+    assert expected == job.starts
+
+
+@pytest.mark.parametrize("strategy", list(NextExecution))
+def test_period_change_after_a_trigger_counts_from_the_triggered_run(
+    clock: ManualClock, strategy: NextExecution
+) -> None:
+    """A 60 min job triggered at 20, period set to 15 at 25: next run at 20 + 15 = 35."""
+    job = TimedJob(clock, minutes(60))
+    with JobHost([job], clock=clock) as host:
+        step_to(clock, 20)
+        assert host.trigger(job, strategy)
+        walk_to(clock, 25)
+        job.period = minutes(15)
+        walk_to(clock, 51)
+    assert [0, 20, 35, 50] == job.starts

@@ -99,17 +99,81 @@ def test_after_trigger(
 ) -> None:
     """Each row of SPEC's trigger table gives the next automatic run it promises."""
     result = after_trigger(
-        plan, strategy=strategy, next_delay=next_delay, triggered_at=tr, end=end, period=60
+        plan,
+        strategy=strategy,
+        next_delay=next_delay,
+        triggered_at=tr,
+        start=tr,
+        end=end,
+        period=60,
     )
     assert expected_next == result.next
+
+
+@pytest.mark.parametrize(
+    ("strategy", "tr", "run_end", "expected"),
+    [
+        # The automatic run at 0 of a 60 min job ran until run_end (past the tick at 60, so
+        # a catch-up run was due); the trigger came at tr, and its run takes the catch-up's
+        # place at run_end: one run there, then the table's next run, never two runs at once.
+        pytest.param(NONE, 5, 70, Plan(120, 70, False), id="none-tick-60-overshot"),
+        pytest.param(NONE, 62, 70, Plan(120, 70, False), id="none-trigger-after-tick"),
+        pytest.param(REPLACE, 5, 70, Plan(120, 70, False), id="replace"),
+        pytest.param(NONE, 5, 150, Plan(180, 150, False), id="none-two-ticks-missed"),
+        pytest.param(RESET, 62, 70, Plan(122, 70, False), id="reset-counts-from-trigger"),
+        pytest.param(RESET, 5, 70, Plan(130, 70, False), id="reset-waited-a-period"),
+    ],
+)
+def test_trigger_during_an_overrun(
+    strategy: NextExecution, tr: float, run_end: float, expected: Plan
+) -> None:
+    """A trigger that arrives during a run that overruns replaces the catch-up run."""
+    catch_up = after_run(0, 0, run_end, 60)
+    assert catch_up.fixed and catch_up.next == run_end
+    result = after_trigger(
+        catch_up,
+        strategy=strategy,
+        next_delay=None,
+        triggered_at=tr,
+        start=run_end,
+        end=run_end,
+        period=60,
+    )
+    assert expected == result
+
+
+@pytest.mark.parametrize(
+    ("strategy", "next_delay", "expected"),
+    [
+        pytest.param(NONE, None, 35, id="none"),
+        pytest.param(REPLACE, None, 35, id="replace"),
+        pytest.param(RESET, None, 35, id="reset"),
+        pytest.param(NONE, 30, 50, id="next-delay-is-a-set-moment"),
+    ],
+)
+def test_period_change_after_a_trigger_counts_from_the_triggered_run(
+    strategy: NextExecution, next_delay: float | None, expected: float
+) -> None:
+    """Last automatic run at 0 of a 60 min job, triggered run at 20, period set to 15 at 25:
+    the wait is re-planned from the last start (20), except for a next_delay's set moment."""
+    plan = after_trigger(
+        Plan(60, 0, False),
+        strategy=strategy,
+        next_delay=next_delay,
+        triggered_at=20,
+        start=20,
+        end=20,
+        period=60,
+    )
+    assert expected == plan.with_period(15).next
 
 
 @pytest.mark.parametrize("strategy", [NONE, RESET, REPLACE])
 def test_infinite_period_trigger_keeps_waiting(strategy: NextExecution) -> None:
     """With an INFINITE period a trigger never plans an automatic run."""
     result = after_trigger(
-        Plan(INF, 0, False), strategy=strategy, next_delay=None, triggered_at=20, end=21,
-        period=INF,
+        Plan(INF, 0, False), strategy=strategy, next_delay=None, triggered_at=20, start=20,
+        end=21, period=INF,
     )
     assert INF == result.next
 
@@ -117,7 +181,8 @@ def test_infinite_period_trigger_keeps_waiting(strategy: NextExecution) -> None:
 def test_next_delay_then_normal_period() -> None:
     """After a next_delay run the normal period resumes from that run: 30, then 90."""
     plan = after_trigger(
-        Plan(60, 0, False), strategy=NONE, next_delay=10, triggered_at=20, end=20, period=60
+        Plan(60, 0, False), strategy=NONE, next_delay=10, triggered_at=20, start=20, end=20,
+        period=60,
     )
     assert [30, 90] == [plan.next, after_run(plan.next, plan.next, plan.next, 60).next]
 
@@ -125,10 +190,11 @@ def test_next_delay_then_normal_period() -> None:
 def test_infinite_next_delay_restarts_schedule_on_next_trigger() -> None:
     """After next_delay=INFINITE the following trigger starts the schedule afresh."""
     waiting = after_trigger(
-        Plan(60, 0, False), strategy=NONE, next_delay=INF, triggered_at=20, end=20, period=60
+        Plan(60, 0, False), strategy=NONE, next_delay=INF, triggered_at=20, start=20, end=20,
+        period=60,
     )
     again = after_trigger(
-        waiting, strategy=NONE, next_delay=None, triggered_at=100, end=100, period=60
+        waiting, strategy=NONE, next_delay=None, triggered_at=100, start=100, end=100, period=60
     )
     assert 160 == again.next
 
