@@ -9,7 +9,7 @@ from typing import Any
 from recurjobs._guard import call_user
 from recurjobs._maindom import MainDom
 from recurjobs._roles import IgnoreReason, ServerRole
-from recurjobs._validate import callable_
+from recurjobs._validate import no_argument_callable
 
 __all__ = ["Gates", "host_gates", "role_service", "role_source"]
 
@@ -24,7 +24,7 @@ def role_source(value: object) -> RoleSource:
         role = value
         return lambda: role
     if callable(value):
-        return value
+        return no_argument_callable(value, "server_role", " returning a ServerRole")  # type: ignore[return-value]
     raise TypeError(f"server_role must be a ServerRole or a callable returning one, got {value!r}")
 
 
@@ -69,7 +69,9 @@ def host_gates(
     ``role`` is the host's current role. A fixed role without an election (``elect``) is
     handed to the gates as it is instead (no call per run).
     """
-    ready = callable_(runtime_ready, "runtime_ready") if runtime_ready is not None else None
+    ready = None
+    if runtime_ready is not None:
+        ready = no_argument_callable(runtime_ready, "runtime_ready")
     fixed = isinstance(server_role, ServerRole) and not elect
     return Gates(
         runtime_ready=ready,  # type: ignore[arg-type]
@@ -117,10 +119,15 @@ class Gates:
         return role
 
     def ready(self) -> bool:
-        """Whether the runtime is ready; a callable that raises counts as not ready."""
+        """Whether the runtime is ready; a callable that raises, or returns a value whose truth
+        cannot be told (a numpy array), counts as not ready."""
         if self.runtime_ready is None:
             return True
-        return bool(call_user("runtime_ready callable", self.runtime_ready, default=False))
+        return call_user("runtime_ready callable", self._ask_ready, default=False)
+
+    def _ask_ready(self) -> bool:
+        assert self.runtime_ready is not None
+        return bool(self.runtime_ready())
 
     def is_main(self) -> bool:
         """Whether this process is the main instance (always, without a MainDom)."""

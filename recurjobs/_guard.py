@@ -1,11 +1,12 @@
 """The one boundary around user code.
 
-Every call recurjobs makes into code it did not write goes through :func:`run_user` or
-:func:`call_user`: a job's ``run``/``execute``, a notification handler, a signal receiver,
-``close()``, a job property read (``period``, ``delay``, ``ignored_delay``, ``server_roles``)
-and the ``runtime_ready``/``server_role`` callables. Grep for them and you have audited the
-promise "nothing a job does kills the loop". :func:`call_hook` is the same boundary for
-recurjobs' own per-run hooks (the run history's recorder), so a bug there cannot kill it either.
+Every call recurjobs makes into code it did not write goes through :func:`run_user`,
+:func:`run_method` or :func:`call_user`: a job's ``run``/``execute`` (attribute read included),
+a notification handler, a signal receiver, ``close()``, a job property read (``period``,
+``delay``, ``ignored_delay``, ``server_roles``) and the ``runtime_ready``/``server_role``
+callables. Grep for them and you have audited the promise "nothing a job does kills the loop".
+:func:`call_hook` is the same boundary for recurjobs' own per-run hooks (the run history's
+recorder), so a bug there cannot kill it either.
 
 What survives is decided here, once: everything is caught, ``BaseException`` included.
 ``SystemExit`` and ``KeyboardInterrupt`` raised by job code on a worker thread mean nothing
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TypeVar
 
-__all__ = ["call_hook", "call_user", "in_user_code", "run_user"]
+__all__ = ["call_hook", "call_user", "in_user_code", "run_method", "run_user"]
 
 logger = logging.getLogger("recurjobs")
 
@@ -35,6 +36,16 @@ def run_user(fn: Callable[..., object], *args: object) -> BaseException | None:
     """
     try:
         fn(*args)
+    except BaseException as exc:  # the boundary: see the module docstring
+        return exc
+    return None
+
+
+def run_method(obj: object, name: str, *args: object) -> BaseException | None:
+    """Call the job's method ``obj.<name>(*args)``, as :func:`run_user` does; reading the
+    attribute is job code too (a duck-typed job's property may raise, or it may be gone)."""
+    try:
+        getattr(obj, name)(*args)
     except BaseException as exc:  # the boundary: see the module docstring
         return exc
     return None
@@ -67,15 +78,16 @@ def call_hook(what: Callable[[], str], fn: Callable[..., object], *args: object)
         logger.error("%s raised %s: %s", what(), type(exc).__name__, exc, exc_info=exc)
 
 
-_USER_FRAMES = frozenset({run_user.__code__, call_user.__code__})
+_USER_FRAMES = frozenset({run_user.__code__, run_method.__code__, call_user.__code__})
 
 
 def in_user_code() -> bool:
     """True while this thread is inside a guarded call (a job, a handler, a property...).
 
-    Answered from the calling thread's stack: a frame of :func:`run_user` or :func:`call_user`
-    on it means user code is running below. The guards themselves keep no count, since they
-    run several times per run of every job, while this is asked only by ``stop()``.
+    Answered from the calling thread's stack: a frame of :func:`run_user`,
+    :func:`run_method` or :func:`call_user` on it means user code is running below. The
+    guards themselves keep no count, since they run several times per run of every job, while
+    this is asked only by ``stop()``.
     """
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:

@@ -188,10 +188,16 @@ class JobHost:
                 self._publisher.publish(JobStarting(job=job, at=self.clock.now()))
             if self._shutdown is not None:  # a JobStarting handler called stop(): run nothing
                 runner.close()
+            announce = self._publisher.wants(JobStarted)
+            if announce:  # no notification of the job's may come before its JobStarted
+                runner.hold()
             runner.start()
-            if self._publisher.wants(JobStarted):
+            if announce:
                 self._publisher.publish(JobStarted(job=job, at=self.clock.now()))
+                if self._shutdown is not None:  # ...or a JobStarted handler did
+                    runner.close()
         finally:
+            runner.release()
             self._starter = None
 
     def stop(self, timeout: float = 30.0) -> bool:

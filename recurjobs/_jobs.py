@@ -193,14 +193,31 @@ def is_distributed(job: object) -> bool:
     return not isinstance(job, RecurringJob) and callable(getattr(job, "execute", None))
 
 
+_ABSENT = object()  # the job has no such attribute: the default applies
+_RAISED = object()  # reading it raised (logged): the loop uses the default until it reads
+
+
 def check_recurring(job: object) -> None:
-    """Validate a recurring job's run method, period and delays (duck typing allowed)."""
-    if not callable(getattr(job, "run", None)):
+    """Validate a recurring job's run method, period, delays and server roles (duck typing
+    allowed). A property that raises is logged and left to the loop, which uses the default
+    until a read succeeds."""
+    if not callable(_read(job, "run", None)):
         raise TypeError(f"job must have a run(token) method, got {job!r}")
-    schedule(getattr(job, "period", None), "period")
+    period = _read(job, "period", None)
+    if period is not _RAISED:
+        schedule(period, "period")
     for attr in ("delay", "ignored_delay"):
-        if hasattr(job, attr):
-            duration(getattr(job, attr), attr)
+        value = _read(job, attr, _ABSENT)
+        if value is not _ABSENT and value is not _RAISED:
+            duration(value, attr)
+    roles = _read(job, "server_roles", _ABSENT)
+    if roles is not _ABSENT and roles is not _RAISED:
+        _roles(roles)
+
+
+def _read(job: object, attr: str, absent: object) -> object:
+    what = f"reading {attr} of a {type(job).__name__}"
+    return call_user(what, getattr, job, attr, absent, default=_RAISED)
 
 
 def check_distributed(job: object) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from recurjobs._calendarloop import calendar_step, switch
 from recurjobs._clock import bounded
 from recurjobs._cron import Cron
-from recurjobs._guard import call_hook, call_user, run_user
+from recurjobs._guard import call_hook, call_user, run_method
 from recurjobs._notifications import (
     JobCanceled,
     JobExecuted,
@@ -97,6 +97,9 @@ class JobRunner(RunnerState):
     # ------------------------------------------------------------------- the job's thread
     def _main(self) -> None:
         try:
+            held = self._held
+            if held is not None:  # the host publishes JobStarted first
+                held.wait()
             self._first_wait()
             while self._step():
                 pass
@@ -218,7 +221,7 @@ class JobRunner(RunnerState):
         if not self._admit():  # stop began while the run was announced: it never starts
             outcome, error = "canceled", None
         else:
-            error = run_user(self.job.run, self.token)  # type: ignore[attr-defined]
+            error = run_method(self.job, "run", self.token)
             self.outcome.running = False
             if error is None:
                 outcome = "executed"
@@ -286,11 +289,12 @@ class JobRunner(RunnerState):
         return start if self._period_seconds() > 0 else start + _MIN_BACKOFF
 
     def _back_off(self, start: float) -> float:
-        """Sleep ``ignored_delay`` from ``start``; a change re-plans it, shutdown ends it."""
+        """Sleep ``ignored_delay`` from ``start``; a change re-plans it, shutdown ends it, and
+        so does a trigger (accepted only when the gates let it run: it runs at once)."""
         while True:
             with self._lock:
                 self._wake.clear()
-                if not self._open:
+                if not self._open or self._pending is not None:
                     return self._clock.monotonic()
             delay = seconds(self.view.ignored_delay())
             if delay == 0 and self._period_seconds() == 0:

@@ -83,6 +83,7 @@ class RunnerState:
         self._exited = False
         self.paused = False  # JobHost.pause(): due runs are ignored with IgnoreReason.PAUSED
         self._thread: threading.Thread | None = None
+        self._held: threading.Event | None = None  # see hold()
         # The job's change signals start() connected to; the thread disconnects these at its end.
         self._connected: list[tuple[Any, Callable[[object], None]]] = []
         self.token = CancellationToken(clock)
@@ -109,11 +110,23 @@ class RunnerState:
         self._wake.set()
         return True
 
+    def hold(self) -> None:
+        """Before ``start()``: the thread waits for :meth:`release` before its first step, so
+        the host can publish ``JobStarted`` before the job's first notification."""
+        self._held = threading.Event()
+
+    def release(self) -> None:
+        """End :meth:`hold` (also done by ``close()`` and ``stop()``)."""
+        held = self._held
+        if held is not None:
+            held.set()
+
     def close(self) -> None:
         """Let no new run begin and cancel the token (a running job sees it); never blocks."""
         with self._lock:
             self._open = False
         self.token.cancel()
+        self.release()
 
     def stop(self) -> None:
         """Publish ``JobStopping``, then let the thread leave its loop and wake it.
@@ -130,6 +143,7 @@ class RunnerState:
         with self._lock:
             self._ending = True
         self._wake.set()
+        self.release()
 
     def join(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` real seconds for the thread; True when it has ended.

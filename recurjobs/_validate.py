@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import threading
@@ -123,8 +124,19 @@ def instance(value: object, kind: type[T], name: str) -> T:
     return value
 
 
-def callable_(value: object, name: str) -> Callable[..., object]:
-    """Return ``value`` if it is callable, else raise a TypeError naming ``name``."""
+def no_argument_callable(value: object, name: str, what: str = "") -> Callable[[], object]:
+    """Return ``value`` if it can be called with no arguments, else raise a TypeError naming
+    ``name``. (A callable whose signature Python cannot tell, a builtin, passes.)"""
     if not callable(value):
-        raise TypeError(f"{name} must be callable, got {value!r}")
+        raise TypeError(f"{name} must be a callable{what}, got {value!r}")
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):
+        return value
+    try:
+        signature.bind()
+    except TypeError as exc:
+        raise TypeError(
+            f"{name} must be a callable{what} taking no arguments, got {value!r} ({exc})"
+        ) from None
     return value

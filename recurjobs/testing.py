@@ -96,6 +96,7 @@ class ManualClock:
         if not 0 <= step < float("inf"):
             raise ValueError(f"delta must be a finite duration >= 0, got {delta!r}")
         with self._lock:
+            self._check_wall(self._wall_shift, self._elapsed + step, "delta", delta)
             self._elapsed += step
             due = [w for w in self._parked if w.deadline <= self._elapsed]
             for waiter in due:
@@ -117,7 +118,21 @@ class ManualClock:
         if not isinstance(delta, timedelta):
             raise TypeError(f"delta must be a timedelta, got {delta!r}")
         with self._lock:
-            self._wall_shift += delta
+            try:
+                shift = self._wall_shift + delta
+            except OverflowError:
+                shift = timedelta.max  # refused just below
+            self._check_wall(shift, self._elapsed, "delta", delta)
+            self._wall_shift = shift
+
+    def _check_wall(self, shift: timedelta, elapsed: float, name: str, value: object) -> None:
+        """Refuse a move after which ``now()`` would be past what a datetime can hold."""
+        try:
+            self._start + shift + timedelta(seconds=elapsed)
+        except OverflowError:
+            raise ValueError(
+                f"{name} {value!r} moves now() past what a datetime can hold (year 1 to 9999)"
+            ) from None
 
     def waiters(self) -> int:
         """How many threads are parked now, not counting those whose event is already set."""

@@ -36,6 +36,7 @@ from recurjobs import (
     MainDom,
     NextExecution,
     RecurringJob,
+    ServerRole,
     Signal,
     TriggerableJob,
 )
@@ -83,6 +84,15 @@ class Duck:
     def __init__(self, **attrs: object) -> None:
         self.period = timedelta(minutes=1)
         self.__dict__.update(attrs)
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+class OneRole(RecurringJob):
+    """A recurring job whose server_roles class attribute is one role, not a collection."""
+
+    server_roles = ServerRole.SUBSCRIBER  # type: ignore[assignment]
 
     def run(self, token: CancellationToken) -> None:
         pass
@@ -307,6 +317,36 @@ API: list[Bad] = [
     Bad("host-duck-period", call(H, [Duck(period="1h")]), TypeError, ("period", "'1h'")),
     Bad("host-duck-delay", call(H, [Duck(delay=-SEC)]), ValueError, ("delay", "negative")),
     Bad("host-duck-ignored", call(H, [Duck(ignored_delay=3)]), TypeError, ("ignored_delay", "3")),
+    Bad(
+        "host-duck-roles-one",
+        call(H, [Duck(server_roles=ServerRole.SUBSCRIBER)]),
+        TypeError,
+        ("server_roles", "SUBSCRIBER"),
+    ),
+    Bad(
+        "host-duck-roles-names",
+        call(H, [Duck(server_roles={"SUBSCRIBER"})]),
+        TypeError,
+        ("server_roles", "'SUBSCRIBER'"),
+    ),
+    Bad(
+        "host-subclass-roles",
+        call(H, [OneRole(timedelta(minutes=1))]),
+        TypeError,
+        ("server_roles", "SUBSCRIBER"),
+    ),
+    Bad(
+        "host-runtime-ready-argument",
+        call(H, [], runtime_ready=lambda _app: True),
+        TypeError,
+        ("runtime_ready", "no arguments"),
+    ),
+    Bad(
+        "host-server-role-enum-class",
+        call(H, [], server_role=ServerRole),
+        TypeError,
+        ("server_role", "no arguments"),
+    ),
     Bad("host-dist-no-database", call(H, [Dist(name="a", period=SEC)]), ValueError, ("database",)),
     Bad(
         "host-dist-same-name",
@@ -485,6 +525,19 @@ API: list[Bad] = [
     Bad("advance-bool", call(MC().advance, True), TypeError, ("delta", "True")),
     Bad("advance-nan", call(MC().advance, NAN), ValueError, ("delta", "nan")),
     Bad("advance-inf", call(MC().advance, math.inf), ValueError, ("delta", "inf")),
+    Bad(
+        "advance-past-year-9999",
+        call(MC().advance, timedelta(days=3_000_000)),
+        ValueError,
+        ("delta", "9999"),
+    ),
+    Bad("advance-huge-float", call(MC().advance, 1e300), ValueError, ("delta", "1e+300")),
+    Bad(
+        "step-wall-clock-past-year-9999",
+        call(MC().step_wall_clock, timedelta.max),
+        ValueError,
+        ("delta", "9999"),
+    ),
     Bad("waiters-count-str", call(MC().wait_for_waiters, "1"), TypeError, ("count", "'1'")),
     Bad("waiters-count-negative", call(MC().wait_for_waiters, -1), ValueError, ("count", "-1")),
     Bad("waiters-count-bool", call(MC().wait_for_waiters, True), TypeError, ("count", "True")),

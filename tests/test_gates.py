@@ -249,6 +249,60 @@ def test_gate_callable_that_raises_counts_as_not_ready(clock: ManualClock) -> No
     assert [IgnoreReason.RUNTIME_NOT_READY] * 2 == reasons(recorder)
 
 
+class Ambiguous:
+    """A value whose truth cannot be told, like a numpy array."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value is ambiguous")
+
+
+def test_gate_answer_whose_truth_raises_counts_as_not_ready(clock: ManualClock) -> None:
+    """runtime_ready returning a value whose bool() raises ignores the run; the thread lives
+    on, and a trigger is refused instead of raising on the caller's thread."""
+    job = TimedJob(clock, minutes(5), ignored_delay=timedelta(0))
+    host = JobHost([job], clock=clock, runtime_ready=Ambiguous)  # type: ignore[arg-type]
+    recorder = Recorder(host)
+    with host:
+        walk_to(clock, 5)
+        assert not host.trigger(job)
+        assert host.status()[0].alive
+    assert [IgnoreReason.RUNTIME_NOT_READY] * 2 == reasons(recorder)
+    assert [] == job.starts
+
+
+@pytest.mark.parametrize("ignored_delay", [minutes(30), INFINITE], ids=["30-min", "infinite"])
+def test_trigger_accepted_during_a_back_off_runs_at_once(
+    clock: ManualClock, ignored_delay: timedelta
+) -> None:
+    """The gate opens during a back-off and a trigger is accepted: the run happens at once,
+    not when the back-off would have ended (never, for INFINITE)."""
+    ready = Switch(False)
+    job = TimedJob(clock, minutes(60), ignored_delay=ignored_delay)
+    host = JobHost([job], clock=clock, runtime_ready=ready)
+    recorder = Recorder(host)
+    with host:
+        walk_to(clock, 5)
+        assert 1 == len(reasons(recorder))
+        ready.value = True
+        assert host.trigger(job)
+        clock.wait_for_waiters(1)
+    assert [5] == job.starts
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("runtime_ready", lambda _x: True),
+        ("server_role", ServerRole),  # the enum class is callable, with an argument
+        ("server_role", lambda _x: ServerRole.SINGLE),
+    ],
+)
+def test_gate_callable_that_needs_arguments_is_a_type_error(name: str, value: object) -> None:
+    """A gate callable that cannot be called without arguments fails at the call, naming it."""
+    with pytest.raises(TypeError, match=f"{name} must be a callable.*no arguments"):
+        JobHost([], **{name: value})  # type: ignore[arg-type]
+
+
 def test_hosts_in_one_process_share_the_main_instance(clock: ManualClock, tmp_path: Path) -> None:
     """Two hosts with the same key in one process both run: one acquisition is shared."""
     jobs = [TimedJob(clock, minutes(5)) for _ in range(2)]

@@ -175,6 +175,51 @@ def test_delay_property_that_raises_uses_the_default(clock: ManualClock) -> None
     assert [3, 8] == job.starts
 
 
+class Vanishing:
+    """A duck-typed job whose run method is a property that raises after the first run."""
+
+    period = minutes(5)
+    delay = timedelta(0)
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    @property
+    def run(self) -> object:
+        if self.runs:
+            raise AttributeError("run is gone")
+        return self._run
+
+    def _run(self, _token: CancellationToken) -> None:
+        self.runs += 1
+
+
+def test_a_run_method_that_cannot_be_read_is_a_failed_run(clock: ManualClock) -> None:
+    """Reading job.run raises: that run is a JobFailed and the loop goes on."""
+    job = Vanishing()
+    host = JobHost([job], clock=clock)
+    recorder = Recorder(host)
+    with host:
+        walk_to(clock, 10)
+        assert host.status()[0].alive
+    assert ["JobExecuting", "JobExecuted"] + ["JobExecuting", "JobFailed"] * 2 == recorder.kinds()
+
+
+def test_delay_property_that_raises_at_registration_is_logged_not_raised(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JobHost([job]) with a delay property that raises already: the host is built (the error
+    is logged, not raised at the caller) and the job runs after the default delay."""
+    job = BadDelay(clock)
+    job.broken = True
+    with caplog.at_level(logging.ERROR, logger="recurjobs"):
+        host = JobHost([job], clock=clock)
+    assert "no delay today" in " ".join(r.getMessage() for r in caplog.records)
+    with host:
+        walk_to(clock, 8)
+    assert [3, 8] == job.starts
+
+
 @pytest.mark.parametrize(
     "period", [timedelta(days=10**6), timedelta.max], ids=["million-days", "max"]
 )
@@ -340,7 +385,7 @@ def test_only_the_guard_catches_everything() -> None:
     # Besides the guard: the two last-resort places above; the trigger listener's thread, which
     # must outlive a broken request or socket; and the command line's boundary that turns any
     # failure (an app module that raises on import, a factory that fails) into one line.
-    expected = ["_guard.py"] * 3 + ["_listener.py"] * 2 + ["_loop.py", "_shutdown.py"]
+    expected = ["_guard.py"] * 4 + ["_listener.py"] * 2 + ["_loop.py", "_shutdown.py"]
     assert [*expected, *["cli.py"] * 4] == broad
 
 

@@ -18,6 +18,7 @@ from recurjobs import (
     CancellationToken,
     JobHost,
     JobNotification,
+    JobStarted,
     NextExecution,
     RecurringJob,
     Signal,
@@ -154,6 +155,39 @@ def test_start_and_stop_notifications(clock: ManualClock) -> None:
     clock.wait_for_waiters(1)
     host.stop()
     assert ["JobStarting", "JobStarted", "JobStopping", "JobStopped"] == seen
+
+
+@pytest.mark.parametrize("gate_open", [True, False], ids=["runs", "ignored"])
+def test_a_job_due_at_once_publishes_started_before_its_first_run(
+    clock: ManualClock, gate_open: bool
+) -> None:
+    """delay=0: the first run (or ignored run) comes after JobStarted, never before it."""
+    job = TimedJob(clock, minutes(5), delay=timedelta(0))
+    seen: list[str] = []
+    for _ in range(20):
+        seen.clear()
+        host = JobHost([job], clock=clock, runtime_ready=lambda: gate_open)
+        host.subscribe(JobNotification, lambda n: seen.append(type(n).__name__))
+        host.start()
+        clock.wait_for_waiters(1)
+        host.stop()
+        run = ["JobExecuting", "JobExecuted" if gate_open else "JobIgnored"]
+        assert ["JobStarting", "JobStarted", *run, "JobStopping", "JobStopped"] == seen
+
+
+def test_stop_from_a_started_handler_lets_the_held_thread_end(clock: ManualClock) -> None:
+    """A JobStarted handler that stops the host: the job's thread (held until JobStarted is
+    published) is let go and ends without a run. (stop() inside start() returns False at once:
+    the sequence goes on after the handler.)"""
+    job = TimedJob(clock, minutes(5), delay=timedelta(0))
+    host = JobHost([job], clock=clock)
+    results: list[bool] = []
+    host.subscribe(JobStarted, lambda _n: results.append(host.stop(timeout=5)))
+    started = time.monotonic()
+    host.start()
+    assert host.stop(timeout=5)
+    assert time.monotonic() - started < 4
+    assert ([False], []) == (results, job.starts)
 
 
 def test_stop_with_uncooperative_job_returns_false_in_about_timeout(clock: ManualClock) -> None:

@@ -6,7 +6,7 @@ happened, log one INFO line, and hand the row back with a fenced finish. A finis
 is not dropped: the run is marked ``pending`` and the heartbeat thread retries it.
 
 Everything user-supplied that runs here (``execute``, notification handlers) goes through
-:func:`recurjobs._guard.run_user` (handlers through the publisher's own guard): any
+:func:`recurjobs._guard.run_method` (handlers through the publisher's own guard): any
 ``BaseException`` is caught and reported, so neither ``SystemExit`` nor
 ``KeyboardInterrupt`` from a job can end the run thread before it hands the row back.
 """
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from recurjobs._clock import Clock
-from recurjobs._guard import call_user, run_user
+from recurjobs._guard import call_user, run_method
 from recurjobs._jobs import job_name
 from recurjobs._notifications import (
     DistributedJobClaimed,
@@ -163,7 +163,7 @@ def _record_end(sink: RunSink, record: object, outcome: str, error: BaseExceptio
 
 def _call_execute(job: object, token: CancellationToken) -> BaseException | None:
     """Run the job through the one guard around user code; log what it raised."""
-    raised = run_user(job.execute, token)  # type: ignore[attr-defined]
+    raised = run_method(job, "execute", token)
     if raised is not None and not (isinstance(raised, JobCancelled) and token.is_cancelled()):
         logger.error("distributed job %s failed", job_name(job), exc_info=raised)
     return raised
