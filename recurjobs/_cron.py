@@ -22,7 +22,8 @@ classic source of daylight-saving bugs, so we never hand one out.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, tzinfo
+import re
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -48,6 +49,10 @@ _MINUTE = timedelta(minutes=1)
 _MARGIN_S = 2 * 3600.0
 
 
+# A fixed offset as ``str(datetime.timezone(offset))`` writes it: "UTC+02:00", "UTC-09:30".
+_OFFSET = re.compile(r"UTC([+-])(\d\d):(\d\d)")
+
+
 def _zone(tz: object) -> tzinfo:
     if isinstance(tz, tzinfo):
         return tz
@@ -55,10 +60,20 @@ def _zone(tz: object) -> tzinfo:
         raise TypeError(f"tz must be a str (an IANA zone name) or a tzinfo, got {tz!r}")
     if tz.upper() == "UTC":
         return UTC
+    offset = _OFFSET.fullmatch(tz)
+    if offset is not None:
+        sign, hours, minutes = offset.groups()
+        delta = timedelta(hours=int(hours), minutes=int(minutes))
+        if delta < timedelta(hours=24):
+            return timezone(-delta if sign == "-" else delta)
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"tz must be a known IANA time zone name, got {tz!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: a directory of the zone database ("Europe"), a name too long for a path
+        raise ValueError(
+            f"tz must be a known IANA time zone name (or a fixed offset such as 'UTC+02:00'), "
+            f"got {tz!r}"
+        ) from exc
 
 
 def _fields(expression: object) -> str:
@@ -156,9 +171,21 @@ class Cron:
 
     @property
     def zone_name(self) -> str:
-        """The zone's name: the IANA key, or ``str()`` of a ``tzinfo`` without one."""
+        """The zone's name: the IANA key; ``"UTC"`` or ``"UTC+02:00"`` for a fixed offset (a
+        ``datetime.timezone``, whatever its own name); else ``str()`` of the ``tzinfo``."""
         key = getattr(self._zone, "key", None)
-        return key if isinstance(key, str) else str(self._zone)
+        if isinstance(key, str):
+            return key
+        if isinstance(self._zone, timezone):
+            return str(timezone(self._zone.utcoffset(None)))
+        return str(self._zone)
+
+    def _zone_key(self) -> object:
+        """What makes two zones the same here: the IANA key, a fixed offset, or the tzinfo."""
+        key = getattr(self._zone, "key", None)
+        if isinstance(key, str) or isinstance(self._zone, timezone):
+            return self.zone_name
+        return self._zone
 
     def describe(self) -> str:
         """Expression and zone for people: ``"0 3 * * * (Europe/Amsterdam)"``."""
@@ -236,10 +263,10 @@ class Cron:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cron):
             return NotImplemented
-        return (self._expression, self.zone_name) == (other._expression, other.zone_name)
+        return (self._expression, self._zone_key()) == (other._expression, other._zone_key())
 
     def __hash__(self) -> int:
-        return hash((Cron, self._expression, self.zone_name))
+        return hash((Cron, self._expression, self._zone_key()))
 
     def __repr__(self) -> str:
         if isinstance(self._tz, str):

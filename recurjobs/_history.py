@@ -7,6 +7,7 @@ records, ``sql/_historywriter`` writes them from one thread, ``sql/_history`` ho
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +35,8 @@ ERROR_LIMIT = 8192
 
 KINDS = ("recurring", "distributed")
 OUTCOMES = ("executed", "failed", "canceled", "lease_lost", "ignored")
+# A bound that every database's integers hold (the pruning query offsets by it).
+_MOST_ROWS_PER_JOB = 1_000_000_000
 _HEAD_LIMIT = 2048  # bytes of "Type: message" kept when the text must be cut
 _LONGEST_KEEP = timedelta(days=36500)
 
@@ -56,8 +59,10 @@ class HistorySettings:
         rows = self.max_rows_per_job
         if isinstance(rows, bool) or not isinstance(rows, int):
             raise TypeError(f"max_rows_per_job must be an int, got {rows!r}")
-        if rows < 1:
-            raise ValueError(f"max_rows_per_job must be at least 1, got {rows!r}")
+        if not 1 <= rows <= _MOST_ROWS_PER_JOB:
+            raise ValueError(
+                f"max_rows_per_job must be between 1 and {_MOST_ROWS_PER_JOB:_}, got {rows!r}"
+            )
         if not isinstance(self.record_ignored, bool):
             raise TypeError(f"record_ignored must be a bool, got {self.record_ignored!r}")
 
@@ -118,6 +123,18 @@ def attach(host: Any, value: object) -> Any:
     return HostHistory(host, settings)
 
 
+# What no database column can hold: NUL (PostgreSQL text refuses it) and lone surrogates
+# (not UTF-8 at all: ``os.listdir`` gives them for undecodable file names).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` with NUL and lone surrogates as U+FFFD, so every database stores it alike."""
+    if value.isascii():
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
 def error_text(error: BaseException | traceback.TracebackException) -> str:
     """``Type: message``, then the traceback, in at most :data:`ERROR_LIMIT` bytes of UTF-8.
 
@@ -136,20 +153,22 @@ def error_text(error: BaseException | traceback.TracebackException) -> str:
     message = str(info)
     head = f"{kind}: {message}" if message else kind
     body = "".join(info.format())
-    text = f"{head}\n\n{body}".rstrip("\n")
-    if len(text.encode("utf-8", "replace")) <= ERROR_LIMIT:
+    # Measured as stored: a NUL (1 byte) is stored as U+FFFD (3 bytes).
+    head = storable_text(head)
+    text = storable_text(f"{head}\n\n{body}".rstrip("\n"))
+    if len(text.encode("utf-8")) <= ERROR_LIMIT:
         return text
     # Too long: the type and the start of the message, then the innermost frames.
     head = _cut_bytes(head, _HEAD_LIMIT, keep_start=True)
     marker = "\n\n[... traceback cut to fit 8 KiB ...]\n"
-    stack = "".join(info.stack.format()).rstrip("\n")
-    room = ERROR_LIMIT - len(head.encode("utf-8", "replace")) - len(marker.encode("utf-8"))
+    stack = storable_text("".join(info.stack.format()).rstrip("\n"))
+    room = ERROR_LIMIT - len(head.encode("utf-8")) - len(marker.encode("utf-8"))
     return head + marker + _cut_bytes(stack, max(0, room), keep_start=False)
 
 
 def _cut_bytes(text: str, limit: int, *, keep_start: bool) -> str:
     """The first (or last) ``limit`` bytes of ``text`` in UTF-8, on a character boundary."""
-    data = text.encode("utf-8", "replace")
+    data = text.encode("utf-8")
     if len(data) <= limit:
         return text
     part = data[:limit] if keep_start else data[len(data) - limit :]

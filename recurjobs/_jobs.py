@@ -237,9 +237,21 @@ def check_distributed(job: object) -> None:
             f"align_to_clock=True cannot be combined with a Cron period ({period!r}): a "
             "calendar schedule is already aligned to its fire times"
         )
-    # The jobs table's cron column holds "<expression>|<zone name>" (255 characters).
-    if isinstance(period, Cron) and len(period.expression) + len(period.zone_name) + 1 > 255:
-        raise ValueError(f"period {period!r} is too long to store (255 characters at most)")
+    # The jobs table's cron column holds "<expression>|<zone name>" (255 characters), read back
+    # by every server: the zone must be one a name can stand for.
+    if isinstance(period, Cron):
+        if len(period.expression) + len(period.zone_name) + 1 > 255:
+            raise ValueError(f"period {period!r} is too long to store (255 characters at most)")
+        try:
+            stored = Cron(period.expression, tz=period.zone_name)
+        except ValueError:
+            stored = None
+        if stored != period:
+            raise ValueError(
+                f"period {period!r}: a distributed job's calendar needs a zone every server can "
+                "read back from its name (an IANA name, 'UTC' or a fixed offset like "
+                f"'UTC+02:00'), not the tzinfo {period.zone!r}"
+            )
     if not callable(getattr(job, "execute", None)):
         raise TypeError(f"job must have an execute(token) method, got {job!r}")
 

@@ -44,13 +44,15 @@ def resolve(
     instances, an instance only itself.
     """
     if isinstance(job, str):
-        if not 1 <= len(job) <= 200:
-            raise ValueError(f"job must be a name of 1 to 200 characters, got {job!r}")
+        if not job:
+            raise ValueError("job must be a non-empty name, got ''")
         mine = tuple(j for j in recurring if job_name(j) == job)
         found = [j for j in distributed if getattr(j, "name", None) == job]
         if found:
             return Target(mine, job, found[0])
-        return Target(mine, job if database and not mine else None, None)
+        # A row's name has at most 200 characters (a recurring job's name has no limit).
+        row = job if database and not mine and len(job) <= 200 else None
+        return Target(mine, row, None)
     if job is None or isinstance(job, (bool, int, float, bytes, bytearray)):
         raise TypeError(f"job must be a job class, instance or name, got {job!r}")
     if isinstance(job, type):

@@ -73,6 +73,11 @@ _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = (
     weakref.WeakKeyDictionary()
 )
 _registry_lock = threading.Lock()
+# The open instrumentations of each host, by registry: instrumenting a host twice into one
+# registry returns the open one (two would count every run twice).
+_by_host: weakref.WeakKeyDictionary[JobHost, dict[CollectorRegistry, Instrumentation]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _metrics(registry: CollectorRegistry) -> _Metrics:
@@ -134,12 +139,14 @@ class Instrumentation:
         self._lock = threading.Lock()
         self._started: dict[str, datetime] = {}  # job -> JobExecuting.at of the run going on
         self._lost: set[str] = set()  # distributed jobs whose claim was lost in this run
+        self.closed = False
         for job in host.jobs:
             self._prepare(job)
         self._subscription: Subscription = host.subscribe(JobNotification, self._on)
 
     def close(self) -> None:
         """Stop updating the metrics from the host's notifications."""
+        self.closed = True
         self._subscription.cancel()
 
     def __enter__(self) -> Instrumentation:
@@ -222,7 +229,8 @@ def instrument(host: JobHost, registry: CollectorRegistry | None = None) -> Inst
     ``prometheus_client.REGISTRY``); see the module's docstring for the series.
 
     Call it before ``host.start()`` to see every run. Returns an :class:`Instrumentation`;
-    ``close()`` it to stop. Serve the registry as usual, for example with
+    ``close()`` it to stop. Calling it again for the same host and registry returns the open
+    one (runs are never counted twice). Serve the registry as usual, for example with
     ``prometheus_client.start_http_server(9100)``.
     """
     if not isinstance(host, JobHost):
@@ -231,4 +239,10 @@ def instrument(host: JobHost, registry: CollectorRegistry | None = None) -> Inst
         registry = REGISTRY
     elif not isinstance(registry, CollectorRegistry):
         raise TypeError(f"registry must be a prometheus_client CollectorRegistry, got {registry!r}")
-    return Instrumentation(host, _metrics(registry))
+    metrics = _metrics(registry)
+    with _registry_lock:
+        mine = _by_host.setdefault(host, {})
+        found = mine.get(registry)
+        if found is None or found.closed:
+            found = mine[registry] = Instrumentation(host, metrics)
+        return found

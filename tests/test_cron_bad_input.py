@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 
 import pytest
 
@@ -37,6 +37,19 @@ class AlignedCron(DistributedJob):
 
     def execute(self, token: CancellationToken) -> None:
         pass
+
+
+class _NamelessZone(tzinfo):
+    """A tzinfo of one's own: no IANA key, not a fixed offset; no name stands for it."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "MINE"
 
 
 def _set_period(value: object) -> Callable[[], object]:
@@ -76,6 +89,15 @@ CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("an unknown macro", lambda: Cron("@every_minute"), ValueError, "@every_minute"),
     ("an unknown zone", lambda: Cron("0 3 * * *", tz="Europe/Atlantis"), ValueError, "Atlantis"),
     ("a zone of the wrong type", lambda: Cron("0 3 * * *", tz=2), TypeError, "tz"),  # type: ignore[arg-type]
+    ("a folder of the zone database", lambda: Cron("@daily", tz="Europe"), ValueError, "'Europe'"),
+    ("a zone name too long for a path", lambda: Cron("@daily", tz="a" * 5000), ValueError, "tz"),
+    ("an offset of a day", lambda: Cron("@daily", tz="UTC+24:00"), ValueError, "UTC+24:00"),
+    (
+        "a distributed calendar in a zone no name stands for",
+        lambda: Dist(name="d", period=Cron("0 3 * * *", tz=_NamelessZone())),
+        ValueError,
+        "read back",
+    ),
     ("an expression of the wrong type", lambda: Cron(3), TypeError, "expression"),  # type: ignore[arg-type]
     (
         "a naive instant for next_after",

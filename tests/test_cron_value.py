@@ -18,6 +18,20 @@ def test_equal_crons_hash_alike() -> None:
     assert (True, hash(a)) == (a == b, hash(b))
 
 
+def test_fixed_offsets_compare_by_offset_whatever_their_names() -> None:
+    """Two fixed offsets with one name but different offsets are different Crons; the same
+    offset given as a timezone or as its "UTC+02:00" name is the same Cron."""
+    plus_two = Cron("0 3 * * *", tz=timezone(timedelta(hours=2), "X"))
+    plus_three = Cron("0 3 * * *", tz=timezone(timedelta(hours=3), "X"))
+    by_name = Cron("0 3 * * *", tz="UTC+02:00")
+    assert plus_two != plus_three
+    assert (True, hash(plus_two)) == (plus_two == by_name, hash(by_name))
+    west = Cron("@daily", tz="UTC-09:30")
+    assert ("UTC+02:00", "UTC-09:30") == (plus_two.zone_name, west.zone_name)
+    new_year = datetime(2026, 1, 1, tzinfo=UTC)
+    assert datetime(2026, 1, 1, 1, 0, tzinfo=UTC) == by_name.next_after(new_year)
+
+
 def test_a_cron_keeps_what_it_was_given() -> None:
     """expression and tz are kept as given; describe() names expression and zone."""
     c = Cron("@daily", tz="America/New_York")

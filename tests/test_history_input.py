@@ -21,6 +21,7 @@ from recurjobs.sql._history import read_history
         ({"keep": timedelta(0)}, ValueError, "keep"),
         ({"keep": timedelta(seconds=-1)}, ValueError, "keep"),
         ({"max_rows_per_job": 0}, ValueError, "max_rows_per_job"),
+        ({"max_rows_per_job": 10**20}, ValueError, "max_rows_per_job"),
         ({"max_rows_per_job": "10"}, TypeError, "max_rows_per_job"),
         ({"max_rows_per_job": True}, TypeError, "max_rows_per_job"),
         ({"record_ignored": 1}, TypeError, "record_ignored"),
@@ -62,7 +63,8 @@ def test_history_call_needs_a_database() -> None:
         ({"limit": True}, TypeError, "limit"),
         ({"job": 5}, TypeError, "job"),
         ({"job": ""}, ValueError, "job"),
-        ({"job": "x" * 201}, ValueError, "job"),
+        ({"job": [1]}, TypeError, "job"),
+        ({"job": {}}, TypeError, "job"),
     ],
 )
 def test_host_history_refuses_bad_arguments(

@@ -169,6 +169,22 @@ def test_two_hosts_share_one_registry_and_close_stops_updates(clock: ManualClock
     assert ([0], 0.0) == (first.starts, registry.get_sample_value("recurjobs_runs_total", labels))
 
 
+def test_instrumenting_a_host_twice_counts_each_run_once(clock: ManualClock) -> None:
+    """A second instrument() of the same host and registry returns the open instrumentation;
+    after close(), a new call makes a new one."""
+    registry = CollectorRegistry()
+    job = TimedJob(clock, minutes(5))
+    host = JobHost([job], clock=clock)
+    first = instrument(host, registry)
+    assert first is instrument(host, registry)
+    with host:
+        clock.wait_for_waiters(1)
+    labels = {"job": "TimedJob", "kind": "recurring", "outcome": "executed"}
+    assert 1.0 == registry.get_sample_value("recurjobs_runs_total", labels)
+    first.close()
+    assert first is not instrument(host, registry)
+
+
 @pytest.mark.parametrize(
     ("host", "registry", "match"),
     [

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
 
+from recurjobs._history import storable_text
+
 __all__ = ["RUNS_SCHEMA_VERSION", "meta_table", "runs_table"]
 
 #: The layout version recorded in ``<prefix>meta`` under the key ``runs_schema``.
@@ -24,11 +26,11 @@ RUNS_SCHEMA_VERSION = "1"
 
 def column_text(value: str, width: int | None = None) -> str:
     """``value`` as a text column of ``width`` characters (None: unbounded) stores it: cut to
-    the width, any NUL as U+FFFD (PostgreSQL text cannot hold NUL; every database stores the
+    the width, any NUL or lone surrogate as U+FFFD (:func:`recurjobs._history.storable_text`:
+    PostgreSQL text cannot hold NUL, no column holds a surrogate; every database stores the
     same). The writer and the readers both use it, so a job is found under the name it was
     written with."""
-    value = value if width is None else value[:width]
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    return storable_text(value if width is None else value[:width])
 
 
 def runs_table(metadata: MetaData, prefix: str) -> Table:

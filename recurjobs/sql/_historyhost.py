@@ -188,9 +188,14 @@ def history_name(host: JobHost, job: object) -> str | None:
             return names.pop()
         own = getattr(job, "name", None)
         return own if isinstance(own, str) else job.__name__
-    if isinstance(job, (bytes, int, float)) or job is True or job is False:
-        raise TypeError(f"job must be a job class, instance or name, got {job!r}")
-    return job_name(job)
+    if job in host.jobs or _looks_like_a_job(job):
+        return job_name(job)
+    raise TypeError(f"job must be a job class, instance or name, got {job!r}")
+
+
+def _looks_like_a_job(job: object) -> bool:
+    """Whether ``job`` has a ``run`` or ``execute`` method (a job of another host, say)."""
+    return any(callable(getattr(job, method, None)) for method in ("run", "execute"))
 
 
 def _reader_for(host: Any) -> Engine | None:

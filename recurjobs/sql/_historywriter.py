@@ -10,7 +10,8 @@ A slow or absent database only ever delays this thread. While writes fail with a
 fault (a lost connection, a lock wait) the batch is kept and retried with a growing pause;
 records keep queuing meanwhile up to the queue's bound, past which the run threads drop them
 (counted, and logged here once per burst). A batch the database refuses for good (not a
-transient fault) is logged and dropped, so one bad record cannot stop the history. A batch
+transient fault) is split in halves, down to the one record it cannot take, which is logged and
+dropped: one bad record neither stops the history nor takes other runs with it. A batch
 whose ``COMMIT`` was applied but whose answer was lost (the connection died just then) is
 found in the table by the next attempt and not written twice (``write_batch(again=True)``).
 
@@ -150,12 +151,7 @@ class HistoryWriter:
                 changes = self.store._step("writing run history", write)
             except Exception as exc:
                 if not is_transient(exc):
-                    self.lost += len(batch)
-                    logger.error(
-                        "run history: the database refused %d record(s); they are dropped: %s",
-                        len(batch),
-                        first_line(exc, self.store.engine),
-                    )
+                    self._refused(batch, exc)
                     return
                 self._failing(exc)
                 if self._past_deadline():
@@ -172,6 +168,21 @@ class HistoryWriter:
                 else:
                     self._open[run] = started
             return
+
+    def _refused(self, batch: list[Record], exc: Exception) -> None:
+        """The database refused ``batch`` for good: write its halves apart, so only the
+        record it cannot take is dropped (a batch holds many jobs' runs)."""
+        if len(batch) > 1 and not self._past_deadline():
+            half = len(batch) // 2
+            self._write(batch[:half])
+            self._write(batch[half:])
+            return
+        self.lost += len(batch)
+        logger.error(
+            "run history: the database refused %d record(s); they are dropped: %s",
+            len(batch),
+            first_line(exc, self.store.engine),
+        )
 
     def _try_prepare(self) -> None:
         if self._prepared or self._prepare is None:

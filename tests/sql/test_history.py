@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -121,6 +122,55 @@ def test_control_characters_in_names_and_errors_land_and_nul_becomes_ufffd(
     assert (odd + "\ufffd", "failed") == (failed.job, failed.outcome)
     assert failed.error is not None
     assert failed.error.startswith(f"ValueError: a\tb\\c\nd\re{nul}f\n")
+
+
+def test_lone_surrogates_in_names_and_errors_land_as_ufffd_with_the_other_runs(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone surrogate (an undecodable file name from os.listdir in a message) is no UTF-8:
+    it is stored as U+FFFD, and the runs written in the same batch land too."""
+    # The run's log lines carry the surrogate, which pytest-xdist cannot send between
+    # processes: keep them out of the captured logs.
+    quiet = logging.getLogger("recurjobs")
+    monkeypatch.setattr(quiet, "propagate", False)
+    monkeypatch.setattr(quiet, "handlers", [logging.NullHandler()])
+    bad = Counting(fail=RuntimeError("bad file \udcff.txt"))
+    bad.name = "weird \udcff"  # type: ignore[attr-defined]
+    ok = Counting()
+    ok.name = "plain"  # type: ignore[attr-defined]
+    with JobHost([bad, ok], database=db.url, distributed=fast(db), history=True) as host:
+        assert host.trigger(bad)
+        assert host.trigger(ok)
+        failed = runs(host, bad)[0]
+        executed = runs(host, "plain")[0]
+    assert ("weird \ufffd", "failed", "executed") == (failed.job, failed.outcome, executed.outcome)
+    assert failed.error is not None
+    assert failed.error.startswith("RuntimeError: bad file \ufffd.txt\n")
+
+
+def test_an_error_full_of_nul_stays_within_8_kib_as_stored(db: TestDatabase) -> None:
+    """Each NUL is stored as U+FFFD (3 bytes of UTF-8): the cap is measured on what is stored."""
+    bad = Counting(fail=RuntimeError("\x00" * 3900))
+    with JobHost([bad], database=db.url, distributed=fast(db), history=True) as host:
+        assert host.trigger(bad)
+        failed = runs(host, bad)[0]
+    assert failed.error is not None
+    assert failed.error.startswith("RuntimeError: \ufffd\ufffd")
+    assert len(failed.error.encode("utf-8")) <= 8192
+
+
+def test_a_job_with_a_name_over_200_characters_is_found_by_class_instance_and_name(
+    db: TestDatabase,
+) -> None:
+    """The history column holds 200 characters; a longer recurring job name is written cut
+    and found again by the job's class, instance or full name."""
+    job = Counting()
+    job.name = "L" * 250  # type: ignore[attr-defined]
+    with JobHost([job], database=db.url, distributed=fast(db), history=True) as host:
+        assert host.trigger(job)
+        found = runs(host, job)
+        assert found == runs(host, Counting) == runs(host, "L" * 250)
+    assert ("L" * 200, "executed") == (found[0].job, found[0].outcome)
 
 
 def test_distributed_run_rows_use_the_database_clock(db: TestDatabase) -> None:

@@ -4,13 +4,14 @@ reading that a held-up round trip does not skew."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Connection, event
 
-from recurjobs._historyrec import End, HistoryQueue, Record, Start
+from recurjobs._historyrec import Done, End, HistoryQueue, Record, Start
 from recurjobs.sql import JobStore
 from recurjobs.sql._history import HistoryTables, _db_offset, read_history
 from recurjobs.sql._historywriter import HistoryWriter
@@ -100,3 +101,17 @@ def _timed_offset(conn: Connection) -> tuple[float, float]:
     db_ms = int(conn.execute(select(db_now_ms())).scalar_one())
     after = time.monotonic()
     return after - before, db_ms - (before + after) * 500.0
+
+
+def test_a_record_the_batch_cannot_take_is_dropped_alone(writer: HistoryWriter) -> None:
+    """One record of a batch fails for good (here a start time that is no number): the batch
+    is split until that record is alone; the others land and only it is counted as lost."""
+    now_ms = time.time() * 1000
+    batch: list[Record] = [
+        Done("recurring", f"job-{i}", None, "schedule", now_ms, now_ms + 1, "executed", None)
+        for i in range(5)
+    ]
+    batch[2] = Done("recurring", "job-2", None, "schedule", math.nan, now_ms, "executed", None)
+    writer._write(batch)
+    assert 1 == writer.lost
+    assert [(f"job-{i}", "executed", True) for i in (0, 1, 3, 4)] == _outcomes(writer)
