@@ -33,7 +33,15 @@ from recurjobs._schedule import NextExecution
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._shutdown import HostParts, Shutdown
 from recurjobs._status import JobStatus
-from recurjobs._trigger import TJ, JobTrigger, check_trigger, deliver, runner_of
+from recurjobs._trigger import (
+    TJ,
+    JobTrigger,
+    check_trigger,
+    deliver,
+    forward_unstarted,
+    refusal,
+    runner_of,
+)
 from recurjobs._validate import database as check_database
 from recurjobs._validate import instance, seconds, seconds_or_none
 from recurjobs._watch import CalendarWatch
@@ -269,9 +277,21 @@ class JobHost:
         the automatic run after it comes. Returns True when the trigger was accepted; False
         when the host is not running, the job is not registered, or the run cannot happen
         here now (the runtime is not ready or this server's role is not one of the job's).
+
+        With ``main_dom``, a process that is not the machine's main instance (a web worker)
+        hands the trigger to the main instance and returns whether it accepted; so does a host
+        that was never started (a web process whose jobs run in a worker process of their own).
         """
         check_trigger(job, strategy, next_delay)
+        with self._lock:
+            unstarted = self._state == _NEW
+        if unstarted and self._gates.main_dom is not None:
+            return forward_unstarted(self, job, strategy, next_delay)
         return deliver(self, self._runner_for(job), strategy, next_delay)
+
+    def _refusal(self, job: object) -> str:
+        """Why a trigger of ``job`` was refused here (for a forwarded trigger's sender)."""
+        return refusal(self, self._runner_for(job))
 
     def _runner_for(self, job: object) -> JobRunner | None:
         """The runner of a registered job (class or instance), None when not running."""

@@ -175,7 +175,7 @@ class _Listener:
         finally:
             delivering.active = False
         if not accepted:
-            return Reply(False, f"the main instance did not accept the trigger of {name}")
+            return Reply(False, f"the main instance refused it: {host._refusal(jobs[index])}")
         return Reply(True, "accepted")
 
 

@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from recurjobs._host import JobHost
     from recurjobs._loop import JobRunner
 
-__all__ = ["TJ", "JobTrigger", "check_trigger", "deliver", "runner_of"]
+__all__ = [
+    "TJ",
+    "JobTrigger",
+    "check_trigger",
+    "deliver",
+    "forward_unstarted",
+    "refusal",
+    "runner_of",
+]
 
 TJ = TypeVar("TJ", bound=TriggerableJob)
 
@@ -76,6 +84,38 @@ def deliver(
     if host.gates.check(runner.view.server_roles()) is not None:
         return False  # the run cannot happen here now: refuse it rather than drop it later
     return runner.trigger(strategy, next_delay)
+
+
+def forward_unstarted(
+    host: JobHost, job: object, strategy: NextExecution, next_delay: timedelta | None
+) -> bool:
+    """A host that was never started, with a main instance lock (a web process whose jobs run
+    in a worker process of their own): the trigger goes to the machine's main instance."""
+    if isinstance(job, type):
+        found = [j for j in host.jobs if type(j) is job]
+        if len(found) > 1:
+            raise ValueError(
+                f"{job.__name__} is registered {len(found)} times; trigger the instance"
+            )
+    else:
+        found = [j for j in host.jobs if j is job]
+    if not found or host.gates.main_dom is None:
+        return False
+    return _forward(host, found[0], strategy, next_delay)
+
+
+def refusal(host: JobHost, runner: JobRunner | None) -> str:
+    """Why :func:`deliver` refused a trigger of ``runner``'s job, for the sender to log."""
+    if runner is None:
+        return "the job is not running there (its host is stopped or stopping)"
+    if runner.paused:
+        return "the job is paused"
+    reason = host.gates.check(runner.view.server_roles())
+    if reason is None:
+        return "the job is stopping"
+    if reason.name == "SERVER_ROLE":
+        return f"the server role there ({host.gates.role().name}) is not one of the job's"
+    return f"the runtime there is not ready ({reason.name})"
 
 
 def _forward(

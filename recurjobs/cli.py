@@ -105,7 +105,12 @@ def load_host(target: str) -> JobHost:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise CommandError(f"{module_name} has no attribute {attr}", bad_input=True) from None
+            hint = ""
+            if attr.endswith(")"):
+                hint = f" (name the factory without calling it: {module_name}:{attr.split('(')[0]})"
+            raise CommandError(
+                f"{module_name} has no attribute {attr}{hint}", bad_input=True
+            ) from None
     host = _as_host(obj)
     if host is None and callable(obj):
         try:

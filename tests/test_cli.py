@@ -198,6 +198,7 @@ def test_password_is_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ("tests.apps.nothing_here:host", "cannot import tests.apps.nothing_here"),
         ("tests.apps.cli_host:missing", "has no attribute missing"),
+        ("tests.apps.cli_host:make_host()", "without calling it: tests.apps.cli_host:make_host"),
         ("tests.apps.cli_host:not_a_host", "is not a JobHost"),
         (":host", "expected MODULE:ATTR"),
     ],

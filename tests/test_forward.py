@@ -275,6 +275,33 @@ def test_instances_are_matched_by_position(tmp_path: Path, hosts: list[JobHost])
     assert (0, 1) == (first.runs, second.runs)
 
 
+def test_a_never_started_host_forwards_to_the_main_instance(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """A web process whose host is not started (its jobs run in a worker process of their own)
+    triggers through the main instance: accepted there, one run there; after stop(), a host no
+    longer forwards."""
+    job = Counted()
+    main_host(hosts, tmp_path, job)
+    web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    assert web.trigger(Counted)
+    assert job.ran.wait(5)
+    assert 1 == job.runs
+    web.start()
+    web.stop()
+    assert False is web.trigger(Counted)
+
+
+def test_a_refused_forwarded_trigger_says_why(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """The main instance refuses a trigger of a paused job, and its reply says so."""
+    job = Counted()
+    host = main_host(hosts, tmp_path, job)
+    assert host.pause(job)
+    assert Reply(False, "the main instance refused it: the job is paused", os.getpid()) == send(
+        host, job
+    )
+
+
 def test_not_main_and_nobody_listening_is_false_at_once(
     tmp_path: Path, hosts: list[JobHost]
 ) -> None:

@@ -2,6 +2,7 @@
 """A small Django project whose recurjobs host refreshes rates and sends a nightly report.
 
 To run:  cd examples/django_project
+         python manage.py migrate              # Django's tables (the nightly report counts users)
          python manage.py runserver            # the jobs run in the serving process
          curl localhost:8000/status ; curl -X POST localhost:8000/refresh
          python manage.py recurjobs status

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, delete, false, select, true
 from sqlalchemy.sql import ColumnElement
 
+from recurjobs._history import PRUNE_JOB_NAME
 from recurjobs.sql._batch import name_in
 from recurjobs.sql._claims import guarded_update, stale, unpaused
 from recurjobs.sql._clockexpr import db_now_ms
@@ -86,7 +87,9 @@ def prune_rows(
     now = db_now_ms()
     guards: list[ColumnElement[bool]] = [(c.running == false()) | stale(store.jobs)]
     if keep is not None:
-        guards.append(c.name.not_in(list(keep)))
+        # The history's own pruning job is the library's, not one of the caller's: a list of
+        # the caller's jobs keeps it too.
+        guards.append(c.name.not_in([*keep, PRUNE_JOB_NAME]))
     if older_than is not None:
         # A paused job is idle on purpose: age alone never deletes it (and its pause).
         guards.append(unpaused(store.jobs))

@@ -325,7 +325,8 @@ class JobStore:
     ) -> list[str]:
         """Delete rows not in ``keep`` and/or not run for ``older_than``; return their names.
 
-        At least one criterion is required. Rows that are running (and not stale) are kept, and
-        ``older_than`` alone never deletes a paused row.
+        At least one criterion is required. Rows that are running (and not stale) are kept,
+        ``older_than`` alone never deletes a paused row, and ``keep`` always keeps the run
+        history's own pruning job (``recurjobs.history.prune``).
         """
         return prune_rows(self, keep, older_than)

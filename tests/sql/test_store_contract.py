@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from recurjobs._history import PRUNE_JOB_NAME
 from recurjobs.sql import Claim, JobStore, guarded_update
 from recurjobs.sql._urls import SQLITE_BUSY_TIMEOUT_MS
 from tests.dbs import TestDatabase
@@ -352,6 +353,13 @@ def test_prune_keeps_the_named_jobs_and_running_rows(store: JobStore) -> None:
     assert store.try_claim("c", owner="h1", lease=LEASE) is not None
     assert ["b"] == store.prune(keep=["a"])
     assert ["a", "c"] == names(store)
+
+
+def test_prune_keep_always_keeps_the_history_pruning_job(store: JobStore) -> None:
+    """The run history's own pruning job is the library's: a list of the caller's jobs keeps it."""
+    store.ensure([Job("a"), Job(PRUNE_JOB_NAME)])
+    assert [] == store.prune(keep=["a"])
+    assert sorted(["a", PRUNE_JOB_NAME]) == names(store)
 
 
 def test_prune_by_age(store: JobStore) -> None:

@@ -21,6 +21,9 @@ RECURJOBS = {
     "JOBS": ["shop.jobs.RefreshRates", "shop.jobs.NightlyReport"],
     "DATABASE": "default",  # the distributed job's table lives beside Django's
     "DISTRIBUTED": {"delay": "5s"},
+    # RECURJOBS_AUTOSTART=false keeps the jobs out of this process (web workers, when the jobs
+    # run in `python manage.py recurjobs run`); triggers from views still reach them.
+    "AUTOSTART": os.environ.get("RECURJOBS_AUTOSTART", "true"),
 }
 
 LOGGING = {  # show recurjobs' one line per run
