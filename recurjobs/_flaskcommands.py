@@ -120,14 +120,12 @@ def trigger_job(host: JobHost, config: Mapping[str, Any], name: str) -> None:
 
 
 def set_paused(host: JobHost, config: Mapping[str, Any], name: str, paused: bool) -> None:
-    """Pause or resume a distributed job's row. A recurring job is paused in the process that
-    runs it (``JobHost.pause``); a command process cannot reach it, so it is refused."""
+    """Pause or resume a job: a distributed job's row, or a recurring job in the process that
+    runs it (the machine's main instance, asked over its socket)."""
     job = {job_name(j): j for j in host.jobs}.get(name)
     if job is not None and not callable(getattr(job, "execute", None)):
-        raise click.UsageError(
-            f"{name} is a recurring job: it is paused in the process that runs it; call "
-            "JobHost.pause() there (for example from a view)"
-        )
+        _pause_in_main_instance(host, name, job, paused)
+        return
     database = config.get("RECURJOBS_DATABASE_URL")
     if not database:
         raise click.UsageError(f"no job named {name!r} and RECURJOBS_DATABASE_URL is unset")
@@ -139,6 +137,10 @@ def set_paused(host: JobHost, config: Mapping[str, Any], name: str, paused: bool
         if exc.bad_input:
             raise click.UsageError(str(exc)) from None
         raise click.ClickException(str(exc)) from None
+    if paused:
+        click.echo(f"paused {name}: no server claims it until `flask recurjobs resume {name}`")
+    else:
+        click.echo(f"resumed {name}: it runs when it is next due")
 
 
 def show_history(
@@ -159,6 +161,23 @@ def show_history(
         click.echo(json.dumps([to_json(r) for r in records], indent=2))
     else:
         click.echo(history_table(records))
+
+
+def _pause_in_main_instance(host: JobHost, name: str, job: object, paused: bool) -> None:
+    """A recurring job is paused in the process that runs it: ask the main instance."""
+    from recurjobs._forward import send_job_action
+
+    verb = "pause" if paused else "resume"
+    main_dom = host.gates.main_dom
+    if main_dom is None:
+        raise click.UsageError(
+            f"{name} is a recurring job and RECURJOBS_MAIN_DOM is off: it is paused in the "
+            "process that runs it; call JobHost.pause() there"
+        )
+    reply = send_job_action(main_dom, job, host.jobs, verb)
+    if not reply.accepted:
+        raise click.ClickException(f"{name} was not {verb}d: {reply.reason}")
+    click.echo(f"{verb}d {name} in the main instance (pid {reply.pid})")
 
 
 def forward_to_main_instance(host: JobHost, name: str, job: object) -> None:

@@ -289,6 +289,17 @@ class JobHost:
             return forward_unstarted(self, job, strategy, next_delay)
         return deliver(self, self._runner_for(job), strategy, next_delay)
 
+    def _main_elsewhere(self) -> MainDom | None:
+        """The main instance lock when this host's recurring jobs run in another process of
+        the machine: a host never started, or started but not the main instance. Reads the
+        lock's state only (it never tries to take the lock)."""
+        main_dom = self._gates.main_dom
+        with self._lock:
+            state = self._state
+        if main_dom is None or state == _STOPPED:
+            return None
+        return main_dom if state == _NEW or not main_dom.is_main else None
+
     def _refusal(self, job: object) -> str:
         """Why a trigger of ``job`` was refused here (for a forwarded trigger's sender)."""
         return refusal(self, self._runner_for(job))

@@ -24,7 +24,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from recurjobs import _forward
-from recurjobs._forward import TIMEOUT, Reply, decode_delay, delivering, job_id, read_line
+from recurjobs._forward import (
+    TIMEOUT,
+    Reply,
+    decode_delay,
+    delivering,
+    job_id,
+    read_line,
+    status_to_wire,
+)
 from recurjobs._maindom import MainDom, on_main
 from recurjobs._schedule import NextExecution
 
@@ -132,6 +140,7 @@ class _Listener:
     def _answer(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(TIMEOUT)
+            extra: dict[str, object] = {}
             if not _same_user(conn):
                 reply = Reply(False, "refused: the sender runs as another user")
             else:
@@ -141,42 +150,55 @@ class _Listener:
                 except ValueError:
                     reply = Reply(False, f"bad request {line[:200]!r}")
                 else:
-                    reply = self._deliver(request)
+                    reply, extra = self._deliver(request)
             payload = {"accepted": reply.accepted, "reason": reply.reason, "pid": os.getpid()}
-            conn.sendall(json.dumps(payload).encode() + b"\n")
+            conn.sendall(json.dumps({**payload, **extra}).encode() + b"\n")
         except Exception as exc:  # a broken request must not end the listener
-            logger.debug("forwarded trigger dropped: %r", exc)
+            logger.debug("forwarded request dropped: %r", exc)
 
-    def _deliver(self, request: Any) -> Reply:
+    def _deliver(self, request: Any) -> tuple[Reply, dict[str, object]]:
+        """Answer one request: a trigger, a pause or resume, or a status (see ``_forward``)."""
         try:
+            action = request.get("action", "trigger")
             name, index, count = request["job"], request["index"], request["count"]
-            strategy = NextExecution[request["strategy"]]
-            next_delay = decode_delay(request["next_delay"])
             expires = float(request["expires"])
-        except (KeyError, TypeError, ValueError, OverflowError):
-            return Reply(False, f"bad request {request!r}")
+            if action == "trigger":
+                strategy = NextExecution[request["strategy"]]
+                next_delay = decode_delay(request["next_delay"])
+            elif action not in ("pause", "resume", "status"):
+                raise ValueError(action)
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+            return Reply(False, f"bad request {request!r}"), {}
         if time.time() > expires:
-            return Reply(False, "the request arrived after its sender stopped waiting")
+            return Reply(False, "the request arrived after its sender stopped waiting"), {}
         with self.mutex:
             hosts = list(self.hosts)
         found = [(h, js) for h in hosts if (js := [j for j in h.jobs if job_id(type(j)) == name])]
         if not found:
-            return Reply(False, f"no job {name} is registered in the main instance")
+            return Reply(False, f"no job {name} is registered in the main instance"), {}
         if len(found) > 1:
-            return Reply(False, f"{name} is registered with several hosts in the main instance")
+            reason = f"{name} is registered with several hosts in the main instance"
+            return Reply(False, reason), {}
         host, jobs = found[0]
         if len(jobs) != count or not isinstance(index, int) or not 0 <= index < count:
-            return Reply(False, f"{name} is registered {len(jobs)} times in the main instance")
+            return Reply(False, f"{name} is registered {len(jobs)} times in the main instance"), {}
+        if action == "status":
+            statuses = [status_to_wire(s) for s in host.status() if s.kind == "recurring"]
+            return Reply(True, "status"), {"statuses": statuses}
+        if action != "trigger":
+            done = host.pause(jobs[index]) if action == "pause" else host.resume(jobs[index])
+            reason = f"{action}d" if done else f"the main instance could not {action} it"
+            return Reply(done, reason), {}
         delivering.active = True
         try:
             accepted = host.trigger(jobs[index], strategy, next_delay=next_delay)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
-            return Reply(False, f"the main instance refused: {exc}")
+            return Reply(False, f"the main instance refused: {exc}"), {}
         finally:
             delivering.active = False
         if not accepted:
-            return Reply(False, f"the main instance refused it: {host._refusal(jobs[index])}")
-        return Reply(True, "accepted")
+            return Reply(False, f"the main instance refused it: {host._refusal(jobs[index])}"), {}
+        return Reply(True, "accepted"), {}
 
 
 def _occupied(path: str) -> str:

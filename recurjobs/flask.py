@@ -271,17 +271,16 @@ def _trigger_command(name: str) -> None:
 @recurjobs_cli.command("pause")
 @click.argument("name")
 def _pause_command(name: str) -> None:
-    """Pause the distributed job NAME on every server (a run going on finishes)."""
+    """Pause the job NAME: a distributed job on every server (a run going on finishes), a
+    recurring job in the main instance that runs it."""
     set_paused(RecurJobs.get_host(), current_app.config, name, True)
-    click.echo(f"paused {name}: no server claims it until `flask recurjobs resume {name}`")
 
 
 @recurjobs_cli.command("resume")
 @click.argument("name")
 def _resume_command(name: str) -> None:
-    """Resume the paused distributed job NAME (it runs when it is next due)."""
+    """Resume the paused job NAME (it runs when it is next due)."""
     set_paused(RecurJobs.get_host(), current_app.config, name, False)
-    click.echo(f"resumed {name}: it runs when it is next due")
 
 
 @recurjobs_cli.command("history")

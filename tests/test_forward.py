@@ -39,7 +39,15 @@ from recurjobs import (
     _forward,
     _listener,
 )
-from recurjobs._forward import Reply, decode_delay, job_id, send_trigger
+from recurjobs._forward import (
+    Reply,
+    decode_delay,
+    job_id,
+    send_job_action,
+    send_trigger,
+    status_from_wire,
+    status_to_wire,
+)
 from recurjobs.flask import RecurJobs
 from tests.apps.forward_jobs import Append, Other
 from tests.apps.procs import child_env, free_port, lines, python, script, stop_group, wait_until
@@ -435,6 +443,71 @@ def test_flask_trigger_command_forwards_to_the_main_instance(
         result.output,
     )
     assert job.ran.wait(5)
+
+
+def test_status_pause_and_resume_reach_the_main_instance(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """A process whose jobs run in the main instance (here a host never started) reads their
+    status from it and pauses and resumes them there; what the dashboard mounted in a web
+    worker shows and does."""
+    from recurjobs.dashboard._actions import remote_statuses
+
+    job = Counted()
+    main = main_host(hosts, tmp_path, job)
+    web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    assert web.trigger(Counted)
+    assert job.ran.wait(5)
+    wait_until(lambda: main.status()[0].runs == 1, 5, "the run counted")
+    statuses = remote_statuses(web)
+    assert statuses is not None
+    assert [("Counted", "recurring", 1, True)] == [
+        (s.name, s.kind, s.runs, s.alive) for s in statuses
+    ]
+    assert send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "pause").accepted  # type: ignore[arg-type]
+    assert (True, True) == (main.status()[0].paused, remote_statuses(web)[0].paused)  # type: ignore[index]
+    assert False is web.trigger(Counted)  # refused there: the job is paused
+    assert send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "resume").accepted  # type: ignore[arg-type]
+    assert False is main.status()[0].paused
+
+
+def test_status_wire_round_trip() -> None:
+    """A status with a calendar, a period, times and counters comes back equal."""
+    from datetime import UTC, datetime
+
+    from recurjobs import Cron
+    from recurjobs._status import JobStatus
+
+    at = datetime(2026, 12, 1, 18, 0, tzinfo=UTC)
+    for period in (Cron("0 3 * * *", tz="Europe/Amsterdam"), timedelta(minutes=5), INFINITE):
+        status = JobStatus("J", "recurring", period, at, at, "failed", 3, 1, True, True, True)
+        assert status == status_from_wire(json.loads(json.dumps(status_to_wire(status))))
+
+
+def test_flask_pause_command_pauses_a_recurring_job_in_the_main_instance(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """`flask recurjobs pause NAME` for a recurring job pauses it where it runs."""
+    from flask import Flask
+
+    main = main_host(hosts, tmp_path, Counted())
+    app = Flask("command")
+    app.config.update(
+        RECURJOBS_AUTOSTART=False,
+        RECURJOBS_MAIN_DOM=KEY,
+        RECURJOBS_MAIN_DOM_DIRECTORY=str(tmp_path),
+    )
+    RecurJobs(app, jobs=[Counted()])
+    runner = app.test_cli_runner()
+    paused = runner.invoke(args=["recurjobs", "pause", "Counted"])
+    was = main.status()[0].paused
+    resumed = runner.invoke(args=["recurjobs", "resume", "Counted"])
+    assert (0, f"paused Counted in the main instance (pid {os.getpid()})\n", True) == (
+        paused.exit_code,
+        paused.output,
+        was,
+    )
+    assert (0, False) == (resumed.exit_code, main.status()[0].paused)
 
 
 def test_flask_trigger_command_without_a_main_instance(tmp_path: Path) -> None:

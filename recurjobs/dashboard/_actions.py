@@ -22,7 +22,7 @@ from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._claims import guarded_update
 from recurjobs.sql._shared import exclusive
 
-__all__ = ["act", "local_actions", "set_paused", "trigger"]
+__all__ = ["act", "local_actions", "remote_statuses", "set_paused", "trigger"]
 
 #: Lock waits of an action are bounded (milliseconds): an action never hangs on a locked row.
 ACTION_LOCK_MS = 5000
@@ -70,6 +70,34 @@ def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
     if job is None:
         return False
     if verb == "trigger":
-        return bool(host.trigger(job))
+        return bool(host.trigger(job))  # forwarded to the main instance when it runs elsewhere
+    main_dom = _main_elsewhere(host)
+    if main_dom is not None:  # the job runs in the machine's main instance: pause it there
+        from recurjobs._forward import send_job_action
+
+        return send_job_action(main_dom, job, tuple(host.jobs), verb).accepted
     method = getattr(host, verb, None)
     return bool(method(job)) if callable(method) else False
+
+
+def remote_statuses(host: Any) -> list[Any] | None:
+    """The main instance's status of the mounting host's recurring jobs, when they run in
+    another process of the machine (a web worker that is not the main instance); the
+    distributed jobs' rows come from the table as ever. None: ask the host itself."""
+    main_dom = _main_elsewhere(host)
+    jobs = tuple(getattr(host, "jobs", ()))
+    recurring = [j for j in jobs if not callable(getattr(j, "execute", None))]
+    if main_dom is None or not recurring:
+        return None
+    from recurjobs._forward import fetch_statuses
+
+    statuses = fetch_statuses(main_dom, recurring[0], jobs)
+    if statuses is None:
+        return None
+    mine = [s for s in host.status() if s.kind != "recurring"]
+    return [*statuses, *mine]
+
+
+def _main_elsewhere(host: Any) -> Any:
+    find = getattr(host, "_main_elsewhere", None)
+    return find() if callable(find) else None

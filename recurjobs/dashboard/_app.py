@@ -108,7 +108,8 @@ def make_blueprint(
         if host is None:
             return []
         try:
-            return list(host.status())
+            remote = _actions.remote_statuses(host)
+            return list(host.status()) if remote is None else remote
         except Exception:
             logger.exception("host.status() raised; its recurring jobs are not shown")
             return []

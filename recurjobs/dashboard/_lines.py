@@ -137,9 +137,9 @@ def job_lines(view: Overview, local: Iterable[Any]) -> list[JobLine]:
             next_note="" if status.alive else "not running in this process",
             last_started_ms=last.started_ms if last else _ms(status.last_start),
             last_outcome=last.outcome if last else status.last_outcome,
-            running_on="this process" if status.running else None,
+            running_on="this app" if status.running else None,
             running_since_ms=_ms(status.last_start) if status.running else None,
-            paused=None,
+            paused=status.paused,
             runs_24h=view.runs_24h.get(status.name, 0) if view.has_history else status.runs,
             failures_24h=(
                 view.failures_24h.get(status.name, 0) if view.has_history else status.failures
