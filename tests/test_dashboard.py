@@ -427,6 +427,12 @@ def test_flask_mount_shows_the_hosts_recurring_jobs_and_obeys_the_apps_login(
         )
         assert 303 == response.status_code
         wait_until(lambda: beat.runs == 1, 10, "the triggered run")
+        paused = client.post(
+            "/recurjobs/action", data={"action": "pause", "name": "Beat", "csrf_token": token}
+        )
+        html = client.get("/recurjobs/").get_data(as_text=True)
+        assert (303, True) == (paused.status_code, RecurJobs.get_host(app).status()[0].paused)
+        assert 'class="badge paused"' in html and 'value="resume"' in html
         logged_in["yes"] = False
         assert 401 == client.get("/recurjobs/").status_code
     finally:
