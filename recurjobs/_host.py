@@ -101,7 +101,7 @@ class JobHost:
         self._elect = elect_server_role
         self.start_timeout: float = seconds(start_timeout, "start_timeout")
         """How long ``start()`` waits for an unreachable database (seconds)."""
-        self.exit_timeout: float = seconds(exit_timeout, "exit_timeout")
+        self.exit_timeout: float = seconds(exit_timeout, "exit_timeout", infinite=True)
         """How long the stop at interpreter exit waits for the threads (seconds)."""
         self._publisher = Publisher()
         self._watch = CalendarWatch()  # the wall clock, for every calendar job of this host
@@ -119,18 +119,26 @@ class JobHost:
 
     # ---------------------------------------------------------------- registration
     def add(self, job: object) -> None:
-        """Register another job; after ``start()`` it starts at once."""
+        """Register another job; after ``start()`` it starts at once. When starting it fails
+        (the database cannot be used for the first distributed job), it is not registered and
+        the error is raised; it may be added again."""
         with self._lock:
             self._registry.add(job, database=self.database)
             if self._state != _RUNNING:
                 return
-            if _is_distributed(job):
-                if self._sql is None:
+            started = False
+            try:
+                if not _is_distributed(job):
+                    self._start_runner(job)
+                elif self._sql is None:
                     self._start_sql()  # starts every registered distributed job, this one too
                 else:
                     self._sql.add(job)
-            else:
-                self._start_runner(job)
+                started = True
+            finally:
+                if not started:  # the error goes on to the caller; the job is not registered
+                    self._registry.remove(job)
+                    self._runners = [r for r in self._runners if r.job is not job]
 
     @property
     def jobs(self) -> tuple[object, ...]:
@@ -177,10 +185,11 @@ class JobHost:
     def _start_sql(self) -> None:
         from recurjobs.sql._integration import HostSql
 
-        self._sql = HostSql(self)
+        sql = HostSql(self)
         if self._history is not None:  # its tables are created (and checked) with the jobs table
-            self._history.add_tables(self._sql.store)
-        self._sql.start(self._registry.distributed)
+            self._history.add_tables(sql.store)
+        sql.start(self._registry.distributed)  # disposes of its engines if it raises
+        self._sql = sql
 
     def _start_runner(self, job: object) -> None:
         """Start one job's thread; called with the host lock held, so the stop sequence (which

@@ -51,6 +51,14 @@ class Registry:
         self.recurring.append(job)
         self._ids.add(id(job))
 
+    def remove(self, job: object) -> None:
+        """Undo :meth:`add` of ``job`` (its start failed: it may be added again)."""
+        for jobs in (self.recurring, self.distributed):
+            if any(j is job for j in jobs):
+                jobs[:] = [j for j in jobs if j is not job]
+        self._ids.discard(id(job))
+        self._paused.discard(id(job))
+
     @property
     def jobs(self) -> tuple[object, ...]:
         """Every registered job, recurring first."""

@@ -11,6 +11,7 @@ __all__ = ["DistributedJobSettings"]
 
 # A bound far beyond any sensible setting that keeps every wait and every time sum finite.
 _LONGEST = timedelta(days=365)
+_SHORTEST_LEASE = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class DistributedJobSettings:
             zero=False,
             maximum=_LONGEST,
         )
+        if self.max_execution_time < _SHORTEST_LEASE:
+            # Claims are renewed every quarter of it: shorter would renew in a busy loop, and
+            # no statement bound could stay inside the lease.
+            raise ValueError(
+                f"max_execution_time must be at least 1 second, got {self.max_execution_time!r}"
+            )
         jobs = self.max_concurrent_jobs
         if isinstance(jobs, bool) or not isinstance(jobs, int):
             raise TypeError(f"max_concurrent_jobs must be an int, got {jobs!r}")

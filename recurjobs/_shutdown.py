@@ -55,6 +55,7 @@ class Shutdown:
         self._executor: int | None = None
         self._lock = threading.Lock()
         self._waiting: set[threading.Thread] = set()
+        self.closed = threading.Event()  # step 1 is done: no run begins, every token cancelled
 
     def join(
         self, first: bool, parts: Callable[[], HostParts], starting: Callable[[], bool]
@@ -79,6 +80,7 @@ class Shutdown:
             # A handler of the sequence itself, or of start(): the sequence goes on after it.
             return False
         if on_host_thread:
+            self.closed.wait(self.left())  # every token cancelled, the caller's too
             return self.wait_for_threads(lambda: _job_threads(parts()))
         if self.done():
             return _all_ended(parts())
@@ -148,7 +150,11 @@ class Shutdown:
 
 
 def _job_threads(parts: HostParts) -> list[threading.Thread]:
-    return [r.thread for r in parts.runners if r.thread is not None]
+    """The recurring jobs' threads and the threads of distributed runs still going."""
+    threads = [r.thread for r in parts.runners if r.thread is not None]
+    if parts.sql is not None:
+        threads += parts.sql.run_threads()
+    return threads
 
 
 def _all_ended(parts: HostParts) -> bool:
@@ -168,6 +174,7 @@ def stop_sequence(shutdown: Shutdown, parts: HostParts) -> bool:
         runner.close()
     if sql is not None:
         sql.stop_claiming()
+    shutdown.closed.set()
     # ... then publish JobStopping and wake each job thread. In batches, each given a
     # moment to end: thousands of threads woken at once fight over the GIL.
     for i in range(0, len(runners), _WAKE_BATCH):

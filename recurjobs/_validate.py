@@ -93,11 +93,16 @@ def seconds_or_none(value: object, name: str) -> float | None:
     return None if seconds > threading.TIMEOUT_MAX else seconds
 
 
-def seconds(value: object, name: str) -> float:
-    """A number of seconds, at least zero (``JobHost``'s start and exit timeouts)."""
+def seconds(value: object, name: str, *, infinite: bool = False) -> float:
+    """A number of seconds, at least zero (``JobHost``'s start and exit timeouts); with
+    ``infinite``, infinity (or longer than a wait can last) is allowed and kept as ``inf``."""
+    if value is None:
+        raise TypeError(f"{name} must be a number of seconds, got None")
     number = seconds_or_none(value, name)
     if number is None:
-        raise TypeError(f"{name} must be a number of seconds, got None")
+        if infinite:
+            return math.inf
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
     return number
 
 

@@ -255,6 +255,12 @@ API: list[Bad] = [
         ("max_execution_time",),
     ),
     Bad(
+        "settings-maxexec-a-millisecond",
+        call(S, max_execution_time=timedelta(milliseconds=1)),
+        ValueError,
+        ("max_execution_time", "at least 1 second"),
+    ),
+    Bad(
         "settings-maxexec-None",
         call(S, max_execution_time=None),
         TypeError,
@@ -415,6 +421,12 @@ API: list[Bad] = [
         call(H, start_timeout="10"),
         TypeError,
         ("start_timeout", "'10'"),
+    ),
+    Bad(
+        "host-start-timeout-infinite",
+        call(H, start_timeout=math.inf),
+        ValueError,
+        ("start_timeout", "finite", "inf"),
     ),
     Bad(
         "host-exit-timeout-negative",

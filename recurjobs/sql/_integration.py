@@ -146,6 +146,10 @@ class HostSql:
         if self.poller is not None:
             self.poller.stop_claiming()
 
+    def run_threads(self) -> list[threading.Thread]:
+        """The threads of the distributed runs going on now."""
+        return [] if self.poller is None else self.poller.run_threads()
+
     def wait_runs(self, deadline: float | None) -> bool:
         """Wait (claims renewed meanwhile) until no distributed run is left or ``deadline``
         (``time.monotonic()``; None: no limit) passed; True when none is left."""

@@ -53,6 +53,8 @@ __all__ = ["HOUSEKEEPING", "DistributedPoller"]
 
 logger = logging.getLogger("recurjobs.sql")
 
+_LEAST_HEARTBEAT = 0.05  # seconds: a tiny poll period never renews claims in a busy loop
+
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
 
 HOUSEKEEPING = "_recurjobs_housekeeping"
@@ -172,6 +174,14 @@ class DistributedPoller:
             self._state = _STOPPED
         self.leases.cancel_all()
         self._wake.set()
+
+    def run_threads(self) -> list[threading.Thread]:
+        """The threads of the runs going on now (a thread kept for reuse is not one)."""
+        return [
+            run.thread
+            for run in self.leases.all()
+            if run.thread is not None and not run.done.is_set()
+        ]
 
     def wait_runs(self, deadline: float | None) -> bool:
         """Wait until every run's thread ended or ``deadline`` (``time.monotonic()``; None: no
@@ -379,4 +389,4 @@ def heartbeat_interval(settings: DistributedJobSettings) -> float:
     """Seconds between two renewals of a claim: the poll period, at most a quarter of
     ``max_execution_time`` (a lease is ``period + max_execution_time``, so >= 4 intervals)."""
     quarter = settings.max_execution_time.total_seconds() / 4
-    return min(settings.poll_period.total_seconds(), quarter)
+    return max(min(settings.poll_period.total_seconds(), quarter), _LEAST_HEARTBEAT)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,7 @@ logger = logging.getLogger("recurjobs.sql")
 
 _FIRST_WAIT = 0.1
 _MAX_WAIT = 1.0
+_LEAST_ATTEMPT = 2.0  # an attempt gets at least this long, even with start_timeout=0
 
 
 def check_ready(
@@ -52,11 +54,20 @@ def check_ready(
     deadline = time.monotonic() + timeout
     wait = _FIRST_WAIT
     warned = False
+
+    def attempt() -> None:
+        create_tables(engine, metadata, limit_ms=limit_ms)
+        add_missing_columns(engine, jobs, limit_ms=limit_ms)
+        _probe(engine, jobs, limit_ms)
+
     while True:
         try:
-            create_tables(engine, metadata, limit_ms=limit_ms)
-            add_missing_columns(engine, jobs, limit_ms=limit_ms)
-            _probe(engine, jobs, limit_ms)
+            if not _within(attempt, max(deadline - time.monotonic(), _LEAST_ATTEMPT)):
+                raise DatabaseUnavailable(
+                    masked(engine),
+                    f"still unreachable after {timeout:g}s: the server accepted the connection "
+                    "but did not answer",
+                )
             return
         except DatabaseUnavailable:
             raise
@@ -76,6 +87,32 @@ def check_ready(
                 warned = True
             sleep(min(wait, left))
             wait = min(wait * 2, _MAX_WAIT)
+
+
+def _within(attempt: Callable[[], None], seconds: float) -> bool:
+    """Run ``attempt`` on a thread of its own for at most ``seconds``: False when it has not
+    returned by then (a server that accepts connections and never answers holds a driver's
+    read for as long as its own timeouts, longer than ``start_timeout``); what it raised is
+    raised here. The thread is left to end on the driver's timeouts."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            attempt()
+        except BaseException as exc:  # handed to the caller
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, name="recurjobs-start-check", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        return False
+    error = outcome[0]
+    if error is not None:
+        raise error
+    return True
 
 
 def _probe(engine: Engine, jobs: Table, limit_ms: int) -> None:

@@ -54,6 +54,12 @@ _REFUSED = (
     "not permitted to log in",
     "permission denied",
     "access denied",
+    # libpq refuses a connection option before connecting (port 99999, sslmode=bogus)
+    "invalid port number",
+    "invalid sslmode value",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid value for parameter",
 )
 _SQLITE_TRANSIENT = (*_SQLITE_LOCKED, "disk i/o error")
 # Waited out its bound: PostgreSQL lock_not_available and query_canceled (statement_timeout);

@@ -57,6 +57,19 @@ _TIMEOUT_DRIVERS = {
     ("mysql", "pymysql"),
     ("mariadb", "pymysql"),
 }
+# A server that goes silent (gone without closing the connection: a crashed host, a network
+# cut, a proxy that keeps the socket) must not hold a thread in a read for ever: the server
+# bounds every statement (``_bounds``), so an answer later than this many seconds past that
+# bound will not come. PyMySQL reads and writes with this timeout; libpq gets TCP keepalives
+# and a TCP user timeout, which notice a peer that is gone (not one that keeps the socket).
+_SILENT_S = 30
+_PG_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": _SILENT_S * 1000,
+}
 _EXAMPLE = "such as sqlite:///jobs.db or postgresql+psycopg://user:password@host/db"
 _MASK = "***"
 _UNPARSABLE = "<unparsable database URL>"
@@ -91,13 +104,26 @@ _INSTALL = {
 }
 
 
+# Query parameters that carry a secret (libpq and PyMySQL take ``?password=...``).
+_SECRET_PARAM = re.compile(r"(?i)([?&](?:[^=&]*pass(?:word|wd)[^=&]*|pwd)=)[^&]*")
+
+
+def _is_secret_param(key: str) -> bool:
+    return _SECRET_PARAM.fullmatch(f"?{key}=") is not None
+
+
 def masked(target: Engine | URL | str) -> str:
-    """The URL of ``target`` with the whole password hidden, for every log line and message.
+    """The URL of ``target`` with the whole password hidden, for every log line and message;
+    a password given as a query parameter (``?password=...``, ``sslpassword``) too.
 
     A password typed without URL-encoding may hold ``@``, ``:`` or ``/``; SQLAlchemy then reads
     part of it as the host. Everything up to the last ``@`` counts as password here, so no part
     of it is shown (the price, for a URL whose query holds an ``@``, is hiding more).
     """
+    return _SECRET_PARAM.sub(rf"\g<1>{_MASK}", _masked(target))
+
+
+def _masked(target: Engine | URL | str) -> str:
     if isinstance(target, Engine):
         target = target.url
     if isinstance(target, URL):
@@ -144,8 +170,11 @@ def _secrets(target: Engine | URL | str) -> set[str]:
     if isinstance(target, Engine):
         target = target.url
     if isinstance(target, URL):
+        for key, value in target.query.items():
+            if _is_secret_param(key):
+                found.update([value] if isinstance(value, str) else value)
         if target.password is None:
-            return set()
+            return _spellings(found)
         found.add(str(target.password))
         split = _split_raw_at(target)
         if split is not None:
@@ -215,6 +244,8 @@ def check_url(value: object) -> None:
             f"database has a port that is not a number in {shown!r} (or a password with a "
             "raw '@', ':' or '/': encode it with urllib.parse.quote_plus, '@' becomes %40)"
         ) from None
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise ValueError(f"database has a port outside 1 to 65535 in {shown!r}")
     backend = url.get_backend_name()
     if backend == "postgres":
         raise ValueError(
@@ -304,8 +335,8 @@ def _make(url: URL, limit_ms: int, *, autocommit: bool) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False}
         if in_memory(url):
             kwargs["poolclass"] = StaticPool
-    elif _bounded(url):
-        kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
+    else:
+        kwargs["connect_args"] = _silence_bounds(url, limit_ms)
     if autocommit:
         # PyMySQL connects in autocommit (the server's default: no SET at connect), and
         # SQLAlchemy knows, so it neither switches it nor rolls back on close.
@@ -313,6 +344,11 @@ def _make(url: URL, limit_ms: int, *, autocommit: bool) -> Engine:
         kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
     try:
         engine = create_engine(url, **kwargs)
+    except (TypeError, ValueError) as exc:  # a query parameter the dialect cannot read
+        reason = scrub(str(exc), url)
+        raise ValueError(
+            f"database has a parameter the driver refuses in {masked(url)}: {reason}"
+        ) from None
     except ImportError as exc:
         module = (exc.name or "").split(".")[0]
         hint = _INSTALL.get(module, "install the driver the URL names")
@@ -328,10 +364,20 @@ def _make(url: URL, limit_ms: int, *, autocommit: bool) -> Engine:
     return engine
 
 
-def _bounded(url: URL) -> bool:
-    """Whether to give the driver a connect timeout (known driver, none set in the URL)."""
+def _silence_bounds(url: URL, limit_ms: int) -> dict[str, Any]:
+    """Connect arguments that bound how long a silent server can hold a thread: a connect
+    timeout for the drivers known to take one; read and write timeouts (PyMySQL) or TCP
+    keepalives (psycopg). A value the URL sets itself is kept."""
     driver = (url.get_backend_name(), url.get_driver_name())
-    return driver in _TIMEOUT_DRIVERS and "connect_timeout" not in url.query
+    if driver not in _TIMEOUT_DRIVERS:
+        return {}
+    bounds: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_S}
+    if driver[1] == "pymysql":
+        silent = max(_SILENT_S, 2 * limit_ms // 1000 + 10)
+        bounds |= {"read_timeout": silent, "write_timeout": silent}
+    elif driver[1] == "psycopg":
+        bounds |= _PG_KEEPALIVE
+    return {key: value for key, value in bounds.items() if key not in url.query}
 
 
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:

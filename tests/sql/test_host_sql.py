@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
+from recurjobs import INFINITE
+from recurjobs.testing import ManualClock
 from tests.dbs import TestDatabase
 from tests.sql.helpers import HOUR, Job
 from tests.sql.runhelpers import SqlSide
@@ -36,3 +38,35 @@ def test_start_checks_the_database_before_starting_threads(
     assert (None, []) == (side.sql.poller, [n for n in new if n.startswith("recurjobs")])
     assert "wrong-password" not in str(caught.value)
     assert make_url(db.url).host is None or str(make_url(db.url).host) in str(caught.value)
+
+
+def test_a_distributed_job_whose_add_failed_can_be_added_again(tmp_path: Path) -> None:
+    """add() of the first distributed job on a started host fails (the SQLite directory is
+    missing): the job is not registered; once the directory exists, adding it again works and
+    it runs."""
+    from datetime import timedelta
+
+    from recurjobs import DistributedJobSettings, JobHost
+    from recurjobs.sql import DatabaseUnavailable
+    from tests.helpers import TimedJob
+    from tests.sql.helpers import wait_until
+
+    folder = tmp_path / "later"
+    settings = DistributedJobSettings(poll_period=timedelta(seconds=0.1), delay=timedelta(0))
+    host = JobHost(
+        [TimedJob(ManualClock(), INFINITE, delay=INFINITE)],
+        database=f"sqlite:///{folder / 'jobs.db'}",
+        distributed=settings,
+    ).start()
+    try:
+        job = Job("late", timedelta(seconds=0.5))
+        with pytest.raises(DatabaseUnavailable):
+            host.add(job)
+        assert job not in host.jobs
+        folder.mkdir()
+        host.add(job)
+        assert job in host.jobs
+        assert wait_until(lambda: job.runs >= 1, 20)
+        assert host.trigger_distributed("late")
+    finally:
+        host.stop(10)
