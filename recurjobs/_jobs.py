@@ -228,6 +228,9 @@ def check_distributed(job: object) -> None:
         raise TypeError(f"name must be a str, got {name!r}")
     if not 1 <= len(name) <= 200:
         raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
+    if name.endswith(" "):
+        # MySQL and MariaDB compare text padded with spaces: "a " and "a" would be one row.
+        raise ValueError(f"name must not end with a space, got {name!r}")
     period = schedule(getattr(job, "period", None), "period", infinite=False, zero=False)
     align = getattr(job, "align_to_clock", False)
     if not isinstance(align, bool):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
 
 from recurjobs._history import storable_text
+from recurjobs.sql._tables import JOB_NAME
 
 __all__ = ["RUNS_SCHEMA_VERSION", "meta_table", "runs_table"]
 
@@ -46,7 +47,7 @@ def runs_table(metadata: MetaData, prefix: str) -> Table:
             primary_key=True,
             autoincrement=True,
         ),
-        Column("job", String(200), nullable=False),
+        Column("job", JOB_NAME, nullable=False),
         Column("kind", String(16), nullable=False),
         Column("host", String(255), nullable=False),
         Column("claim_id", String(64), nullable=True),

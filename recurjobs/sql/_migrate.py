@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Column, Engine, Table, inspect
+from sqlalchemy import Column, Engine, Table, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
 
@@ -27,7 +27,7 @@ from recurjobs.sql._retry import is_lock_timeout
 from recurjobs.sql._shared import exclusive
 from recurjobs.sql._urls import masked
 
-__all__ = ["add_missing_columns", "missing_columns"]
+__all__ = ["add_missing_columns", "exact_names", "missing_columns"]
 
 logger = logging.getLogger("recurjobs.sql")
 
@@ -101,3 +101,31 @@ def _add(engine: Engine, table: Table, column: Column[object], limit_ms: int) ->
     statement = f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {definition}"
     with engine.begin() as conn, bounded_waits(conn, limit_ms):
         conn.exec_driver_sql(statement)
+
+
+def exact_names(engine: Engine, table: Table, *, limit_ms: int) -> bool:
+    """On MySQL/MariaDB, give the ``name`` column of a jobs table made by an older version an
+    exact (binary) collation; True when it was changed here. Those servers compare text without
+    regard to case or accents by default, so "Report" and "report" were one row and one of the
+    two jobs never ran. A binary collation only tells more names apart, so every existing row
+    stays as it is; two hosts doing it at once both succeed (the second finds it done)."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        return False
+    query = text(
+        "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :table AND COLUMN_NAME = 'name'"
+    )
+    with exclusive(engine):
+        with engine.connect() as conn:
+            collation = conn.execute(query, {"table": table.name}).scalar()
+        if collation is None or str(collation).endswith("_bin"):
+            return False
+        preparer = engine.dialect.identifier_preparer
+        statement = (
+            f"ALTER TABLE {preparer.format_table(table)} MODIFY name VARCHAR(200) "
+            "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
+        )
+        with engine.begin() as conn, bounded_waits(conn, limit_ms):
+            conn.exec_driver_sql(statement)
+    logger.info("jobs of %s now compare names exactly on %s", table.name, masked(engine))
+    return True

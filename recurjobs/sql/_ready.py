@@ -26,7 +26,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, MetaData, Table, insert, update
 
 from recurjobs.sql._bounds import bounded_waits
-from recurjobs.sql._migrate import add_missing_columns
+from recurjobs.sql._migrate import add_missing_columns, exact_names
 from recurjobs.sql._retry import is_transient
 from recurjobs.sql._shared import exclusive
 from recurjobs.sql._tables import create_tables
@@ -58,6 +58,7 @@ def check_ready(
     def attempt() -> None:
         create_tables(engine, metadata, limit_ms=limit_ms)
         add_missing_columns(engine, jobs, limit_ms=limit_ms)
+        exact_names(engine, jobs, limit_ms=limit_ms)
         _probe(engine, jobs, limit_ms)
 
     while True:

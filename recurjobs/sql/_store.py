@@ -40,7 +40,7 @@ from recurjobs.sql._claims import guarded_update, new_claim_id
 from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._ensure import ensure_rows
 from recurjobs.sql._finishes import Finishes
-from recurjobs.sql._migrate import add_missing_columns
+from recurjobs.sql._migrate import add_missing_columns, exact_names
 from recurjobs.sql._operator import mark_due, mark_paused, paused_rows, prune_rows, read_rows
 from recurjobs.sql._polls import poll_query, read_poll
 from recurjobs.sql._pool import single_statement_options
@@ -151,11 +151,13 @@ class JobStore:
     # -------------------------------------------------------------------- schema
     def create_schema(self) -> None:
         """Create the table if it is missing, or add the columns an older version's table
-        lacks (``paused``, ``cron``); hosts doing it at the same moment all succeed."""
+        lacks (``paused``, ``cron``) and, on MySQL/MariaDB, make its names compare exactly;
+        hosts doing it at the same moment all succeed."""
 
         def create() -> None:
             create_tables(self.engine, self.metadata, limit_ms=self._bound_ms)
             add_missing_columns(self.engine, self.jobs, limit_ms=self._bound_ms)
+            exact_names(self.engine, self.jobs, limit_ms=self._bound_ms)
 
         self.retry.call("creating tables", self.url, create)
 

@@ -19,15 +19,23 @@ from sqlalchemy import (
     false,
     inspect,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 
 from recurjobs.sql._bounds import DEFAULT_STATEMENT_TIMEOUT, bounded_waits, to_ms
 from recurjobs.sql._shared import exclusive
 from recurjobs.sql._urls import masked
 
-__all__ = ["create_tables", "jobs_table"]
+__all__ = ["JOB_NAME", "create_tables", "jobs_table"]
 
 logger = logging.getLogger("recurjobs.sql")
+
+
+JOB_NAME = String(200).with_variant(
+    mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+"""A job's name as a column: 200 characters, compared exactly. MySQL and MariaDB compare text
+without regard to case or accents by default ("Report" and "report" would be one row)."""
 
 
 def jobs_table(metadata: MetaData, prefix: str) -> Table:
@@ -35,7 +43,7 @@ def jobs_table(metadata: MetaData, prefix: str) -> Table:
     return Table(
         f"{prefix}jobs",
         metadata,
-        Column("name", String(200), primary_key=True),
+        Column("name", JOB_NAME, primary_key=True),
         # The schedule, as the hosts that run the job last declared it.
         Column("period_ms", BigInteger, nullable=False),
         Column("aligned", Boolean, nullable=False, default=False),
