@@ -290,7 +290,14 @@ class JobRunner(RunnerState):
 
     def _back_off(self, start: float) -> float:
         """Sleep ``ignored_delay`` from ``start``; a change re-plans it, shutdown ends it, and
-        so does a trigger (accepted only when the gates let it run: it runs at once)."""
+        so does a trigger (accepted only when the gates let it run: it runs at once).
+        ``status()`` shows the end of the back-off meanwhile."""
+        try:
+            return self._backing_off(start)
+        finally:
+            self.backoff_end = None
+
+    def _backing_off(self, start: float) -> float:
         while True:
             with self._lock:
                 self._wake.clear()
@@ -299,6 +306,7 @@ class JobRunner(RunnerState):
             delay = seconds(self.view.ignored_delay())
             if delay == 0 and self._period_seconds() == 0:
                 delay = _MIN_BACKOFF
+            self.backoff_end = start + delay
             left = start + delay - self._clock.monotonic()
             if left <= 0:
                 return start + delay

@@ -84,6 +84,7 @@ class RunnerState:
         self.paused = False  # JobHost.pause(): due runs are ignored with IgnoreReason.PAUSED
         self._thread: threading.Thread | None = None
         self._held: threading.Event | None = None  # see hold()
+        self.backoff_end: float | None = None  # an ignored run's back-off lasts until then
         # The job's change signals start() connected to; the thread disconnects these at its end.
         self._connected: list[tuple[Any, Callable[[object], None]]] = []
         self.token = CancellationToken(clock)
@@ -188,6 +189,11 @@ class RunnerState:
         with self._lock:
             cron, fire, plan = self.cron, self.fire, self.plan
         next_run = fire if cron is not None else wall(plan.next)
+        backoff_end = self.backoff_end
+        if backoff_end is not None and cron is None:
+            # An ignored run backs off: the next run comes at the end of the back-off, or one
+            # period after the ignored run's plan if that is later (``after_run``).
+            next_run = wall(max(backoff_end, plan.next + self._seconds_of[1]))
         return JobStatus(
             name=self.name,
             kind="recurring",

@@ -468,3 +468,21 @@ def test_roles_replaced_by_a_new_frozenset_are_seen_at_the_next_check(clock: Man
         job.server_roles = frozenset({ServerRole.SINGLE})
         walk_to(clock, 12)
     assert [10] == job.starts
+
+
+@pytest.mark.parametrize(
+    ("period", "ignored", "expected"), [(5, 30, 30), (60, 10, 60)], ids=["back-off", "period"]
+)
+def test_status_during_a_back_off_shows_when_the_next_run_comes(
+    clock: ManualClock, period: int, ignored: int, expected: int
+) -> None:
+    """While an ignored run backs off, next_run is the end of the back-off (or the next tick,
+    if later), not the ignored run's past plan."""
+    job = TimedJob(clock, minutes(period), ignored_delay=minutes(ignored))
+    with JobHost([job], clock=clock, runtime_ready=lambda: False) as host:
+        clock.wait_for_waiters(1)
+        clock.advance(minutes(1))
+        clock.wait_for_waiters(1)
+        status = host.status()[0]
+    assert "ignored" == status.last_outcome
+    assert clock.now() + minutes(expected - 1) == status.next_run
