@@ -73,6 +73,8 @@ def prefix_arg(text: str) -> str:
 def name_arg(text: str) -> str:
     if not 1 <= len(text) <= 200:
         raise argparse.ArgumentTypeError(f"must be a job name of 1 to 200 characters, got {text!r}")
+    if text.endswith(" "):
+        raise argparse.ArgumentTypeError(f"must not end with a space, got {text!r}")
     return text
 
 

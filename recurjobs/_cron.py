@@ -50,7 +50,7 @@ _MARGIN_S = 2 * 3600.0
 
 
 # A fixed offset as ``str(datetime.timezone(offset))`` writes it: "UTC+02:00", "UTC-09:30".
-_OFFSET = re.compile(r"UTC([+-])(\d\d):(\d\d)")
+_OFFSET = re.compile(r"UTC([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?")
 
 
 def _zone(tz: object) -> tzinfo:
@@ -62,8 +62,13 @@ def _zone(tz: object) -> tzinfo:
         return UTC
     offset = _OFFSET.fullmatch(tz)
     if offset is not None:
-        sign, hours, minutes = offset.groups()
-        delta = timedelta(hours=int(hours), minutes=int(minutes))
+        sign, hours, minutes, secs, micros = offset.groups()
+        delta = timedelta(
+            hours=int(hours),
+            minutes=int(minutes),
+            seconds=int(secs or 0),
+            microseconds=int(micros or 0),
+        )
         if delta < timedelta(hours=24):
             return timezone(-delta if sign == "-" else delta)
     try:

@@ -142,7 +142,8 @@ def fetch_statuses(
     main_dom: MainDom, job: object, jobs: tuple[object, ...], *, timeout: float = TIMEOUT
 ) -> tuple[JobStatus, ...] | None:
     """The main instance's ``status()`` of the recurring jobs of the host that registers
-    ``job`` (one of ``jobs``); None when it does not answer or answers something else."""
+    ``job`` (one of ``jobs``), without any this process cannot read back; None when it does
+    not answer or answers something else."""
     path = _reachable(main_dom)
     if isinstance(path, Reply):
         return None
@@ -151,10 +152,13 @@ def fetch_statuses(
     reply, answer = _exchange(path, request, timeout, MAX_STATUS_LINE)
     if not reply.accepted or not isinstance(answer.get("statuses"), list):
         return None
-    try:
-        return tuple(status_from_wire(item) for item in answer["statuses"])
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
+    statuses: list[JobStatus] = []
+    for item in answer["statuses"]:
+        try:
+            statuses.append(status_from_wire(item))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue  # one the caller cannot read (a zone no name stands for): left to it
+    return tuple(statuses)
 
 
 def _reachable(main_dom: MainDom) -> str | Reply:

@@ -43,7 +43,7 @@ from recurjobs._trigger import (
     runner_of,
 )
 from recurjobs._validate import database as check_database
-from recurjobs._validate import instance, seconds, seconds_or_none
+from recurjobs._validate import instance, job_name_text, seconds, seconds_or_none
 from recurjobs._watch import CalendarWatch
 
 __all__ = ["JobHost", "JobTrigger"]
@@ -328,10 +328,7 @@ class JobHost:
 
     def trigger_distributed(self, name: str) -> bool:
         """Mark the distributed job ``name`` due now, for whichever server polls next."""
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
-        if not 1 <= len(name) <= 200:
-            raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
+        job_name_text(name)
         with self._lock:
             sql = self._sql if self._state == _RUNNING else None
         return sql is not None and bool(sql.trigger(name))

@@ -12,7 +12,7 @@ from recurjobs._cron import Cron
 from recurjobs._guard import call_user
 from recurjobs._roles import DEFAULT_SERVER_ROLES, ServerRole
 from recurjobs._token import CancellationToken
-from recurjobs._validate import duration, schedule
+from recurjobs._validate import duration, job_name_text, schedule
 
 __all__ = [
     "DistributedJob",
@@ -223,14 +223,7 @@ def _read(job: object, attr: str, absent: object) -> object:
 def check_distributed(job: object) -> None:
     """Validate a distributed job's name, period (or Cron) and align_to_clock (duck typing
     allowed)."""
-    name = getattr(job, "name", None)
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {name!r}")
-    if not 1 <= len(name) <= 200:
-        raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
-    if name.endswith(" "):
-        # MySQL and MariaDB compare text padded with spaces: "a " and "a" would be one row.
-        raise ValueError(f"name must not end with a space, got {name!r}")
+    job_name_text(getattr(job, "name", None))
     period = schedule(getattr(job, "period", None), "period", infinite=False, zero=False)
     align = getattr(job, "align_to_clock", False)
     if not isinstance(align, bool):

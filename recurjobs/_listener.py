@@ -185,20 +185,32 @@ class _Listener:
         if action == "status":
             statuses = [status_to_wire(s) for s in host.status() if s.kind == "recurring"]
             return Reply(True, "status"), {"statuses": statuses}
-        if action != "trigger":
-            done = host.pause(jobs[index]) if action == "pause" else host.resume(jobs[index])
-            reason = f"{action}d" if done else f"the main instance could not {action} it"
-            return Reply(done, reason), {}
-        delivering.active = True
+        # The sender reports "not done" once ``expires`` passed: a change may only be made
+        # before that. The host's lock is taken here, with that bound (the host may hold it a
+        # while, adding a job whose database is slow), and held while the change is made.
+        left = expires - time.time()
+        if left <= 0 or not host._lock.acquire(timeout=left):
+            return Reply(False, "the main instance was busy until its sender stopped waiting"), {}
         try:
-            accepted = host.trigger(jobs[index], strategy, next_delay=next_delay)  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
-            return Reply(False, f"the main instance refused: {exc}"), {}
+            if time.time() > expires:
+                return Reply(False, "the request arrived after its sender stopped waiting"), {}
+            if action != "trigger":
+                done = host.pause(jobs[index]) if action == "pause" else host.resume(jobs[index])
+                reason = f"{action}d" if done else f"the main instance could not {action} it"
+                return Reply(done, reason), {}
+            delivering.active = True
+            try:
+                accepted = host.trigger(jobs[index], strategy, next_delay=next_delay)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                return Reply(False, f"the main instance refused: {exc}"), {}
+            finally:
+                delivering.active = False
+            if not accepted:
+                why = host._refusal(jobs[index])
+                return Reply(False, f"the main instance refused it: {why}"), {}
+            return Reply(True, "accepted"), {}
         finally:
-            delivering.active = False
-        if not accepted:
-            return Reply(False, f"the main instance refused it: {host._refusal(jobs[index])}"), {}
-        return Reply(True, "accepted"), {}
+            host._lock.release()
 
 
 def _occupied(path: str) -> str:

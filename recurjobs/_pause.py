@@ -51,7 +51,7 @@ def resolve(
         if found:
             return Target(mine, job, found[0])
         # A row's name has at most 200 characters (a recurring job's name has no limit).
-        row = job if database and not mine and len(job) <= 200 else None
+        row = job if database and not mine and len(job) <= 200 and job[-1] != " " else None
         return Target(mine, row, None)
     if job is None or isinstance(job, (bool, int, float, bytes, bytearray)):
         raise TypeError(f"job must be a job class, instance or name, got {job!r}")

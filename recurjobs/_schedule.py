@@ -129,29 +129,32 @@ def after_trigger(
         # or more after the trigger (it waited for a long run), as a late automatic run does.
         origin = start if start - triggered_at >= period else triggered_at
         return _since(_cadence(origin, end, period), start)
-    catch_up = _catch_up_tick(plan, start, period)
-    tick = plan.next if catch_up is None else catch_up
+    if plan.fixed and plan.anchor is not None:
+        # The catch-up run after an overrun was due (the trigger came during the long run):
+        # the triggered run takes its place, never a second run right after it.
+        return _since(_replace_catch_up(plan.anchor, start, end, period), start)
+    tick = plan.next
     if math.isinf(tick):
         return _since(plan, start)
-    if strategy is NextExecution.REPLACE or end > tick or catch_up is not None:
-        # REPLACE; NONE whose run overshot the pending tick (that tick is skipped); a
-        # triggered run that took the place of a catch-up run (its tick has passed).
+    if strategy is NextExecution.REPLACE or end > tick:
+        # REPLACE; NONE whose run overshot the pending tick (that tick is skipped).
         return _since(_cadence(tick, end, period), start)
     return _since(plan, start)
 
 
-def _catch_up_tick(plan: Plan, start: float, period: float) -> float | None:
-    """The tick ``T`` for a trigger taken while the catch-up run after an overrun was due
-    (the trigger came during the long run); None when ``plan`` is not such a run.
+def _replace_catch_up(anchor: float, start: float, end: float, period: float) -> Plan:
+    """The plan after a triggered run (``start``-``end``) that took the place of the catch-up
+    run of the long run planned at ``anchor``.
 
-    The triggered run takes the catch-up's place, and ``T`` is the last tick of the grid at or
-    before its start: the ticks the long run missed are covered by the triggered run, never by
-    a second run right after it. (A catch-up plan is a set moment with an anchor.)
+    ``T`` is the last tick of the grid at or before the triggered run's start: the ticks the
+    long run missed are covered by the triggered run. When no tick of the (since changed)
+    period was missed, or the period is zero or infinite, the plan counts from the triggered
+    run's start, as after an automatic catch-up run.
     """
-    anchor = plan.anchor
-    if not plan.fixed or anchor is None or not 0 < period < math.inf:
-        return None
-    return anchor + max(1, math.floor((start - anchor) / period)) * period
+    if not 0 < period < math.inf or start < anchor + period:
+        return _cadence(start, end, period) if period < math.inf else Plan(math.inf, start, False)
+    tick = anchor + math.floor((start - anchor) / period) * period
+    return _cadence(tick, end, period)
 
 
 def _since(plan: Plan, start: float) -> Plan:

@@ -145,3 +145,16 @@ def no_argument_callable(value: object, name: str, what: str = "") -> Callable[[
             f"{name} must be a callable{what} taking no arguments, got {value!r} ({exc})"
         ) from None
     return value
+
+
+def job_name_text(value: object, name: str = "name") -> str:
+    """A distributed job's name as a row holds it: a str of 1 to 200 characters that does not
+    end with a space (MySQL and MariaDB compare text padded with spaces, so such a name would
+    find the row of the name without it). ``TypeError``/``ValueError`` naming ``name``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r}")
+    if not 1 <= len(value) <= 200:
+        raise ValueError(f"{name} must be 1 to 200 characters, got {value!r}")
+    if value.endswith(" "):
+        raise ValueError(f"{name} must not end with a space, got {value!r}")
+    return value

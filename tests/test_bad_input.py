@@ -500,6 +500,12 @@ API: list[Bad] = [
         ValueError,
         ("name", "200"),
     ),
+    Bad(
+        "trigger-distributed-trailing-space",
+        call(host().trigger_distributed, "report "),
+        ValueError,
+        ("name", "end with a space"),
+    ),
     Bad("subscribe-kind-int", call(host().subscribe, int, print), TypeError, ("kind", "int")),
     Bad("subscribe-handler", call(host().subscribe, JobFailed, 5), TypeError, ("handler", "5")),
     Bad("recurjobs-jobs", call(RecurJobs, jobs=5), TypeError, ("jobs", "5")),
@@ -745,6 +751,7 @@ CLI: list[tuple[str, list[str], str]] = [
     ("trigger-no-name", ["trigger", "--database", "sqlite://"], "NAME"),
     ("trigger-empty-name", ["trigger", "--database", "sqlite://", ""], "NAME must be a job name"),
     ("trigger-long-name", ["trigger", "--database", "sqlite://", LONG], "1 to 200 characters"),
+    ("trigger-space", ["trigger", "--database", "sqlite://", "report "], "end with a space"),
     (
         "trigger-two-names",
         ["trigger", "--database", "sqlite://", "a", "b"],

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ import pytest
 from recurjobs import (
     INFINITE,
     CancellationToken,
+    Cron,
     JobExecuted,
     JobHost,
     MainDom,
@@ -469,6 +470,72 @@ def test_status_pause_and_resume_reach_the_main_instance(
     assert False is web.trigger(Counted)  # refused there: the job is paused
     assert send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "resume").accepted  # type: ignore[arg-type]
     assert False is main.status()[0].paused
+
+
+def test_a_trigger_the_sender_gave_up_on_never_runs(tmp_path: Path, hosts: list[JobHost]) -> None:
+    """The main instance's host is busy (its lock held 1.5 s, as while adding a job whose
+    database is slow): the sender gets False after 1 s, and the run never happens later."""
+    job = Counted()
+    main = main_host(hosts, tmp_path, job)
+    web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with main._lock:
+            held.set()
+            release.wait(1.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    began = time.monotonic()
+    assert False is web.trigger(Counted)
+    assert time.monotonic() - began < 1.4
+    holder.join(5)
+    assert False is job.ran.wait(0.5)
+
+
+class _Own(tzinfo):
+    """A zone of one's own: no name a Cron could be made from again."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=1)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "OWN"
+
+
+class OwnZone(RecurringJob):
+    """A calendar job in a zone no name stands for."""
+
+    def __init__(self) -> None:
+        super().__init__(Cron("0 3 * * *", tz=_Own()), delay=INFINITE)
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+def test_a_status_that_cannot_be_read_back_hides_only_that_job(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """One job's calendar is in a zone no name stands for: the others' status still comes from
+    the main instance; that one's comes from this process."""
+    from recurjobs.dashboard._actions import remote_statuses
+
+    job = Counted()
+    main_host(hosts, tmp_path, job, OwnZone())
+    web = JobHost([Counted(), OwnZone()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    assert web.trigger(Counted)
+    assert job.ran.wait(5)
+    wait_until(lambda: hosts[0].status()[0].runs == 1, 5, "the run counted")
+    statuses = remote_statuses(web)
+    assert statuses is not None
+    assert [("Counted", 1, True), ("OwnZone", 0, False)] == [
+        (s.name, s.runs, s.alive) for s in statuses
+    ]
 
 
 def test_status_wire_round_trip() -> None:

@@ -143,6 +143,31 @@ def test_trigger_during_an_overrun(
 
 
 @pytest.mark.parametrize(
+    ("period", "expected"),
+    [
+        pytest.param(INF, Plan(INF, 75, False), id="period-now-infinite-waits"),
+        pytest.param(120, Plan(195, 75, False), id="period-raised-no-tick-missed"),
+        pytest.param(0, Plan(75, 75, False), id="period-now-zero-back-to-back"),
+    ],
+)
+def test_a_catch_up_replaced_after_a_period_change(period: float, expected: Plan) -> None:
+    """The run at 0 of a 60 min job lasted until 75 and a trigger came meanwhile; the period
+    changed (without a signal) before the triggered run at 75 ended: never a second run at
+    once; with no tick of the new period missed, the plan counts from the triggered run."""
+    catch_up = after_run(0, 0, 75, 60)
+    result = after_trigger(
+        catch_up,
+        strategy=NONE,
+        next_delay=None,
+        triggered_at=5,
+        start=75,
+        end=75,
+        period=period,
+    )
+    assert expected == result
+
+
+@pytest.mark.parametrize(
     ("strategy", "next_delay", "expected"),
     [
         pytest.param(NONE, None, 35, id="none"),

@@ -94,7 +94,8 @@ def remote_statuses(host: Any) -> list[Any] | None:
     statuses = fetch_statuses(main_dom, recurring[0], jobs)
     if statuses is None:
         return None
-    mine = [s for s in host.status() if s.kind != "recurring"]
+    seen = {s.name for s in statuses}
+    mine = [s for s in host.status() if s.kind != "recurring" or s.name not in seen]
     return [*statuses, *mine]
 
 

@@ -42,6 +42,7 @@ BATCH = 2000  # records per transaction at most
 PACE = 1.0  # real seconds between two writes while records keep coming
 _FIRST_BACK_OFF = 0.2
 _MAX_BACK_OFF = 5.0
+_SPLIT_WRITES = 32  # writes spent at most on finding the records of a refused batch
 
 
 class HistoryWriter:
@@ -130,7 +131,15 @@ class HistoryWriter:
         return True
 
     def _write(self, batch: list[Record]) -> None:
-        """Write ``batch``, retrying transient faults until it lands or time is up."""
+        """Write ``batch``, retrying transient faults until it lands or time is up; a batch
+        the database refuses for good is split (:meth:`_refused`)."""
+        refusal = self._land(batch)
+        if refusal is not None:
+            self._refused(batch, refusal)
+
+    def _land(self, batch: list[Record]) -> Exception | None:
+        """Write ``batch``, retrying transient faults; the error when the database refused it
+        for good (None: written, or given up at the stop deadline and counted)."""
         back_off = _FIRST_BACK_OFF
         attempts = 0
 
@@ -151,12 +160,11 @@ class HistoryWriter:
                 changes = self.store._step("writing run history", write)
             except Exception as exc:
                 if not is_transient(exc):
-                    self._refused(batch, exc)
-                    return
+                    return exc
                 self._failing(exc)
                 if self._past_deadline():
                     self._give_up(len(batch))
-                    return
+                    return None
                 self._pause(back_off)
                 back_off = min(back_off * 2, _MAX_BACK_OFF)
                 continue
@@ -167,21 +175,44 @@ class HistoryWriter:
                     self._open.pop(run, None)
                 else:
                     self._open[run] = started
-            return
+            return None
 
-    def _refused(self, batch: list[Record], exc: Exception) -> None:
-        """The database refused ``batch`` for good: write its halves apart, so only the
-        record it cannot take is dropped (a batch holds many jobs' runs)."""
-        if len(batch) > 1 and not self._past_deadline():
-            half = len(batch) // 2
-            self._write(batch[:half])
-            self._write(batch[half:])
+    def _refused(self, batch: list[Record], refusal: Exception) -> None:
+        """The database refused ``batch`` for good: write its halves apart, and theirs, so
+        only the record it cannot take is dropped (a batch holds many jobs' runs). At most
+        ``_SPLIT_WRITES`` writes are spent on it (a bad record is found in about 22 of a
+        2,000-record batch; a refusal of every record, a dropped table say, stops there), and
+        one line is logged for the whole batch."""
+        parts = _halves(batch)
+        lost = 1 if len(batch) == 1 else 0
+        writes = 0
+        while parts:
+            part = parts.pop(0)
+            if writes >= _SPLIT_WRITES or self._past_deadline():
+                lost += len(part)
+                continue
+            writes += 1
+            if self._land(part) is None:
+                continue
+            if len(part) == 1:
+                lost += 1
+            else:
+                parts[:0] = _halves(part)
+        self.lost += lost
+        if not lost:
+            logger.warning(
+                "run history: the database refused a batch of %d record(s), then took it in "
+                "parts: %s",
+                len(batch),
+                first_line(refusal, self.store.engine),
+            )
             return
-        self.lost += len(batch)
         logger.error(
-            "run history: the database refused %d record(s); they are dropped: %s",
+            "run history: the database refused %d of %d record(s) of a batch; they are "
+            "dropped: %s",
+            lost,
             len(batch),
-            first_line(exc, self.store.engine),
+            first_line(refusal, self.store.engine),
         )
 
     def _try_prepare(self) -> None:
@@ -247,3 +278,10 @@ class HistoryWriter:
                 self.queue.capacity,
                 dropped,
             )
+
+
+def _halves(batch: list[Record]) -> list[list[Record]]:
+    if len(batch) < 2:
+        return []
+    half = len(batch) // 2
+    return [batch[:half], batch[half:]]

@@ -17,6 +17,7 @@ from sqlalchemy import and_, delete, false, select, true
 from sqlalchemy.sql import ColumnElement
 
 from recurjobs._history import PRUNE_JOB_NAME
+from recurjobs._validate import job_name_text
 from recurjobs.sql._batch import name_in
 from recurjobs.sql._claims import guarded_update, stale, unpaused
 from recurjobs.sql._clockexpr import db_now_ms
@@ -30,6 +31,7 @@ __all__ = ["mark_due", "mark_paused", "paused_rows", "prune_rows", "read_rows"]
 
 def mark_due(store: JobStore, name: str) -> bool:
     """The body of :meth:`JobStore.trigger` (documented there)."""
+    job_name_text(name)
     c = store.jobs.c
     where = and_(c.name == name, unpaused(store.jobs))
     return store._step(
@@ -40,10 +42,7 @@ def mark_due(store: JobStore, name: str) -> bool:
 
 def mark_paused(store: JobStore, name: str, paused: bool) -> bool:
     """The body of :meth:`JobStore.set_paused` (documented there)."""
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {name!r}")
-    if not 1 <= len(name) <= 200:
-        raise ValueError(f"name must be 1 to 200 characters, got {name!r}")
+    job_name_text(name)
     if not isinstance(paused, bool):
         raise TypeError(f"paused must be a bool, got {paused!r}")
     c = store.jobs.c

@@ -4,6 +4,7 @@ reading that a held-up round trip does not skew."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -115,3 +116,29 @@ def test_a_record_the_batch_cannot_take_is_dropped_alone(writer: HistoryWriter) 
     writer._write(batch)
     assert 1 == writer.lost
     assert [(f"job-{i}", "executed", True) for i in (0, 1, 3, 4)] == _outcomes(writer)
+
+
+def test_a_batch_refused_for_every_record_costs_a_bounded_number_of_writes(
+    writer: HistoryWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runs table is gone: every record is refused. A 2,000-record batch costs at most 33
+    write attempts and one error line, not one of each per record."""
+    land = writer._land
+    attempts: list[int] = []
+
+    def counted(batch: list[Record]) -> Exception | None:
+        attempts.append(len(batch))
+        return land(batch)
+
+    writer._land = counted  # type: ignore[method-assign]
+    writer.tables.runs.drop(writer.store.engine)
+    now_ms = time.time() * 1000
+    batch: list[Record] = [
+        Done("recurring", f"job-{i}", None, "schedule", now_ms, now_ms + 1, "executed", None)
+        for i in range(2000)
+    ]
+    with caplog.at_level(logging.ERROR, logger="recurjobs.history"):
+        writer._write(batch)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (2000, 1) == (writer.lost, len(errors))
+    assert 2000 == attempts[0] and len(attempts) <= 33

@@ -140,6 +140,7 @@ def test_paused_names_refuses_a_single_string(store: JobStore) -> None:
         (3, True, TypeError, "name must be a str"),
         ("", True, ValueError, "name must be 1 to 200 characters"),
         ("x" * 201, True, ValueError, "name must be 1 to 200 characters"),
+        ("report ", True, ValueError, "name must not end with a space"),
         ("a", 1, TypeError, "paused must be a bool, got 1"),
         ("a", None, TypeError, "paused must be a bool, got None"),
     ],
