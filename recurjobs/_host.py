@@ -168,6 +168,8 @@ class JobHost:
             if self._history is not None:
                 self._history.start(self._sql)
             if self._role_service is not None:
+                if getattr(self._role_service, "eligible", False) is None:  # DatabaseServerRoles
+                    self._role_service.eligible = self._may_publish
                 self._role_service.start(clock=self.clock, publisher=self._publisher)
             self._state = _RUNNING
             if self._gates.main_dom is not None:
@@ -297,6 +299,13 @@ class JobHost:
         if unstarted and self._gates.main_dom is not None:
             return forward_unstarted(self, job, strategy, next_delay)
         return deliver(self, self._runner_for(job), strategy, next_delay)
+
+    def _may_publish(self) -> bool:
+        """Whether this host may hold the elected publisher role: without ``main_dom``,
+        always; with it, only as the machine's main instance (taking the lock if it is free),
+        since only the main instance runs role-gated recurring jobs."""
+        main_dom = self._gates.main_dom
+        return main_dom is None or main_dom.try_acquire()
 
     def _main_elsewhere(self) -> MainDom | None:
         """The main instance lock when this host's recurring jobs run in another process of

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.engine import URL
 
 from recurjobs._clock import Clock, SystemClock
+from recurjobs._guard import call_user
 from recurjobs._notifications import Publisher, ServerRoleChanged
 from recurjobs._roles import ServerRole
 from recurjobs._validate import duration
@@ -120,6 +121,11 @@ class DatabaseServerRoles:
         self._life = _NEW
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Whether this server may hold the lease now; a host with a main instance lock sets it
+        # (only the machine's main instance runs role-gated recurring jobs, so only it may
+        # publish: otherwise the lease could go to a process whose jobs are all ignored).
+        self.eligible: Callable[[], bool] | None = None
+        self._campaign = True
         _instances.add(self)
 
     def __repr__(self) -> str:
@@ -153,6 +159,7 @@ class DatabaseServerRoles:
         call it directly instead of starting the thread.
         """
         sent = self._clock.monotonic()
+        self._campaign = self._may_publish()  # asked before the transaction, not inside it
         touched = self._step("touching the servers table", self._touch)
         if touched is not None:
             self._joined = True
@@ -200,7 +207,14 @@ class DatabaseServerRoles:
             token=self._token,
             stale_ms=ms(self.stale_timeout),
             retention_ms=ms(self.retention),
+            campaign=self._campaign,
         )
+
+    def _may_publish(self) -> bool:
+        eligible = self.eligible
+        if eligible is None:
+            return True
+        return bool(call_user("the eligible callable of the election", eligible, default=False))
 
     def _step(self, what: str, fn: Callable[[Connection], T]) -> T | None:
         """Run ``fn`` in one bounded transaction, retried through transient faults; on failure

@@ -116,24 +116,36 @@ class ServerTables:
         token: str,
         stale_ms: int,
         retention_ms: int,
+        campaign: bool = True,
     ) -> Touched:
         """Renew (or take) the lease if we may, mark ourselves alive and count the living.
+        Without ``campaign`` (this server may not publish now), the lease is given back if it
+        is ours, and not taken.
 
         Lock order is lease row, then our own row; :meth:`resign` keeps the same order.
         """
         now = db_now_ms()
         lease, servers = self.leases.c, self.servers.c
-        may_hold = or_(
-            lease.token == token,
-            lease.token.is_(None),
-            now - func.coalesce(lease.renewed_ms, 0) > func.coalesce(lease.lease_ms, 0),
-        )
-        held = guarded_update(
-            conn,
-            self.leases,
-            and_(lease.name == PUBLISHER, may_hold),
-            {"holder": identity, "token": token, "renewed_ms": now, "lease_ms": stale_ms},
-        )
+        if campaign:
+            may_hold = or_(
+                lease.token == token,
+                lease.token.is_(None),
+                now - func.coalesce(lease.renewed_ms, 0) > func.coalesce(lease.lease_ms, 0),
+            )
+            held = guarded_update(
+                conn,
+                self.leases,
+                and_(lease.name == PUBLISHER, may_hold),
+                {"holder": identity, "token": token, "renewed_ms": now, "lease_ms": stale_ms},
+            )
+        else:
+            guarded_update(
+                conn,
+                self.leases,
+                and_(lease.name == PUBLISHER, lease.token == token),
+                {"holder": None, "token": None},
+            )
+            held = False
         seen = {"last_seen_ms": now, "active": True, "address": address}
         if not guarded_update(conn, self.servers, servers.identity == identity, seen):
             conn.execute(insert(self.servers).values(identity=identity, registered_ms=now, **seen))

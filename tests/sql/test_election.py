@@ -223,6 +223,22 @@ def test_newcomer_is_subscriber_and_holder_becomes_publisher(make_roles: MakeRol
     assert expected == roles
 
 
+def test_a_server_that_may_not_publish_never_holds_the_lease(make_roles: MakeRoles) -> None:
+    """A server whose ``eligible`` says no (a process that is not its machine's main instance)
+    stays SUBSCRIBER even alone, gives the lease back if it held it, and another server takes
+    it at its next touch."""
+    may = {"now": False}
+    first, second = make_roles(), make_roles()
+    first.eligible = lambda: may["now"]
+    assert ServerRole.SUBSCRIBER == first.touch_once()
+    assert None is lease(first)["holder"]
+    may["now"] = True
+    assert ServerRole.SINGLE == first.touch_once()
+    may["now"] = False  # lost its main instance lock
+    assert ServerRole.SUBSCRIBER == first.touch_once()
+    assert ServerRole.SCHEDULING_PUBLISHER == second.touch_once()
+
+
 def test_racing_first_touches_elect_exactly_one_holder(make_roles: MakeRoles) -> None:
     """Four servers touching an empty database at the same instant all create the tables
     without error and exactly one of them gets the lease."""
@@ -354,6 +370,34 @@ def test_forked_child_joins_as_a_new_server(make_roles: MakeRoles) -> None:
         roles.touch_once(),
         roles.identity,
     )
+
+
+def test_a_host_with_a_main_instance_lock_publishes_only_as_main(
+    make_roles: MakeRoles, tmp_path: Path
+) -> None:
+    """JobHost(server_role=roles, main_dom=...) lets the election campaign only while it is
+    the machine's main instance: with the lock held by another process, even a lone server
+    stays SUBSCRIBER; once the lock is free it takes it and publishes."""
+    import fcntl
+
+    from recurjobs import MainDom
+
+    roles = make_roles()
+    main_dom = MainDom("election-test", directory=str(tmp_path))
+    host = JobHost(server_role=roles, main_dom=main_dom)
+    fd = os.open(main_dom.path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process holds the lock
+        host.start()
+        assert roles.eligible is not None
+        assert ServerRole.SUBSCRIBER == roles.touch_once()
+    finally:
+        os.close(fd)
+    try:
+        assert ServerRole.SINGLE == roles.touch_once()
+    finally:
+        host.stop(5)
+        main_dom.release()
 
 
 def test_job_host_takes_it_as_its_server_role(make_roles: MakeRoles) -> None:
