@@ -204,8 +204,12 @@ def stop_sequence(shutdown: Shutdown, parts: HostParts) -> bool:
     service = parts.role_service
     if service is not None:
         call_user("stop() of the server_role service", service.stop, default=None)
+        # Its thread resigns on its way out (one bounded touch): give it that much even past
+        # the deadline, or the lease stays held until it goes stale.
+        left = shutdown.left()
+        wait = None if left is None else max(left, _GRACE)
         joined = call_user(
-            "join() of the server_role service", service.join, shutdown.left(), default=False
+            "join() of the server_role service", service.join, wait, default=False
         )
         ended = bool(joined) and ended
     # 5. Stop listening for forwarded triggers, then release the main-instance lock:

@@ -179,7 +179,21 @@ def test_settings_reach_the_host(tmp_path: Path) -> None:
             {"ENGINE": "django.db.backends.sqlite3", "NAME": Path("/srv/db.sqlite3")},
             "sqlite:////srv/db.sqlite3",
         ),
+        (
+            {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "app",
+                "USER": "u",
+                "HOST": "/var/run/postgresql",
+            },
+            "postgresql+psycopg://u@/app?host=%2Fvar%2Frun%2Fpostgresql",
+        ),
+        (
+            {"ENGINE": "django.db.backends.mysql", "NAME": "app", "HOST": "/run/mysqld/m.sock"},
+            "mysql+pymysql:///app?unix_socket=%2Frun%2Fmysqld%2Fm.sock",
+        ),
     ],
+    ids=["postgres", "mysql", "sqlite", "postgres-socket", "mysql-socket"],
 )
 def test_database_alias_becomes_a_url(entry: dict[str, object], url: str) -> None:
     """A DATABASES alias turns into the URL of recurjobs' driver for the same server."""
@@ -196,6 +210,13 @@ def test_database_alias_becomes_a_url(entry: dict[str, object], url: str) -> Non
         ({"DATABASE": "other"}, "recurjobs.E003", "neither a URL nor a DATABASES alias"),
         ({"DATABASE": "oracle://x/y"}, "recurjobs.E003", "unsupported database 'oracle'"),
         ({"DATABASE": 5}, "recurjobs.E003", "must be a DATABASES alias or a URL, got 5"),
+        ({"DATABASE": "sqlite://"}, "recurjobs.E003", "in-memory SQLite"),
+        ({"DATABASE": "sqlite:///:memory:"}, "recurjobs.E003", "in-memory SQLite"),
+        (
+            {"MAIN_DOM_DIRECTORY": "/nonexistent/recurjobs"},
+            "recurjobs.E004",
+            "MAIN_DOM_DIRECTORY']: main_dom lock directory",
+        ),
         ({"MAIN_DOM": 3}, "recurjobs.E004", "must be True, False or a lock key, got 3"),
         ({"MAIN_DOM_DIRECTORY": ""}, "recurjobs.E004", "must be a directory path"),
         ({"HISTORY": True}, "recurjobs.E005", "HISTORY"),
@@ -389,6 +410,28 @@ def test_trigger_without_a_main_instance_fails(tmp_path: Path) -> None:
         command("trigger", "Tick")
 
 
+
+
+def test_pause_a_recurring_job_pauses_it_in_the_main_instance(tmp_path: Path) -> None:
+    """`recurjobs pause Tick` pauses the job where it runs (the main instance), and `resume`
+    undoes it."""
+    key = f"django-pause-{tmp_path.name}"
+    main = JobHost([Tick()], main_dom=MainDom(key, directory=str(tmp_path)), clock=ManualClock())
+    recurjobs = {"JOBS": [f"{HERE}.Tick"], "MAIN_DOM": key, "MAIN_DOM_DIRECTORY": str(tmp_path)}
+    with main, override_settings(RECURJOBS=recurjobs):
+        out = command("pause", "Tick")
+        paused = main.status()[0].paused
+        command("resume", "Tick")
+        assert False is main.status()[0].paused
+    assert (True, True) == ("paused Tick in the main instance (pid" in out, paused)
+
+
+def test_pause_a_recurring_job_without_a_main_instance_lock_is_refused() -> None:
+    """Without a main instance lock nothing can reach the process that runs the job: an
+    error, not "paused"."""
+    lockless = {"JOBS": [f"{HERE}.Tick"], "MAIN_DOM": False}
+    with override_settings(RECURJOBS=lockless), pytest.raises(CommandError, match="MAIN_DOM"):
+        command("pause", "Tick")
 
 
 def test_pause_and_resume_a_distributed_job(tmp_path: Path) -> None:

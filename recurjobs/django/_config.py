@@ -231,7 +231,27 @@ def _database(reader: _Reader) -> str | None:
     except (TypeError, ValueError) as exc:
         reader.bad("E003", str(exc))
         return None
+    if "://" in value and _in_memory(value):
+        reader.bad(
+            "E003",
+            f"{where} is an in-memory SQLite database ({value!r}), which other connections and "
+            "processes cannot see; use a file or a server",
+        )
+        return None
     return url
+
+
+def _in_memory(url: str) -> bool:
+    from sqlalchemy import make_url
+
+    from recurjobs.sql._shared import in_memory
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    return in_memory(parsed) or (
+        parsed.get_backend_name() == "sqlite"
+        and (database.startswith("file::memory:") or "mode=memory" in database)
+    )
 
 
 def _main_dom(reader: _Reader) -> Any:
@@ -248,10 +268,15 @@ def _main_dom(reader: _Reader) -> Any:
         directory = None
     if value is False or value is None:
         return False
-    if value is True:
-        return MainDom(project_key(), directory=directory)
-    if isinstance(value, str) and value:
-        return MainDom(value, directory=directory)
+    if value is True or (isinstance(value, str) and value):
+        made = MainDom(project_key() if value is True else value, directory=directory)
+        if directory is not None:
+            try:
+                made.check()  # the lock file can be created there
+            except RuntimeError as exc:
+                reader.bad("E004", f"RECURJOBS['MAIN_DOM_DIRECTORY']: {exc}")
+                return False
+        return made
     reader.bad("E004", f"RECURJOBS['MAIN_DOM'] must be True, False or a lock key, got {value!r}")
     return False
 

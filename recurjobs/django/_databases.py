@@ -66,7 +66,9 @@ def alias_url(alias: str, databases: Mapping[str, Any], where: str) -> str:
     name = entry.get("NAME")
     name = str(name) if name is not None else ""  # NAME may be a pathlib.Path
     if driver == "sqlite":
-        if not name or name == ":memory:" or name.startswith("file::memory:"):
+        if not name or name == ":memory:" or name.startswith("file::memory:") or (
+            name.startswith("file:") and "mode=memory" in name
+        ):
             raise ValueError(
                 f"{where}: DATABASES[{alias!r}] is an in-memory SQLite database, which other "
                 "connections and processes cannot see; use a file or a server"
@@ -82,11 +84,17 @@ def alias_url(alias: str, databases: Mapping[str, Any], where: str) -> str:
         raise ValueError(
             f"{where}: DATABASES[{alias!r}]['PORT'] is not a number: {port!r}"
         ) from None
+    host = entry.get("HOST") or None
+    if host is not None and str(host).startswith("/"):
+        # A Unix socket: Django passes it as the host; in a URL it goes in the query (libpq's
+        # host=/dir, PyMySQL's unix_socket=/path), or it would be read as the database's name.
+        query["host" if driver.startswith("postgresql") else "unix_socket"] = str(host)
+        host = None
     url = URL.create(
         driver,
         username=entry.get("USER") or None,
         password=entry.get("PASSWORD") or None,
-        host=entry.get("HOST") or None,
+        host=host,
         port=port_number,
         database=name or None,
         query=query,

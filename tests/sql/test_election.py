@@ -400,6 +400,27 @@ def test_a_host_with_a_main_instance_lock_publishes_only_as_main(
         main_dom.release()
 
 
+def test_a_stop_past_its_deadline_still_frees_the_lease(make_roles: MakeRoles) -> None:
+    """JobHost(server_role=roles) whose job ignores its token past stop()'s short deadline:
+    stop() returns False, and the lease is still given back (not left to go stale)."""
+    from recurjobs import CancellationToken, RecurringJob
+
+    started = threading.Event()
+
+    class Stubborn(RecurringJob):
+        def run(self, token: CancellationToken) -> None:
+            started.set()
+            time.sleep(1.0)
+
+    roles = make_roles(touch_interval=timedelta(seconds=0.2), stale_timeout=timedelta(seconds=5))
+    job = Stubborn(timedelta(seconds=0.2), delay=timedelta(0), ignored_delay=timedelta(0))
+    host = JobHost([job], server_role=roles)
+    host.start()
+    assert started.wait(10)
+    assert False is host.stop(0.1)
+    assert None is lease(roles)["holder"]
+
+
 def test_job_host_takes_it_as_its_server_role(make_roles: MakeRoles) -> None:
     """JobHost(server_role=roles) gates runs on the elected role."""
     roles = make_roles()

@@ -160,10 +160,31 @@ class Command(BaseCommand):  # type: ignore[misc]
         method = getattr(host, action, None)
         if not callable(method):
             raise CommandError(_NEEDS.format(action))
+        job = {job_name(j): j for j in host.jobs}.get(name)
+        if job is not None and not _is_distributed(job):
+            self._pause_in_main_instance(host, name, job, action)
+            return
         if not self._store(lambda: method(name), host):
             known = ", ".join(job_name(j) for j in host.jobs) or "none"
             raise CommandError(f"no job named {name!r} (jobs: {known})", returncode=2)
         self.stdout.write(f"{action}d {name}")
+
+    def _pause_in_main_instance(self, host: JobHost, name: str, job: object, action: str) -> None:
+        """A recurring job is paused in the process that runs it: this command's own host
+        never runs, so the machine's main instance is asked (as for a trigger)."""
+        from recurjobs._forward import send_job_action
+
+        main_dom = host.gates.main_dom
+        if main_dom is None:
+            raise CommandError(
+                f"{name} is a recurring job and RECURJOBS['MAIN_DOM'] is False: it is paused in "
+                "the process that runs it; call recurjobs.django.get_host().pause() there",
+                returncode=2,
+            )
+        reply = send_job_action(main_dom, job, host.jobs, action)
+        if not reply.accepted:
+            raise CommandError(f"{name} was not {action}d: {reply.reason}")
+        self.stdout.write(f"{action}d {name} in the main instance (pid {reply.pid})")
 
     def _run(self, host: JobHost, options: dict[str, Any]) -> None:
         from recurjobs.cli import show_recurjobs_logs
