@@ -220,6 +220,7 @@ def test_database_alias_becomes_a_url(entry: dict[str, object], url: str) -> Non
         ({"MAIN_DOM": 3}, "recurjobs.E004", "must be True, False or a lock key, got 3"),
         ({"MAIN_DOM_DIRECTORY": ""}, "recurjobs.E004", "must be a directory path"),
         ({"HISTORY": True}, "recurjobs.E005", "HISTORY"),
+        ({"HISTORY": True, "DATABASE": None}, "recurjobs.E005", "needs RECURJOBS['DATABASE']"),
         ({"DISTRIBUTED": {"poll_period": "soon"}}, "recurjobs.E006", "['poll_period']"),
         ({"DISTRIBUTED": {"delay": -5}}, "recurjobs.E006", "must not be negative, got -5"),
         ({"DISTRIBUTED": {"poll": 1}}, "recurjobs.E006", "unknown key 'poll'"),

@@ -310,7 +310,7 @@ def _history(reader: _Reader, database: str | None) -> object | None:
             "(JobHost(history=...)); upgrade recurjobs or remove the key",
         )
         return None
-    if database is None and "DATABASE" not in reader.raw:
+    if database is None and reader.raw.get("DATABASE") is None:
         reader.bad("E005", f"{where} needs RECURJOBS['DATABASE'] (the runs table lives there)")
         return None
     if value is True:

@@ -13,6 +13,7 @@ other resources, :meth:`HostSql.dispose`. Deadlines are on ``time.monotonic()``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -87,13 +88,26 @@ class HostSql:
             except BaseException:
                 self.dispose()
                 raise
-        if jobs:
-            self._start_poller(jobs)
-        if host.elects_server_role:
-            prefix = host.settings.table_prefix
-            self.roles = DatabaseServerRoles(self.store.engine, table_prefix=prefix)
-            self.roles.eligible = host._may_publish  # only a main instance publishes
-            self.roles.start(clock=host.clock, publisher=host.publisher)
+        try:
+            if jobs:
+                self._start_poller(jobs)
+            if host.elects_server_role:
+                prefix = host.settings.table_prefix
+                self.roles = DatabaseServerRoles(self.store.engine, table_prefix=prefix)
+                self.roles.eligible = host._may_publish  # only a main instance publishes
+                self.roles.start(clock=host.clock, publisher=host.publisher)
+        except BaseException:  # no thread can start (the system is out of them): undo it all
+            self._undo_start()
+            raise
+
+    def _undo_start(self) -> None:
+        if self.poller is not None:
+            self.poller.stop_claiming()
+            self.poller.hand_back(time.monotonic() + 5.0)
+        if self.roles is not None:
+            self.roles.stop()
+            self.roles.join(5.0)
+        self.dispose()
 
     def _start_poller(self, jobs: Sequence[object]) -> None:
         host = self._host

@@ -70,3 +70,32 @@ def test_a_distributed_job_whose_add_failed_can_be_added_again(tmp_path: Path) -
         assert host.trigger_distributed("late")
     finally:
         host.stop(10)
+
+
+def test_a_start_that_fails_after_the_check_leaves_no_thread(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The election cannot start (the system is out of threads): start() raises, and the
+    poller started just before is stopped again."""
+    from datetime import timedelta
+
+    from recurjobs import DistributedJobSettings, JobHost
+    from recurjobs.sql._election import DatabaseServerRoles
+
+    def no_thread(self: object, **_: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(DatabaseServerRoles, "start", no_thread)
+    settings = DistributedJobSettings(
+        poll_period=timedelta(seconds=0.1), delay=timedelta(0), table_prefix=db.table_prefix
+    )
+    before = {t.ident for t in threading.enumerate()}
+    host = JobHost([Job("a", HOUR)], database=db.url, distributed=settings, elect_server_role=True)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        host.start()
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("recurjobs") and t.is_alive()
+    ]
+    assert [] == left
