@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from types import TracebackType
@@ -164,25 +165,36 @@ class JobHost:
             if self._gates.main_dom is not None:
                 self._gates.main_dom.check()
             if self._registry.distributed or self._elect:
-                self._start_sql()
-            if self._history is not None:
-                self._history.start(self._sql)
-            if self._role_service is not None:
-                if getattr(self._role_service, "eligible", False) is None:  # DatabaseServerRoles
-                    self._role_service.eligible = self._may_publish
-                self._role_service.start(clock=self.clock, publisher=self._publisher)
-            self._state = _RUNNING
-            if self._gates.main_dom is not None:
-                # Listen for forwarded triggers, and take the lock now if it is free, so that
-                # other processes can reach a main instance from the start (not after `delay`).
-                self._forwarding = attach(self._gates.main_dom, self)
-                self._gates.main_dom.try_acquire()
-            self._runners = []
-            started(self)  # warns when another host of this process runs the same jobs
-            for job in self._registry.recurring:
-                self._start_runner(job)
+                self._start_sql()  # undoes itself if it fails: the host may start again
+            begun = False
+            try:
+                self._start_rest()
+                begun = True
+            finally:
+                if not begun:  # a part could not start (a thread, say): stop the others
+                    self._state = _RUNNING
+                    self.stop(5.0)
         atexit.register(self._stop_at_exit)
         return self
+
+    def _start_rest(self) -> None:
+        """start() after the database side: history, role service, listener, job threads."""
+        if self._history is not None:
+            self._history.start(self._sql)
+        if self._role_service is not None:
+            if getattr(self._role_service, "eligible", False) is None:  # DatabaseServerRoles
+                self._role_service.eligible = self._may_publish
+            self._role_service.start(clock=self.clock, publisher=self._publisher)
+        self._state = _RUNNING
+        if self._gates.main_dom is not None:
+            # Listen for forwarded triggers, and take the lock now if it is free, so that
+            # other processes can reach a main instance from the start (not after `delay`).
+            self._forwarding = attach(self._gates.main_dom, self)
+            self._gates.main_dom.try_acquire()
+        self._runners = []
+        started(self)  # warns when another host of this process runs the same jobs
+        for job in self._registry.recurring:
+            self._start_runner(job)
 
     def _start_sql(self) -> None:
         from recurjobs.sql._integration import HostSql
@@ -317,6 +329,20 @@ class JobHost:
         if main_dom is None or state == _STOPPED:
             return None
         return main_dom if state == _NEW or not main_dom.is_main else None
+
+    def _runner_until(self, job: object, expires: float) -> tuple[bool, JobRunner | None]:
+        """For a forwarded trigger: ``job``'s runner (None: not running), found before
+        ``expires`` (``time.time()``); ``(False, None)`` when the host's lock was held until
+        then (the sender has given up: the trigger must not be delivered)."""
+        left = expires - time.time()
+        if left <= 0 or not self._lock.acquire(timeout=left):
+            return False, None
+        try:
+            if time.time() > expires:
+                return False, None
+            return True, runner_of(job, self._runners) if self._state == _RUNNING else None
+        finally:
+            self._lock.release()
 
     def _refusal(self, job: object) -> str:
         """Why a trigger of ``job`` was refused here (for a forwarded trigger's sender)."""

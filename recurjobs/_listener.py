@@ -35,6 +35,7 @@ from recurjobs._forward import (
 )
 from recurjobs._maindom import MainDom, on_main
 from recurjobs._schedule import NextExecution
+from recurjobs._trigger import check_trigger, deliver, refusal
 
 if TYPE_CHECKING:
     from recurjobs._host import JobHost
@@ -186,31 +187,40 @@ class _Listener:
             statuses = [status_to_wire(s) for s in host.status() if s.kind == "recurring"]
             return Reply(True, "status"), {"statuses": statuses}
         # The sender reports "not done" once ``expires`` passed: a change may only be made
-        # before that. The host's lock is taken here, with that bound (the host may hold it a
-        # while, adding a job whose database is slow), and held while the change is made.
+        # before that. The host may hold its lock a while (adding a job whose database is
+        # slow), so it is waited for with that bound; the change itself is made without it
+        # (a trigger runs the gates, which are user code).
+        if action != "trigger":
+            return self._set_paused(host, jobs[index], action == "pause", expires), {}
+        try:
+            check_trigger(jobs[index], strategy, next_delay)
+        except (TypeError, ValueError) as exc:
+            return Reply(False, f"the main instance refused: {exc}"), {}
+        in_time, runner = host._runner_until(jobs[index], expires)
+        if not in_time:
+            return Reply(False, "the main instance was busy until its sender stopped waiting"), {}
+        delivering.active = True
+        try:
+            accepted = deliver(host, runner, strategy, next_delay)
+        finally:
+            delivering.active = False
+        if not accepted:
+            return Reply(False, f"the main instance refused it: {refusal(host, runner)}"), {}
+        return Reply(True, "accepted"), {}
+
+    @staticmethod
+    def _set_paused(host: JobHost, job: object, paused: bool, expires: float) -> Reply:
+        verb = "pause" if paused else "resume"
         left = expires - time.time()
         if left <= 0 or not host._lock.acquire(timeout=left):
-            return Reply(False, "the main instance was busy until its sender stopped waiting"), {}
-        try:
+            return Reply(False, "the main instance was busy until its sender stopped waiting")
+        try:  # pause() takes the same (re-entrant) lock: it cannot be held up any more
             if time.time() > expires:
-                return Reply(False, "the request arrived after its sender stopped waiting"), {}
-            if action != "trigger":
-                done = host.pause(jobs[index]) if action == "pause" else host.resume(jobs[index])
-                reason = f"{action}d" if done else f"the main instance could not {action} it"
-                return Reply(done, reason), {}
-            delivering.active = True
-            try:
-                accepted = host.trigger(jobs[index], strategy, next_delay=next_delay)  # type: ignore[arg-type]
-            except (TypeError, ValueError) as exc:
-                return Reply(False, f"the main instance refused: {exc}"), {}
-            finally:
-                delivering.active = False
-            if not accepted:
-                why = host._refusal(jobs[index])
-                return Reply(False, f"the main instance refused it: {why}"), {}
-            return Reply(True, "accepted"), {}
+                return Reply(False, "the request arrived after its sender stopped waiting")
+            done = host.pause(job) if paused else host.resume(job)
         finally:
             host._lock.release()
+        return Reply(done, f"{verb}d" if done else f"the main instance could not {verb} it")
 
 
 def _occupied(path: str) -> str:

@@ -213,6 +213,11 @@ def test_database_alias_becomes_a_url(entry: dict[str, object], url: str) -> Non
         ({"DATABASE": "sqlite://"}, "recurjobs.E003", "in-memory SQLite"),
         ({"DATABASE": "sqlite:///:memory:"}, "recurjobs.E003", "in-memory SQLite"),
         (
+            {"DATABASE": "sqlite:///file:mem1?mode=memory&cache=shared&uri=true"},
+            "recurjobs.E003",
+            "in-memory SQLite",
+        ),
+        (
             {"MAIN_DOM_DIRECTORY": "/nonexistent/recurjobs"},
             "recurjobs.E004",
             "MAIN_DOM_DIRECTORY']: main_dom lock directory",

@@ -538,6 +538,40 @@ def test_a_status_that_cannot_be_read_back_hides_only_that_job(
     ]
 
 
+def test_a_forwarded_trigger_runs_the_gates_without_the_hosts_lock(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """runtime_ready takes an application lock; another thread holds that lock while it asks
+    the host for its status. A forwarded trigger meanwhile must not hold the host's lock
+    while it runs the gate: both finish, the trigger is accepted."""
+    app_lock = threading.Lock()
+
+    def ready() -> bool:
+        with app_lock:
+            return True
+
+    job = Counted()
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    main = JobHost([job], main_dom=main_dom, runtime_ready=ready).start()
+    hosts.append(main)
+    assert main_dom.try_acquire()
+    web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    statuses: list[object] = []
+
+    def status_under_the_app_lock() -> None:
+        with app_lock:
+            time.sleep(0.3)
+            statuses.append(main.status())
+
+    other = threading.Thread(target=status_under_the_app_lock)
+    other.start()
+    time.sleep(0.1)
+    assert web.trigger(Counted)
+    other.join(5)
+    assert (False, 1) == (other.is_alive(), len(statuses))
+    assert job.ran.wait(5)
+
+
 def test_status_wire_round_trip() -> None:
     """A status with a calendar, a period, times and counters comes back equal."""
     from datetime import UTC, datetime

@@ -250,7 +250,11 @@ def _in_memory(url: str) -> bool:
     database = parsed.database or ""
     return in_memory(parsed) or (
         parsed.get_backend_name() == "sqlite"
-        and (database.startswith("file::memory:") or "mode=memory" in database)
+        and (
+            database.startswith("file::memory:")
+            or "mode=memory" in database
+            or parsed.query.get("mode") == "memory"
+        )
     )
 
 

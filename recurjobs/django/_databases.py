@@ -88,8 +88,8 @@ def alias_url(alias: str, databases: Mapping[str, Any], where: str) -> str:
     if host is not None and str(host).startswith("/"):
         # A Unix socket: Django passes it as the host; in a URL it goes in the query (libpq's
         # host=/dir, PyMySQL's unix_socket=/path), or it would be read as the database's name.
-        query["host" if driver.startswith("postgresql") else "unix_socket"] = str(host)
-        host = None
+        query.setdefault("host" if driver.startswith("postgresql") else "unix_socket", str(host))
+        host = None  # (OPTIONS' own unix_socket wins, as in Django's MySQL backend)
     url = URL.create(
         driver,
         username=entry.get("USER") or None,

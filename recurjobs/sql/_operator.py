@@ -31,7 +31,10 @@ __all__ = ["mark_due", "mark_paused", "paused_rows", "prune_rows", "read_rows"]
 
 def mark_due(store: JobStore, name: str) -> bool:
     """The body of :meth:`JobStore.trigger` (documented there)."""
-    job_name_text(name)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    if not 1 <= len(name) <= 200 or name.endswith(" "):
+        return False  # a name no row can have (on MySQL, "a " would find the row "a")
     c = store.jobs.c
     where = and_(c.name == name, unpaused(store.jobs))
     return store._step(

@@ -58,3 +58,11 @@ def test_a_name_ending_with_a_space_is_refused(name: str) -> None:
 
     with pytest.raises(ValueError, match="must not end with a space"):
         Named(name=name, period=timedelta(hours=1))
+
+
+def test_a_trigger_by_a_name_ending_with_a_space_finds_no_row(store: JobStore) -> None:
+    """JobStore.trigger("report ") is False (no row can have that name) and leaves "report"
+    alone, on MySQL too, where the comparison pads with spaces."""
+    store.ensure([Job("report", HOUR)])
+    assert False is store.trigger("report ")
+    assert [False] == [row.triggered for row in store.rows()]

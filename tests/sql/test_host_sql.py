@@ -99,3 +99,38 @@ def test_a_start_that_fails_after_the_check_leaves_no_thread(
         if t.ident not in before and t.name.startswith("recurjobs") and t.is_alive()
     ]
     assert [] == left
+
+
+def test_a_start_that_fails_after_the_database_side_stops_it_again(db: TestDatabase) -> None:
+    """The server_role service cannot start: start() raises, and the poller it started is
+    stopped again (no recurjobs thread is left behind)."""
+    from datetime import timedelta
+
+    from recurjobs import DistributedJobSettings, JobHost, ServerRole
+
+    class Broken:
+        def __call__(self) -> ServerRole:
+            return ServerRole.SINGLE
+
+        def start(self, **_: object) -> None:
+            raise RuntimeError("can't start new thread")
+
+        def stop(self) -> None:
+            pass
+
+        def join(self, timeout: float | None = None) -> bool:
+            return True
+
+    settings = DistributedJobSettings(
+        poll_period=timedelta(seconds=0.1), delay=timedelta(0), table_prefix=db.table_prefix
+    )
+    before = {t.ident for t in threading.enumerate()}
+    host = JobHost([Job("a", HOUR)], database=db.url, distributed=settings, server_role=Broken())
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        host.start()
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("recurjobs") and t.is_alive()
+    ]
+    assert ([], False) == (left, host.running)
