@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from recurjobs._masking import mask_query
+
 __all__ = [
     "CommandError",
     "check_database_url",
@@ -34,11 +36,16 @@ class CommandError(Exception):
 
 
 def mask_url_text(text: str) -> str:
-    """``text`` with anything between ``user:`` and the last ``@`` replaced by ``***``.
+    """``text`` with anything between ``user:`` and the last ``@`` replaced by ``***`` (also
+    without a ``scheme://``), and the values of password-carrying query parameters.
 
     For URLs that do not parse: the password must not be shown even then.
     """
-    return re.sub(r"^([^:/@]*://[^:/@]*:).*@", r"\1***@", text, flags=re.DOTALL)
+    if "://" in text:
+        text = re.sub(r"^([^:/@]*://[^:/@]*:).*@", r"\1***@", text, flags=re.DOTALL)
+    else:
+        text = re.sub(r"^([^:/@]*:).*@", r"\1***@", text, flags=re.DOTALL)
+    return mask_query(text)
 
 
 def check_database_url(url: object, name: str = "--database") -> Any:
@@ -86,24 +93,32 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+def missing_sqlite_file(parsed: Any) -> bool:
+    """Whether ``parsed`` (a SQLAlchemy URL) names an SQLite file that does not exist; a
+    database in memory, or given as a ``file:`` URI (``?uri=true``), is not judged."""
+    from recurjobs.sql._shared import in_memory
+
+    if parsed.get_backend_name() != "sqlite" or in_memory(parsed):
+        return False
+    database = str(parsed.database)
+    if database.startswith("file:") or parsed.query.get("uri") == "true":
+        return False
+    return not os.path.exists(database)
+
+
 def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
     """A JobStore on ``url``, or a CommandError that never shows the password."""
     from sqlalchemy import inspect
     from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
     from recurjobs.sql import JobStore
-    from recurjobs.sql._shared import in_memory
 
     try:
         parsed = check_database_url(url, source)
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), bad_input=True) from None
     shown = mask_url_text(url)
-    if (
-        parsed.get_backend_name() == "sqlite"
-        and not in_memory(parsed)
-        and not os.path.exists(str(parsed.database))
-    ):
+    if missing_sqlite_file(parsed):
         raise CommandError(f"no SQLite database file at {shown}", bad_input=True)
     try:
         store = JobStore(url, table_prefix=prefix)

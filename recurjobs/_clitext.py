@@ -45,7 +45,10 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"expected a duration like 7d, 12h, 30m, 45s or 1h30m, got {text!r}")
     if total <= 0:
         raise ValueError(f"a duration must be greater than zero, got {text!r}")
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:
+        raise ValueError(f"a duration must be shorter than a million days, got {text!r}") from None
 
 
 def format_duration(value: timedelta | None) -> str:

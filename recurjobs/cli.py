@@ -168,15 +168,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         while not stop.wait(1.0):
             pass
+
+        def stopping(signum: int, frame: FrameType | None) -> None:
+            # A second Ctrl+C while stopping: the stop is bounded already; say so, go on.
+            _say(f"already stopping (at most {args.stop_timeout:g} s in all)")
+
+        for sig in previous:
+            signal.signal(sig, stopping)
+        _say(f"stopping (waiting up to {args.stop_timeout:g} s for running jobs)")
+        if host.stop(args.stop_timeout):
+            _say("stopped")
+            return 0
+        _say(f"some jobs did not stop within {args.stop_timeout:g} s")
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _say(f"stopping (waiting up to {args.stop_timeout:g} s for running jobs)")
-    if host.stop(args.stop_timeout):
-        _say("stopped")
-        return 0
-    _say(f"some jobs did not stop within {args.stop_timeout:g} s")
-    return 1
 
 
 def show_recurjobs_logs(level: str | int) -> None:

@@ -767,6 +767,11 @@ CLI: list[tuple[str, list[str], str]] = [
     ),
     ("prune-older-negative-eq", ["prune", "--database", "sqlite://", "--older-than=-5m"], "'-5m'"),
     ("prune-older-zero", ["prune", "--database", "sqlite://", "--older-than", "0"], "'0'"),
+    (
+        "prune-older-huge",
+        ["prune", "--database", "sqlite://", "--older-than", "100000000000d"],
+        "'100000000000d'",
+    ),
     ("prune-older-unit", ["prune", "--database", "sqlite://", "--older-than", "7x"], "'7x'"),
     (
         "prune-older-empty",
@@ -828,15 +833,25 @@ def test_cli_rejects_bad_input(
     assert says in err
 
 
+@pytest.mark.parametrize("command", ["status", "dashboard"])
 def test_cli_url_from_environment_is_named(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     """A bad URL from $RECURJOBS_DATABASE_URL is reported as coming from there."""
     monkeypatch.setenv("RECURJOBS_DATABASE_URL", "oracle://u:secret@h/db")
-    assert 2 == main(["status"])
+    assert 2 == main([command])
     err = capsys.readouterr().err
     assert err.startswith("recurjobs: error: $RECURJOBS_DATABASE_URL names the unsupported")
     assert "secret" not in err
+
+
+def test_cli_masks_a_password_given_as_a_query_parameter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """?password=... in --database never shows in the command's error."""
+    assert 1 == main(["status", "--database", "postgresql+psycopg://u@127.0.0.1:1/db?password=s3cr3t"])
+    err = capsys.readouterr().err
+    assert ("s3cr3t" in err, "password=***" in err) == (False, True)
 
 
 # ------------------------------------------------------------------ Flask config keys

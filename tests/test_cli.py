@@ -413,3 +413,11 @@ def test_unusable_database_is_one_line_exit_1(
     err = capsys.readouterr().err
     assert (1, False) == (len(err.splitlines()), "not-the-password-42" in err), err
     assert err.startswith("recurjobs: error: cannot reach ")
+
+
+def test_status_reads_an_sqlite_uri(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """An SQLite URI (file:...?mode=ro&uri=true), which SQLAlchemy and the dashboard read, is
+    not refused as a missing file."""
+    path = store.engine.url.database
+    assert 0 == main(["status", "--database", f"sqlite:///file:{path}?mode=ro&uri=true", "--json"])
+    assert ["cleanup", "report"] == sorted(r["name"] for r in json.loads(capsys.readouterr().out))

@@ -210,13 +210,14 @@ def test_read_only_dashboard_has_no_buttons_and_refuses_posts(tables: Tables) ->
 def test_authorize_refusing_or_raising_hides_buttons_and_refuses(
     tables: Tables, db: TestDatabase
 ) -> None:
-    """With actions allowed, an authorize hook that returns False or raises means read-only."""
+    """With actions allowed, an authorize hook that returns False (or anything but True, such
+    as a truthy string by mistake) or raises means read-only."""
 
     def boom(request: Request) -> bool:
         raise RuntimeError("auth backend down")
 
     tables.job("report")
-    for hook in (lambda request: False, boom):
+    for hook in (lambda request: False, boom, lambda request: "false", lambda request: object()):
         client = _app(db, allow_actions=True, authorize=hook).test_client()
         html = client.get("/").get_data(as_text=True)
         assert "<button" not in html
@@ -241,6 +242,20 @@ def test_actions_with_token_trigger_pause_and_resume(tables: Tables, db: TestDat
         assert expected == bool(tables.column("report", column))
     missing = client.post("/action", data={"action": "pause", "name": "nope", "csrf_token": token})
     assert 404 == missing.status_code
+
+
+def test_a_trigger_of_a_paused_job_is_refused(tables: Tables, db: TestDatabase) -> None:
+    """A paused row is not triggered from the dashboard (it would run at once when resumed):
+    the action is refused and due_now stays clear, as with recurjobs trigger."""
+    tables.job("report")
+    client = _app(db, allow_actions=True, authorize=_allow).test_client()
+    token = _token(client.get("/").get_data(as_text=True))
+    for action in ("pause", "trigger", "resume"):
+        client.post("/action", data={"action": action, "name": "report", "csrf_token": token})
+    assert (False, False) == (
+        bool(tables.column("report", "due_now")),
+        bool(tables.column("report", "paused")),
+    )
 
 
 def test_posts_without_a_valid_token_are_refused(tables: Tables, db: TestDatabase) -> None:

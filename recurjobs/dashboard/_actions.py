@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine, Table, and_
 
 from recurjobs.dashboard._data import Dashboard
 from recurjobs.sql._bounds import bounded_waits
-from recurjobs.sql._claims import guarded_update
+from recurjobs.sql._claims import guarded_update, unpaused
 from recurjobs.sql._shared import exclusive
 
 __all__ = ["act", "local_actions", "remote_statuses", "set_paused", "trigger"]
@@ -28,10 +28,15 @@ __all__ = ["act", "local_actions", "remote_statuses", "set_paused", "trigger"]
 ACTION_LOCK_MS = 5000
 
 
-def trigger(engine: Engine, jobs: Table, name: str) -> bool:
-    """Mark ``name`` due now; False when the table has no such row."""
+def trigger(engine: Engine, jobs: Table, name: str, *, pausable: bool = True) -> bool:
+    """Mark ``name`` due now; False when the table has no such row, or the job is paused (a
+    trigger is refused, not kept for after the resume, as ``JobStore.trigger`` does).
+    ``pausable``: the table has the ``paused`` column (an older version's may not)."""
+    where = jobs.c.name == name
+    if pausable:
+        where = and_(where, unpaused(jobs))
     with exclusive(engine), engine.begin() as conn, bounded_waits(conn, ACTION_LOCK_MS):
-        return guarded_update(conn, jobs, jobs.c.name == name, {"due_now": True})
+        return guarded_update(conn, jobs, where, {"due_now": True})
 
 
 def set_paused(engine: Engine, jobs: Table, name: str, paused: bool) -> bool:
@@ -55,10 +60,11 @@ def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
     """Do ``verb`` on ``name``: on its jobs-table row if it has one, else on the local host's
     recurring job of that name."""
     if data.schema().jobs:
+        pausable = "paused" in data.schema().jobs_columns
         if verb == "trigger":
-            if trigger(data.engine, data.jobs, name):
+            if trigger(data.engine, data.jobs, name, pausable=pausable):
                 return True
-        elif "paused" in data.schema().jobs_columns and set_paused(
+        elif pausable and set_paused(
             data.engine, data.jobs, name, verb == "pause"
         ):
             return True

@@ -97,7 +97,9 @@ def make_blueprint(
         cached = g.get("recurjobs_may_act")
         if cached is None:
             try:
-                cached = bool(authorize(request))
+                # Only True grants actions: a hook that returns a string, a response or any
+                # other truthy object by mistake does not.
+                cached = authorize(request) is True
             except Exception:
                 logger.exception("the dashboard's authorize hook raised; actions refused")
                 cached = False

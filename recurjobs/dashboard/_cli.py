@@ -17,7 +17,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from recurjobs._clistore import CommandError, check_database_url, mask_url_text
+from recurjobs._clistore import (
+    CommandError,
+    check_database_url,
+    mask_url_text,
+    missing_sqlite_file,
+)
 
 __all__ = ["add_command", "is_loopback", "parse_bind"]
 
@@ -104,16 +109,14 @@ def _load(target: str) -> Callable[[Any], bool]:
     return obj  # type: ignore[no-any-return]
 
 
-def _check_reachable(url: str) -> None:
+def _check_reachable(url: str, source: str = "--database") -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from recurjobs.sql._shared import in_memory
     from recurjobs.sql._urls import make_engine
 
-    parsed = check_database_url(url)
-    on_file = parsed.get_backend_name() == "sqlite" and not in_memory(parsed)
-    if on_file and not os.path.exists(str(parsed.database)):
+    parsed = check_database_url(url, source)
+    if missing_sqlite_file(parsed):
         raise CommandError(f"no SQLite database file at {mask_url_text(url)}", bad_input=True)
     try:
         engine = make_engine(url)  # a bounded connect timeout: a silent host fails, not hangs
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 bad_input=True,
             )
     try:
-        _check_reachable(args.database)
+        _check_reachable(args.database, getattr(args, "database_source", "--database"))
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), bad_input=True) from None
     try:
@@ -169,7 +172,10 @@ def run(args: argparse.Namespace) -> int:
         allow_actions=args.allow_actions,
         authorize=authorize,
     )
-    server = create_server(app, host=host, port=port, threads=max(1, args.threads), ident="")
+    try:
+        server = create_server(app, host=host, port=port, threads=max(1, args.threads), ident="")
+    except (OSError, ValueError) as exc:  # the port is taken, the address is not this host's
+        raise CommandError(f"cannot listen on {host}:{port}: {exc}") from None
     shown = f"[{host}]" if ":" in host else host
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

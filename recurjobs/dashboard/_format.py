@@ -26,7 +26,10 @@ def absolute(epoch_ms: int | None) -> str:
     """``2026-11-30 15:04:05 UTC`` (empty for None)."""
     if epoch_ms is None:
         return ""
-    moment = _EPOCH + timedelta(milliseconds=epoch_ms)
+    try:
+        moment = _EPOCH + timedelta(milliseconds=epoch_ms)
+    except OverflowError:  # a stamp no datetime holds (a broken row): shown as it is
+        return f"{epoch_ms} ms since 1970"
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
+from recurjobs._masking import SECRET_PARAM, mask_query
 from recurjobs.sql._bounds import (
     DEFAULT_STATEMENT_TIMEOUT,
     bound_sessions,
@@ -105,7 +106,7 @@ _INSTALL = {
 
 
 # Query parameters that carry a secret (libpq and PyMySQL take ``?password=...``).
-_SECRET_PARAM = re.compile(r"(?i)([?&](?:[^=&]*pass(?:word|wd)[^=&]*|pwd)=)[^&]*")
+_SECRET_PARAM = SECRET_PARAM
 
 
 def _is_secret_param(key: str) -> bool:
@@ -120,7 +121,7 @@ def masked(target: Engine | URL | str) -> str:
     part of it as the host. Everything up to the last ``@`` counts as password here, so no part
     of it is shown (the price, for a URL whose query holds an ``@``, is hiding more).
     """
-    return _SECRET_PARAM.sub(rf"\g<1>{_MASK}", _masked(target))
+    return mask_query(_masked(target))
 
 
 def _masked(target: Engine | URL | str) -> str:
