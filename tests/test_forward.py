@@ -572,6 +572,19 @@ def test_a_forwarded_trigger_runs_the_gates_without_the_hosts_lock(
     assert job.ran.wait(5)
 
 
+def test_without_an_answer_a_worker_shows_its_own_view_and_reports_not_done(
+    tmp_path: Path,
+) -> None:
+    """No main instance listens: the dashboard's status falls back to this process's own view
+    (None), and a pause asked of the main instance reports that it was not done."""
+    from recurjobs.dashboard._actions import remote_statuses
+
+    web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    assert None is remote_statuses(web)
+    reply = send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "pause")  # type: ignore[arg-type]
+    assert (False, "no main instance listens") == (reply.accepted, reply.reason[:24])
+
+
 def test_status_wire_round_trip() -> None:
     """A status with a calendar, a period, times and counters comes back equal."""
     from datetime import UTC, datetime

@@ -122,3 +122,16 @@ def test_a_parameter_the_driver_refuses_is_a_value_error_naming_database() -> No
     with pytest.raises(ValueError, match="database has a parameter the driver refuses") as caught:
         host.start()
     assert "pw-secret" not in str(caught.value)
+
+
+def test_an_option_libpq_refuses_fails_start_at_once() -> None:
+    """?sslmode=bogus is refused by libpq before it connects: start() fails at once with
+    DatabaseUnavailable (not retried as an outage for start_timeout), password masked."""
+    settings = DistributedJobSettings(table_prefix="silent_")
+    url = "postgresql+psycopg://u:pw-secret@127.0.0.1:1/db?sslmode=bogus"
+    host = JobHost([Job("a")], database=url, distributed=settings, start_timeout=10)
+    began = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="sslmode") as caught:
+        host.start()
+    assert time.monotonic() - began < 5
+    assert "pw-secret" not in str(caught.value)
