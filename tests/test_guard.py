@@ -146,6 +146,63 @@ def test_property_that_raises_uses_the_last_good_value(
     assert "period" in messages and "server_roles" in messages
 
 
+def test_a_signal_receiver_that_raises_is_logged_and_the_others_run(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A period_changed receiver that raises (SystemExit too) is logged and skipped; the next
+    receiver and the loop's own re-plan still happen."""
+    seen: list[object] = []
+
+    def bad(_sender: object) -> None:
+        raise SystemExit("receiver bug")
+
+    job = TimedJob(clock, minutes(60))
+    job.period_changed.connect(bad)
+    job.period_changed.connect(seen.append)
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), JobHost([job], clock=clock):
+        walk_to(clock, 5)
+        job.period = minutes(10)
+        walk_to(clock, 21)
+    assert ([job], [0, 10, 20]) == (seen, job.starts)
+    assert "receiver bug" in caplog.text
+
+
+class BadIgnoredDelay(RecurringJob):
+    """A job whose ignored_delay property raises once ``broken`` is set (the runtime is never
+    ready, so every run backs off)."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(minutes(1), delay=timedelta(0))
+        self.clock = clock
+        self.broken = False
+
+    @property  # type: ignore[misc]
+    def ignored_delay(self) -> timedelta:
+        if self.broken:
+            raise RuntimeError("ignored_delay is broken")
+        return minutes(10)
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+def test_an_ignored_delay_property_that_raises_uses_the_last_good_value(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The back-off keeps the last good ignored_delay (10 min) when the property starts to
+    raise: the gate is re-checked at 0, 10 and 20, and the error is logged."""
+    job = BadIgnoredDelay(clock)
+    host = JobHost([job], clock=clock, runtime_ready=lambda: False)
+    recorder = Recorder(host)
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), host:
+        walk_to(clock, 1)
+        job.broken = True
+        walk_to(clock, 25)
+    ignored = [n for n in recorder.items if type(n).__name__ == "JobIgnored"]
+    assert 3 == len(ignored)
+    assert "ignored_delay is broken" in caplog.text
+
+
 class BadDelay(RecurringJob):
     """A job whose delay property raises once the host has accepted it."""
 
