@@ -172,6 +172,7 @@ class JobRunner(RunnerState):
                 start=now,
                 end=end,
                 period=self._period_seconds(),
+                period_before=period,
             )
         return True
 

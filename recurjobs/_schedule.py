@@ -110,19 +110,24 @@ def after_trigger(
     start: float,
     end: float,
     period: float,
+    period_before: float | None = None,
 ) -> Plan:
     """The plan after a triggered run.
 
     ``plan`` is the plan as it stood when the trigger was taken (its ``next`` is the pending tick
     ``T``), ``triggered_at`` the moment the trigger arrived, ``start``-``end`` the triggered run
     (it starts after ``triggered_at`` when a run was in progress). A period change after it
-    counts from ``start``: it is the last start.
+    counts from ``start``: it is the last start. ``period_before``: the period when the run
+    began, when it differs from ``period`` (changed during the run).
     """
     if next_delay is not None:
         if math.isinf(next_delay):
             # Wait for the next trigger, which then starts the schedule afresh.
             return Plan(math.inf, None, True)
-        return _at_least(Plan(triggered_at + next_delay, None, True), end)
+        moment = triggered_at + next_delay
+        # Passed already: a catch-up run at once, standing for the moment (whose grid is the
+        # moment, then every period: the anchor is one period before it).
+        return _at_least(Plan(moment, None, True), end, moment - period)
     if strategy is NextExecution.RESET or (plan.anchor is None and math.isinf(plan.next)):
         # RESET, or the first trigger of a job whose schedule had not begun (INFINITE delay).
         # It counts from the trigger; from the run's own start when the run began a whole period
@@ -131,13 +136,17 @@ def after_trigger(
         return _since(_cadence(origin, end, period), start)
     if plan.fixed and plan.anchor is not None:
         # The catch-up run after an overrun was due (the trigger came during the long run):
-        # the triggered run takes its place, never a second run right after it.
+        # the triggered run takes its place, never a second run right after it. A period
+        # changed during the triggered run counts from its start, as any period change does.
+        if period_before is not None and period_before != period:
+            return _since(_cadence(start, end, period), start)
         return _since(_replace_catch_up(plan.anchor, start, end, period), start)
     tick = plan.next
     if math.isinf(tick):
         return _since(plan, start)
-    if strategy is NextExecution.REPLACE or end > tick:
-        # REPLACE; NONE whose run overshot the pending tick (that tick is skipped).
+    if strategy is NextExecution.REPLACE or end > tick or start >= tick:
+        # REPLACE; NONE whose run overshot the pending tick, or began at it (that tick is
+        # skipped: the triggered run stands for it, never a second run at the same moment).
         return _since(_cadence(tick, end, period), start)
     return _since(plan, start)
 
@@ -162,9 +171,12 @@ def _since(plan: Plan, start: float) -> Plan:
     return plan if plan.fixed else Plan(plan.next, start, False)
 
 
-def _at_least(plan: Plan, end: float) -> Plan:
-    """A set moment that has already passed becomes "now"."""
-    return plan if plan.next >= end else Plan(end, plan.anchor, True)
+def _at_least(plan: Plan, end: float, grid: float | None = None) -> Plan:
+    """A set moment that has already passed becomes "now" (a catch-up run, anchored at
+    ``grid`` when given)."""
+    if plan.next >= end:
+        return plan
+    return Plan(end, plan.anchor if grid is None else grid, True)
 
 
 # ------------------------------------------------------------------ calendar schedules

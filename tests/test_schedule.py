@@ -143,6 +143,50 @@ def test_trigger_during_an_overrun(
 
 
 @pytest.mark.parametrize(
+    ("strategy", "expected_next"),
+    [pytest.param(NONE, 33, id="none"), pytest.param(REPLACE, 33, id="replace")],
+)
+def test_a_trigger_replaces_the_catch_up_of_a_passed_next_delay(
+    strategy: NextExecution, expected_next: float
+) -> None:
+    """P=20: a next_delay=8 trigger at 5 whose run lasted until 25 passed its moment (13); a
+    second trigger came meanwhile. Its run at 25 stands for the catch-up, and the grid is the
+    moment's (13, 33, ...): next at 33, not a second run at 25."""
+    passed = after_trigger(
+        Plan(20, 0, False), strategy=NONE, next_delay=8, triggered_at=5, start=5, end=25,
+        period=20,
+    )
+    assert (25, True) == (passed.next, passed.fixed)
+    result = after_trigger(
+        passed, strategy=strategy, next_delay=None, triggered_at=15, start=25, end=25,
+        period=20,
+    )
+    assert expected_next == result.next
+
+
+def test_a_period_changed_during_the_run_replacing_a_catch_up_counts_from_its_start() -> None:
+    """P=60, run 0-70, trigger at 5; the triggered run 70-73 set the period to 8: next at
+    70 + 8 = 78 (not a catch-up at 73 on the old grid)."""
+    catch_up = after_run(0, 0, 70, 60)
+    result = after_trigger(
+        catch_up, strategy=NONE, next_delay=None, triggered_at=5, start=70, end=73, period=8,
+        period_before=60,
+    )
+    assert Plan(78, 70, False) == result
+
+
+def test_a_triggered_run_that_starts_at_the_tick_stands_for_it() -> None:
+    """P=60: a run 0-60 ends exactly at the tick 60 and a NONE trigger waited: one run at 60
+    (the triggered one), next at 120, never two runs at the same moment."""
+    plan = after_run(0, 0, 60, 60)
+    assert Plan(60, 0, False) == plan
+    result = after_trigger(
+        plan, strategy=NONE, next_delay=None, triggered_at=5, start=60, end=60, period=60
+    )
+    assert 120 == result.next
+
+
+@pytest.mark.parametrize(
     ("period", "expected"),
     [
         pytest.param(INF, Plan(INF, 75, False), id="period-now-infinite-waits"),
