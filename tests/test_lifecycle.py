@@ -120,6 +120,32 @@ def test_concurrent_stop_waits_on_the_first_deadline(clock: ManualClock) -> None
     assert ([True], True) == (first, second)
 
 
+def test_a_second_stop_with_a_longer_timeout_keeps_the_first_deadline(
+    clock: ManualClock,
+) -> None:
+    """stop(timeout=0.5), then stop(timeout=30) from another thread while a job ignores its
+    token: both return False at the first call's deadline, not 30 s later."""
+    started, release = threading.Event(), threading.Event()
+
+    def body(_token: CancellationToken) -> None:
+        started.set()
+        release.wait(10)
+
+    host = JobHost([TimedJob(clock, minutes(5), body=body)], clock=clock).start()
+    assert started.wait(5)
+    first: list[bool] = []
+    began = time.monotonic()
+    thread = threading.Thread(target=lambda: first.append(host.stop(timeout=0.5)))
+    thread.start()
+    time.sleep(0.1)  # the first stop() has begun
+    second = host.stop(timeout=30)
+    waited = time.monotonic() - began
+    thread.join(10)
+    release.set()
+    assert ([False], False) == (first, second)
+    assert waited < 5  # the first deadline (0.5 s) plus the stop's short grace, never 30 s
+
+
 def test_repeated_stop_after_the_deadline_reports_the_threads(clock: ManualClock) -> None:
     """stop() after a stop() that timed out returns whether the threads have ended since."""
     started, release = threading.Event(), threading.Event()
