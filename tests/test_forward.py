@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from recurjobs import (
     INFINITE,
@@ -423,14 +424,9 @@ def test_occupied_socket_path_is_left_alone(
 
 
 # ------------------------------------------------------------------------- Flask command
-def test_flask_trigger_command_forwards_to_the_main_instance(
-    tmp_path: Path, hosts: list[JobHost]
-) -> None:
-    """`flask recurjobs trigger NAME` for a recurring job is accepted by the main instance."""
-    from flask import Flask
-
-    job = Counted()
-    main_host(hosts, tmp_path, job)
+def command_app(tmp_path: Path) -> Flask:
+    """A Flask app whose host is not started, with the main instance lock of ``KEY`` in
+    ``tmp_path``: what `flask recurjobs ...` commands run with."""
     app = Flask("command")
     app.config.update(
         RECURJOBS_AUTOSTART=False,
@@ -438,6 +434,17 @@ def test_flask_trigger_command_forwards_to_the_main_instance(
         RECURJOBS_MAIN_DOM_DIRECTORY=str(tmp_path),
     )
     RecurJobs(app, jobs=[Counted()])
+    return app
+
+
+def test_flask_trigger_command_forwards_to_the_main_instance(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """`flask recurjobs trigger NAME` for a recurring job is accepted by the main instance."""
+
+    job = Counted()
+    main_host(hosts, tmp_path, job)
+    app = command_app(tmp_path)
     result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", "Counted"])
     assert (0, f"triggered Counted: the main instance (pid {os.getpid()}) accepted it\n") == (
         result.exit_code,
@@ -602,16 +609,9 @@ def test_flask_pause_command_pauses_a_recurring_job_in_the_main_instance(
     tmp_path: Path, hosts: list[JobHost]
 ) -> None:
     """`flask recurjobs pause NAME` for a recurring job pauses it where it runs."""
-    from flask import Flask
 
     main = main_host(hosts, tmp_path, Counted())
-    app = Flask("command")
-    app.config.update(
-        RECURJOBS_AUTOSTART=False,
-        RECURJOBS_MAIN_DOM=KEY,
-        RECURJOBS_MAIN_DOM_DIRECTORY=str(tmp_path),
-    )
-    RecurJobs(app, jobs=[Counted()])
+    app = command_app(tmp_path)
     runner = app.test_cli_runner()
     paused = runner.invoke(args=["recurjobs", "pause", "Counted"])
     was = main.status()[0].paused
@@ -626,15 +626,8 @@ def test_flask_pause_command_pauses_a_recurring_job_in_the_main_instance(
 
 def test_flask_trigger_command_without_a_main_instance(tmp_path: Path) -> None:
     """With no main instance answering, the command fails with one line and exit code 1."""
-    from flask import Flask
 
-    app = Flask("command")
-    app.config.update(
-        RECURJOBS_AUTOSTART=False,
-        RECURJOBS_MAIN_DOM=KEY,
-        RECURJOBS_MAIN_DOM_DIRECTORY=str(tmp_path),
-    )
-    RecurJobs(app, jobs=[Counted()])
+    app = command_app(tmp_path)
     result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", "Counted"])
     assert (1, 1) == (result.exit_code, len(result.output.splitlines()))
     assert "Error: Counted was not triggered: no main instance listens on" in result.output

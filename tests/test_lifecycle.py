@@ -98,8 +98,9 @@ def test_stop_from_a_job_failed_handler_stops_every_job(clock: ManualClock) -> N
     assert 21 == counter.count
 
 
-def test_concurrent_stop_waits_on_the_first_deadline(clock: ManualClock) -> None:
-    """A second stop() while the first is waiting waits too and returns True once all ended."""
+def stubborn_host(clock: ManualClock) -> tuple[JobHost, threading.Event]:
+    """A started host whose one job is running and ignores its token until the returned event
+    is set (at most 10 s)."""
     started, release = threading.Event(), threading.Event()
 
     def body(_token: CancellationToken) -> None:
@@ -108,6 +109,12 @@ def test_concurrent_stop_waits_on_the_first_deadline(clock: ManualClock) -> None
 
     host = JobHost([TimedJob(clock, minutes(5), body=body)], clock=clock).start()
     assert started.wait(5)
+    return host, release
+
+
+def test_concurrent_stop_waits_on_the_first_deadline(clock: ManualClock) -> None:
+    """A second stop() while the first is waiting waits too and returns True once all ended."""
+    host, release = stubborn_host(clock)
     first: list[bool] = []
     thread = threading.Thread(target=lambda: first.append(host.stop(timeout=5)))
     thread.start()
@@ -125,14 +132,7 @@ def test_a_second_stop_with_a_longer_timeout_keeps_the_first_deadline(
 ) -> None:
     """stop(timeout=0.5), then stop(timeout=30) from another thread while a job ignores its
     token: both return False at the first call's deadline, not 30 s later."""
-    started, release = threading.Event(), threading.Event()
-
-    def body(_token: CancellationToken) -> None:
-        started.set()
-        release.wait(10)
-
-    host = JobHost([TimedJob(clock, minutes(5), body=body)], clock=clock).start()
-    assert started.wait(5)
+    host, release = stubborn_host(clock)
     first: list[bool] = []
     began = time.monotonic()
     thread = threading.Thread(target=lambda: first.append(host.stop(timeout=0.5)))
@@ -148,14 +148,7 @@ def test_a_second_stop_with_a_longer_timeout_keeps_the_first_deadline(
 
 def test_repeated_stop_after_the_deadline_reports_the_threads(clock: ManualClock) -> None:
     """stop() after a stop() that timed out returns whether the threads have ended since."""
-    started, release = threading.Event(), threading.Event()
-
-    def body(_token: CancellationToken) -> None:
-        started.set()
-        release.wait(10)
-
-    host = JobHost([TimedJob(clock, minutes(5), body=body)], clock=clock).start()
-    assert started.wait(5)
+    host, release = stubborn_host(clock)
     assert host.stop(timeout=0.2) is False
     assert host.stop(timeout=0.2) is False
     release.set()
