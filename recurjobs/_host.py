@@ -182,8 +182,8 @@ class JobHost:
         if self._history is not None:
             self._history.start(self._sql)
         if self._role_service is not None:
-            if getattr(self._role_service, "eligible", False) is None:  # DatabaseServerRoles
-                self._role_service.eligible = self._may_publish
+            if getattr(self._role_service, "_eligible", False) is None:  # DatabaseServerRoles
+                self._role_service._eligible = self._may_publish
             self._role_service.start(clock=self.clock, publisher=self._publisher)
         self._state = _RUNNING
         if self._gates.main_dom is not None:

@@ -124,7 +124,7 @@ class DatabaseServerRoles:
         # Whether this server may hold the lease now; a host with a main instance lock sets it
         # (only the machine's main instance runs role-gated recurring jobs, so only it may
         # publish: otherwise the lease could go to a process whose jobs are all ignored).
-        self.eligible: Callable[[], bool] | None = None
+        self._eligible: Callable[[], bool] | None = None
         self._campaign = True
         _instances.add(self)
 
@@ -211,7 +211,7 @@ class DatabaseServerRoles:
         )
 
     def _may_publish(self) -> bool:
-        eligible = self.eligible
+        eligible = self._eligible
         if eligible is None:
             return True
         return bool(call_user("the eligible callable of the election", eligible, default=False))

@@ -94,7 +94,7 @@ class HostSql:
             if host.elects_server_role:
                 prefix = host.settings.table_prefix
                 self.roles = DatabaseServerRoles(self.store.engine, table_prefix=prefix)
-                self.roles.eligible = host._may_publish  # only a main instance publishes
+                self.roles._eligible = host._may_publish  # only a main instance publishes
                 self.roles.start(clock=host.clock, publisher=host.publisher)
         except BaseException:  # no thread can start (the system is out of them): undo it all
             self._undo_start()

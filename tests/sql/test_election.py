@@ -224,12 +224,12 @@ def test_newcomer_is_subscriber_and_holder_becomes_publisher(make_roles: MakeRol
 
 
 def test_a_server_that_may_not_publish_never_holds_the_lease(make_roles: MakeRoles) -> None:
-    """A server whose ``eligible`` says no (a process that is not its machine's main instance)
-    stays SUBSCRIBER even alone, gives the lease back if it held it, and another server takes
-    it at its next touch."""
+    """A server whose ``_eligible`` says no (a host with a main instance lock sets it: a process
+    that is not its machine's main instance) stays SUBSCRIBER even alone, gives the lease back
+    if it held it, and another server takes it at its next touch."""
     may = {"now": False}
     first, second = make_roles(), make_roles()
-    first.eligible = lambda: may["now"]
+    first._eligible = lambda: may["now"]
     assert ServerRole.SUBSCRIBER == first.touch_once()
     assert None is lease(first)["holder"]
     may["now"] = True
@@ -389,7 +389,7 @@ def test_a_host_with_a_main_instance_lock_publishes_only_as_main(
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process holds the lock
         host.start()
-        assert roles.eligible is not None
+        assert roles._eligible is not None
         assert ServerRole.SUBSCRIBER == roles.touch_once()
     finally:
         os.close(fd)
