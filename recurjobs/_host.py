@@ -4,9 +4,10 @@ its parts live beside it: ``_registry``, ``_shutdown``, ``_trigger``, ``_pause``
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -330,19 +331,28 @@ class JobHost:
             return None
         return main_dom if state == _NEW or not main_dom.is_main else None
 
-    def _runner_until(self, job: object, expires: float) -> tuple[bool, JobRunner | None]:
-        """For a forwarded trigger: ``job``'s runner (None: not running), found before
-        ``expires`` (``time.time()``); ``(False, None)`` when the host's lock was held until
-        then (the sender has given up: the trigger must not be delivered)."""
+    @contextlib.contextmanager
+    def _locked_before(self, expires: float) -> Iterator[bool]:
+        """For a forwarded request: hold the host's lock if it can be had before ``expires``
+        (``time.time()``, when the sender gives up); yields whether it was, in time."""
         left = expires - time.time()
         if left <= 0 or not self._lock.acquire(timeout=left):
-            return False, None
+            yield False
+            return
         try:
-            if time.time() > expires:
-                return False, None
-            return True, runner_of(job, self._runners) if self._state == _RUNNING else None
+            yield time.time() <= expires
         finally:
             self._lock.release()
+
+    def _runner_until(self, job: object, expires: float) -> tuple[bool, JobRunner | None]:
+        """For a forwarded trigger: ``job``'s runner (None: not running), found before
+        ``expires``; ``(False, None)`` when the host's lock was held until then (the sender
+        has given up: the trigger must not be delivered). The lock is not held afterwards:
+        delivering runs the gates, which are user code."""
+        with self._locked_before(expires) as in_time:
+            if not in_time:
+                return False, None
+            return True, runner_of(job, self._runners) if self._state == _RUNNING else None
 
     def _refusal(self, job: object) -> str:
         """Why a trigger of ``job`` was refused here (for a forwarded trigger's sender)."""

@@ -211,15 +211,11 @@ class _Listener:
     @staticmethod
     def _set_paused(host: JobHost, job: object, paused: bool, expires: float) -> Reply:
         verb = "pause" if paused else "resume"
-        left = expires - time.time()
-        if left <= 0 or not host._lock.acquire(timeout=left):
-            return Reply(False, "the main instance was busy until its sender stopped waiting")
-        try:  # pause() takes the same (re-entrant) lock: it cannot be held up any more
-            if time.time() > expires:
-                return Reply(False, "the request arrived after its sender stopped waiting")
+        # pause() takes the same (re-entrant) lock: held here, it cannot be held up any more
+        with host._locked_before(expires) as in_time:
+            if not in_time:
+                return Reply(False, "the main instance was busy until its sender stopped waiting")
             done = host.pause(job) if paused else host.resume(job)
-        finally:
-            host._lock.release()
         return Reply(done, f"{verb}d" if done else f"the main instance could not {verb} it")
 
 

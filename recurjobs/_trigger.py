@@ -58,14 +58,21 @@ def check_trigger(job: object, strategy: object, next_delay: object) -> None:
 
 def runner_of(job: object, runners: Sequence[JobRunner]) -> JobRunner | None:
     """The runner of a registered job (class or instance) among ``runners``, None if none."""
+    index = _one_of(job, [r.job for r in runners])
+    return None if index is None else runners[index]
+
+
+def _one_of(job: object, jobs: Sequence[object]) -> int | None:
+    """The position in ``jobs`` of the job that ``job`` (a class or an instance) names; None
+    when none; ValueError when a class names several instances."""
     if isinstance(job, type):
-        found = [r for r in runners if type(r.job) is job]
+        found = [i for i, j in enumerate(jobs) if type(j) is job]
         if len(found) > 1:
             raise ValueError(
                 f"{job.__name__} is registered {len(found)} times; trigger the instance"
             )
     else:
-        found = [r for r in runners if r.job is job]
+        found = [i for i, j in enumerate(jobs) if j is job]
     return found[0] if found else None
 
 
@@ -91,17 +98,10 @@ def forward_unstarted(
 ) -> bool:
     """A host that was never started, with a main instance lock (a web process whose jobs run
     in a worker process of their own): the trigger goes to the machine's main instance."""
-    if isinstance(job, type):
-        found = [j for j in host.jobs if type(j) is job]
-        if len(found) > 1:
-            raise ValueError(
-                f"{job.__name__} is registered {len(found)} times; trigger the instance"
-            )
-    else:
-        found = [j for j in host.jobs if j is job]
-    if not found or host.gates.main_dom is None:
+    index = _one_of(job, host.jobs)
+    if index is None or host.gates.main_dom is None:
         return False
-    return _forward(host, found[0], strategy, next_delay)
+    return _forward(host, host.jobs[index], strategy, next_delay)
 
 
 def refusal(host: JobHost, runner: JobRunner | None) -> str:
