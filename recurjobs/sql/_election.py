@@ -125,7 +125,6 @@ class DatabaseServerRoles:
         # (only the machine's main instance runs role-gated recurring jobs, so only it may
         # publish: otherwise the lease could go to a process whose jobs are all ignored).
         self._eligible: Callable[[], bool] | None = None
-        self._campaign = True
         _instances.add(self)
 
     def __repr__(self) -> str:
@@ -159,8 +158,9 @@ class DatabaseServerRoles:
         call it directly instead of starting the thread.
         """
         sent = self._clock.monotonic()
-        self._campaign = self._may_publish()  # asked before the transaction, not inside it
-        touched = self._step("touching the servers table", self._touch)
+        campaign = self._may_publish()  # asked before the transaction, not inside it
+        touch = functools.partial(self._touch, campaign=campaign)
+        touched = self._step("touching the servers table", touch)
         if touched is not None:
             self._joined = True
             self._state = (_role_of(touched), sent + self.stale_timeout.total_seconds())
@@ -199,7 +199,7 @@ class DatabaseServerRoles:
         self._state = _UNKNOWN
         self._announce()
 
-    def _touch(self, conn: Connection) -> Touched:
+    def _touch(self, conn: Connection, *, campaign: bool = True) -> Touched:
         return self._tables.touch(
             conn,
             identity=self._identity,
@@ -207,7 +207,7 @@ class DatabaseServerRoles:
             token=self._token,
             stale_ms=ms(self.stale_timeout),
             retention_ms=ms(self.retention),
-            campaign=self._campaign,
+            campaign=campaign,
         )
 
     def _may_publish(self) -> bool:

@@ -489,7 +489,7 @@ def test_role_expires_while_the_database_hangs(
     clock.wait_for_waiters(1, timeout=10)  # first touch done, parked until the next one
     hanging, release = threading.Event(), threading.Event()
 
-    def hung_touch(conn: object) -> Any:
+    def hung_touch(conn: object, **_: object) -> Any:
         hanging.set()
         release.wait(10)
         raise RuntimeError("the database never answered")
