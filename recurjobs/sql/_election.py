@@ -118,6 +118,9 @@ class DatabaseServerRoles:
         self._state: tuple[ServerRole, float] = _UNKNOWN  # swapped whole: readers take no lock
         self._announced = ServerRole.UNKNOWN
         self._lock = threading.Lock()  # life cycle and announcements; never held over I/O
+        # One election round at a time: the thread's and a caller's touch_once() would both
+        # insert a new server's row, and the second insert fails on the primary key.
+        self._round = threading.Lock()
         self._life = _NEW
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,8 +158,12 @@ class DatabaseServerRoles:
 
         Database errors are logged (URL masked), not raised; the role then stays what it was
         until it expires. The thread calls this every ``touch_interval``; tests and tools may
-        call it directly instead of starting the thread.
+        call it directly, instead of or besides the thread: rounds run one at a time.
         """
+        with self._round:
+            return self._touch_round()
+
+    def _touch_round(self) -> ServerRole:
         sent = self._clock.monotonic()
         campaign = self._may_publish()  # asked before the transaction, not inside it
         touch = functools.partial(self._touch, campaign=campaign)
@@ -307,6 +314,7 @@ class DatabaseServerRoles:
         # A child is a new server: it must not share the parent's lease token, thread, cached
         # role or pooled connections (SQLAlchemy's advice for engines crossing a fork).
         self._lock, self._stop = threading.Lock(), threading.Event()
+        self._round = threading.Lock()
         self._thread, self._life = None, _NEW
         self._token = secrets.token_hex(16)
         self._state, self._announced = _UNKNOWN, ServerRole.UNKNOWN

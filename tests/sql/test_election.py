@@ -736,3 +736,29 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_concurrent_rounds_of_one_server_never_fail(make_roles: MakeRoles) -> None:
+    """touch_once() from a caller while another round of the same server runs (the thread's,
+    say): both succeed, where two first touches would both insert the server's row and one
+    would fail on the primary key, leaving the role UNKNOWN."""
+    for n in range(12):
+        roles = make_roles(identity=f"racer-{n}")
+        barrier = threading.Barrier(2)
+        roles_seen: list[ServerRole] = []
+
+        def round_(
+            roles: DatabaseServerRoles = roles,
+            barrier: threading.Barrier = barrier,
+            roles_seen: list[ServerRole] = roles_seen,
+        ) -> None:
+            barrier.wait(5)
+            roles_seen.append(roles.touch_once())
+
+        threads = [threading.Thread(target=round_) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert ServerRole.UNKNOWN not in roles_seen, (n, roles_seen)
+        assert len(roles_seen) == 2
