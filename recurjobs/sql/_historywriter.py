@@ -42,7 +42,13 @@ BATCH = 2000  # records per transaction at most
 PACE = 1.0  # real seconds between two writes while records keep coming
 _FIRST_BACK_OFF = 0.2
 _MAX_BACK_OFF = 5.0
-_SPLIT_WRITES = 32  # writes spent at most on finding the records of a refused batch
+# Finding the records of a refused batch: 32 writes at first (a bad record is found in about
+# 22 of a 2,000-record batch), and 2 more for every part that lands, since a part that lands
+# shows the refusal is the record's, not the table's (several bad records, spread over the
+# batch, cost about twice as many writes as land); never more than 256 writes per batch.
+_SPLIT_WRITES = 32
+_SPLIT_CREDIT = 2
+_SPLIT_CAP = 256
 
 
 class HistoryWriter:
@@ -179,20 +185,22 @@ class HistoryWriter:
 
     def _refused(self, batch: list[Record], refusal: Exception) -> None:
         """The database refused ``batch`` for good: write its halves apart, and theirs, so
-        only the record it cannot take is dropped (a batch holds many jobs' runs). At most
-        ``_SPLIT_WRITES`` writes are spent on it (a bad record is found in about 22 of a
-        2,000-record batch; a refusal of every record, a dropped table say, stops there), and
-        one line is logged for the whole batch."""
+        only the records it cannot take are dropped (a batch holds many jobs' runs). The
+        writes spent on it are bounded: ``_SPLIT_WRITES``, plus ``_SPLIT_CREDIT`` for each
+        part that lands, up to ``_SPLIT_CAP``. A refusal of every record (a dropped table, say)
+        lands nothing and stops after ``_SPLIT_WRITES``; a few bad records spread over the
+        batch are all found. One line is logged for the whole batch."""
         parts = _halves(batch)
         lost = 1 if len(batch) == 1 else 0
-        writes = 0
+        writes, budget = 0, _SPLIT_WRITES
         while parts:
             part = parts.pop(0)
-            if writes >= _SPLIT_WRITES or self._past_deadline():
+            if writes >= budget or self._past_deadline():
                 lost += len(part)
                 continue
             writes += 1
             if self._land(part) is None:
+                budget = min(budget + _SPLIT_CREDIT, _SPLIT_CAP)
                 continue
             if len(part) == 1:
                 lost += 1

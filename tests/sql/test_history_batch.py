@@ -142,3 +142,26 @@ def test_a_batch_refused_for_every_record_costs_a_bounded_number_of_writes(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert (2000, 1) == (writer.lost, len(errors))
     assert 2000 == attempts[0] and len(attempts) <= 33
+
+
+@pytest.mark.parametrize("bad", [2, 8])
+def test_a_few_bad_records_spread_over_a_batch_lose_only_themselves(
+    writer: HistoryWriter, bad: int
+) -> None:
+    """A 2,000-record batch with ``bad`` records the database refuses, spread over it: every
+    other record lands and only the bad ones are counted as lost (the split's write budget
+    grows with every part that lands)."""
+    now_ms = time.time() * 1000
+    batch: list[Record] = [
+        Done("recurring", f"job-{i % 50}", None, "schedule", now_ms, now_ms + 1, "executed", None)
+        for i in range(2000)
+    ]
+    for k in range(bad):
+        batch[97 + k * (2000 // bad)] = Done(
+            "recurring", "bad", None, "schedule", math.nan, now_ms, "executed", None
+        )
+    writer._write(batch)
+    assert bad == writer.lost
+    with writer.store.engine.connect() as conn:
+        landed = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {writer.tables.runs.name}").scalar()
+    assert 2000 - bad == landed
