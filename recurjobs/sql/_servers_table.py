@@ -119,8 +119,10 @@ class ServerTables:
         campaign: bool = True,
     ) -> Touched:
         """Renew (or take) the lease if we may, mark ourselves alive and count the living.
-        Without ``campaign`` (this server may not publish now), the lease is given back if it
-        is ours, and not taken.
+        Without ``campaign`` (this server may not publish now: a process that is not its
+        machine's main instance), the lease is given back if it is ours, and not taken; our
+        row is kept seen but inactive, so we are not counted as a live server (the main
+        instance of a lone machine is SINGLE, however many processes it runs).
 
         Lock order is lease row, then our own row; :meth:`resign` keeps the same order.
         """
@@ -146,7 +148,7 @@ class ServerTables:
                 {"holder": None, "token": None},
             )
             held = False
-        seen = {"last_seen_ms": now, "active": True, "address": address}
+        seen = {"last_seen_ms": now, "active": campaign, "address": address}
         if not guarded_update(conn, self.servers, servers.identity == identity, seen):
             conn.execute(insert(self.servers).values(identity=identity, registered_ms=now, **seen))
         alive = and_(servers.active == true(), now - servers.last_seen_ms <= stale_ms)

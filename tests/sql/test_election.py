@@ -236,7 +236,26 @@ def test_a_server_that_may_not_publish_never_holds_the_lease(make_roles: MakeRol
     assert ServerRole.SINGLE == first.touch_once()
     may["now"] = False  # lost its main instance lock
     assert ServerRole.SUBSCRIBER == first.touch_once()
-    assert ServerRole.SCHEDULING_PUBLISHER == second.touch_once()
+    assert ServerRole.SINGLE == second.touch_once()  # the first no longer counts as live
+
+
+def test_processes_that_are_not_main_do_not_count_as_live_servers(make_roles: MakeRoles) -> None:
+    """One machine, three worker processes: the main instance campaigns, the other two may not
+    publish. They stay SUBSCRIBER with their rows seen but inactive, so the main instance is
+    SINGLE (a job limited to SINGLE runs on a lone machine however many workers it has). A
+    second machine's main instance makes it SCHEDULING_PUBLISHER as before."""
+    main, worker1, worker2 = make_roles(), make_roles(), make_roles()
+    worker1._eligible = worker2._eligible = lambda: False
+    assert ServerRole.SUBSCRIBER == worker1.touch_once()
+    assert ServerRole.SUBSCRIBER == worker2.touch_once()
+    assert ServerRole.SINGLE == main.touch_once()
+    rows = servers(main)
+    assert (True, False, False) == tuple(
+        rows[r.identity]["active"] for r in (main, worker1, worker2)
+    )
+    other_machine = make_roles()
+    assert ServerRole.SUBSCRIBER == other_machine.touch_once()
+    assert ServerRole.SCHEDULING_PUBLISHER == main.touch_once()
 
 
 def test_racing_first_touches_elect_exactly_one_holder(make_roles: MakeRoles) -> None:
