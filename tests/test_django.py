@@ -416,8 +416,6 @@ def test_trigger_without_a_main_instance_fails(tmp_path: Path) -> None:
         command("trigger", "Tick")
 
 
-
-
 def test_pause_a_recurring_job_pauses_it_in_the_main_instance(tmp_path: Path) -> None:
     """`recurjobs pause Tick` pauses the job where it runs (the main instance), and `resume`
     undoes it."""
@@ -451,6 +449,95 @@ def test_pause_and_resume_a_distributed_job(tmp_path: Path) -> None:
         )
         with pytest.raises(CommandError, match="no job named 'nobody'"):
             command("pause", "nobody")
+
+
+class OtherTick(RecurringJob, TriggerableJob):
+    """A second job class named Tick, as if from another module of the project."""
+
+    __module__ = "shop.other"
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(minutes=5))
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+OtherTick.__name__ = OtherTick.__qualname__ = "Tick"
+
+
+class RecurringReport(RecurringJob, TriggerableJob):
+    """A recurring job named "report", like the distributed Report."""
+
+    name = "report"
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(minutes=5))
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "trigger"])
+@pytest.mark.parametrize(
+    ("recurring", "distributed", "name", "candidates"),
+    [
+        (
+            [Tick, OtherTick],
+            [],
+            "Tick",
+            "(recurring tests.test_django.Tick; recurring shop.other.Tick)",
+        ),
+        (
+            [Tick, Tick],
+            [],
+            "Tick",
+            "(recurring tests.test_django.Tick; recurring tests.test_django.Tick)",
+        ),
+        (
+            [RecurringReport],
+            [Report],
+            "report",
+            "(recurring tests.test_django.RecurringReport; distributed tests.test_django.Report)",
+        ),
+    ],
+    ids=["two-classes", "two-instances", "recurring-and-distributed"],
+)
+def test_a_name_several_jobs_have_is_refused(
+    tmp_path: Path,
+    action: str,
+    recurring: list[type],
+    distributed: list[type],
+    name: str,
+    candidates: str,
+) -> None:
+    """`recurjobs pause|resume|trigger NAME` when several registered jobs have that name: a
+    command error listing them (exit 2), and neither the running main instance's jobs nor the
+    distributed job's row are touched; acting on one of them would be a guess."""
+    key = f"django-ambiguous-{tmp_path.name}"
+    main = JobHost(
+        [kind() for kind in recurring],
+        main_dom=MainDom(key, directory=str(tmp_path)),
+        clock=ManualClock(),
+    )
+    if action == "resume":
+        main.pause(name)
+    database = tmp_path / "jobs.db"
+    recurjobs = {
+        "JOBS": [lambda: [kind() for kind in recurring + distributed]],
+        "DATABASE": f"sqlite:///{database}",
+        "MAIN_DOM": key,
+        "MAIN_DOM_DIRECTORY": str(tmp_path),
+    }
+    with main, override_settings(RECURJOBS=recurjobs):
+        with pytest.raises(CommandError) as refused:
+            command(action, name)
+        states = [(s.paused, s.runs) for s in main.status()]
+    count = len(recurring + distributed)
+    expected = f"{count} registered jobs are named {name!r} {candidates}: nothing was "
+    assert (expected, 2) == (str(refused.value)[: len(expected)], refused.value.returncode)
+    assert [(action == "resume", 0)] * len(recurring) == states
+    assert False is database.exists()
 
 
 def test_history_of_an_unused_database(tmp_path: Path) -> None:
