@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -181,6 +184,14 @@ def test_settings_reach_the_host(tmp_path: Path) -> None:
         ),
         (
             {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": "file:/srv/db.sqlite3?mode=rwc&cache=private#x",
+                "OPTIONS": {"uri": True},
+            },
+            "sqlite:///file%3A/srv/db.sqlite3?cache=private&mode=rwc&uri=true",
+        ),
+        (
+            {
                 "ENGINE": "django.db.backends.postgresql",
                 "NAME": "app",
                 "USER": "u",
@@ -193,11 +204,78 @@ def test_settings_reach_the_host(tmp_path: Path) -> None:
             "mysql+pymysql:///app?unix_socket=%2Frun%2Fmysqld%2Fm.sock",
         ),
     ],
-    ids=["postgres", "mysql", "sqlite", "postgres-socket", "mysql-socket"],
+    ids=["postgres", "mysql", "sqlite", "sqlite-uri", "postgres-socket", "mysql-socket"],
 )
 def test_database_alias_becomes_a_url(entry: dict[str, object], url: str) -> None:
     """A DATABASES alias turns into the URL of recurjobs' driver for the same server."""
     assert url == alias_url("default", {"default": entry}, "RECURJOBS['DATABASE']")
+
+
+_URI_NAME_SCRIPT = """
+import ctypes, json, os, sqlite3
+# Upstream SQLite reads a file name as a URI only when asked (SQLITE_USE_URI=0); Debian's is
+# built to read URIs always, which would hide a URL that does not ask. Turn that off.
+try:
+    lib = ctypes.CDLL("libsqlite3.so.0")
+except OSError:  # no shared SQLite library of that name (not Linux)
+    raise SystemExit(print(json.dumps(None)))
+lib.sqlite3_shutdown()
+lib.sqlite3_config(17, ctypes.c_int(0))  # SQLITE_CONFIG_URI
+lib.sqlite3_initialize()
+sqlite3.connect("file:probe?mode=rwc").close()
+literal = os.path.exists("file:probe?mode=rwc")
+os.remove("file:probe?mode=rwc" if literal else "probe")
+
+import django
+from django.conf import settings
+settings.configure(
+    SECRET_KEY="test",
+    INSTALLED_APPS=["recurjobs.django"],
+    DATABASES={"default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": "file:django.sqlite3?mode=rwc",
+        "OPTIONS": {"uri": True},
+    }},
+    RECURJOBS={"DATABASE": "default", "MAIN_DOM": False},
+)
+django.setup()
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE made_by_django (x integer)")
+
+import recurjobs.django
+from recurjobs.sql import JobStore
+store = JobStore(recurjobs.django.get_host().database)
+store.create_schema()
+from sqlalchemy import inspect
+seen_by_recurjobs = inspect(store.engine).get_table_names()
+store.dispose()
+seen_by_django = connection.introspection.table_names()
+files = sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm")))
+print(json.dumps([literal, "made_by_django" in seen_by_recurjobs,
+                  "recurjobs_jobs" in seen_by_django, files]))
+"""
+
+
+def test_a_sqlite_uri_name_reaches_the_same_file(tmp_path: Path) -> None:
+    """DATABASES NAME "file:django.sqlite3?mode=rwc" (Django opens every SQLite name as a URI):
+    recurjobs' engine on the alias opens the very file Django does, also with a SQLite that
+    reads a file name as a URI only when asked (upstream's default), where a URL without
+    ?uri=true would open a file literally named "file:django.sqlite3?mode=rwc"."""
+    done = subprocess.run(
+        [sys.executable, "-c", _URI_NAME_SCRIPT],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert 0 == done.returncode, done.stderr
+    found = json.loads(done.stdout)
+    if not (found and found[0]):
+        pytest.skip("cannot make this SQLite read file names literally (needs libsqlite3.so.0)")
+    _, django_table_seen, recurjobs_table_seen, files = found
+    assert (True, True, ["django.sqlite3"]) == (django_table_seen, recurjobs_table_seen, files)
 
 
 @pytest.mark.parametrize(
