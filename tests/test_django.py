@@ -494,6 +494,32 @@ def test_trigger_without_a_main_instance_fails(tmp_path: Path) -> None:
         command("trigger", "Tick")
 
 
+@pytest.mark.parametrize(("action", "verb"), [("trigger", "triggered"), ("pause", "paused")])
+def test_a_main_instance_that_does_not_answer_fails_the_command_within_a_second(
+    tmp_path: Path, action: str, verb: str
+) -> None:
+    """A main instance that takes the connection but never answers (hung, stopped): `trigger`
+    and `pause` of a recurring job give up after the forwarding timeout of 1 s with that
+    reason (exit 1) instead of waiting for it."""
+    import socket
+    import time
+
+    recurjobs = {"JOBS": [f"{HERE}.Tick"], "MAIN_DOM_DIRECTORY": str(tmp_path)}
+    with override_settings(RECURJOBS=recurjobs):
+        main_dom = integration.build_host().gates.main_dom
+        assert main_dom is not None and main_dom.socket_path is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(main_dom.socket_path)
+            listener.listen()  # connections wait in the backlog; nothing ever answers
+            began = time.monotonic()
+            with pytest.raises(CommandError) as refused:
+                command(action, "Tick")
+            took = time.monotonic() - began
+    expected = f"Tick was not {verb}: the main instance did not answer within 1 s"
+    assert (expected, 1) == (str(refused.value)[: len(expected)], refused.value.returncode)
+    assert 0.5 < took < 5  # the 1 s timeout, with room for a busy machine
+
+
 def test_pause_a_recurring_job_pauses_it_in_the_main_instance(tmp_path: Path) -> None:
     """`recurjobs pause Tick` pauses the job where it runs (the main instance), and `resume`
     undoes it."""
@@ -701,7 +727,7 @@ def _has_dashboard() -> bool:
     return True
 
 
-_DASHBOARD = pytest.mark.skipif(not _has_dashboard(), reason="needs recurjobs.dashboard (issue 12)")
+_DASHBOARD = pytest.mark.skipif(not _has_dashboard(), reason="needs the dashboard extra (flask)")
 
 
 class _User:
@@ -743,15 +769,17 @@ def dashboard_settings(tmp_path: Path) -> Iterator[str]:
 def test_dashboard_is_for_staff_only(
     dashboard_settings: str, user: _User, status: int, location: str | None
 ) -> None:
-    """Anonymous users are sent to LOGIN_URL, logged-in non-staff users get 403."""
+    """Anonymous users are sent to LOGIN_URL, logged-in non-staff users get 403; the dashboard
+    app is never built, so never called."""
     from django.test import RequestFactory
 
-    from recurjobs.django._dashboard import dashboard_view
+    from recurjobs.django import _dashboard
 
     request = RequestFactory().get("/jobs/")
     request.user = user
-    response = dashboard_view(request, rest="")
+    response = _dashboard.dashboard_view(request, rest="")
     assert (status, location) == (response.status_code, response.get("Location"))
+    assert None is _dashboard._app
 
 
 @_DASHBOARD
