@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -181,6 +184,14 @@ def test_settings_reach_the_host(tmp_path: Path) -> None:
         ),
         (
             {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": "file:/srv/db.sqlite3?mode=rwc&cache=private#x",
+                "OPTIONS": {"uri": True},
+            },
+            "sqlite:///file%3A/srv/db.sqlite3?cache=private&mode=rwc&uri=true",
+        ),
+        (
+            {
                 "ENGINE": "django.db.backends.postgresql",
                 "NAME": "app",
                 "USER": "u",
@@ -193,11 +204,78 @@ def test_settings_reach_the_host(tmp_path: Path) -> None:
             "mysql+pymysql:///app?unix_socket=%2Frun%2Fmysqld%2Fm.sock",
         ),
     ],
-    ids=["postgres", "mysql", "sqlite", "postgres-socket", "mysql-socket"],
+    ids=["postgres", "mysql", "sqlite", "sqlite-uri", "postgres-socket", "mysql-socket"],
 )
 def test_database_alias_becomes_a_url(entry: dict[str, object], url: str) -> None:
     """A DATABASES alias turns into the URL of recurjobs' driver for the same server."""
     assert url == alias_url("default", {"default": entry}, "RECURJOBS['DATABASE']")
+
+
+_URI_NAME_SCRIPT = """
+import ctypes, json, os, sqlite3
+# Upstream SQLite reads a file name as a URI only when asked (SQLITE_USE_URI=0); Debian's is
+# built to read URIs always, which would hide a URL that does not ask. Turn that off.
+try:
+    lib = ctypes.CDLL("libsqlite3.so.0")
+except OSError:  # no shared SQLite library of that name (not Linux)
+    raise SystemExit(print(json.dumps(None)))
+lib.sqlite3_shutdown()
+lib.sqlite3_config(17, ctypes.c_int(0))  # SQLITE_CONFIG_URI
+lib.sqlite3_initialize()
+sqlite3.connect("file:probe?mode=rwc").close()
+literal = os.path.exists("file:probe?mode=rwc")
+os.remove("file:probe?mode=rwc" if literal else "probe")
+
+import django
+from django.conf import settings
+settings.configure(
+    SECRET_KEY="test",
+    INSTALLED_APPS=["recurjobs.django"],
+    DATABASES={"default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": "file:django.sqlite3?mode=rwc",
+        "OPTIONS": {"uri": True},
+    }},
+    RECURJOBS={"DATABASE": "default", "MAIN_DOM": False},
+)
+django.setup()
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE made_by_django (x integer)")
+
+import recurjobs.django
+from recurjobs.sql import JobStore
+store = JobStore(recurjobs.django.get_host().database)
+store.create_schema()
+from sqlalchemy import inspect
+seen_by_recurjobs = inspect(store.engine).get_table_names()
+store.dispose()
+seen_by_django = connection.introspection.table_names()
+files = sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm")))
+print(json.dumps([literal, "made_by_django" in seen_by_recurjobs,
+                  "recurjobs_jobs" in seen_by_django, files]))
+"""
+
+
+def test_a_sqlite_uri_name_reaches_the_same_file(tmp_path: Path) -> None:
+    """DATABASES NAME "file:django.sqlite3?mode=rwc" (Django opens every SQLite name as a URI):
+    recurjobs' engine on the alias opens the very file Django does, also with a SQLite that
+    reads a file name as a URI only when asked (upstream's default), where a URL without
+    ?uri=true would open a file literally named "file:django.sqlite3?mode=rwc"."""
+    done = subprocess.run(
+        [sys.executable, "-c", _URI_NAME_SCRIPT],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert 0 == done.returncode, done.stderr
+    found = json.loads(done.stdout)
+    if not (found and found[0]):
+        pytest.skip("cannot make this SQLite read file names literally (needs libsqlite3.so.0)")
+    _, django_table_seen, recurjobs_table_seen, files = found
+    assert (True, True, ["django.sqlite3"]) == (django_table_seen, recurjobs_table_seen, files)
 
 
 @pytest.mark.parametrize(
@@ -416,6 +494,30 @@ def test_trigger_without_a_main_instance_fails(tmp_path: Path) -> None:
         command("trigger", "Tick")
 
 
+@pytest.mark.parametrize(("action", "verb"), [("trigger", "triggered"), ("pause", "paused")])
+def test_a_main_instance_that_does_not_answer_fails_the_command_within_a_second(
+    tmp_path: Path, action: str, verb: str
+) -> None:
+    """A main instance that takes the connection but never answers (hung, stopped): `trigger`
+    and `pause` of a recurring job give up after the forwarding timeout of 1 s with that
+    reason (exit 1) instead of waiting for it."""
+    import socket
+    import time
+
+    recurjobs = {"JOBS": [f"{HERE}.Tick"], "MAIN_DOM_DIRECTORY": str(tmp_path)}
+    with override_settings(RECURJOBS=recurjobs):
+        main_dom = integration.build_host().gates.main_dom
+        assert main_dom is not None and main_dom.socket_path is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(main_dom.socket_path)
+            listener.listen()  # connections wait in the backlog; nothing ever answers
+            began = time.monotonic()
+            with pytest.raises(CommandError) as refused:
+                command(action, "Tick")
+            took = time.monotonic() - began
+    expected = f"Tick was not {verb}: the main instance did not answer within 1 s"
+    assert (expected, 1) == (str(refused.value)[: len(expected)], refused.value.returncode)
+    assert 0.5 < took < 5  # the 1 s timeout, with room for a busy machine
 
 
 def test_pause_a_recurring_job_pauses_it_in_the_main_instance(tmp_path: Path) -> None:
@@ -451,6 +553,95 @@ def test_pause_and_resume_a_distributed_job(tmp_path: Path) -> None:
         )
         with pytest.raises(CommandError, match="no job named 'nobody'"):
             command("pause", "nobody")
+
+
+class OtherTick(RecurringJob, TriggerableJob):
+    """A second job class named Tick, as if from another module of the project."""
+
+    __module__ = "shop.other"
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(minutes=5))
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+OtherTick.__name__ = OtherTick.__qualname__ = "Tick"
+
+
+class RecurringReport(RecurringJob, TriggerableJob):
+    """A recurring job named "report", like the distributed Report."""
+
+    name = "report"
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(minutes=5))
+
+    def run(self, token: CancellationToken) -> None:
+        pass
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "trigger"])
+@pytest.mark.parametrize(
+    ("recurring", "distributed", "name", "candidates"),
+    [
+        (
+            [Tick, OtherTick],
+            [],
+            "Tick",
+            "(recurring tests.test_django.Tick; recurring shop.other.Tick)",
+        ),
+        (
+            [Tick, Tick],
+            [],
+            "Tick",
+            "(recurring tests.test_django.Tick; recurring tests.test_django.Tick)",
+        ),
+        (
+            [RecurringReport],
+            [Report],
+            "report",
+            "(recurring tests.test_django.RecurringReport; distributed tests.test_django.Report)",
+        ),
+    ],
+    ids=["two-classes", "two-instances", "recurring-and-distributed"],
+)
+def test_a_name_several_jobs_have_is_refused(
+    tmp_path: Path,
+    action: str,
+    recurring: list[type],
+    distributed: list[type],
+    name: str,
+    candidates: str,
+) -> None:
+    """`recurjobs pause|resume|trigger NAME` when several registered jobs have that name: a
+    command error listing them (exit 2), and neither the running main instance's jobs nor the
+    distributed job's row are touched; acting on one of them would be a guess."""
+    key = f"django-ambiguous-{tmp_path.name}"
+    main = JobHost(
+        [kind() for kind in recurring],
+        main_dom=MainDom(key, directory=str(tmp_path)),
+        clock=ManualClock(),
+    )
+    if action == "resume":
+        main.pause(name)
+    database = tmp_path / "jobs.db"
+    recurjobs = {
+        "JOBS": [lambda: [kind() for kind in recurring + distributed]],
+        "DATABASE": f"sqlite:///{database}",
+        "MAIN_DOM": key,
+        "MAIN_DOM_DIRECTORY": str(tmp_path),
+    }
+    with main, override_settings(RECURJOBS=recurjobs):
+        with pytest.raises(CommandError) as refused:
+            command(action, name)
+        states = [(s.paused, s.runs) for s in main.status()]
+    count = len(recurring + distributed)
+    expected = f"{count} registered jobs are named {name!r} {candidates}: nothing was "
+    assert (expected, 2) == (str(refused.value)[: len(expected)], refused.value.returncode)
+    assert [(action == "resume", 0)] * len(recurring) == states
+    assert False is database.exists()
 
 
 def test_history_of_an_unused_database(tmp_path: Path) -> None:
@@ -536,7 +727,7 @@ def _has_dashboard() -> bool:
     return True
 
 
-_DASHBOARD = pytest.mark.skipif(not _has_dashboard(), reason="needs recurjobs.dashboard (issue 12)")
+_DASHBOARD = pytest.mark.skipif(not _has_dashboard(), reason="needs the dashboard extra (flask)")
 
 
 class _User:
@@ -578,15 +769,17 @@ def dashboard_settings(tmp_path: Path) -> Iterator[str]:
 def test_dashboard_is_for_staff_only(
     dashboard_settings: str, user: _User, status: int, location: str | None
 ) -> None:
-    """Anonymous users are sent to LOGIN_URL, logged-in non-staff users get 403."""
+    """Anonymous users are sent to LOGIN_URL, logged-in non-staff users get 403; the dashboard
+    app is never built, so never called."""
     from django.test import RequestFactory
 
-    from recurjobs.django._dashboard import dashboard_view
+    from recurjobs.django import _dashboard
 
     request = RequestFactory().get("/jobs/")
     request.user = user
-    response = dashboard_view(request, rest="")
+    response = _dashboard.dashboard_view(request, rest="")
     assert (status, location) == (response.status_code, response.get("Location"))
+    assert None is _dashboard._app
 
 
 @_DASHBOARD

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -127,6 +128,45 @@ def test_check_reports_bad_settings(project: Path, tmp_path: Path) -> None:
     assert "recurjobs.E003" in done.stderr
     assert "recurjobs.E006" in done.stderr
     assert "'elsewhere', which is neither a URL nor a DATABASES alias" in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("stuck_seconds", "stop_timeout", "code"), [("1", "5", 0), ("30", "1", 1)], ids=["0", "1"]
+)
+def test_recurjobs_run_stops_on_sigterm(
+    project: Path, tmp_path: Path, stuck_seconds: str, stop_timeout: str, code: int
+) -> None:
+    """`manage.py recurjobs run --stop-timeout T` gets SIGTERM while a job runs: it stops the
+    host, waits for the job and exits 0 when the job ends within T; when the job ignores its
+    cancellation beyond T, it exits 1 saying so, without waiting for the job."""
+    out = tmp_path / "events.txt"
+    environ = env(tmp_path, DJTEST_JOBS="StuckJob", DJTEST_STUCK_SECONDS=stuck_seconds)
+    command = [python(), str(project / "manage.py"), "recurjobs", "run"]
+    proc = subprocess.Popen(
+        [*command, "--stop-timeout", stop_timeout],
+        cwd=project,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: named(out, "stuck-start"), 30, "the job to start")
+        signalled = time.time()
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=20)[1].decode()
+    finally:
+        stop_group(proc)
+    assert code == proc.returncode, stderr
+    waiting = f"recurjobs: stopping (waiting up to {stop_timeout} s for running jobs)"
+    refused = f"some jobs did not stop within {stop_timeout} s"
+    assert (True, code == 1) == (waiting in stderr, refused in stderr)
+    ended = [e.at for e in named(out, "stuck-end")]
+    if code == 0:  # the job was still running at the signal, and the command waited for it
+        assert (1, True) == (len(ended), ended[0] > signalled)
+    else:
+        assert [] == ended
 
 
 # ------------------------------------------------------------------------- runserver
@@ -262,6 +302,51 @@ def test_gunicorn_two_machines_three_workers_each(
     assert min(gaps) >= 1.5  # period 2 s; records come a little after each claim
     assert SOAK_SECONDS / 2 / 3 <= len(starts) <= SOAK_SECONDS / 2 + 3
     assert {"a", "b"} >= {e.machine for e in found if e.name == "dist-start"}
+
+
+def docs_gunicorn_conf() -> str:
+    """The gunicorn.conf.py of docs/django.md's `--preload` recipe, as the page shows it."""
+    page = (ROOT / "docs" / "django.md").read_text()
+    start = page.index("```python\n# gunicorn.conf.py\n") + len("```python\n")
+    return page[start : page.index("```", start)]
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of the live process ``pid`` (Linux /proc)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.timeout(90)
+def test_gunicorn_preload_with_the_documented_post_fork(project: Path, tmp_path: Path) -> None:
+    """gunicorn with docs/django.md's gunicorn.conf.py (`preload_app`, AUTOSTART off, start()
+    in `post_fork`) and 2 workers: the project loads once, in the master, which runs no job;
+    one worker runs the recurring job, and triggers from the workers' views are accepted."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads parent pids from /proc")
+    (project / "gunicorn.conf.py").write_text(docs_gunicorn_conf())
+    out, port = tmp_path / "events.txt", free_port()
+    command = [script("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "djproj.wsgi"]
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=project,
+            env=env(tmp_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: len(named(out, "run")) >= 3, 60, "three runs")
+        runner = named(out, "run")[0].pid
+        runner_parent = parent_pid(runner)
+        accepted = [trigger(port) for _ in range(6)]
+    finally:
+        stop_group(proc)
+    runs = named(out, "run")
+    assert ({proc.pid}, {runner}) == ({e.pid for e in named(out, "loaded")}, {e.pid for e in runs})
+    assert (proc.pid, [True] * 6) == (runner_parent, accepted)
+    assert runner in {e.pid for e in named(out, "closed")}  # stopped at the worker's exit
 
 
 # ------------------------------------------------------------------ database restart

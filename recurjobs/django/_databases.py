@@ -66,14 +66,17 @@ def alias_url(alias: str, databases: Mapping[str, Any], where: str) -> str:
     name = entry.get("NAME")
     name = str(name) if name is not None else ""  # NAME may be a pathlib.Path
     if driver == "sqlite":
-        if not name or name == ":memory:" or name.startswith("file::memory:") or (
-            name.startswith("file:") and "mode=memory" in name
+        if (
+            not name
+            or name == ":memory:"
+            or name.startswith("file::memory:")
+            or (name.startswith("file:") and "mode=memory" in name)
         ):
             raise ValueError(
                 f"{where}: DATABASES[{alias!r}] is an in-memory SQLite database, which other "
                 "connections and processes cannot see; use a file or a server"
             )
-        return URL.create("sqlite", database=name).render_as_string(hide_password=False)
+        return _sqlite_url(name)
     options = entry.get("OPTIONS") or {}
     allowed = _POSTGRES_OPTIONS if driver.startswith("postgresql") else _MYSQL_OPTIONS
     query = {k: str(v) for k, v in options.items() if k in allowed and v is not None}
@@ -99,4 +102,29 @@ def alias_url(alias: str, databases: Mapping[str, Any], where: str) -> str:
         database=name or None,
         query=query,
     )
+    return url.render_as_string(hide_password=False)
+
+
+def _sqlite_url(name: str) -> str:
+    """The URL of the SQLite database Django opens for ``NAME``.
+
+    Django opens every SQLite database with ``uri=True``, so a ``NAME`` that starts with
+    ``file:`` is a URI (``file:/srv/db.sqlite3?mode=rwc``): the URL says so (``?uri=true``,
+    SQLAlchemy's spelling) and carries the URI's parameters (``mode``, ``cache``, ...) as its
+    query. Without it SQLite reads the URL's database as a plain file name, unless it was
+    built to read URIs anyway: ``file:db.sqlite3?mode=rwc`` would then be a file of that very
+    name in the working directory, another database than Django's.
+    """
+    from urllib.parse import parse_qsl
+
+    from sqlalchemy.engine import URL
+
+    if not name.startswith("file:"):
+        return URL.create("sqlite", database=name).render_as_string(hide_password=False)
+    path, _, rest = name.partition("#")[0].partition("?")
+    query: dict[str, list[str]] = {}
+    for key, value in parse_qsl(rest, keep_blank_values=True):
+        query.setdefault(key, []).append(value)
+    query["uri"] = ["true"]
+    url = URL.create("sqlite", database=path, query=query)
     return url.render_as_string(hide_password=False)

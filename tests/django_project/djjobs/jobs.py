@@ -62,3 +62,16 @@ class DbJob(RecurringJob):
             record("db-error", type(exc).__name__)
             raise
         record("db-ok", str(backend))
+
+
+class StuckJob(RecurringJob):
+    """Once, at the start: records "stuck-start", then ignores its cancellation token for
+    ``$DJTEST_STUCK_SECONDS`` (default 20) seconds; records "stuck-end" if it gets there."""
+
+    def __init__(self) -> None:
+        super().__init__(timedelta(days=1), delay=timedelta(0))
+
+    def run(self, token: CancellationToken) -> None:
+        record("stuck-start")
+        time.sleep(float(os.environ.get("DJTEST_STUCK_SECONDS", "20")))
+        record("stuck-end")

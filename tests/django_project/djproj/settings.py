@@ -6,7 +6,8 @@
 - ``DJTEST_JOBS``: comma-separated names of :mod:`djjobs.jobs` to register (default "PidJob");
 - ``DJTEST_MAIN_DOM`` ("true"/"false"), ``DJTEST_LOCKS`` (the main instance lock directory),
   ``DJTEST_PREFIX`` (table prefix), ``DJTEST_CLOSE`` ("false" turns CLOSE_CONNECTIONS off),
-  ``DJTEST_RECURJOBS`` (a JSON object merged into RECURJOBS, to test bad settings).
+  ``DJTEST_RECURJOBS`` (a JSON object merged into RECURJOBS, to test bad settings);
+- ``RECURJOBS_AUTOSTART`` ("false" turns AUTOSTART off, as in docs/django.md).
 """
 
 import json
@@ -54,6 +55,8 @@ RECURJOBS: dict[str, object] = {
     "DISTRIBUTED": {"poll_period": 0.2, "delay": 0},
     "CLOSE_CONNECTIONS": os.environ.get("DJTEST_CLOSE", "true") == "true",
     "EXIT_TIMEOUT": 5,
+    # As docs/django.md shows: the gunicorn --preload recipe turns it off from gunicorn.conf.py.
+    "AUTOSTART": os.environ.get("RECURJOBS_AUTOSTART", "true"),
 }
 RECURJOBS.update(json.loads(os.environ.get("DJTEST_RECURJOBS", "{}")))
 

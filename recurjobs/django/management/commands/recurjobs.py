@@ -24,6 +24,7 @@ from recurjobs._clitext import database_table, format_table, status_table, to_js
 from recurjobs._host import JobHost, _is_distributed
 from recurjobs._jobs import job_name
 
+_DONE = {"trigger": "triggered", "pause": "paused", "resume": "resumed"}
 _NEEDS = "needs a recurjobs with run history and pause (JobHost.{}); this installation lacks it"
 
 
@@ -88,7 +89,7 @@ class Command(BaseCommand):  # type: ignore[misc]
 
     def _trigger(self, host: JobHost, options: dict[str, Any]) -> None:
         name = options["name"]
-        job = {job_name(j): j for j in host.jobs}.get(name)
+        job = _registered(host, name, "trigger")
         if job is not None and not _is_distributed(job):
             self._forward(host, name, job)
             return
@@ -160,7 +161,7 @@ class Command(BaseCommand):  # type: ignore[misc]
         method = getattr(host, action, None)
         if not callable(method):
             raise CommandError(_NEEDS.format(action))
-        job = {job_name(j): j for j in host.jobs}.get(name)
+        job = _registered(host, name, action)
         if job is not None and not _is_distributed(job):
             self._pause_in_main_instance(host, name, job, action)
             return
@@ -239,6 +240,26 @@ class Command(BaseCommand):  # type: ignore[misc]
             if isinstance(url, str):
                 first = f"{masked(url)}: {scrub(first, url)}"
             raise CommandError(f"database error on {first}") from None
+
+
+def _registered(host: JobHost, name: str, action: str) -> object | None:
+    """The one registered job named ``name`` (None: none is, so the name is a distributed
+    job's row); a command error listing them when several are, since acting on one of them
+    would be a guess (two classes of one name in different modules, several instances of one
+    class, a recurring and a distributed job of one name)."""
+    found = [j for j in host.jobs if job_name(j) == name]
+    if len(found) < 2:
+        return found[0] if found else None
+    described = []
+    for job in found:
+        kind = "distributed" if _is_distributed(job) else "recurring"
+        described.append(f"{kind} {type(job).__module__}.{type(job).__qualname__}")
+    raise CommandError(
+        f"{len(found)} registered jobs are named {name!r} ({'; '.join(described)}): "
+        f"nothing was {_DONE[action]}; give them distinct names (a job's name attribute) to "
+        f"{action} one",
+        returncode=2,
+    )
 
 
 def _when(value: datetime | None) -> str:
