@@ -26,7 +26,7 @@ from recurjobs._clitext import (
     to_json,
 )
 from recurjobs._host import JobHost
-from recurjobs._jobs import job_name
+from recurjobs._jobs import job_name, one_named
 from recurjobs._jobview import JobView
 
 __all__ = [
@@ -102,8 +102,7 @@ def database_rows(database: str, prefix: str) -> list[Any]:
 def trigger_job(host: JobHost, config: Mapping[str, Any], name: str) -> None:
     """Trigger the job ``name``: a recurring one through the main instance, a distributed one
     through the database."""
-    known = {job_name(j): j for j in host.jobs}
-    job = known.get(name)
+    job = _registered(host, name, "triggered")
     if job is not None and not callable(getattr(job, "execute", None)):
         forward_to_main_instance(host, name, job)
         return
@@ -122,7 +121,7 @@ def trigger_job(host: JobHost, config: Mapping[str, Any], name: str) -> None:
 def set_paused(host: JobHost, config: Mapping[str, Any], name: str, paused: bool) -> None:
     """Pause or resume a job: a distributed job's row, or a recurring job in the process that
     runs it (the machine's main instance, asked over its socket)."""
-    job = {job_name(j): j for j in host.jobs}.get(name)
+    job = _registered(host, name, "paused" if paused else "resumed")
     if job is not None and not callable(getattr(job, "execute", None)):
         _pause_in_main_instance(host, name, job, paused)
         return
@@ -141,6 +140,15 @@ def set_paused(host: JobHost, config: Mapping[str, Any], name: str, paused: bool
         click.echo(f"paused {name}: no server claims it until `flask recurjobs resume {name}`")
     else:
         click.echo(f"resumed {name}: it runs when it is next due")
+
+
+def _registered(host: JobHost, name: str, done: str) -> object | None:
+    """The one registered job named ``name`` (None: none is, so the name is a distributed
+    job's row); a usage error (exit 2) listing them when several are."""
+    try:
+        return one_named(host.jobs, name, done)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def show_history(

@@ -22,6 +22,7 @@ __all__ = [
     "check_recurring",
     "is_distributed",
     "job_name",
+    "one_named",
 ]
 
 
@@ -266,3 +267,22 @@ def job_name(job: object) -> str:
     """A readable name for logs and status: ``job.name`` if it is a str, else the class name."""
     name = call_user(f"name of a {type(job).__name__}", getattr, job, "name", None, default=None)
     return name if isinstance(name, str) else type(job).__name__
+
+
+def one_named(jobs: Iterable[object], name: str, done: str) -> object | None:
+    """The one job of ``jobs`` named ``name`` (None: none is). Several of that name (two
+    classes of one name in different modules, instances of one class, a recurring and a
+    distributed job) raise ValueError listing them: a command acting on one of them would be
+    guessing. ``done`` says in the message what did not happen ("triggered", "paused")."""
+    found = [job for job in jobs if job_name(job) == name]
+    if len(found) < 2:
+        return found[0] if found else None
+    described = "; ".join(
+        f"{'distributed' if is_distributed(job) else 'recurring'} "
+        f"{type(job).__module__}.{type(job).__qualname__}"
+        for job in found
+    )
+    raise ValueError(
+        f"{len(found)} registered jobs are named {name!r} ({described}): nothing was {done}; "
+        "give them distinct names (a job's name attribute) to act on one"
+    )

@@ -22,7 +22,7 @@ from recurjobs._clistore import CommandError as StoreError
 from recurjobs._clistore import read_rows, trigger_row
 from recurjobs._clitext import database_table, format_table, status_table, to_json
 from recurjobs._host import JobHost, _is_distributed
-from recurjobs._jobs import job_name
+from recurjobs._jobs import job_name, one_named
 
 _DONE = {"trigger": "triggered", "pause": "paused", "resume": "resumed"}
 _NEEDS = "needs a recurjobs with run history and pause (JobHost.{}); this installation lacks it"
@@ -244,22 +244,11 @@ class Command(BaseCommand):  # type: ignore[misc]
 
 def _registered(host: JobHost, name: str, action: str) -> object | None:
     """The one registered job named ``name`` (None: none is, so the name is a distributed
-    job's row); a command error listing them when several are, since acting on one of them
-    would be a guess (two classes of one name in different modules, several instances of one
-    class, a recurring and a distributed job of one name)."""
-    found = [j for j in host.jobs if job_name(j) == name]
-    if len(found) < 2:
-        return found[0] if found else None
-    described = []
-    for job in found:
-        kind = "distributed" if _is_distributed(job) else "recurring"
-        described.append(f"{kind} {type(job).__module__}.{type(job).__qualname__}")
-    raise CommandError(
-        f"{len(found)} registered jobs are named {name!r} ({'; '.join(described)}): "
-        f"nothing was {_DONE[action]}; give them distinct names (a job's name attribute) to "
-        f"{action} one",
-        returncode=2,
-    )
+    job's row); a command error (exit 2) listing them when several are."""
+    try:
+        return one_named(host.jobs, name, _DONE[action])
+    except ValueError as exc:
+        raise CommandError(str(exc), returncode=2) from None
 
 
 def _when(value: datetime | None) -> str:
