@@ -716,6 +716,21 @@ def test_history_shows_a_recorded_run(tmp_path: Path) -> None:
         (r["job"], r["kind"], r["outcome"], r["trigger"]) for r in records
     ]
     assert "Query" in text.splitlines()[1]
+    # The same table and JSON as the standalone `recurjobs history` prints for that database.
+    standalone = subprocess.run(
+        [sys.executable, "-m", "recurjobs", "history", "--database", url, "--job", "Query"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert standalone.stdout.rstrip("\n") == text.rstrip("\n")
+    as_json = subprocess.run(
+        [sys.executable, "-m", "recurjobs", "history", "--database", url, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(as_json.stdout) == records
 
 
 # -------------------------------------------------------------------------- dashboard

@@ -7,12 +7,10 @@ process) and stops it on SIGINT or SIGTERM.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import threading
-from datetime import datetime
 from types import FrameType
 from typing import Any
 
@@ -20,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from recurjobs._clistore import CommandError as StoreError
 from recurjobs._clistore import read_rows, trigger_row
-from recurjobs._clitext import database_table, format_table, status_table, to_json
+from recurjobs._clitext import database_table, history_table, status_table, to_json
 from recurjobs._host import JobHost, _is_distributed
 from recurjobs._jobs import job_name, one_named
 
@@ -131,25 +129,9 @@ class Command(BaseCommand):  # type: ignore[misc]
             host,
         )
         if options["json"]:
-            self.stdout.write(json.dumps([_record_json(r) for r in records], indent=2))
+            self.stdout.write(json.dumps([to_json(r) for r in records], indent=2))
             return
-        if not records:
-            self.stdout.write("no runs recorded")
-            return
-        rows = [
-            [
-                _when(r.started_at),
-                _when(r.ended_at),
-                r.job,
-                r.kind,
-                r.outcome,
-                r.trigger,
-                r.host,
-            ]
-            for r in records
-        ]
-        headers = ["STARTED (UTC)", "ENDED (UTC)", "JOB", "KIND", "OUTCOME", "TRIGGER", "HOST"]
-        self.stdout.write(format_table(headers, rows))
+        self.stdout.write(history_table(records))  # the columns of `recurjobs history`
 
     def _pause(self, host: JobHost, options: dict[str, Any]) -> None:
         self._set_paused(host, options["name"], "pause")
@@ -251,13 +233,3 @@ def _registered(host: JobHost, name: str, action: str) -> object | None:
         raise CommandError(str(exc), returncode=2) from None
 
 
-def _when(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _record_json(record: Any) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in dataclasses.fields(record):
-        value = getattr(record, item.name)
-        out[item.name] = value.isoformat() if isinstance(value, datetime) else value
-    return out
