@@ -498,3 +498,31 @@ def test_stop_from_inside_a_calendar_run_ends_the_host() -> None:
     host = JobHost([job], clock=clock)
     host.start()  # 00:00 is a fire time: it runs at once
     assert (True, False, True) == (returned.wait(10), host.running, host.stop(timeout=10))
+
+
+def test_a_calendar_with_no_fire_time_left_waits_for_triggers_on_a_running_host() -> None:
+    """On a host started on 31 December 9999: a yearly job has no fire time from the start, a
+    23:59 job runs once and then has none. Neither plans an automatic run (status() says
+    next_run None), both stay alive, triggers run them, and stop() ends both threads."""
+    clock = ManualClock(datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
+    yearly = CalendarJob(clock, Cron("@yearly"))
+    last = CalendarJob(clock, Cron("59 23 31 12 *"))
+    host = JobHost([yearly, last], clock=clock).start()
+    clock.wait_for_waiters(2)
+    first = [s.next_run for s in host.status()]
+    clock.advance(timedelta(minutes=59))  # 23:59: as far as a datetime reaches
+    clock.wait_for_waiters(2)
+    ran = (list(yearly.starts), list(last.starts))
+    triggered = (host.trigger(yearly), host.trigger(last))
+    clock.wait_for_waiters(2)
+    after = [(s.next_run, s.alive, s.failures) for s in host.status()]
+    stopped = host.stop(timeout=5)
+    assert [None, datetime(9999, 12, 31, 23, 59, tzinfo=UTC)] == first
+    assert ([], ["9999-12-31T23:59+00:00"]) == ran
+    assert (True, True) == triggered
+    assert [(None, True, 0)] * 2 == after
+    assert (["9999-12-31T23:59+00:00"], ["9999-12-31T23:59+00:00"] * 2) == (
+        yearly.starts,
+        last.starts,
+    )
+    assert stopped
