@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
@@ -203,6 +203,75 @@ def test_socket_is_owner_only_and_removed_at_stop(tmp_path: Path, hosts: list[Jo
     assert [] == [t for t in threading.enumerate() if t.name == "recurjobs-trigger-listener"]
 
 
+NOBODY = 65534  # the uid and gid a child drops to, to stand for another local user
+
+
+def as_other_user(directory: Path, name: str, payload: bytes) -> str:
+    """From a forked child that drops root for uid and gid NOBODY, send ``payload`` to the
+    socket ``name`` in ``directory``; the answer line, or the name of the error it met.
+
+    The child enters ``directory`` before it drops root, so only that directory (not its
+    parents) must let the other user through; its credentials are those of its connect().
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, which never returns
+        try:
+            os.close(read_end)
+            os.chdir(directory)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(3)
+                    sock.connect(name)
+                    with suppress(BrokenPipeError):  # answered before it read
+                        sock.sendall(payload)
+                    answer = sock.makefile("rb").readline().decode()
+            except OSError as exc:
+                answer = type(exc).__name__
+            os.write(write_end, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return answer
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="a peer of another user needs root to make (setuid) and SO_PEERCRED to be told",
+)
+def test_a_peer_of_another_user_is_refused_by_the_mode_and_by_its_uid(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """Another local user (a child that dropped root for uid 65534) cannot connect: the socket
+    is mode 0600. With the mode opened to everyone (a file system that ignores it), the
+    listener still refuses that peer by its uid (SO_PEERCRED) and the job does not run; the
+    same request from our own user is accepted."""
+    job = Counted()
+    host = main_host(hosts, tmp_path, job)
+    path = host.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    request = {"job": job_id(Counted), "index": 0, "count": 1, "strategy": "NONE"}
+    payload = json.dumps({**request, "next_delay": None, "expires": time.time() + 30}).encode()
+    os.chmod(tmp_path, 0o711)  # let the other user reach the socket's directory
+    by_mode = as_other_user(tmp_path, os.path.basename(path), payload + b"\n")
+    os.chmod(path, 0o666)
+    by_uid = json.loads(as_other_user(tmp_path, os.path.basename(path), payload + b"\n"))
+    refused_runs = job.runs
+    own = raw_request(path, payload + b"\n")
+    assert "PermissionError" == by_mode
+    assert (False, "refused: the sender runs as another user") == (
+        by_uid["accepted"],
+        by_uid["reason"],
+    )
+    assert (0, True, True) == (refused_runs, own["accepted"], job.ran.wait(5))
+
+
 def test_start_takes_a_free_lock_and_listens_at_once(tmp_path: Path, hosts: list[JobHost]) -> None:
     """start() takes a free lock at once, so triggers reach it before any run (delay INFINITE)."""
     job = Counted()
@@ -302,6 +371,32 @@ def test_a_never_started_host_forwards_to_the_main_instance(
     assert False is web.trigger(Counted)
 
 
+@pytest.mark.parametrize("twice", [False, True], ids=["unknown-job", "in-two-hosts"])
+def test_a_refusal_is_logged_by_the_sender_with_the_main_instance_s_reason(
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture, twice: bool
+) -> None:
+    """A trigger the main instance refuses (a job it does not have, or has in two hosts) is
+    False in the sending process, with one warning there that carries the main instance's
+    reason; nothing runs."""
+    job = Counted()
+    main_host(hosts, tmp_path, job, Plain())
+    if twice:
+        main_host(hosts, tmp_path, Counted())
+    sent: type[Counted | Other] = Counted if twice else Other
+    web = JobHost([sent()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        accepted = web.trigger(sent)
+    reason = (
+        f"{job_id(Counted)} is registered with several hosts in the main instance"
+        if twice
+        else f"no job {job_id(Other)} is registered in the main instance"
+    )
+    assert (False, 0) == (accepted, job.runs)
+    assert [f"trigger of {job_id(sent)} was not run: {reason}"] == [
+        r.getMessage() for r in caplog.records if r.name == "recurjobs.forward"
+    ]
+
+
 def test_a_refused_forwarded_trigger_says_why(tmp_path: Path, hosts: list[JobHost]) -> None:
     """The main instance refuses a trigger of a paused job, and its reply says so."""
     job = Counted()
@@ -313,19 +408,22 @@ def test_a_refused_forwarded_trigger_says_why(tmp_path: Path, hosts: list[JobHos
 
 
 def test_not_main_and_nobody_listening_is_false_at_once(
-    tmp_path: Path, hosts: list[JobHost]
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """When the lock holder has no listener, trigger() is False at once and nothing runs."""
+    """When the lock holder has no listener, trigger() is False at once, nothing runs, and one
+    warning says why."""
     job = Counted()
     main_dom = MainDom(KEY, directory=str(tmp_path))
     host = JobHost([job], main_dom=main_dom)
     hosts.append(host)
-    with foreign_holder(main_dom):
+    with foreign_holder(main_dom), caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
         host.start()
         started = time.monotonic()
         assert False is host.trigger(Counted)
         elapsed = time.monotonic() - started
     assert (True, 0) == (elapsed < 0.5, job.runs)
+    warning = f"trigger of {job_id(Counted)} was not run: no main instance listens on "
+    assert [warning] == [r.getMessage()[: len(warning)] for r in caplog.records]
 
 
 def test_main_instance_dying_mid_request_is_false_at_once(tmp_path: Path) -> None:
@@ -421,6 +519,56 @@ def test_occupied_socket_path_is_left_alone(
     assert job.ran.wait(5)
     assert (True, False) == (os.path.isdir(path), send(host, job).accepted)
     assert 1 == caplog.text.count("is not a socket is in the way")
+
+
+def test_a_socket_that_could_not_be_made_is_retried_after_5_s_not_before(
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a failed attempt (the path taken), the main instance's checks do not try again
+    for 5 s; the first check after that listens, without a second warning."""
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    path = main_dom.socket_path
+    assert path is not None
+    os.mkdir(path)
+    job = Counted()
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        host = main_host(hosts, tmp_path, job)
+        listener = _listener._listeners[main_dom.path]
+        wait = listener.retry_at - time.monotonic()
+        os.rmdir(path)
+        assert True is host.trigger(Counted)  # a check of the gates, within the 5 s
+        assert job.ran.wait(5)
+        retried_early = os.path.exists(path)
+        listener.retry_at = time.monotonic()  # stands for the 5 s having passed
+        job.ran.clear()
+        assert True is host.trigger(Counted)
+        assert job.ran.wait(5)
+    assert (True, False) == (4.0 < wait <= 5.0, retried_early)
+    assert (True, True) == (os.path.exists(path), send(host, job).accepted)
+    assert 1 == caplog.text.count("triggers from other processes will return False")
+
+
+def test_a_directory_too_long_for_a_socket_is_one_warning_and_own_jobs_run(
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No socket path fits (directory too long): the main instance warns once and runs its own
+    triggers; another host's trigger is False, saying why."""
+    room = 107 if sys.platform.startswith("linux") else 103
+    longer = tmp_path / ("e" * (room - len(str(tmp_path)) - 10))
+    longer.mkdir()
+    job = Counted()
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        host = main_host(hosts, longer, job)
+        assert True is host.trigger(Counted)
+        assert job.ran.wait(5)
+        web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(longer)))
+        forwarded = web.trigger(Counted)
+    too_long = "is too long for a Unix socket"
+    assert (None, False) == (host.gates.main_dom.socket_path, forwarded)  # type: ignore[union-attr]
+    assert [True, True] == [
+        too_long in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+    ]
+    assert "triggers from other processes will return False" in caplog.records[0].getMessage()
 
 
 # ------------------------------------------------------------------------- Flask command
@@ -625,12 +773,16 @@ def test_flask_pause_command_pauses_a_recurring_job_in_the_main_instance(
 
 
 def test_flask_trigger_command_without_a_main_instance(tmp_path: Path) -> None:
-    """With no main instance answering, the command fails with one line and exit code 1."""
+    """With no main instance listening, the command fails at once with one line and exit
+    code 1."""
 
     app = command_app(tmp_path)
+    started = time.monotonic()
     result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", "Counted"])
+    elapsed = time.monotonic() - started
     assert (1, 1) == (result.exit_code, len(result.output.splitlines()))
     assert "Error: Counted was not triggered: no main instance listens on" in result.output
+    assert elapsed < 0.9  # at once: not the sender's 1 s wait for an answer
 
 
 # ------------------------------------------------------------------ real child processes
