@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
@@ -134,6 +134,41 @@ def foreign_holder(main_dom: MainDom) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def fake_main_instance(path: str, answer: bytes | None) -> Iterator[None]:
+    """Listen on ``path`` as a main instance would, reading each request; reply ``answer``, or
+    (None) keep the connection open and never answer (a hung process)."""
+    kept: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(8)
+        server.settimeout(0.05)
+        done = threading.Event()
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                conn.settimeout(2)
+                with suppress(OSError):
+                    conn.makefile("rb").readline()
+                    if answer is not None:
+                        conn.sendall(answer)
+                kept.append(conn)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(5)
+            for conn in kept:
+                conn.close()
 
 
 # -------------------------------------------------------------------------- pure parts
@@ -395,6 +430,24 @@ def test_a_refusal_is_logged_by_the_sender_with_the_main_instance_s_reason(
     assert [f"trigger of {job_id(sent)} was not run: {reason}"] == [
         r.getMessage() for r in caplog.records if r.name == "recurjobs.forward"
     ]
+
+
+@pytest.mark.parametrize("main", ["none", "hung"])
+def test_a_never_started_host_is_false_when_no_main_instance_answers(
+    tmp_path: Path, main: str
+) -> None:
+    """A never-started host whose trigger no main instance answers (none listens, or one
+    hangs) gets False within about 1 s, and runs nothing itself."""
+    job = Counted()
+    web = JobHost([job], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    path = web.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    listening = fake_main_instance(path, None) if main == "hung" else nullcontext()
+    with listening:
+        began = time.monotonic()
+        accepted = web.trigger(Counted)
+        took = time.monotonic() - began
+    assert (False, True, 0) == (accepted, took < 1.5, job.runs), took
 
 
 def test_a_refused_forwarded_trigger_says_why(tmp_path: Path, hosts: list[JobHost]) -> None:
@@ -727,17 +780,45 @@ def test_a_forwarded_trigger_runs_the_gates_without_the_hosts_lock(
     assert job.ran.wait(5)
 
 
+@pytest.mark.parametrize(
+    "main",
+    [
+        pytest.param("none", id="none-listens"),
+        pytest.param("hung", id="hung"),
+        pytest.param("older", id="older-version"),
+    ],
+)
 def test_without_an_answer_a_worker_shows_its_own_view_and_reports_not_done(
-    tmp_path: Path,
+    tmp_path: Path, main: str
 ) -> None:
-    """No main instance listens: the dashboard's status falls back to this process's own view
-    (None), and a pause asked of the main instance reports that it was not done."""
+    """No main instance listens, one hangs, or an older one does not know the status request:
+    the dashboard's status falls back to this process's own view (None) and a pause asked of
+    the main instance reports that it was not done, each within about 1 s."""
     from recurjobs.dashboard._actions import remote_statuses
 
     web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
-    assert None is remote_statuses(web)
-    reply = send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "pause")  # type: ignore[arg-type]
-    assert (False, "no main instance listens") == (reply.accepted, reply.reason[:24])
+    path = web.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    older = b'{"accepted": false, "reason": "bad request", "pid": 1}\n'
+    listening = (
+        fake_main_instance(path, None if main == "hung" else older)
+        if main != "none"
+        else nullcontext()
+    )
+    with listening:
+        began = time.monotonic()
+        statuses = remote_statuses(web)
+        status_took = time.monotonic() - began
+        began = time.monotonic()
+        reply = send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "pause")  # type: ignore[arg-type]
+        pause_took = time.monotonic() - began
+    expected = {
+        "none": "no main instance listens",
+        "hung": "the main instance did not answer within 1 s",
+        "older": "bad request",
+    }[main]
+    assert (None, False, expected) == (statuses, reply.accepted, reply.reason[: len(expected)])
+    assert (True, True) == (status_took < 1.5, pause_took < 1.5), (status_took, pause_took)
 
 
 def test_status_wire_round_trip() -> None:
