@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -360,8 +361,9 @@ def test_unexpected_failure_is_one_line_exit_1(
 @pytest.mark.timeout(3 * CHILD_SECONDS)
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_run_log_level_shows_recurjobs_info_lines(tmp_path: Path, level: str) -> None:
-    """`run --log-level` shows recurjobs' INFO lines even when the app's module configured
-    logging (dictConfig disables existing loggers, root at WARNING)."""
+    """`run --log-level` shows recurjobs' INFO lines (the lock taken, one line per finished
+    run) even when the app's module configured logging (dictConfig disables existing loggers,
+    root at WARNING)."""
     out = tmp_path / "events.txt"
     target = "tests.apps.cli_logging_host:host"
     proc = subprocess.Popen(
@@ -380,8 +382,10 @@ def test_run_log_level_shows_recurjobs_info_lines(tmp_path: Path, level: str) ->
             proc.kill()
             proc.wait()
     acquired = [line for line in err.splitlines() if "acquired main instance lock" in line]
+    finished = [line for line in err.splitlines() if re.search(r"Beat executed in \d", line)]
     assert 0 == proc.returncode
     assert 1 == len(acquired), err
+    assert len(finished) >= 3, err  # one INFO line per finished run
 
 
 def test_trigger_unknown_name_on_every_backend(
