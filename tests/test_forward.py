@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -1023,6 +1025,64 @@ def test_unwritable_directory(tmp_path: Path, hosts: list[JobHost], children: li
         main.stop()
     finally:
         tmp_path.chmod(0o700)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="as root: a forked child drops to another user, for whom the directory is read-only",
+)
+def test_unwritable_directory_as_another_user() -> None:
+    """The same as test_unwritable_directory where the tests run as root: a forked child that
+    drops root for uid 65534 becomes main in a directory it may not write (the lock file
+    writable). It warns once, runs its own trigger, and this process's trigger is False at
+    once."""
+    directory = Path(tempfile.mkdtemp(prefix="rj-ro-", dir="/tmp"))  # reachable by any user
+    lock = MainDom(KEY, directory=str(directory))
+    lock.check()  # the lock file exists...
+    os.chmod(lock.path, 0o666)  # ...and the other user may lock it
+    directory.chmod(0o555)  # but not create the socket beside it
+    to_parent, from_child = os.pipe()
+    to_child, from_parent = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, which never returns
+        try:
+            os.close(to_parent)
+            os.close(from_parent)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            warnings: list[str] = []
+            handler = logging.Handler(logging.WARNING)
+            handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("recurjobs.forward").addHandler(handler)
+            job = Counted()
+            child = JobHost([job], main_dom=MainDom(KEY, directory=str(directory))).start()
+            own = child.trigger(Counted) and job.ran.wait(5)
+            report = {"main": child.gates.main_dom.is_main, "own": own, "warnings": warnings}  # type: ignore[union-attr]
+            os.write(from_child, json.dumps(report).encode() + b"\n")
+            os.read(to_child, 1)  # the parent has sent its trigger
+            child.stop()
+        finally:
+            os._exit(0)
+    os.close(from_child)  # a child that dies early then ends the parent's read
+    os.close(to_child)
+    try:
+        with os.fdopen(to_parent, "rb") as pipe:
+            report = json.loads(pipe.readline())
+        web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(directory)))
+        began = time.monotonic()
+        forwarded = web.trigger(Counted)
+        took = time.monotonic() - began
+    finally:
+        os.close(from_parent)  # the child stops its host and exits
+        os.waitpid(pid, 0)
+        directory.chmod(0o755)
+        shutil.rmtree(directory)
+    assert (True, True) == (report["main"], report["own"])
+    warned = "Permission denied; triggers from other processes will return False"
+    assert ([True], True) == ([warned in w for w in report["warnings"]], forwarded is False)
+    assert took < 0.5, took
 
 
 # ---------------------------------------------------------------------------- gunicorn
