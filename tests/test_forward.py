@@ -682,11 +682,17 @@ def test_status_pause_and_resume_reach_the_main_instance(
     assert False is main.status()[0].paused
 
 
-def test_a_trigger_the_sender_gave_up_on_never_runs(tmp_path: Path, hosts: list[JobHost]) -> None:
+@pytest.mark.parametrize("action", ["trigger", "pause", "resume"])
+def test_a_trigger_the_sender_gave_up_on_never_runs(
+    tmp_path: Path, hosts: list[JobHost], action: str
+) -> None:
     """The main instance's host is busy (its lock held 1.5 s, as while adding a job whose
-    database is slow): the sender gets False after 1 s, and the run never happens later."""
+    database is slow): the sender gets False after about 1 s, and the trigger, pause or
+    resume is never carried out later."""
     job = Counted()
     main = main_host(hosts, tmp_path, job)
+    if action == "resume":
+        assert main.pause(job)
     web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
     held, release = threading.Event(), threading.Event()
 
@@ -699,10 +705,17 @@ def test_a_trigger_the_sender_gave_up_on_never_runs(tmp_path: Path, hosts: list[
     holder.start()
     assert held.wait(5)
     began = time.monotonic()
-    assert False is web.trigger(Counted)
-    assert time.monotonic() - began < 1.4
+    if action == "trigger":
+        done = web.trigger(Counted)
+    else:
+        main_dom = web.gates.main_dom
+        assert main_dom is not None
+        done = send_job_action(main_dom, web.jobs[0], web.jobs, action).accepted
+    took = time.monotonic() - began
     holder.join(5)
-    assert False is job.ran.wait(0.5)
+    ran = job.ran.wait(0.5)  # time for a late delivery to show
+    assert (False, True) == (done, 0.8 <= took < 1.4), took
+    assert (False, action == "resume") == (ran, main.status()[0].paused)
 
 
 class _Own(tzinfo):
