@@ -377,6 +377,22 @@ def test_a_wall_clock_step_forward_is_noticed_within_a_minute() -> None:
     assert ["2026-06-01T04:01+00:00"] == job.starts
 
 
+def test_a_wall_clock_step_over_many_fire_times_gives_one_run() -> None:
+    """A */10 job, the wall clock stepped 2 h forward (twelve fire times jumped): one run
+    within 60 s of monotonic time, then the calendar resumes at the next fire time."""
+    clock = ManualClock(utc(2026, 6, 1, 2, 5))
+    job = CalendarJob(clock, Cron("*/10 * * * *"))
+    with JobHost([job], clock=clock) as host:
+        clock.wait_for_waiters(1)
+        clock.step_wall_clock(timedelta(hours=2))  # 04:05 on the wall
+        clock.advance(60)
+        clock.wait_for_waiters(1)
+        after_step = list(job.starts)
+        run_until(clock, host, utc(2026, 6, 1, 4, 25))
+    assert ["2026-06-01T04:06+00:00"] == after_step
+    assert ["04:06", "04:10", "04:20"] == [s[11:16] for s in job.starts]
+
+
 def test_a_wall_clock_step_back_delays_the_run_and_never_repeats_it() -> None:
     """After running at 03:00, the wall clock steps back 1 h: 03:00 is not run again."""
     clock = ManualClock(utc(2026, 6, 1, 2, 59))
