@@ -197,16 +197,24 @@ class Cron:
         return f"{self._expression} ({self.zone_name})"
 
     def next_after(self, t: datetime) -> datetime:
-        """The first fire time strictly after the aware instant ``t``, as an aware UTC datetime."""
+        """The first fire time strictly after the aware instant ``t``, as an aware UTC datetime.
+
+        A ``ValueError`` naming the calendar when there is none (within 50 years, or before
+        year 10000).
+        """
         if not isinstance(t, datetime):
             raise TypeError(f"t must be a datetime, got {t!r}")
         if t.tzinfo is None or t.utcoffset() is None:
             raise ValueError(f"t must be an aware datetime (with a tzinfo), got {t!r}")
         try:
             fire = self._search(t)
-        except OverflowError:
+        except (OverflowError, ValueError):  # searched past year 9999; cronsim tells below
             fire = None
-        return fire if fire is not None else self._cronsim(t)
+        if fire is None:
+            fire = self._cronsim(t)
+        if fire is None:
+            raise ValueError(f"{self.describe()} has no fire time after {t!r} before year 10000")
+        return fire
 
     def _search(self, t: datetime) -> datetime | None:
         """The fast answer, or None when only cronsim can tell."""
@@ -248,9 +256,15 @@ class Cron:
                 return fire
             local = (fire + _SECOND).astimezone(zone).replace(tzinfo=None)
 
-    def _cronsim(self, t: datetime) -> datetime:
-        """cronsim's own answer (slow: near offset changes, or for what the search gave up)."""
-        start = t.astimezone(self._zone)
+    def _cronsim(self, t: datetime) -> datetime | None:
+        """cronsim's own answer (slow: near offset changes, or for what the search gave up);
+        None when the next fire time would be after year 9999."""
+        try:
+            start = t.astimezone(self._zone)
+        except OverflowError:
+            if t.year < 9999:  # before year 1 in the zone: not a calendar that ran out
+                raise
+            return None
         while True:
             try:
                 fire = next(CronSim(self._fields, start)).astimezone(UTC)
@@ -258,12 +272,17 @@ class Cron:
                 raise ValueError(
                     f"{self.describe()} has no fire time within 50 years after {t!r}"
                 ) from None
+            except (OverflowError, ValueError):  # datetime's "year 10000 is out of range"
+                return None
             if fire > t:
                 return fire
             # A fixed-time job in a repeated (fall-back) hour: cronsim reads wall-clock times
             # without their fold, so from inside the second pass of the hour it can name the
             # first pass, which is already behind us. Ask again from there.
-            start = (fire + _SECOND).astimezone(self._zone)
+            try:
+                start = (fire + _SECOND).astimezone(self._zone)
+            except OverflowError:
+                return None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cron):

@@ -916,17 +916,20 @@ FLASK: list[tuple[str, object]] = [
     ("key", "value"), [pytest.param(k, v, id=f"{k[10:]}={v!r}") for k, v in FLASK]
 )
 def test_flask_config_rejects_bad_values(tmp_path: Path, key: str, value: object) -> None:
-    """``init_app`` raises ValueError or TypeError naming the key; no host is stored."""
+    """``init_app`` raises ValueError or TypeError naming the key; with autostart on (the
+    default), no host is stored and no thread started."""
     app = Flask("bad_config")
-    app.config.update(
-        RECURJOBS_AUTOSTART=False, RECURJOBS_MAIN_DOM=False, RECURJOBS_LOG_TO_GUNICORN=False
-    )
+    app.config.update(RECURJOBS_MAIN_DOM=False, RECURJOBS_LOG_TO_GUNICORN=False)
     app.config[key] = value
+    before = set(threading.enumerate())
     with pytest.raises((ValueError, TypeError)) as info:
-        RecurJobs(app)
-    assert (True, {}) == (key in str(info.value), app.extensions.get("recurjobs", {})), str(
-        info.value
-    )
+        RecurJobs(app, jobs=[Plain(timedelta(hours=1))])
+    started = [t.name for t in set(threading.enumerate()) - before]
+    assert (True, {}, []) == (
+        key in str(info.value),
+        app.extensions.get("recurjobs", {}),
+        started,
+    ), str(info.value)
 
 
 def test_counts() -> None:

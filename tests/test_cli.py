@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -358,8 +361,9 @@ def test_unexpected_failure_is_one_line_exit_1(
 @pytest.mark.timeout(3 * CHILD_SECONDS)
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_run_log_level_shows_recurjobs_info_lines(tmp_path: Path, level: str) -> None:
-    """`run --log-level` shows recurjobs' INFO lines even when the app's module configured
-    logging (dictConfig disables existing loggers, root at WARNING)."""
+    """`run --log-level` shows recurjobs' INFO lines (the lock taken, one line per finished
+    run) even when the app's module configured logging (dictConfig disables existing loggers,
+    root at WARNING)."""
     out = tmp_path / "events.txt"
     target = "tests.apps.cli_logging_host:host"
     proc = subprocess.Popen(
@@ -378,8 +382,10 @@ def test_run_log_level_shows_recurjobs_info_lines(tmp_path: Path, level: str) ->
             proc.kill()
             proc.wait()
     acquired = [line for line in err.splitlines() if "acquired main instance lock" in line]
+    finished = [line for line in err.splitlines() if re.search(r"Beat executed in \d", line)]
     assert 0 == proc.returncode
     assert 1 == len(acquired), err
+    assert len(finished) >= 3, err  # one INFO line per finished run
 
 
 def test_trigger_unknown_name_on_every_backend(
@@ -409,10 +415,34 @@ def test_unusable_database_is_one_line_exit_1(
         url = f"sqlite:///{tmp_path}"
     else:
         url = sa.make_url(db.url).set(password="not-the-password-42").render_as_string(False)
+    began = time.monotonic()
     assert 1 == main(["status", "--database", url])
+    took = time.monotonic() - began
     err = capsys.readouterr().err
     assert (1, False) == (len(err.splitlines()), "not-the-password-42" in err), err
     assert err.startswith("recurjobs: error: cannot reach ")
+    assert took < 10.0  # within the connect timeout (10 s); a refusal is not retried
+
+
+@pytest.mark.parametrize(
+    "scheme", ["postgresql+psycopg", "mysql+pymysql"], ids=["postgresql", "mariadb"]
+)
+def test_a_closed_port_is_one_line_exit_1_at_once(
+    capsys: pytest.CaptureFixture[str], scheme: str
+) -> None:
+    """A server port that refuses the connection (nothing listens there) is one line and exit
+    1, without the password, well within the connect timeout."""
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"{scheme}://u:not-the-password-42@127.0.0.1:{port}/db"
+    began = time.monotonic()
+    code = main(["status", "--database", url])
+    took = time.monotonic() - began
+    err = capsys.readouterr().err
+    assert (1, 1, False) == (code, len(err.splitlines()), "not-the-password-42" in err), err
+    assert err.startswith("recurjobs: error: cannot reach ")
+    assert took < 5.0  # at once: a refused connection is not waited on
 
 
 def test_status_reads_an_sqlite_uri(store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:

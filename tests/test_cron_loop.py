@@ -4,7 +4,9 @@ and wall-clock steps. No test sleeps: time moves only when the test advances the
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -15,6 +17,7 @@ from recurjobs import (
     INFINITE,
     CancellationToken,
     Cron,
+    JobFailed,
     JobHost,
     NextExecution,
     RecurringJob,
@@ -374,6 +377,22 @@ def test_a_wall_clock_step_forward_is_noticed_within_a_minute() -> None:
     assert ["2026-06-01T04:01+00:00"] == job.starts
 
 
+def test_a_wall_clock_step_over_many_fire_times_gives_one_run() -> None:
+    """A */10 job, the wall clock stepped 2 h forward (twelve fire times jumped): one run
+    within 60 s of monotonic time, then the calendar resumes at the next fire time."""
+    clock = ManualClock(utc(2026, 6, 1, 2, 5))
+    job = CalendarJob(clock, Cron("*/10 * * * *"))
+    with JobHost([job], clock=clock) as host:
+        clock.wait_for_waiters(1)
+        clock.step_wall_clock(timedelta(hours=2))  # 04:05 on the wall
+        clock.advance(60)
+        clock.wait_for_waiters(1)
+        after_step = list(job.starts)
+        run_until(clock, host, utc(2026, 6, 1, 4, 25))
+    assert ["2026-06-01T04:06+00:00"] == after_step
+    assert ["04:06", "04:10", "04:20"] == [s[11:16] for s in job.starts]
+
+
 def test_a_wall_clock_step_back_delays_the_run_and_never_repeats_it() -> None:
     """After running at 03:00, the wall clock steps back 1 h: 03:00 is not run again."""
     clock = ManualClock(utc(2026, 6, 1, 2, 59))
@@ -385,18 +404,29 @@ def test_a_wall_clock_step_back_delays_the_run_and_never_repeats_it() -> None:
     assert ["2026-06-01T03:00+00:00", "2026-06-02T03:00+00:00"] == job.starts
 
 
-def test_a_failing_cron_job_keeps_its_calendar() -> None:
-    """A job that raises at every run still runs at each fire time and counts the failures."""
+@pytest.mark.parametrize("kind", [RuntimeError, SystemExit])
+def test_a_failing_cron_job_keeps_its_calendar(
+    kind: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that raises at every run (SystemExit too) still runs at each fire time; each
+    failure is logged with its traceback, published as JobFailed and counted."""
     clock = ManualClock(utc(2026, 6, 1, 0, 0))
 
     def fail(_token: CancellationToken) -> None:
-        raise RuntimeError("boom")
+        raise kind("boom")
 
     job = CalendarJob(clock, Cron("*/30 * * * *"), body=fail)
-    with JobHost([job], clock=clock) as host:
+    host = JobHost([job], clock=clock)
+    failed: list[BaseException | None] = []
+    host.subscribe(JobFailed, lambda n: failed.append(n.exception))
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), host:
         run_until(clock, host, utc(2026, 6, 1, 1, 10))
         failures = host.status()[0].failures
     assert (["00:00", "00:30", "01:00"], 3) == ([s[11:16] for s in job.starts], failures)
+    assert [kind] * 3 == [type(e) for e in failed]
+    assert [("CalendarJob failed", kind)] * 3 == [
+        (r.getMessage(), r.exc_info[0] if r.exc_info else None) for r in caplog.records
+    ]
 
 
 def test_stop_while_waiting_for_a_far_fire_time_is_prompt() -> None:
@@ -405,7 +435,9 @@ def test_stop_while_waiting_for_a_far_fire_time_is_prompt() -> None:
     job = CalendarJob(clock, Cron("0 0 1 1 *"))
     host = JobHost([job], clock=clock).start()
     clock.wait_for_waiters(1)
+    began = time.monotonic()
     assert (True, []) == (host.stop(timeout=10), job.starts)
+    assert time.monotonic() - began < 2.0  # at once: a generous bound for a busy machine
 
 
 def test_status_shows_the_calendar_and_its_next_fire_time() -> None:
@@ -474,13 +506,19 @@ class BrokenCalendar(RecurringJob):
         self.broken = True
 
 
-def test_a_calendar_whose_period_property_raises_keeps_the_last_good_calendar() -> None:
-    """After the period property starts raising (even SystemExit), the calendar runs on."""
+def test_a_calendar_whose_period_property_raises_keeps_the_last_good_calendar(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the period property starts raising (even SystemExit), the calendar runs on and
+    the error is logged."""
     clock = ManualClock(utc(2026, 6, 1, 0, 0))
     job = BrokenCalendar(clock)
-    with JobHost([job], clock=clock) as host:
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), JobHost([job], clock=clock) as host:
         run_until(clock, host, utc(2026, 6, 1, 0, 25))
     assert [utc(2026, 6, 1, 0, 0), utc(2026, 6, 1, 0, 10), utc(2026, 6, 1, 0, 20)] == job.starts
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(r.exc_info and r.exc_info[0] is SystemExit for r in errors)
+    assert all("raised SystemExit: period is broken" in r.getMessage() for r in errors)
 
 
 def test_stop_from_inside_a_calendar_run_ends_the_host() -> None:
@@ -496,5 +534,35 @@ def test_stop_from_inside_a_calendar_run_ends_the_host() -> None:
 
     job = CalendarJob(clock, Cron("* * * * *"), body=stop_host)
     host = JobHost([job], clock=clock)
+    began = time.monotonic()
     host.start()  # 00:00 is a fire time: it runs at once
     assert (True, False, True) == (returned.wait(10), host.running, host.stop(timeout=10))
+    assert time.monotonic() - began < 2.0  # at once: a generous bound for a busy machine
+
+
+def test_a_calendar_with_no_fire_time_left_waits_for_triggers_on_a_running_host() -> None:
+    """On a host started on 31 December 9999: a yearly job has no fire time from the start, a
+    23:59 job runs once and then has none. Neither plans an automatic run (status() says
+    next_run None), both stay alive, triggers run them, and stop() ends both threads."""
+    clock = ManualClock(datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
+    yearly = CalendarJob(clock, Cron("@yearly"))
+    last = CalendarJob(clock, Cron("59 23 31 12 *"))
+    host = JobHost([yearly, last], clock=clock).start()
+    clock.wait_for_waiters(2)
+    first = [s.next_run for s in host.status()]
+    clock.advance(timedelta(minutes=59))  # 23:59: as far as a datetime reaches
+    clock.wait_for_waiters(2)
+    ran = (list(yearly.starts), list(last.starts))
+    triggered = (host.trigger(yearly), host.trigger(last))
+    clock.wait_for_waiters(2)
+    after = [(s.next_run, s.alive, s.failures) for s in host.status()]
+    stopped = host.stop(timeout=5)
+    assert [None, datetime(9999, 12, 31, 23, 59, tzinfo=UTC)] == first
+    assert ([], ["9999-12-31T23:59+00:00"]) == ran
+    assert (True, True) == triggered
+    assert [(None, True, 0)] * 2 == after
+    assert (["9999-12-31T23:59+00:00"], ["9999-12-31T23:59+00:00"] * 2) == (
+        yearly.starts,
+        last.starts,
+    )
+    assert stopped

@@ -141,3 +141,22 @@ def test_next_after_is_strictly_after_and_in_utc() -> None:
     t = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
     nxt = c.next_after(t)
     assert (datetime(2026, 6, 1, 11, 0, tzinfo=UTC), UTC) == (nxt, nxt.tzinfo)
+
+
+@pytest.mark.parametrize(
+    ("expression", "tz", "after"),
+    [
+        pytest.param("0 0 29 2 *", "UTC", datetime(9997, 1, 1, tzinfo=UTC), id="leap-day"),
+        pytest.param("@yearly", "America/New_York", datetime(9999, 6, 1, tzinfo=UTC), id="yearly"),
+        pytest.param(
+            "* * * * *", "Europe/Amsterdam", datetime(9999, 12, 31, 23, 59, tzinfo=UTC), id="zone"
+        ),
+    ],
+)
+def test_next_after_names_the_calendar_when_no_fire_time_is_left(
+    expression: str, tz: str, after: datetime
+) -> None:
+    """When the next fire time would be after year 9999, next_after raises a ValueError that
+    names the calendar (not datetime's bare "year 10000 is out of range")."""
+    with pytest.raises(ValueError, match=rf"\({tz}\) has no fire time after .* before year 10000"):
+        Cron(expression, tz=tz).next_after(after)

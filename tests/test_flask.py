@@ -540,7 +540,8 @@ def test_log_to_gunicorn_config_key(
 @pytest.mark.multiprocess
 @pytest.mark.timeout(60)
 def test_gunicorn_error_log_shows_recurjobs(tmp_path: Path) -> None:
-    """Under gunicorn, recurjobs' INFO lines (host started, lock acquired) reach its error log."""
+    """Under gunicorn, recurjobs' INFO lines (host started, lock acquired, a finished run)
+    reach its error log."""
     out, port = tmp_path / "events.txt", free_port()
     env = child_env(tmp_path, RECURJOBS_TEST_OUT=str(out))
     log_path = tmp_path / "error.log"
@@ -562,3 +563,4 @@ def test_gunicorn_error_log_shows_recurjobs(tmp_path: Path) -> None:
     started = f"[{worker}] [INFO] recurjobs host of tests.apps.flask_pid_app started with 1 job(s)"
     assert started in text
     assert f"[{worker}] [INFO] acquired main instance lock " in text
+    assert f"[{worker}] [INFO] PidJob executed in " in text  # one line per finished run

@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
@@ -136,6 +138,41 @@ def foreign_holder(main_dom: MainDom) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def fake_main_instance(path: str, answer: bytes | None) -> Iterator[None]:
+    """Listen on ``path`` as a main instance would, reading each request; reply ``answer``, or
+    (None) keep the connection open and never answer (a hung process)."""
+    kept: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(8)
+        server.settimeout(0.05)
+        done = threading.Event()
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                conn.settimeout(2)
+                with suppress(OSError):
+                    conn.makefile("rb").readline()
+                    if answer is not None:
+                        conn.sendall(answer)
+                kept.append(conn)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(5)
+            for conn in kept:
+                conn.close()
+
+
 # -------------------------------------------------------------------------- pure parts
 @pytest.mark.parametrize(
     ("encoded", "expected"),
@@ -201,6 +238,75 @@ def test_socket_is_owner_only_and_removed_at_stop(tmp_path: Path, hosts: list[Jo
     host.stop()
     assert False is os.path.exists(path)
     assert [] == [t for t in threading.enumerate() if t.name == "recurjobs-trigger-listener"]
+
+
+NOBODY = 65534  # the uid and gid a child drops to, to stand for another local user
+
+
+def as_other_user(directory: Path, name: str, payload: bytes) -> str:
+    """From a forked child that drops root for uid and gid NOBODY, send ``payload`` to the
+    socket ``name`` in ``directory``; the answer line, or the name of the error it met.
+
+    The child enters ``directory`` before it drops root, so only that directory (not its
+    parents) must let the other user through; its credentials are those of its connect().
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, which never returns
+        try:
+            os.close(read_end)
+            os.chdir(directory)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(3)
+                    sock.connect(name)
+                    with suppress(BrokenPipeError):  # answered before it read
+                        sock.sendall(payload)
+                    answer = sock.makefile("rb").readline().decode()
+            except OSError as exc:
+                answer = type(exc).__name__
+            os.write(write_end, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return answer
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="a peer of another user needs root to make (setuid) and SO_PEERCRED to be told",
+)
+def test_a_peer_of_another_user_is_refused_by_the_mode_and_by_its_uid(
+    tmp_path: Path, hosts: list[JobHost]
+) -> None:
+    """Another local user (a child that dropped root for uid 65534) cannot connect: the socket
+    is mode 0600. With the mode opened to everyone (a file system that ignores it), the
+    listener still refuses that peer by its uid (SO_PEERCRED) and the job does not run; the
+    same request from our own user is accepted."""
+    job = Counted()
+    host = main_host(hosts, tmp_path, job)
+    path = host.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    request = {"job": job_id(Counted), "index": 0, "count": 1, "strategy": "NONE"}
+    payload = json.dumps({**request, "next_delay": None, "expires": time.time() + 30}).encode()
+    os.chmod(tmp_path, 0o711)  # let the other user reach the socket's directory
+    by_mode = as_other_user(tmp_path, os.path.basename(path), payload + b"\n")
+    os.chmod(path, 0o666)
+    by_uid = json.loads(as_other_user(tmp_path, os.path.basename(path), payload + b"\n"))
+    refused_runs = job.runs
+    own = raw_request(path, payload + b"\n")
+    assert "PermissionError" == by_mode
+    assert (False, "refused: the sender runs as another user") == (
+        by_uid["accepted"],
+        by_uid["reason"],
+    )
+    assert (0, True, True) == (refused_runs, own["accepted"], job.ran.wait(5))
 
 
 def test_start_takes_a_free_lock_and_listens_at_once(tmp_path: Path, hosts: list[JobHost]) -> None:
@@ -302,6 +408,50 @@ def test_a_never_started_host_forwards_to_the_main_instance(
     assert False is web.trigger(Counted)
 
 
+@pytest.mark.parametrize("twice", [False, True], ids=["unknown-job", "in-two-hosts"])
+def test_a_refusal_is_logged_by_the_sender_with_the_main_instance_s_reason(
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture, twice: bool
+) -> None:
+    """A trigger the main instance refuses (a job it does not have, or has in two hosts) is
+    False in the sending process, with one warning there that carries the main instance's
+    reason; nothing runs."""
+    job = Counted()
+    main_host(hosts, tmp_path, job, Plain())
+    if twice:
+        main_host(hosts, tmp_path, Counted())
+    sent: type[Counted | Other] = Counted if twice else Other
+    web = JobHost([sent()], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        accepted = web.trigger(sent)
+    reason = (
+        f"{job_id(Counted)} is registered with several hosts in the main instance"
+        if twice
+        else f"no job {job_id(Other)} is registered in the main instance"
+    )
+    assert (False, 0) == (accepted, job.runs)
+    assert [f"trigger of {job_id(sent)} was not run: {reason}"] == [
+        r.getMessage() for r in caplog.records if r.name == "recurjobs.forward"
+    ]
+
+
+@pytest.mark.parametrize("main", ["none", "hung"])
+def test_a_never_started_host_is_false_when_no_main_instance_answers(
+    tmp_path: Path, main: str
+) -> None:
+    """A never-started host whose trigger no main instance answers (none listens, or one
+    hangs) gets False within about 1 s, and runs nothing itself."""
+    job = Counted()
+    web = JobHost([job], main_dom=MainDom(KEY, directory=str(tmp_path)))
+    path = web.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    listening = fake_main_instance(path, None) if main == "hung" else nullcontext()
+    with listening:
+        began = time.monotonic()
+        accepted = web.trigger(Counted)
+        took = time.monotonic() - began
+    assert (False, True, 0) == (accepted, took < 1.5, job.runs), took
+
+
 def test_a_refused_forwarded_trigger_says_why(tmp_path: Path, hosts: list[JobHost]) -> None:
     """The main instance refuses a trigger of a paused job, and its reply says so."""
     job = Counted()
@@ -313,19 +463,22 @@ def test_a_refused_forwarded_trigger_says_why(tmp_path: Path, hosts: list[JobHos
 
 
 def test_not_main_and_nobody_listening_is_false_at_once(
-    tmp_path: Path, hosts: list[JobHost]
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """When the lock holder has no listener, trigger() is False at once and nothing runs."""
+    """When the lock holder has no listener, trigger() is False at once, nothing runs, and one
+    warning says why."""
     job = Counted()
     main_dom = MainDom(KEY, directory=str(tmp_path))
     host = JobHost([job], main_dom=main_dom)
     hosts.append(host)
-    with foreign_holder(main_dom):
+    with foreign_holder(main_dom), caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
         host.start()
         started = time.monotonic()
         assert False is host.trigger(Counted)
         elapsed = time.monotonic() - started
     assert (True, 0) == (elapsed < 0.5, job.runs)
+    warning = f"trigger of {job_id(Counted)} was not run: no main instance listens on "
+    assert [warning] == [r.getMessage()[: len(warning)] for r in caplog.records]
 
 
 def test_main_instance_dying_mid_request_is_false_at_once(tmp_path: Path) -> None:
@@ -423,6 +576,56 @@ def test_occupied_socket_path_is_left_alone(
     assert 1 == caplog.text.count("is not a socket is in the way")
 
 
+def test_a_socket_that_could_not_be_made_is_retried_after_5_s_not_before(
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a failed attempt (the path taken), the main instance's checks do not try again
+    for 5 s; the first check after that listens, without a second warning."""
+    main_dom = MainDom(KEY, directory=str(tmp_path))
+    path = main_dom.socket_path
+    assert path is not None
+    os.mkdir(path)
+    job = Counted()
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        host = main_host(hosts, tmp_path, job)
+        listener = _listener._listeners[main_dom.path]
+        wait = listener.retry_at - time.monotonic()
+        os.rmdir(path)
+        assert True is host.trigger(Counted)  # a check of the gates, within the 5 s
+        assert job.ran.wait(5)
+        retried_early = os.path.exists(path)
+        listener.retry_at = time.monotonic()  # stands for the 5 s having passed
+        job.ran.clear()
+        assert True is host.trigger(Counted)
+        assert job.ran.wait(5)
+    assert (True, False) == (4.0 < wait <= 5.0, retried_early)
+    assert (True, True) == (os.path.exists(path), send(host, job).accepted)
+    assert 1 == caplog.text.count("triggers from other processes will return False")
+
+
+def test_a_directory_too_long_for_a_socket_is_one_warning_and_own_jobs_run(
+    tmp_path: Path, hosts: list[JobHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No socket path fits (directory too long): the main instance warns once and runs its own
+    triggers; another host's trigger is False, saying why."""
+    room = 107 if sys.platform.startswith("linux") else 103
+    longer = tmp_path / ("e" * (room - len(str(tmp_path)) - 10))
+    longer.mkdir()
+    job = Counted()
+    with caplog.at_level(logging.WARNING, logger="recurjobs.forward"):
+        host = main_host(hosts, longer, job)
+        assert True is host.trigger(Counted)
+        assert job.ran.wait(5)
+        web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(longer)))
+        forwarded = web.trigger(Counted)
+    too_long = "is too long for a Unix socket"
+    assert (None, False) == (host.gates.main_dom.socket_path, forwarded)  # type: ignore[union-attr]
+    assert [True, True] == [
+        too_long in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+    ]
+    assert "triggers from other processes will return False" in caplog.records[0].getMessage()
+
+
 # ------------------------------------------------------------------------- Flask command
 def command_app(tmp_path: Path) -> Flask:
     """A Flask app whose host is not started, with the main instance lock of ``KEY`` in
@@ -479,11 +682,17 @@ def test_status_pause_and_resume_reach_the_main_instance(
     assert False is main.status()[0].paused
 
 
-def test_a_trigger_the_sender_gave_up_on_never_runs(tmp_path: Path, hosts: list[JobHost]) -> None:
+@pytest.mark.parametrize("action", ["trigger", "pause", "resume"])
+def test_a_trigger_the_sender_gave_up_on_never_runs(
+    tmp_path: Path, hosts: list[JobHost], action: str
+) -> None:
     """The main instance's host is busy (its lock held 1.5 s, as while adding a job whose
-    database is slow): the sender gets False after 1 s, and the run never happens later."""
+    database is slow): the sender gets False after about 1 s, and the trigger, pause or
+    resume is never carried out later."""
     job = Counted()
     main = main_host(hosts, tmp_path, job)
+    if action == "resume":
+        assert main.pause(job)
     web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
     held, release = threading.Event(), threading.Event()
 
@@ -496,10 +705,17 @@ def test_a_trigger_the_sender_gave_up_on_never_runs(tmp_path: Path, hosts: list[
     holder.start()
     assert held.wait(5)
     began = time.monotonic()
-    assert False is web.trigger(Counted)
-    assert time.monotonic() - began < 1.4
+    if action == "trigger":
+        done = web.trigger(Counted)
+    else:
+        main_dom = web.gates.main_dom
+        assert main_dom is not None
+        done = send_job_action(main_dom, web.jobs[0], web.jobs, action).accepted
+    took = time.monotonic() - began
     holder.join(5)
-    assert False is job.ran.wait(0.5)
+    ran = job.ran.wait(0.5)  # time for a late delivery to show
+    assert (False, True) == (done, 0.8 <= took < 1.4), took
+    assert (False, action == "resume") == (ran, main.status()[0].paused)
 
 
 class _Own(tzinfo):
@@ -579,17 +795,45 @@ def test_a_forwarded_trigger_runs_the_gates_without_the_hosts_lock(
     assert job.ran.wait(5)
 
 
+@pytest.mark.parametrize(
+    "main",
+    [
+        pytest.param("none", id="none-listens"),
+        pytest.param("hung", id="hung"),
+        pytest.param("older", id="older-version"),
+    ],
+)
 def test_without_an_answer_a_worker_shows_its_own_view_and_reports_not_done(
-    tmp_path: Path,
+    tmp_path: Path, main: str
 ) -> None:
-    """No main instance listens: the dashboard's status falls back to this process's own view
-    (None), and a pause asked of the main instance reports that it was not done."""
+    """No main instance listens, one hangs, or an older one does not know the status request:
+    the dashboard's status falls back to this process's own view (None) and a pause asked of
+    the main instance reports that it was not done, each within about 1 s."""
     from recurjobs.dashboard._actions import remote_statuses
 
     web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(tmp_path)))
-    assert None is remote_statuses(web)
-    reply = send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "pause")  # type: ignore[arg-type]
-    assert (False, "no main instance listens") == (reply.accepted, reply.reason[:24])
+    path = web.gates.main_dom.socket_path  # type: ignore[union-attr]
+    assert path is not None
+    older = b'{"accepted": false, "reason": "bad request", "pid": 1}\n'
+    listening = (
+        fake_main_instance(path, None if main == "hung" else older)
+        if main != "none"
+        else nullcontext()
+    )
+    with listening:
+        began = time.monotonic()
+        statuses = remote_statuses(web)
+        status_took = time.monotonic() - began
+        began = time.monotonic()
+        reply = send_job_action(web.gates.main_dom, web.jobs[0], web.jobs, "pause")  # type: ignore[arg-type]
+        pause_took = time.monotonic() - began
+    expected = {
+        "none": "no main instance listens",
+        "hung": "the main instance did not answer within 1 s",
+        "older": "bad request",
+    }[main]
+    assert (None, False, expected) == (statuses, reply.accepted, reply.reason[: len(expected)])
+    assert (True, True) == (status_took < 1.5, pause_took < 1.5), (status_took, pause_took)
 
 
 def test_status_wire_round_trip() -> None:
@@ -625,12 +869,16 @@ def test_flask_pause_command_pauses_a_recurring_job_in_the_main_instance(
 
 
 def test_flask_trigger_command_without_a_main_instance(tmp_path: Path) -> None:
-    """With no main instance answering, the command fails with one line and exit code 1."""
+    """With no main instance listening, the command fails at once with one line and exit
+    code 1."""
 
     app = command_app(tmp_path)
+    started = time.monotonic()
     result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", "Counted"])
+    elapsed = time.monotonic() - started
     assert (1, 1) == (result.exit_code, len(result.output.splitlines()))
     assert "Error: Counted was not triggered: no main instance listens on" in result.output
+    assert elapsed < 0.9  # at once: not the sender's 1 s wait for an answer
 
 
 # ------------------------------------------------------------------ real child processes
@@ -790,6 +1038,64 @@ def test_unwritable_directory(tmp_path: Path, hosts: list[JobHost], children: li
         main.stop()
     finally:
         tmp_path.chmod(0o700)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0,
+    reason="as root: a forked child drops to another user, for whom the directory is read-only",
+)
+def test_unwritable_directory_as_another_user() -> None:
+    """The same as test_unwritable_directory where the tests run as root: a forked child that
+    drops root for uid 65534 becomes main in a directory it may not write (the lock file
+    writable). It warns once, runs its own trigger, and this process's trigger is False at
+    once."""
+    directory = Path(tempfile.mkdtemp(prefix="rj-ro-", dir="/tmp"))  # reachable by any user
+    lock = MainDom(KEY, directory=str(directory))
+    lock.check()  # the lock file exists...
+    os.chmod(lock.path, 0o666)  # ...and the other user may lock it
+    directory.chmod(0o555)  # but not create the socket beside it
+    to_parent, from_child = os.pipe()
+    to_child, from_parent = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, which never returns
+        try:
+            os.close(to_parent)
+            os.close(from_parent)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            warnings: list[str] = []
+            handler = logging.Handler(logging.WARNING)
+            handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("recurjobs.forward").addHandler(handler)
+            job = Counted()
+            child = JobHost([job], main_dom=MainDom(KEY, directory=str(directory))).start()
+            own = child.trigger(Counted) and job.ran.wait(5)
+            report = {"main": child.gates.main_dom.is_main, "own": own, "warnings": warnings}  # type: ignore[union-attr]
+            os.write(from_child, json.dumps(report).encode() + b"\n")
+            os.read(to_child, 1)  # the parent has sent its trigger
+            child.stop()
+        finally:
+            os._exit(0)
+    os.close(from_child)  # a child that dies early then ends the parent's read
+    os.close(to_child)
+    try:
+        with os.fdopen(to_parent, "rb") as pipe:
+            report = json.loads(pipe.readline())
+        web = JobHost([Counted()], main_dom=MainDom(KEY, directory=str(directory)))
+        began = time.monotonic()
+        forwarded = web.trigger(Counted)
+        took = time.monotonic() - began
+    finally:
+        os.close(from_parent)  # the child stops its host and exits
+        os.waitpid(pid, 0)
+        directory.chmod(0o755)
+        shutil.rmtree(directory)
+    assert (True, True) == (report["main"], report["own"])
+    warned = "Permission denied; triggers from other processes will return False"
+    assert ([True], True) == ([warned in w for w in report["warnings"]], forwarded is False)
+    assert took < 0.5, took
 
 
 # ---------------------------------------------------------------------------- gunicorn

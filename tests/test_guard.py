@@ -29,9 +29,10 @@ from tests.helpers import MIN, Recorder, TimedJob, minutes, walk_to
 
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
 def test_system_exit_from_run_is_a_failure_and_the_loop_lives(
-    clock: ManualClock, kind: type[BaseException]
+    clock: ManualClock, kind: type[BaseException], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SystemExit or KeyboardInterrupt raised by run() is JobFailed and the next run happens."""
+    """SystemExit or KeyboardInterrupt raised by run() is logged with its traceback and is
+    JobFailed, and the next run happens."""
 
     def body(_token: CancellationToken) -> None:
         raise kind()
@@ -39,7 +40,7 @@ def test_system_exit_from_run_is_a_failure_and_the_loop_lives(
     job = TimedJob(clock, minutes(5), body=body)
     host = JobHost([job], clock=clock)
     recorder = Recorder(host)
-    with host:
+    with caplog.at_level(logging.INFO, logger="recurjobs"), host:
         walk_to(clock, 10)
         assert host.trigger(TimedJob)
         walk_to(clock, 11)
@@ -47,6 +48,10 @@ def test_system_exit_from_run_is_a_failure_and_the_loop_lives(
     assert ["JobExecuting", "JobFailed"] * 4 == recorder.kinds()
     failed = [n for n in recorder.items if isinstance(n, JobFailed)]
     assert [kind] * 4 == [type(n.exception) for n in failed]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [("TimedJob failed", kind)] * 4 == [
+        (r.getMessage(), r.exc_info[0] if r.exc_info else None) for r in errors
+    ]
 
 
 class _BrokenSink:
@@ -88,9 +93,10 @@ def test_a_sink_that_raises_is_logged_and_the_runs_go_on(
 
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
 def test_system_exit_from_a_handler_is_swallowed(
-    clock: ManualClock, kind: type[BaseException]
+    clock: ManualClock, kind: type[BaseException], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A handler raising SystemExit or KeyboardInterrupt is logged; runs go on."""
+    """A handler raising SystemExit or KeyboardInterrupt is logged (each time, with its
+    traceback); the handlers after it and the runs go on."""
 
     def bad(_n: object) -> None:
         raise kind()
@@ -100,10 +106,13 @@ def test_system_exit_from_a_handler_is_swallowed(
     host.subscribe(JobExecuting, bad)
     host.subscribe(JobExecuted, bad)
     recorder = Recorder(host)
-    with host:
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), host:
         walk_to(clock, 10)
     assert [0, 5, 10] == job.starts
     assert ["JobExecuting", "JobExecuted"] * 3 == recorder.kinds()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert (6, {kind}) == (len(errors), {r.exc_info[0] for r in errors if r.exc_info})
+    assert all(f"raised {kind.__name__}" in r.getMessage() for r in errors)
 
 
 class Flaky(RecurringJob, TriggerableJob):
@@ -222,14 +231,20 @@ class BadDelay(RecurringJob):
         self.starts.append(self.clock.monotonic() / MIN)
 
 
-def test_delay_property_that_raises_uses_the_default(clock: ManualClock) -> None:
-    """A delay property that raises at start gives the default delay of three minutes."""
+def test_delay_property_that_raises_uses_the_default(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delay property that raises at start is logged and gives the default delay of three
+    minutes."""
     job = BadDelay(clock)
     host = JobHost([job], clock=clock)
     job.broken = True
-    with host:
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), host:
         walk_to(clock, 8)
     assert [3, 8] == job.starts
+    assert ["no delay today"] == [
+        r.exc_info[1].args[0] for r in caplog.records if r.exc_info and r.exc_info[1]
+    ]
 
 
 class Vanishing:
@@ -351,11 +366,12 @@ class BrokenClock(ManualClock):
         return super().wait(event, timeout)
 
 
-def test_dead_job_thread_shows_in_trigger_and_status() -> None:
-    """If a job's thread ends anyway, trigger() returns False and status() says alive=False."""
+def test_dead_job_thread_shows_in_trigger_and_status(caplog: pytest.LogCaptureFixture) -> None:
+    """If a job's thread ends anyway, that is logged with the cause, trigger() returns False
+    and status() says alive=False."""
     clock = BrokenClock()
     job = TimedJob(clock, minutes(5), delay=INFINITE)
-    with JobHost([job], clock=clock) as host:
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), JobHost([job], clock=clock) as host:
         clock.wait_for_waiters(1)
         assert True is host.status()[0].alive
         clock.broken = True
@@ -364,6 +380,12 @@ def test_dead_job_thread_shows_in_trigger_and_status() -> None:
         for thread in runner_thread:
             thread.join(5)
         assert (False, False) == (host.trigger(TimedJob), host.status()[0].alive)
+    crashed = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert ["recurring loop of TimedJob crashed; the job will not run again"] == [
+        r.getMessage() for r in crashed
+    ]
+    assert crashed[0].exc_info is not None
+    assert "clock failure" == str(crashed[0].exc_info[1])
 
 
 def test_guard_returns_the_error_or_the_default(caplog: pytest.LogCaptureFixture) -> None:

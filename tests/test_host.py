@@ -190,8 +190,11 @@ def test_stop_from_a_started_handler_lets_the_held_thread_end(clock: ManualClock
     assert ([False], []) == (results, job.starts)
 
 
-def test_stop_with_uncooperative_job_returns_false_in_about_timeout(clock: ManualClock) -> None:
-    """stop(timeout) never hangs: an uncooperative job makes it return False after timeout."""
+def test_stop_with_uncooperative_job_returns_false_in_about_timeout(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop(timeout) never hangs: an uncooperative job makes it return False after timeout,
+    and a warning names the job."""
     started, release = threading.Event(), threading.Event()
 
     def body(_token: CancellationToken) -> None:
@@ -201,11 +204,15 @@ def test_stop_with_uncooperative_job_returns_false_in_about_timeout(clock: Manua
     host = JobHost([TimedJob(clock, minutes(5), body=body)], clock=clock).start()
     assert started.wait(5)
     began = time.monotonic()
-    result = host.stop(timeout=0.3)
+    with caplog.at_level(logging.WARNING, logger="recurjobs"):
+        result = host.stop(timeout=0.3)
     took = time.monotonic() - began
     release.set()
     assert result is False
     assert 0.25 <= took < 3.0
+    assert ["TimedJob did not stop before the stop() deadline"] == [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+    ]
 
 
 def test_start_and_stop_twice_are_safe_and_restart_is_refused(clock: ManualClock) -> None:
@@ -364,21 +371,29 @@ def test_job_is_closed_once_after_its_thread_ended(clock: ManualClock) -> None:
 
 
 def test_trigger_with_a_closed_gate_returns_false(clock: ManualClock) -> None:
-    """A trigger delivered while the runtime or the job's role gate is closed returns False."""
+    """A trigger delivered while the runtime or the job's role gate is closed returns False at
+    once and leaves nothing queued: the job runs only for the trigger after the gate opened."""
     ready = [False]
     job = TimedJob(clock, minutes(5), delay=INFINITE)
     role_job = TimedJob(
         clock, minutes(5), delay=INFINITE, server_roles=[recurjobs.ServerRole.SUBSCRIBER]
     )
-    with JobHost([job], clock=clock, runtime_ready=lambda: ready[0]) as host, JobHost(
-        [role_job], clock=clock
-    ) as role_host:
+    host = JobHost([job], clock=clock, runtime_ready=lambda: ready[0])
+    role_host = JobHost([role_job], clock=clock)
+    seen = [Recorder(host), Recorder(role_host)]
+    with host, role_host:
         clock.wait_for_waiters(2)
+        began = time.monotonic()
         results = [host.trigger(job), role_host.trigger(role_job)]
+        took = time.monotonic() - began
+        clock.advance(minutes(60))  # a refused trigger left nothing queued to be ignored later
+        clock.wait_for_waiters(2)
+        before_open = [r.kinds() for r in seen]
         ready[0] = True
         results.append(host.trigger(job))
         clock.wait_for_waiters(2)
-    assert ([False, False, True], [0], []) == (results, job.starts, role_job.starts)
+    assert ([False, False, True], [60], []) == (results, job.starts, role_job.starts)
+    assert ([[], []], True) == (before_open, took < 1.0)  # at once: a generous bound
 
 
 def test_trigger_by_name_explains_what_to_pass(clock: ManualClock) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -146,8 +147,11 @@ def test_stop_during_the_initial_delay_ends_the_thread_at_once(clock: ManualCloc
     host = JobHost(jobs, clock=clock)
     host.start()
     clock.wait_for_waiters(20)
+    began = time.monotonic()
     assert host.stop(timeout=10)
+    took = time.monotonic() - began
     assert all(job.starts == [] for job in jobs)
+    assert took < 2.0  # at once: woken, not timed out (a generous bound for a busy machine)
 
 
 def test_period_change_during_a_run_applies_to_the_next_wait(clock: ManualClock) -> None:

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import create_engine, make_url
 
+from recurjobs import CancellationToken, DistributedJob, JobHost
 from recurjobs.sql import DatabaseUnavailable, JobStore, check_url, masked
 from recurjobs.sql._urls import scrub
 
@@ -52,11 +55,17 @@ def test_supported_urls_and_engines_pass(value: object) -> None:
     ],
     ids=repr,
 )
-def test_bad_urls_raise_value_error_naming_database(value: str, words: list[str]) -> None:
+@pytest.mark.parametrize("where", ["check_url", "JobHost"])
+def test_bad_urls_raise_value_error_naming_database(
+    value: str, words: list[str], where: str
+) -> None:
     """A malformed URL or an unsupported backend is a ValueError naming ``database`` and the
-    value, with the password masked."""
+    value, with the password masked: from check_url, and from JobHost(database=...) itself."""
     with pytest.raises(ValueError) as caught:
-        check_url(value)
+        if where == "JobHost":
+            JobHost([], database=value)
+        else:
+            check_url(value)
     message = str(caught.value)
     assert [] == [word for word in words if word not in message], message
     assert ("s3cret" not in message, "Pw" not in message, "x:y" not in message) == (
@@ -148,3 +157,28 @@ def test_a_missing_driver_is_reported_with_what_to_install() -> None:
         "cannot use the database mysql+mysqldb://app:***@db.example/app: its driver 'MySQLdb' "
         "is not installed: pip install mysqlclient"
     ) == str(caught.value)
+
+
+class _Distributed(DistributedJob):
+    """A distributed job that does nothing: it makes the host use its database."""
+
+    def execute(self, token: CancellationToken) -> None:
+        pass
+
+
+@pytest.mark.skipif(importlib.util.find_spec("MySQLdb") is not None, reason="MySQLdb installed")
+def test_a_missing_driver_fails_host_start_with_what_to_install() -> None:
+    """A host with a distributed job on a URL whose driver is missing: start() raises
+    DatabaseUnavailable saying what to install, and starts no thread."""
+    host = JobHost(
+        [_Distributed(name="d", period=timedelta(minutes=1))],
+        database="mysql+mysqldb://app:s3cret@db.example/app",
+    )
+    before = set(threading.enumerate())
+    with pytest.raises(DatabaseUnavailable) as caught:
+        host.start()
+    started = [t.name for t in set(threading.enumerate()) - before]
+    assert (False, [], False) == (host.running, started, "s3cret" in str(caught.value))
+    assert str(caught.value).endswith(
+        "its driver 'MySQLdb' is not installed: pip install mysqlclient"
+    )

@@ -86,12 +86,15 @@ def test_a_wrong_password_fails_at_once(db: TestDatabase) -> None:
 
 
 def test_an_unknown_database_fails_at_once(db: TestDatabase) -> None:
-    """A database name the server does not know raises at once, naming the reason."""
+    """A database name the server does not know raises at once, naming the reason, with the
+    URL masked."""
     server_only(db)
     name = make_url(db.url).database
-    error, took = refusal(with_parts(db.url, database=f"{name}_no_such_db"), timeout=PATIENCE)
+    url = with_parts(db.url, database=f"{name}_no_such_db")
+    error, took = refusal(url, timeout=PATIENCE)
     expected_reason = {"postgres": "does not exist", "mysql": "Unknown database"}
     assert True is (expected_reason[db.backend] in str(error)), str(error)
+    assert True is str(error).startswith(f"cannot use the database {masked(url)}: "), str(error)
     assert took < AT_ONCE, took
 
 
@@ -116,8 +119,9 @@ def test_an_sqlite_directory_fails_at_once(tmp_path: Path) -> None:
 
 def test_an_sqlite_file_in_a_missing_directory_fails_at_once(tmp_path: Path) -> None:
     """An SQLite file whose directory does not exist raises at once, naming the directory."""
-    error, _ = refusal(f"sqlite:///{tmp_path}/missing/jobs.db", timeout=PATIENCE)
+    error, took = refusal(f"sqlite:///{tmp_path}/missing/jobs.db", timeout=PATIENCE)
     assert True is (f"the directory {tmp_path}/missing does not exist" in str(error)), str(error)
+    assert took < AT_ONCE, took
 
 
 def test_an_sqlite_file_under_proc_fails_at_once() -> None:
