@@ -142,10 +142,12 @@ class _Listener:
         try:
             conn.settimeout(TIMEOUT)
             extra: dict[str, object] = {}
+            # Read the request of every peer first: a sender answered before it wrote would
+            # meet a broken pipe and report that instead of the refusal's reason.
+            line = read_line(conn, time.monotonic() + TIMEOUT)
             if not _same_user(conn):
                 reply = Reply(False, "refused: the sender runs as another user")
             else:
-                line = read_line(conn, time.monotonic() + TIMEOUT)
                 try:
                     request = json.loads(line)
                 except ValueError:
