@@ -467,3 +467,61 @@ def test_latest_runs_follow_new_rows_and_finished_runs(tables: Tables, db: TestD
     tables.run("y", now - 1000)
     later = data.overview()
     assert ("failed", "executed") == (later.last_runs["x"].outcome, later.last_runs["y"].outcome)
+
+
+def test_a_run_written_late_is_counted_although_its_bucket_was_remembered(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """A run written to the history hours after it started (a write delayed by a database
+    outage, another host's clock) counts in the jobs page's runs of the last day, although
+    the five-minute bucket it started in was already counted and remembered."""
+    now = tables.now_ms
+    tables.runs_bulk([{"job": "report", "started_ms": now - i * 600_000} for i in range(1, 140)])
+    data = Dashboard(tables.engine, db.table_prefix)
+    assert 139 == data.overview().runs_24h["report"]
+    tables.run("report", now - 3 * HOUR_MS + 1234)  # late: its bucket settled long ago
+    client = _app(db).test_client()
+    client.get("/")
+    tables.run("report", now - 5 * HOUR_MS + 4321)
+    html = client.get("/").get_data(as_text=True)
+    row = re.search(r'data-name="report".*?</tr>', html, flags=re.DOTALL)
+    assert row is not None
+    assert (141, True) == (data.overview().runs_24h["report"], ">141<" in row.group(0))
+
+
+def test_day_counts_stay_exact_as_late_runs_join_the_remembered_buckets(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """Loads a simulated minute apart for 40 minutes, with runs written on time, hours late
+    and more than a day late between them: every load's count equals a plain COUNT, and the
+    late runs have joined the remembered buckets by the end (counted once, never twice)."""
+    start = tables.now_ms
+    names = {"job-0", "job-1", "job-2"}
+    tables.runs_bulk(
+        [{"job": f"job-{i % 3}", "started_ms": start - i * 7 * 60_000} for i in range(206)]
+    )
+    data = Dashboard(tables.engine, db.table_prefix)
+    runs = tables.runs.c
+    first_late = None
+    for step in range(40):
+        now = start + step * 60_000
+        tables.run("job-0", now - 1000)
+        if step % 3 == 1:
+            tables.run("job-1", now - 2 * HOUR_MS - step * 60_000)
+        if step % 5 == 2:
+            tables.run("job-2", now - DAY_MS - HOUR_MS)  # too old to count
+        with tables.engine.connect() as conn:
+            top = conn.execute(sa.select(sa.func.max(runs.id))).scalar_one()
+            if first_late is None and step == 1:
+                first_late = top
+            plain: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(runs.job, sa.func.count())
+                    .where(runs.started_ms > now - DAY_MS, runs.started_ms <= now)
+                    .group_by(runs.job)
+                ).all()
+            )
+            counted, _ = data.day_counts(conn, names, now, top)
+        assert (step, plain) == (step, counted)
+    assert first_late is not None
+    assert data.counter._high is not None and data.counter._high >= first_late

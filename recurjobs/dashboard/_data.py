@@ -38,7 +38,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, RunCounter
+from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, Late, RunCounter
 from recurjobs.dashboard._latest import LatestRuns
 from recurjobs.dashboard._records import (
     RUN_COLUMNS,
@@ -123,7 +123,7 @@ class Dashboard:
         the servers."""
         schema = self.schema()
         with exclusive(self.engine), self.engine.connect() as conn:
-            now_ms, publisher = self._now_and_publisher(conn, schema)
+            now_ms, publisher, top_id = self._now_and_publisher(conn, schema)
             rows = self._rows(conn, schema) if schema.jobs else {}
             last_runs: dict[str, Run] = {}
             failures: dict[str, int] = {}
@@ -133,19 +133,7 @@ class Dashboard:
                     lambda: self._last_runs(conn),
                     lambda above, ids, limit: self._newer(conn, above, ids, limit),
                 )
-
-                def ranges(names: Collection[str], spans: Sequence[tuple[int, int]]) -> Any:
-                    # The day's failures ride along in the same statement: one round trip.
-                    counts, failed = self._count_ranges(conn, names, spans, now_ms - DAY_MS)
-                    failures.update(failed)
-                    return counts
-
-                runs_24h = self.counter.runs(
-                    set(last_runs),
-                    now_ms,
-                    lambda n, a, b: self._count_buckets(conn, n, a, b),
-                    ranges,
-                )
+                runs_24h, failures = self.day_counts(conn, set(last_runs), now_ms, top_id)
             servers: list[Server] = []
             if schema.servers:
                 servers = [
@@ -171,17 +159,47 @@ class Dashboard:
             has_servers=schema.servers,
         )
 
-    def _now_and_publisher(self, conn: Any, schema: _Schema) -> tuple[int, str | None]:
-        """The database's now and the holder of a live publisher lease, in one statement.
+    def day_counts(
+        self, conn: Any, names: Collection[str], now_ms: int, top_id: int
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Runs of ``names`` started in the day before ``now_ms``, and failures of every job
+        of that day; ``top_id`` is the history's highest id as this load began."""
+        failures: dict[str, int] = {}
+
+        def ranges(
+            names: Collection[str], spans: Sequence[tuple[int, int]], late: Late | None
+        ) -> Any:
+            # The day's failures ride along in the same statement: one round trip.
+            counts, late_counts, failed = self._count_ranges(
+                conn, names, spans, late, now_ms - DAY_MS
+            )
+            failures.update(failed)
+            return counts, late_counts
+
+        runs = self.counter.runs(
+            names,
+            now_ms,
+            top_id,
+            lambda n, a, b, upto: self._count_buckets(conn, n, a, b, upto),
+            ranges,
+        )
+        return runs, failures
+
+    def _now_and_publisher(self, conn: Any, schema: _Schema) -> tuple[int, str | None, int]:
+        """The database's now, the holder of a live publisher lease and the highest id of the
+        history (0 without one), in one statement.
 
         On PostgreSQL the same statement turns parallel query off for the page's transaction:
         starting parallel workers for these short index scans costs more than the scans (tens
         of milliseconds on a busy machine)."""
         first: list[Any] = [db_now_ms()]
+        if schema.runs:
+            first.append(select(func.max(self.runs.c.id)).scalar_subquery())
         if self.engine.dialect.name == "postgresql":
             first.append(func.set_config("max_parallel_workers_per_gather", "0", True))
         if not schema.servers:
-            return int(conn.execute(select(*first)).first()[0]), None
+            row = conn.execute(select(*first)).one()
+            return int(row[0]), None, int(row[1] or 0) if schema.runs else 0
         lease = self.leases.c
         holder = (
             select(lease.holder)
@@ -194,7 +212,7 @@ class Dashboard:
             .scalar_subquery()
         )
         row = conn.execute(select(holder, *first)).one()
-        return int(row[1]), row[0]
+        return int(row[1]), row[0], int(row[2] or 0) if schema.runs else 0
 
     def _rows(self, conn: Any, schema: _Schema, name: str | None = None) -> dict[str, JobRowView]:
         c = self.jobs.c
@@ -241,13 +259,18 @@ class Dashboard:
         return [run_of(row) for row in conn.execute(query)]
 
     def _count_buckets(
-        self, conn: Any, names: Collection[str], start_ms: int, end_ms: int
+        self, conn: Any, names: Collection[str], start_ms: int, end_ms: int, upto_id: int
     ) -> dict[tuple[str, int], int]:
         r = self.runs.c
-        bucket = int_div(r.started_ms, literal(BUCKET_MS, BigInteger())).label("bucket")
+        bucket = self._bucket()
         query = (
             select(r.job, bucket, func.count())
-            .where(self._one_of(r.job, names), r.started_ms >= start_ms, r.started_ms < end_ms)
+            .where(
+                self._one_of(r.job, names),
+                r.started_ms >= start_ms,
+                r.started_ms < end_ms,
+                r.id <= upto_id,
+            )
             .group_by(r.job, bucket)
         )
         return {(job, int(b)): int(n) for job, b, n in conn.execute(query)}
@@ -257,30 +280,55 @@ class Dashboard:
         conn: Any,
         names: Collection[str],
         spans: Sequence[tuple[int, int]],
+        late: Late | None,
         failed_since_ms: int,
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """Runs of ``names`` started in each span, and failures started after
-        ``failed_since_ms``, in one statement. Each span is a branch of its own: PostgreSQL
-        plans an OR of ranges as a slow bitmap scan, while each range alone is an index-only
-        scan of ``(job, started_ms, id)``; failures use ``(outcome, started_ms)``."""
+    ) -> tuple[dict[str, int], dict[tuple[str, int, bool], int], dict[str, int]]:
+        """Runs of ``names`` started in each span, the ``late`` rows by job and bucket (split
+        at ``late.fold_to``), and failures started after ``failed_since_ms``, in one
+        statement. Each span is a branch of its own: PostgreSQL plans an OR of ranges as a
+        slow bitmap scan, while each range alone is an index-only scan of ``(job,
+        started_ms, id)``; late rows are found by the primary key (their only id range;
+        no job filter, which would lure the planner onto the job index); failures use
+        ``(outcome, started_ms)``."""
         r = self.runs.c
+        zero = literal(0, BigInteger()).label("bucket")
         branches = [
-            select(literal("r").label("kind"), r.job, func.count().label("n"))
+            select(literal("r").label("kind"), r.job, zero, func.count().label("n"))
             .where(self._one_of(r.job, names), r.started_ms >= low, r.started_ms < high)
             .group_by(r.job)
             for low, high in spans
         ]
+        if late is not None:
+            parts = [("l", r.id > late.fold_to)]  # rows that stay above high
+            if late.fold_to > late.above:  # rows that join the remembered buckets
+                parts.append(("m", and_(r.id > late.above, r.id <= late.fold_to)))
+            for kind, ids in parts:
+                bucket = self._bucket()
+                branches.append(
+                    select(literal(kind).label("kind"), r.job, bucket, func.count())
+                    .where(ids, r.started_ms >= late.start_ms, r.started_ms < late.end_ms)
+                    .group_by(r.job, bucket)
+                )
         branches.append(
-            select(literal("f").label("kind"), r.job, func.count().label("n"))
+            select(literal("f").label("kind"), r.job, zero, func.count().label("n"))
             .where(r.outcome == "failed", r.started_ms > failed_since_ms)
             .group_by(r.job)
         )
         counts: dict[str, int] = {}
+        late_counts: dict[tuple[str, int, bool], int] = {}
         failures: dict[str, int] = {}
-        for kind, job, count in conn.execute(union_all(*branches)):
+        for kind, job, bucket, count in conn.execute(union_all(*branches)):
+            if kind in ("l", "m"):
+                late_counts[(job, int(bucket), kind == "m")] = int(count)
+                continue
             target = counts if kind == "r" else failures
             target[job] = target.get(job, 0) + int(count)
-        return counts, failures
+        return counts, late_counts, failures
+
+    def _bucket(self) -> Any:
+        """``started_ms // BUCKET_MS``, the number of a run's five-minute bucket (one object
+        per statement, for its SELECT and its GROUP BY: PostgreSQL matches them by parameter)."""
+        return int_div(self.runs.c.started_ms, literal(BUCKET_MS, BigInteger())).label("bucket")
 
     def _one_of(self, column: Any, names: Collection[str]) -> Any:
         """``column IN (names)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead
