@@ -350,6 +350,8 @@ def test_bad_query_parameters_answer_400_naming_them(tables: Tables, db: TestDat
 
 def test_missing_tables_show_empty_pages(db: TestDatabase) -> None:
     """On a database where no host has started yet, every page loads and says so."""
+    if db.backend == "sqlite":
+        sa.create_engine(db.url, poolclass=NullPool).connect().close()  # an empty file
     client = _app(db).test_client()
     assert "No jobs yet" in client.get("/").get_data(as_text=True)
     assert 200 == client.get("/servers").status_code
@@ -525,3 +527,55 @@ def test_day_counts_stay_exact_as_late_runs_join_the_remembered_buckets(
         assert (step, plain) == (step, counted)
     assert first_late is not None
     assert data.counter._high is not None and data.counter._high >= first_late
+
+
+def _read_only_dashboard(db: TestDatabase, tables: Tables) -> Any:
+    """The database argument of a dashboard whose database may only read the test's tables:
+    SQLite opened read-only (``mode=ro``); on PostgreSQL the tables' owner (the test's user)
+    has revoked its own right to write them; MariaDB/MySQL sessions in read-only transactions."""
+    if db.backend == "sqlite":
+        with tables.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # as the hosts leave the file
+        return f"sqlite:///file:{sa.make_url(db.url).database}?mode=ro&uri=true"
+    if db.backend == "postgres":
+        with tables.engine.begin() as conn:
+            for table in (tables.jobs, tables.runs, tables.servers, tables.leases):
+                conn.execute(
+                    sa.text(f"REVOKE INSERT, UPDATE, DELETE ON {table.name} FROM CURRENT_USER")
+                )
+        return db.url
+    return sa.create_engine(
+        db.url,
+        poolclass=NullPool,
+        connect_args={"init_command": "SET SESSION TRANSACTION READ ONLY"},
+    )
+
+
+def test_an_action_the_database_refuses_is_a_clear_403_not_an_outage(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """A database user without write rights pressing an action button gets a 403 page saying
+    the database refused the change, with the driver's first line and the password masked,
+    not the 503 "Database unavailable" page; the pages still read, and nothing changes."""
+    tables.job("report")
+    database = _read_only_dashboard(db, tables)
+    try:
+        client = create_app(
+            database, table_prefix=db.table_prefix, allow_actions=True, authorize=_allow
+        ).test_client()
+        page = client.get("/")
+        token = _token(page.get_data(as_text=True))
+        response = client.post(
+            "/action", data={"action": "pause", "name": "report", "csrf_token": token}
+        )
+    finally:
+        if isinstance(database, sa.Engine):
+            database.dispose()
+    body = response.get_data(as_text=True)
+    password = sa.make_url(db.url).password
+    driver_says = {"sqlite": "readonly", "postgres": "permission denied", "mysql": "READ ONLY"}
+    assert (200, 403) == (page.status_code, response.status_code)
+    assert "The database refused the change" in body and "Database unavailable" not in body
+    assert driver_says[db.backend] in body and "update the jobs table" in body
+    assert not password or f":{password}@" not in body
+    assert False is bool(tables.column("report", "paused"))

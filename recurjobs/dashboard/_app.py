@@ -165,8 +165,7 @@ def make_blueprint(
 
     @bp.errorhandler(SQLAlchemyError)
     def _database_error(exc: SQLAlchemyError) -> tuple[str, int]:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        message = scrub(detail[0] if detail else type(exc).__name__, data.engine)
+        message = _first_line(exc, data)
         logger.warning("dashboard: database error on %s: %s", data.url, message)
         page = render_template(
             "recurjobs_dashboard/error.html",
@@ -174,6 +173,22 @@ def make_blueprint(
             message=f"The database {data.url} could not be read: {message}",
         )
         return page, 503
+
+    def _refused_page(exc: SQLAlchemyError, verb: str, name: str) -> tuple[str, int]:
+        message = _first_line(exc, data)
+        logger.warning(
+            "dashboard: the database %s refused to %s %r: %s", data.url, verb, name, message
+        )
+        page = render_template(
+            "recurjobs_dashboard/error.html",
+            title="The database refused the change",
+            message=(
+                f"The database {data.url} refused to {verb} {name!r}: {message}. It lets "
+                "the dashboard read but not write: actions need the right to update the jobs "
+                "table (a database user with UPDATE on it, a database that is not read-only)."
+            ),
+        )
+        return page, 403
 
     @bp.errorhandler(_BadParameter)
     def _bad_parameter(exc: _BadParameter) -> tuple[str, int]:
@@ -285,7 +300,12 @@ def make_blueprint(
         name = request.form.get("name", "")
         if verb not in ("trigger", "pause", "resume") or not 1 <= len(name) <= 200:
             abort(400, "action must be trigger, pause or resume, with a job name")
-        done = _actions.act(data, host, verb, name)
+        try:
+            done = _actions.act(data, host, verb, name)
+        except SQLAlchemyError as exc:
+            if not _actions.refused(exc):
+                raise  # unreachable or too slow: the 503 page
+            return _refused_page(exc, verb, name)
         logger.info(
             "dashboard: %s %r by %s: %s",
             verb,
@@ -309,6 +329,13 @@ def make_blueprint(
         return page, exc.code or 500
 
     return bp
+
+
+def _first_line(exc: SQLAlchemyError, data: Dashboard) -> str:
+    """The first line of the driver's message (the statement and parameters never), with the
+    database password masked."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return scrub(detail[0] if detail else type(exc).__name__, data.engine)
 
 
 def _before(text: str) -> tuple[int, int] | None:
