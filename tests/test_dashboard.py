@@ -579,3 +579,150 @@ def test_an_action_the_database_refuses_is_a_clear_403_not_an_outage(
     assert driver_says[db.backend] in body and "update the jobs table" in body
     assert not password or f":{password}@" not in body
     assert False is bool(tables.column("report", "paused"))
+
+
+def test_an_action_on_a_locked_row_answers_503_within_the_bound(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """While another session's open transaction holds the job's row (a ``psql`` left open),
+    the pages still answer at once and an action on that row answers 503 "Database
+    unavailable" within the 5 s bound plus margin, instead of hanging; nothing changes."""
+    tables.job("report")
+    if db.backend == "sqlite":
+        with tables.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # as the hosts leave the file
+    client = _app(db, allow_actions=True, authorize=_allow).test_client()
+    token = _token(client.get("/").get_data(as_text=True))
+    holder = tables.engine.connect()
+    try:
+        holding = holder.begin()
+        holder.execute(
+            sa.update(tables.jobs).where(tables.jobs.c.name == "report").values(due_now=True)
+        )
+        page = client.get("/")
+        started = time.monotonic()
+        response = client.post(
+            "/action", data={"action": "pause", "name": "report", "csrf_token": token}
+        )
+        waited = time.monotonic() - started
+        holding.rollback()
+    finally:
+        holder.close()
+    assert (200, 503) == (page.status_code, response.status_code)
+    assert "Database unavailable" in response.get_data(as_text=True)
+    assert waited < 5 + 5  # the bound, and a generous margin for a loaded machine
+    assert (False, False) == (
+        bool(tables.column("report", "paused")),
+        bool(tables.column("report", "due_now")),
+    )
+
+
+def test_host_status_raising_in_the_flask_mount_leaves_out_only_the_apps_jobs(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the mounting app's host.status() raises, the jobs and servers pages still answer
+    with the database's jobs, leave out the app's recurring jobs, and log why."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = sa.create_engine(url, poolclass=NullPool)
+    metadata = sa.MetaData()
+    jobs = jobs_table(metadata, "recurjobs_")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(jobs).values(
+                name="report",
+                period_ms=HOUR_MS,
+                aligned=False,
+                last_run_ms=0,
+                running=False,
+                due_now=False,
+                paused=False,
+            )
+        )
+    engine.dispose()
+    app = Flask(__name__)
+    app.config.update(
+        RECURJOBS_DATABASE_URL=url,
+        RECURJOBS_MAIN_DOM=False,
+        RECURJOBS_DASHBOARD_PREFIX="/recurjobs",
+    )
+    ext = RecurJobs(app, jobs=[Beat()])
+    try:
+        client = app.test_client()
+        assert 'data-name="Beat"' in client.get("/recurjobs/").get_data(as_text=True)
+
+        def broken() -> Any:
+            raise RuntimeError("status is broken")
+
+        monkeypatch.setattr(RecurJobs.get_host(app), "status", broken)
+        with caplog.at_level("ERROR", logger="recurjobs.dashboard"):
+            jobs_page = client.get("/recurjobs/")
+            servers_page = client.get("/recurjobs/servers")
+        html = jobs_page.get_data(as_text=True)
+        assert (200, 200) == (jobs_page.status_code, servers_page.status_code)
+        assert ('data-name="report"' in html, 'data-name="Beat"' in html) == (True, False)
+        assert any("host.status() raised" in r.getMessage() for r in caplog.records)
+    finally:
+        ext.stop(app)
+
+
+def test_worker_processes_sharing_a_secret_key_accept_each_others_forms(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """Two dashboard apps (two worker processes behind one address) with the same secret_key
+    accept each other's forms; with different keys the other refuses with 403 "reload the
+    page" and nothing changes."""
+    tables.job("report")
+    secret = "one secret for every worker of this dashboard"
+    first = _app(db, allow_actions=True, authorize=_allow, secret_key=secret).test_client()
+    token = _token(first.get("/").get_data(as_text=True))
+    form = {"action": "pause", "name": "report", "csrf_token": token}
+    stranger = _app(db, allow_actions=True, authorize=_allow, secret_key="x" * 16).test_client()
+    stranger.set_cookie("recurjobs_csrf", token.partition(".")[0])  # the browser's cookie
+    refused = stranger.post("/action", data=form)
+    assert (403, True, False) == (
+        refused.status_code,
+        "reload the page" in refused.get_data(as_text=True),
+        bool(tables.column("report", "paused")),
+    )
+    sibling = _app(db, allow_actions=True, authorize=_allow, secret_key=secret).test_client()
+    sibling.set_cookie("recurjobs_csrf", token.partition(".")[0])
+    accepted = sibling.post("/action", data=form)
+    assert (303, True) == (accepted.status_code, bool(tables.column("report", "paused")))
+
+
+@pytest.mark.parametrize(
+    "before", ["+5.1", " 5.1", "5.1 ", "5_0.1", "\u0665.1", "5.\uff11", "5.1\n", "-5.1", "5."]
+)
+def test_the_paging_key_takes_ascii_digits_only(before: str, tmp_path: Any) -> None:
+    """A ``before`` key with a sign, spaces, underscores or another script's digits (all of
+    which int() takes) is a 400 naming ``before``, like any other malformed key."""
+    (tmp_path / "jobs.db").touch()
+    client = create_app(f"sqlite:///{tmp_path / 'jobs.db'}").test_client()
+    response = client.get("/job", query_string={"name": "report", "before": before})
+    assert (400, True) == (
+        response.status_code,
+        "before must be" in response.get_data(as_text=True),
+    )
+
+
+def test_an_origin_differing_in_scheme_is_refused_on_https(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """On a dashboard served over https, a POST whose Origin is the same host over plain http
+    (a page a network attacker can write) is refused with 403; the https Origin is accepted,
+    and so is an https Origin on a plain-http request (a TLS-terminating proxy in front)."""
+    tables.job("report")
+    client = _app(db, allow_actions=True, authorize=_allow).test_client()
+    token = _token(client.get("/", base_url="https://localhost").get_data(as_text=True))
+    form = {"action": "pause", "name": "report", "csrf_token": token}
+
+    def post(origin: str, base_url: str) -> int:
+        response = client.post("/action", data=form, headers={"Origin": origin}, base_url=base_url)
+        return response.status_code
+
+    assert 403 == post("http://localhost", "https://localhost")
+    assert False is bool(tables.column("report", "paused"))
+    assert 303 == post("https://localhost", "https://localhost")
+    assert 303 == post("https://localhost", "http://localhost")
+    assert True is bool(tables.column("report", "paused"))

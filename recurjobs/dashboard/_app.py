@@ -10,6 +10,7 @@ what an action does, :mod:`._actions`.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -289,8 +290,7 @@ def make_blueprint(
     def action() -> Any:
         if not may_act():
             abort(403, "actions are disabled on this dashboard, or you may not use them")
-        origin = request.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        if _foreign(request.headers.get("Origin"), request):
             abort(403, "the request comes from another site")
         if not _csrf.token_ok(
             secret_key, request.cookies.get(_csrf.COOKIE), request.form.get(_csrf.FIELD)
@@ -338,14 +338,28 @@ def _first_line(exc: SQLAlchemyError, data: Dashboard) -> str:
     return scrub(detail[0] if detail else type(exc).__name__, data.engine)
 
 
+def _foreign(origin: str | None, req: Request) -> bool:
+    """Whether a POST's ``Origin`` header names another site than the dashboard's: another
+    host or port, or a plain-http page posting to a dashboard served over https (a page a
+    network attacker can write). An https page posting to a plain-http request is allowed: that
+    is a TLS-terminating proxy in front of the dashboard. No header, or ``null``, is left to
+    the CSRF token."""
+    if not origin or origin == "null":
+        return False
+    parts = urlsplit(origin)
+    if parts.netloc != req.host:
+        return True
+    return req.is_secure and parts.scheme != "https"
+
+
 def _before(text: str) -> tuple[int, int] | None:
     if not text:
         return None
+    # ASCII digits only: int() would also take "+5", " 5", "5_0" and other scripts' digits.
+    if re.fullmatch(r"[0-9]{1,19}\.[0-9]{1,19}", text) is None:
+        raise _BadParameter(f"before must be <started_ms>.<id>, got {text!r}")
     started, _, ident = text.partition(".")
-    try:
-        key = (int(started), int(ident))
-    except ValueError:
-        raise _BadParameter(f"before must be <started_ms>.<id>, got {text!r}") from None
+    key = (int(started), int(ident))
     if not all(0 <= part < 1 << 62 for part in key):
         raise _BadParameter(f"before is out of range: {text!r}")
     return key
