@@ -135,6 +135,7 @@ def test_jobs_page_shows_rows_latest_runs_and_day_counts(tables: Tables, db: Tes
     for name in ("report", "sync", "old-recurring"):
         assert f'data-name="{name}"' in html
     assert "on h2:200:bbbb" in html
+    assert "<script nonce=" in html  # the page refreshes itself
 
 
 def test_day_count_matches_a_plain_count_while_hours_are_remembered(
@@ -388,7 +389,8 @@ def test_old_jobs_table_without_pause_column(db: TestDatabase) -> None:
 
 
 def test_database_down_answers_503_without_the_password() -> None:
-    """A database that refuses connections gives a 503 page (masked URL), not a traceback."""
+    """A database that refuses connections gives a 503 page (masked URL), not a traceback,
+    that refreshes itself until the database answers."""
     url = f"postgresql+psycopg://user:s3cret-pw@127.0.0.1:{free_port()}/nothing"
     client = create_app(url).test_client()
     started = time.monotonic()
@@ -397,6 +399,7 @@ def test_database_down_answers_503_without_the_password() -> None:
     body = response.get_data(as_text=True)
     assert "s3cret-pw" not in body
     assert "Database unavailable" in body
+    assert ("refreshes itself" in body, "<script" in body) == (True, True)
     assert time.monotonic() - started < 15
 
 
@@ -576,6 +579,7 @@ def test_an_action_the_database_refuses_is_a_clear_403_not_an_outage(
     driver_says = {"sqlite": "readonly", "postgres": "permission denied", "mysql": "READ ONLY"}
     assert (200, 403) == (page.status_code, response.status_code)
     assert "The database refused the change" in body and "Database unavailable" not in body
+    assert ("refreshes itself" in body, "<script" in body) == (False, False)  # a POST's answer
     assert driver_says[db.backend] in body and "update the jobs table" in body
     assert not password or f":{password}@" not in body
     assert False is bool(tables.column("report", "paused"))
@@ -609,7 +613,9 @@ def test_an_action_on_a_locked_row_answers_503_within_the_bound(
     finally:
         holder.close()
     assert (200, 503) == (page.status_code, response.status_code)
-    assert "Database unavailable" in response.get_data(as_text=True)
+    body = response.get_data(as_text=True)
+    assert ("Database unavailable" in body, "could not be changed" in body) == (True, True)
+    assert ("refreshes itself" in body, "<script" in body) == (False, False)  # a POST's answer
     assert waited < 5 + 5  # the bound, and a generous margin for a loaded machine
     assert (False, False) == (
         bool(tables.column("report", "paused")),

@@ -160,6 +160,7 @@ def make_blueprint(
             "csrf_field": _csrf.FIELD,
             "script_nonce": g.get("recurjobs_script_nonce", ""),
             "refresh_seconds": REFRESH_SECONDS,
+            "refresh": True,
             "database": data.url,
             "local_actions": _actions.local_actions(host),
         }
@@ -168,10 +169,15 @@ def make_blueprint(
     def _database_error(exc: SQLAlchemyError) -> tuple[str, int]:
         message = _first_line(exc, data)
         logger.warning("dashboard: database error on %s: %s", data.url, message)
+        # A page that was read refreshes itself until the database answers; an action's
+        # answer does not (its URL takes POSTs only).
+        again = request.method == "GET"
         page = render_template(
             "recurjobs_dashboard/error.html",
             title="Database unavailable",
-            message=f"The database {data.url} could not be read: {message}",
+            message=f"The database {data.url} could not be "
+            f"{'read' if again else 'changed'}: {message}",
+            refresh=again,
         )
         return page, 503
 
@@ -188,13 +194,14 @@ def make_blueprint(
                 "the dashboard read but not write: actions need the right to update the jobs "
                 "table (a database user with UPDATE on it, a database that is not read-only)."
             ),
+            refresh=False,
         )
         return page, 403
 
     @bp.errorhandler(_BadParameter)
     def _bad_parameter(exc: _BadParameter) -> tuple[str, int]:
         page = render_template(
-            "recurjobs_dashboard/error.html", title="Bad request", message=str(exc)
+            "recurjobs_dashboard/error.html", title="Bad request", message=str(exc), refresh=False
         )
         return page, 400
 
@@ -325,6 +332,7 @@ def make_blueprint(
             "recurjobs_dashboard/error.html",
             title=f"{exc.code} {exc.name}",
             message=exc.description or "",
+            refresh=False,
         )
         return page, exc.code or 500
 
