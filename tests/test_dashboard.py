@@ -526,10 +526,10 @@ def test_day_counts_stay_exact_as_late_runs_join_the_remembered_buckets(
                     .group_by(runs.job)
                 ).all()
             )
-            counted, _ = data.day_counts(conn, names, now, top)
+            counted, _ = data.days.counts(conn, names, now, top)
         assert (step, plain) == (step, counted)
     assert first_late is not None
-    assert data.counter._high is not None and data.counter._high >= first_late
+    assert data.days.counter._high is not None and data.days.counter._high >= first_late
 
 
 def _read_only_dashboard(db: TestDatabase, tables: Tables) -> Any:

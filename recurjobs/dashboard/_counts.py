@@ -14,7 +14,9 @@ hold exactly the rows up to one id, ``high``: each load also counts the rows abo
 that started in a remembered bucket, through the primary key (only the rows written since
 ``high``, a few minutes' worth, are read). ``high`` moves up to the highest id a load saw at
 least ``SETTLE_MS`` earlier (the rows below it have long committed, even those whose inserts
-committed out of id order), and the rows it passes are added to their buckets on the way.
+committed out of id order), and the rows it passes are added to their buckets on the way. At
+the first load ``high`` starts ``OVERLAP`` ids below the highest, the allowance for inserts
+committing out of id order that :mod:`._latest` makes too.
 
 Failures (``outcome = 'failed'``) are counted live through the ``(outcome, started_ms)`` index
 (a run's outcome is written when it ends, which may be hours after it started).

@@ -1,44 +1,39 @@
 """What the dashboard reads: the statements that fill :mod:`._records` from the tables.
 
 Every page is a handful of short read statements that use the indexes: the latest run of each
-job through ``(job, started_ms, id)``, failures of the last day through ``(outcome,
-started_ms)``, the runs of the last day through :mod:`._counts`. The job names found in the
-history come from a recursive walk of the job index (one probe per distinct name), never from
-scanning the table. Times are epoch milliseconds of the database clock, read once per page.
+job through ``(job, started_ms, id)``, the runs and failures of the last day through
+:mod:`._daycounts`. The job names found in the history come from a recursive walk of the job
+index (one probe per distinct name), never from scanning the table. Times are epoch
+milliseconds of the database clock, read once per page.
 
 Tables may be missing (no host with distributed jobs, history or an election has started on
 this database yet) or be older than this version (no ``paused``/``cron`` columns): what is
-missing is shown as unknown, never an error. Only this module and :mod:`._actions` touch SQL.
+missing is shown as unknown, never an error. Only this module, :mod:`._daycounts` and
+:mod:`._actions` touch SQL.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     Engine,
     MetaData,
-    String,
     and_,
-    any_,
-    bindparam,
     case,
     func,
     inspect,
-    literal,
     or_,
     select,
     text,
-    union_all,
 )
 
-from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, Late, RunCounter
+from recurjobs.dashboard._counts import DAY_MS
+from recurjobs.dashboard._daycounts import DayCounts
 from recurjobs.dashboard._latest import LatestRuns
 from recurjobs.dashboard._records import (
     RUN_COLUMNS,
@@ -50,7 +45,7 @@ from recurjobs.dashboard._records import (
     job_row_of,
     run_of,
 )
-from recurjobs.sql._clockexpr import db_now_ms, int_div
+from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._history_table import column_text, runs_table
 from recurjobs.sql._servers_table import PUBLISHER, ServerTables
 from recurjobs.sql._shared import exclusive
@@ -89,7 +84,7 @@ class Dashboard:
         self.servers, self.leases = tables.servers, tables.leases
         self._schema = _Schema()
         self._schema_lock = threading.Lock()
-        self.counter = RunCounter()
+        self.days = DayCounts(engine.dialect.name, self.runs)
         self.latest = LatestRuns()
 
     # ------------------------------------------------------------------ schema
@@ -133,7 +128,7 @@ class Dashboard:
                     lambda: self._last_runs(conn),
                     lambda above, ids, limit: self._newer(conn, above, ids, limit),
                 )
-                runs_24h, failures = self.day_counts(conn, set(last_runs), now_ms, top_id)
+                runs_24h, failures = self.days.counts(conn, set(last_runs), now_ms, top_id)
             servers: list[Server] = []
             if schema.servers:
                 servers = [
@@ -158,32 +153,6 @@ class Dashboard:
             has_history=schema.runs,
             has_servers=schema.servers,
         )
-
-    def day_counts(
-        self, conn: Any, names: Collection[str], now_ms: int, top_id: int
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """Runs of ``names`` started in the day before ``now_ms``, and failures of every job
-        of that day; ``top_id`` is the history's highest id as this load began."""
-        failures: dict[str, int] = {}
-
-        def ranges(
-            names: Collection[str], spans: Sequence[tuple[int, int]], late: Late | None
-        ) -> Any:
-            # The day's failures ride along in the same statement: one round trip.
-            counts, late_counts, failed = self._count_ranges(
-                conn, names, spans, late, now_ms - DAY_MS
-            )
-            failures.update(failed)
-            return counts, late_counts
-
-        runs = self.counter.runs(
-            names,
-            now_ms,
-            top_id,
-            lambda n, a, b, upto: self._count_buckets(conn, n, a, b, upto),
-            ranges,
-        )
-        return runs, failures
 
     def _now_and_publisher(self, conn: Any, schema: _Schema) -> tuple[int, str | None, int]:
         """The database's now, the holder of a live publisher lease and the highest id of the
@@ -257,87 +226,6 @@ class Dashboard:
         columns = [self.runs.c[name] for name in RUN_COLUMNS]
         query = select(*columns).where(where).order_by(r.id).limit(limit)
         return [run_of(row) for row in conn.execute(query)]
-
-    def _count_buckets(
-        self, conn: Any, names: Collection[str], start_ms: int, end_ms: int, upto_id: int
-    ) -> dict[tuple[str, int], int]:
-        r = self.runs.c
-        bucket = self._bucket()
-        query = (
-            select(r.job, bucket, func.count())
-            .where(
-                self._one_of(r.job, names),
-                r.started_ms >= start_ms,
-                r.started_ms < end_ms,
-                r.id <= upto_id,
-            )
-            .group_by(r.job, bucket)
-        )
-        return {(job, int(b)): int(n) for job, b, n in conn.execute(query)}
-
-    def _count_ranges(
-        self,
-        conn: Any,
-        names: Collection[str],
-        spans: Sequence[tuple[int, int]],
-        late: Late | None,
-        failed_since_ms: int,
-    ) -> tuple[dict[str, int], dict[tuple[str, int, bool], int], dict[str, int]]:
-        """Runs of ``names`` started in each span, the ``late`` rows by job and bucket (split
-        at ``late.fold_to``), and failures started after ``failed_since_ms``, in one
-        statement. Each span is a branch of its own: PostgreSQL plans an OR of ranges as a
-        slow bitmap scan, while each range alone is an index-only scan of ``(job,
-        started_ms, id)``; late rows are found by the primary key (their only id range;
-        no job filter, which would lure the planner onto the job index); failures use
-        ``(outcome, started_ms)``."""
-        r = self.runs.c
-        zero = literal(0, BigInteger()).label("bucket")
-        branches = [
-            select(literal("r").label("kind"), r.job, zero, func.count().label("n"))
-            .where(self._one_of(r.job, names), r.started_ms >= low, r.started_ms < high)
-            .group_by(r.job)
-            for low, high in spans
-        ]
-        if late is not None:
-            parts = [("l", r.id > late.fold_to)]  # rows that stay above high
-            if late.fold_to > late.above:  # rows that join the remembered buckets
-                parts.append(("m", and_(r.id > late.above, r.id <= late.fold_to)))
-            for kind, ids in parts:
-                bucket = self._bucket()
-                branches.append(
-                    select(literal(kind).label("kind"), r.job, bucket, func.count())
-                    .where(ids, r.started_ms >= late.start_ms, r.started_ms < late.end_ms)
-                    .group_by(r.job, bucket)
-                )
-        branches.append(
-            select(literal("f").label("kind"), r.job, zero, func.count().label("n"))
-            .where(r.outcome == "failed", r.started_ms > failed_since_ms)
-            .group_by(r.job)
-        )
-        counts: dict[str, int] = {}
-        late_counts: dict[tuple[str, int, bool], int] = {}
-        failures: dict[str, int] = {}
-        for kind, job, bucket, count in conn.execute(union_all(*branches)):
-            if kind in ("l", "m"):
-                late_counts[(job, int(bucket), kind == "m")] = int(count)
-                continue
-            target = counts if kind == "r" else failures
-            target[job] = target.get(job, 0) + int(count)
-        return counts, late_counts, failures
-
-    def _bucket(self) -> Any:
-        """``started_ms // BUCKET_MS``, the number of a run's five-minute bucket (one object
-        per statement, for its SELECT and its GROUP BY: PostgreSQL matches them by parameter)."""
-        return int_div(self.runs.c.started_ms, literal(BUCKET_MS, BigInteger())).label("bucket")
-
-    def _one_of(self, column: Any, names: Collection[str]) -> Any:
-        """``column IN (names)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead
-        of hundreds (the driver's parsing of a long parameter list costs more than the query)."""
-        if self.engine.dialect.name == "postgresql":
-            return column == any_(
-                bindparam("names", sorted(names), type_=ARRAY(String()), unique=True)
-            )
-        return column.in_(sorted(names))
 
     # -------------------------------------------------------------------- a job
     def job_row(self, name: str) -> tuple[int, JobRowView | None]:
