@@ -732,3 +732,29 @@ def test_an_origin_differing_in_scheme_is_refused_on_https(
     assert 303 == post("https://localhost", "https://localhost")
     assert 303 == post("https://localhost", "http://localhost")
     assert True is bool(tables.column("report", "paused"))
+
+
+def test_a_history_table_made_anew_is_counted_afresh(tmp_path: Any) -> None:
+    """When the history's highest id drops below what the remembered buckets hold (the table
+    emptied and its ids restarted, as SQLite's do), the day is counted afresh, not from the
+    remembered buckets of the old rows."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'jobs.db'}", poolclass=NullPool)
+    runs = runs_table(sa.MetaData(), "recurjobs_")
+    runs.create(engine)
+    now = int(time.time() * 1000)
+    row = {"kind": "distributed", "host": "h", "trigger": "schedule", "outcome": "executed"}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(runs),
+            [{**row, "job": "report", "started_ms": now - i * 600_000} for i in range(1, 140)],
+        )
+    data = Dashboard(engine, "recurjobs_")
+    assert 139 == data.overview().runs_24h["report"]
+    with engine.begin() as conn:
+        conn.execute(sa.delete(runs))
+        conn.execute(
+            sa.insert(runs),
+            [{**row, "job": "report", "started_ms": now - i * HOUR_MS} for i in range(1, 4)],
+        )
+    assert 3 == data.overview().runs_24h["report"]
+    engine.dispose()

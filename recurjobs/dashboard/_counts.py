@@ -92,7 +92,8 @@ class RunCounter:
             counts, _ = ranges(wanted, [(low, high)], None)
             return _add(dict.fromkeys(wanted, 0), counts)
         with self._lock:
-            if wanted != self._names or self._high is None:
+            # ids only grow: a highest id below ``high`` is a table emptied or made anew.
+            if wanted != self._names or self._high is None or top_id < self._high:
                 self._names, self._buckets, self._sum = wanted, {}, {}
                 self._high, self._marks = max(top_id - OVERLAP, 0), []
             for old in [b for b in self._buckets if b < first or b >= settled]:
