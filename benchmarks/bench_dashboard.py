@@ -11,7 +11,8 @@ each page after three warm-up requests:
 * the jobs page (``/``): every job's row, latest run, runs and failures of the last 24 h;
 * a job's page (``/job?name=...``): its row, 50 runs with their errors, the SVG chart;
 * informational: the very first jobs page of a fresh app, which counts the whole day once
-  (later loads count only the last, unsettled hour and the window's ragged start).
+  (later loads count only the unsettled last minutes, the window's ragged start and the rows
+  written since, by primary key).
 
 Targets: both pages <= 50 ms. The server comes from ``RECURJOBS_TEST_POSTGRES_URL`` or
 ``scripts/test-databases.sh``; the tables are dropped afterwards.

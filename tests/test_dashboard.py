@@ -135,6 +135,7 @@ def test_jobs_page_shows_rows_latest_runs_and_day_counts(tables: Tables, db: Tes
     for name in ("report", "sync", "old-recurring"):
         assert f'data-name="{name}"' in html
     assert "on h2:200:bbbb" in html
+    assert "<script nonce=" in html  # the page refreshes itself
 
 
 def test_day_count_matches_a_plain_count_while_hours_are_remembered(
@@ -350,6 +351,8 @@ def test_bad_query_parameters_answer_400_naming_them(tables: Tables, db: TestDat
 
 def test_missing_tables_show_empty_pages(db: TestDatabase) -> None:
     """On a database where no host has started yet, every page loads and says so."""
+    if db.backend == "sqlite":
+        sa.create_engine(db.url, poolclass=NullPool).connect().close()  # an empty file
     client = _app(db).test_client()
     assert "No jobs yet" in client.get("/").get_data(as_text=True)
     assert 200 == client.get("/servers").status_code
@@ -386,7 +389,8 @@ def test_old_jobs_table_without_pause_column(db: TestDatabase) -> None:
 
 
 def test_database_down_answers_503_without_the_password() -> None:
-    """A database that refuses connections gives a 503 page (masked URL), not a traceback."""
+    """A database that refuses connections gives a 503 page (masked URL), not a traceback,
+    that refreshes itself until the database answers."""
     url = f"postgresql+psycopg://user:s3cret-pw@127.0.0.1:{free_port()}/nothing"
     client = create_app(url).test_client()
     started = time.monotonic()
@@ -395,6 +399,7 @@ def test_database_down_answers_503_without_the_password() -> None:
     body = response.get_data(as_text=True)
     assert "s3cret-pw" not in body
     assert "Database unavailable" in body
+    assert ("refreshes itself" in body, "<script" in body) == (True, True)
     assert time.monotonic() - started < 15
 
 
@@ -467,3 +472,334 @@ def test_latest_runs_follow_new_rows_and_finished_runs(tables: Tables, db: TestD
     tables.run("y", now - 1000)
     later = data.overview()
     assert ("failed", "executed") == (later.last_runs["x"].outcome, later.last_runs["y"].outcome)
+
+
+def test_a_run_written_late_is_counted_although_its_bucket_was_remembered(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """A run written to the history hours after it started (a write delayed by a database
+    outage, another host's clock) counts in the jobs page's runs of the last day, although
+    the five-minute bucket it started in was already counted and remembered."""
+    now = tables.now_ms
+    tables.runs_bulk([{"job": "report", "started_ms": now - i * 600_000} for i in range(1, 140)])
+    data = Dashboard(tables.engine, db.table_prefix)
+    assert 139 == data.overview().runs_24h["report"]
+    tables.run("report", now - 3 * HOUR_MS + 1234)  # late: its bucket settled long ago
+    client = _app(db).test_client()
+    client.get("/")
+    tables.run("report", now - 5 * HOUR_MS + 4321)
+    html = client.get("/").get_data(as_text=True)
+    row = re.search(r'data-name="report".*?</tr>', html, flags=re.DOTALL)
+    assert row is not None
+    assert (141, True) == (data.overview().runs_24h["report"], ">141<" in row.group(0))
+
+
+def test_day_counts_stay_exact_as_late_runs_join_the_remembered_buckets(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """Loads a simulated minute apart for 40 minutes, with runs written on time, hours late
+    and more than a day late between them: every load's count equals a plain COUNT, and the
+    late runs have joined the remembered buckets by the end (counted once, never twice)."""
+    start = tables.now_ms
+    names = {"job-0", "job-1", "job-2"}
+    tables.runs_bulk(
+        [{"job": f"job-{i % 3}", "started_ms": start - i * 7 * 60_000} for i in range(206)]
+    )
+    data = Dashboard(tables.engine, db.table_prefix)
+    runs = tables.runs.c
+    first_late = None
+    for step in range(40):
+        now = start + step * 60_000
+        tables.run("job-0", now - 1000)
+        if step % 3 == 1:
+            tables.run("job-1", now - 2 * HOUR_MS - step * 60_000)
+        if step % 5 == 2:
+            tables.run("job-2", now - DAY_MS - HOUR_MS)  # too old to count
+        with tables.engine.connect() as conn:
+            top = conn.execute(sa.select(sa.func.max(runs.id))).scalar_one()
+            if first_late is None and step == 1:
+                first_late = top
+            plain: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(runs.job, sa.func.count())
+                    .where(runs.started_ms > now - DAY_MS, runs.started_ms <= now)
+                    .group_by(runs.job)
+                ).all()
+            )
+            counted, _ = data.days.counts(conn, names, now, top)
+        assert (step, plain) == (step, counted)
+    assert first_late is not None
+    assert data.days.counter._high is not None and data.days.counter._high >= first_late
+
+
+def _read_only_dashboard(db: TestDatabase, tables: Tables) -> Any:
+    """The database argument of a dashboard whose database may only read the test's tables:
+    SQLite opened read-only (``mode=ro``); on PostgreSQL the tables' owner (the test's user)
+    has revoked its own right to write them; MariaDB/MySQL sessions in read-only transactions."""
+    if db.backend == "sqlite":
+        with tables.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # as the hosts leave the file
+        return f"sqlite:///file:{sa.make_url(db.url).database}?mode=ro&uri=true"
+    if db.backend == "postgres":
+        with tables.engine.begin() as conn:
+            for table in (tables.jobs, tables.runs, tables.servers, tables.leases):
+                conn.execute(
+                    sa.text(f"REVOKE INSERT, UPDATE, DELETE ON {table.name} FROM CURRENT_USER")
+                )
+        return db.url
+    return sa.create_engine(
+        db.url,
+        poolclass=NullPool,
+        connect_args={"init_command": "SET SESSION TRANSACTION READ ONLY"},
+    )
+
+
+def test_an_action_the_database_refuses_is_a_clear_403_not_an_outage(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """A database user without write rights pressing an action button gets a 403 page saying
+    the database refused the change, with the driver's first line and the password masked,
+    not the 503 "Database unavailable" page; the pages still read, and nothing changes."""
+    tables.job("report")
+    database = _read_only_dashboard(db, tables)
+    try:
+        client = create_app(
+            database, table_prefix=db.table_prefix, allow_actions=True, authorize=_allow
+        ).test_client()
+        page = client.get("/")
+        token = _token(page.get_data(as_text=True))
+        response = client.post(
+            "/action", data={"action": "pause", "name": "report", "csrf_token": token}
+        )
+    finally:
+        if isinstance(database, sa.Engine):
+            database.dispose()
+    body = response.get_data(as_text=True)
+    password = sa.make_url(db.url).password
+    driver_says = {"sqlite": "readonly", "postgres": "permission denied", "mysql": "READ ONLY"}
+    assert (200, 403) == (page.status_code, response.status_code)
+    assert "The database refused the change" in body and "Database unavailable" not in body
+    assert ("refreshes itself" in body, "<script" in body) == (False, False)  # a POST's answer
+    assert driver_says[db.backend] in body and "update the jobs table" in body
+    assert not password or f":{password}@" not in body
+    assert False is bool(tables.column("report", "paused"))
+
+
+def test_an_action_on_a_locked_row_answers_503_within_the_bound(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """While another session's open transaction holds the job's row (a ``psql`` left open),
+    the pages still answer at once and an action on that row answers 503 "Database
+    unavailable" within the 5 s bound plus margin, instead of hanging; nothing changes."""
+    tables.job("report")
+    if db.backend == "sqlite":
+        with tables.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # as the hosts leave the file
+    client = _app(db, allow_actions=True, authorize=_allow).test_client()
+    token = _token(client.get("/").get_data(as_text=True))
+    holder = tables.engine.connect()
+    try:
+        holding = holder.begin()
+        holder.execute(
+            sa.update(tables.jobs).where(tables.jobs.c.name == "report").values(due_now=True)
+        )
+        page = client.get("/")
+        started = time.monotonic()
+        response = client.post(
+            "/action", data={"action": "pause", "name": "report", "csrf_token": token}
+        )
+        waited = time.monotonic() - started
+        holding.rollback()
+    finally:
+        holder.close()
+    assert (200, 503) == (page.status_code, response.status_code)
+    body = response.get_data(as_text=True)
+    assert ("Database unavailable" in body, "could not be changed" in body) == (True, True)
+    assert ("refreshes itself" in body, "<script" in body) == (False, False)  # a POST's answer
+    assert waited < 5 + 5  # the bound, and a generous margin for a loaded machine
+    assert (False, False) == (
+        bool(tables.column("report", "paused")),
+        bool(tables.column("report", "due_now")),
+    )
+
+
+def test_host_status_raising_in_the_flask_mount_leaves_out_only_the_apps_jobs(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the mounting app's host.status() raises, the jobs and servers pages still answer
+    with the database's jobs, leave out the app's recurring jobs, and log why."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    engine = sa.create_engine(url, poolclass=NullPool)
+    metadata = sa.MetaData()
+    jobs = jobs_table(metadata, "recurjobs_")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(jobs).values(
+                name="report",
+                period_ms=HOUR_MS,
+                aligned=False,
+                last_run_ms=0,
+                running=False,
+                due_now=False,
+                paused=False,
+            )
+        )
+    engine.dispose()
+    app = Flask(__name__)
+    app.config.update(
+        RECURJOBS_DATABASE_URL=url,
+        RECURJOBS_MAIN_DOM=False,
+        RECURJOBS_DASHBOARD_PREFIX="/recurjobs",
+    )
+    ext = RecurJobs(app, jobs=[Beat()])
+    try:
+        client = app.test_client()
+        assert 'data-name="Beat"' in client.get("/recurjobs/").get_data(as_text=True)
+
+        def broken() -> Any:
+            raise RuntimeError("status is broken")
+
+        monkeypatch.setattr(RecurJobs.get_host(app), "status", broken)
+        with caplog.at_level("ERROR", logger="recurjobs.dashboard"):
+            jobs_page = client.get("/recurjobs/")
+            servers_page = client.get("/recurjobs/servers")
+        html = jobs_page.get_data(as_text=True)
+        assert (200, 200) == (jobs_page.status_code, servers_page.status_code)
+        assert ('data-name="report"' in html, 'data-name="Beat"' in html) == (True, False)
+        assert any("host.status() raised" in r.getMessage() for r in caplog.records)
+    finally:
+        ext.stop(app)
+
+
+def test_worker_processes_sharing_a_secret_key_accept_each_others_forms(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """Two dashboard apps (two worker processes behind one address) with the same secret_key
+    accept each other's forms; with different keys the other refuses with 403 "reload the
+    page" and nothing changes."""
+    tables.job("report")
+    secret = "one secret for every worker of this dashboard"
+    first = _app(db, allow_actions=True, authorize=_allow, secret_key=secret).test_client()
+    token = _token(first.get("/").get_data(as_text=True))
+    form = {"action": "pause", "name": "report", "csrf_token": token}
+    stranger = _app(db, allow_actions=True, authorize=_allow, secret_key="x" * 16).test_client()
+    stranger.set_cookie("recurjobs_csrf", token.partition(".")[0])  # the browser's cookie
+    refused = stranger.post("/action", data=form)
+    assert (403, True, False) == (
+        refused.status_code,
+        "reload the page" in refused.get_data(as_text=True),
+        bool(tables.column("report", "paused")),
+    )
+    sibling = _app(db, allow_actions=True, authorize=_allow, secret_key=secret).test_client()
+    sibling.set_cookie("recurjobs_csrf", token.partition(".")[0])
+    accepted = sibling.post("/action", data=form)
+    assert (303, True) == (accepted.status_code, bool(tables.column("report", "paused")))
+
+
+@pytest.mark.parametrize(
+    "before", ["+5.1", " 5.1", "5.1 ", "5_0.1", "\u0665.1", "5.\uff11", "5.1\n", "-5.1", "5."]
+)
+def test_the_paging_key_takes_ascii_digits_only(before: str, tmp_path: Any) -> None:
+    """A ``before`` key with a sign, spaces, underscores or another script's digits (all of
+    which int() takes) is a 400 naming ``before``, like any other malformed key."""
+    (tmp_path / "jobs.db").touch()
+    client = create_app(f"sqlite:///{tmp_path / 'jobs.db'}").test_client()
+    response = client.get("/job", query_string={"name": "report", "before": before})
+    assert (400, True) == (
+        response.status_code,
+        "before must be" in response.get_data(as_text=True),
+    )
+
+
+def test_an_origin_differing_in_scheme_is_refused_on_https(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """On a dashboard served over https, a POST whose Origin is the same host over plain http
+    (a page a network attacker can write) is refused with 403; the https Origin is accepted,
+    and so is an https Origin on a plain-http request (a TLS-terminating proxy in front)."""
+    tables.job("report")
+    client = _app(db, allow_actions=True, authorize=_allow).test_client()
+    token = _token(client.get("/", base_url="https://localhost").get_data(as_text=True))
+    form = {"action": "pause", "name": "report", "csrf_token": token}
+
+    def post(origin: str, base_url: str) -> int:
+        response = client.post("/action", data=form, headers={"Origin": origin}, base_url=base_url)
+        return response.status_code
+
+    assert 403 == post("http://localhost", "https://localhost")
+    assert False is bool(tables.column("report", "paused"))
+    assert 303 == post("https://localhost", "https://localhost")
+    assert 303 == post("https://localhost", "http://localhost")
+    assert True is bool(tables.column("report", "paused"))
+
+
+def test_a_history_table_made_anew_is_counted_afresh(tmp_path: Any) -> None:
+    """When the history's highest id drops below what the remembered buckets hold (the table
+    emptied and its ids restarted, as SQLite's do), the day is counted afresh, not from the
+    remembered buckets of the old rows."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'jobs.db'}", poolclass=NullPool)
+    runs = runs_table(sa.MetaData(), "recurjobs_")
+    runs.create(engine)
+    now = int(time.time() * 1000)
+    row = {"kind": "distributed", "host": "h", "trigger": "schedule", "outcome": "executed"}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(runs),
+            [{**row, "job": "report", "started_ms": now - i * 600_000} for i in range(1, 140)],
+        )
+    data = Dashboard(engine, "recurjobs_")
+    assert 139 == data.overview().runs_24h["report"]
+    with engine.begin() as conn:
+        conn.execute(sa.delete(runs))
+        conn.execute(
+            sa.insert(runs),
+            [{**row, "job": "report", "started_ms": now - i * HOUR_MS} for i in range(1, 4)],
+        )
+    assert 3 == data.overview().runs_24h["report"]
+    engine.dispose()
+
+
+def test_a_page_waiting_on_a_table_lock_answers_503_within_the_bound(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """While another session holds the jobs table locked against readers (a migration's
+    ``LOCK TABLE``, MariaDB's ``LOCK TABLES ... WRITE``), the jobs page answers 503 "Database
+    unavailable" within the 5 s bound plus margin instead of hanging, and refreshes itself;
+    on SQLite, whose readers never wait in WAL mode, even an exclusive transaction leaves the
+    page answering 200."""
+    tables.job("report")
+    if db.backend == "sqlite":
+        with tables.engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # as the hosts leave the file
+    client = _app(db).test_client()
+    assert 200 == client.get("/").status_code  # the schema is known before the lock
+    lock = {
+        "sqlite": "BEGIN EXCLUSIVE",
+        "postgres": f"LOCK TABLE {tables.jobs.name} IN ACCESS EXCLUSIVE MODE",
+        "mysql": f"LOCK TABLES {tables.jobs.name} WRITE",
+    }[db.backend]
+    holder = tables.engine.connect()
+    try:
+        if db.backend == "postgres":
+            holder.begin()
+        holder.exec_driver_sql(lock)
+        started = time.monotonic()
+        page = client.get("/")
+        waited = time.monotonic() - started
+    finally:
+        if db.backend == "mysql":
+            holder.exec_driver_sql("UNLOCK TABLES")
+        elif db.backend == "sqlite":
+            holder.exec_driver_sql("ROLLBACK")
+        holder.rollback()
+        holder.close()
+    body = page.get_data(as_text=True)
+    expected = 200 if db.backend == "sqlite" else 503
+    assert (expected, expected == 503, expected == 503) == (
+        page.status_code,
+        "Database unavailable" in body,
+        "refreshes itself" in body,
+    )
+    assert waited < 5 + 5  # the bound, and a generous margin for a loaded machine
+    assert 200 == client.get("/").status_code

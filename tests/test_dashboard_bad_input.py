@@ -133,3 +133,20 @@ def test_flask_mount_rejects(
     with pytest.raises(error) as raised:
         RecurJobs(app, jobs=[])
     assert key in str(raised.value)
+
+
+def test_create_app_refuses_an_sqlite_file_that_does_not_exist(tmp_path: Path) -> None:
+    """A URL naming a missing SQLite file is a ValueError naming the parameter and the path,
+    and no empty database file is left behind (the CLI refuses the same path)."""
+    missing = tmp_path / "missing.db"
+    with pytest.raises(ValueError) as raised:
+        create_app(f"sqlite:///{missing}")
+    message = str(raised.value)
+    assert (True, True, False) == ("database" in message, str(missing) in message, missing.exists())
+
+
+def test_create_app_opens_an_existing_sqlite_file_and_memory(tmp_path: Path) -> None:
+    """An existing SQLite file and an in-memory database are accepted as before."""
+    (tmp_path / "jobs.db").touch()
+    for url in (f"sqlite:///{tmp_path / 'jobs.db'}", "sqlite://"):
+        assert 200 == create_app(url).test_client().get("/").status_code

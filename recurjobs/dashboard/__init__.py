@@ -59,6 +59,27 @@ def _check(
     return secret_key
 
 
+def _check_sqlite_file(database: object) -> None:
+    """ValueError when ``database`` is a URL naming an SQLite file that does not exist:
+    opening it would create an empty database and show an empty dashboard of the wrong file."""
+    if not isinstance(database, str):
+        return  # an Engine, or a wrong type that _check names
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from recurjobs._clistore import mask_url_text, missing_sqlite_file
+
+    try:
+        parsed = make_url(database)
+    except (ArgumentError, ValueError):
+        return  # engine_for names the bad URL
+    if missing_sqlite_file(parsed):
+        raise ValueError(
+            f"database names an SQLite file that does not exist: {mask_url_text(database)} "
+            "(the dashboard shows an existing database and never creates one)"
+        )
+
+
 def dashboard_blueprint(
     database: str | Engine,
     *,
@@ -95,7 +116,9 @@ def create_app(
     Actions (trigger, pause, resume) need ``allow_actions=True`` and ``authorize``, called with
     the Flask request, returning True. ``secret_key`` signs the CSRF tokens (random per app by
     default; give every worker process of one dashboard the same one). Bad arguments raise
-    ``TypeError``/``ValueError`` naming them; the database is first used by a request.
+    ``TypeError``/``ValueError`` naming them, as does a URL naming an SQLite file that does not
+    exist (the dashboard never creates one, like ``recurjobs dashboard``); the database is
+    first used by a request.
     """
     from flask import Flask
 
@@ -106,6 +129,7 @@ def create_app(
         authorize=authorize,
         secret_key=secret_key,
     )
+    _check_sqlite_file(database)  # after the other checks; nothing has connected yet
     app = Flask("recurjobs.dashboard")
     app.register_blueprint(blueprint)
     return app

@@ -22,7 +22,7 @@ from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._claims import guarded_update, unpaused
 from recurjobs.sql._shared import exclusive
 
-__all__ = ["act", "local_actions", "remote_statuses", "set_paused", "trigger"]
+__all__ = ["act", "local_actions", "refused", "remote_statuses", "set_paused", "trigger"]
 
 #: Lock waits of an action are bounded (milliseconds): an action never hangs on a locked row.
 ACTION_LOCK_MS = 5000
@@ -64,9 +64,7 @@ def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
         if verb == "trigger":
             if trigger(data.engine, data.jobs, name, pausable=pausable):
                 return True
-        elif pausable and set_paused(
-            data.engine, data.jobs, name, verb == "pause"
-        ):
+        elif pausable and set_paused(data.engine, data.jobs, name, verb == "pause"):
             return True
     if host is None:
         return False
@@ -84,6 +82,33 @@ def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
         return send_job_action(main_dom, job, tuple(host.jobs), verb).accepted
     method = getattr(host, verb, None)
     return bool(method(job)) if callable(method) else False
+
+
+#: PostgreSQL: insufficient privilege, read-only transaction (a standby, a read-only default).
+_PG_REFUSED = frozenset({"42501", "25006"})
+#: MySQL/MariaDB: command or column denied to the user, a server option (``--read-only``), a
+#: read-only transaction, a read-only table, an operation needing a privilege the user lacks.
+_MYSQL_REFUSED = frozenset({1142, 1143, 1290, 1792, 1036, 1227})
+#: SQLite primary result codes: SQLITE_PERM, SQLITE_READONLY (a file or directory that may
+#: not be written, a ``mode=ro`` URL).
+_SQLITE_REFUSED = frozenset({3, 8})
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (an SQLAlchemy error) says the database answered and refused a change
+    (the dashboard's user may only read, the database or transaction is read-only), as opposed
+    to a database that could not be reached or did not answer in time."""
+    orig = getattr(exc, "orig", None)
+    if orig is None or getattr(exc, "connection_invalidated", False):
+        return False
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3 / 2
+    if state in _PG_REFUSED:
+        return True
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_REFUSED  # the primary code of an extended one
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_REFUSED
 
 
 def remote_statuses(host: Any) -> list[Any] | None:

@@ -10,6 +10,7 @@ what an action does, :mod:`._actions`.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -159,26 +160,48 @@ def make_blueprint(
             "csrf_field": _csrf.FIELD,
             "script_nonce": g.get("recurjobs_script_nonce", ""),
             "refresh_seconds": REFRESH_SECONDS,
+            "refresh": True,
             "database": data.url,
             "local_actions": _actions.local_actions(host),
         }
 
     @bp.errorhandler(SQLAlchemyError)
     def _database_error(exc: SQLAlchemyError) -> tuple[str, int]:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        message = scrub(detail[0] if detail else type(exc).__name__, data.engine)
+        message = _first_line(exc, data)
         logger.warning("dashboard: database error on %s: %s", data.url, message)
+        # A page that was read refreshes itself until the database answers; an action's
+        # answer does not (its URL takes POSTs only).
+        again = request.method == "GET"
         page = render_template(
             "recurjobs_dashboard/error.html",
             title="Database unavailable",
-            message=f"The database {data.url} could not be read: {message}",
+            message=f"The database {data.url} could not be "
+            f"{'read' if again else 'changed'}: {message}",
+            refresh=again,
         )
         return page, 503
+
+    def _refused_page(exc: SQLAlchemyError, verb: str, name: str) -> tuple[str, int]:
+        message = _first_line(exc, data)
+        logger.warning(
+            "dashboard: the database %s refused to %s %r: %s", data.url, verb, name, message
+        )
+        page = render_template(
+            "recurjobs_dashboard/error.html",
+            title="The database refused the change",
+            message=(
+                f"The database {data.url} refused to {verb} {name!r}: {message}. It lets "
+                "the dashboard read but not write: actions need the right to update the jobs "
+                "table (a database user with UPDATE on it, a database that is not read-only)."
+            ),
+            refresh=False,
+        )
+        return page, 403
 
     @bp.errorhandler(_BadParameter)
     def _bad_parameter(exc: _BadParameter) -> tuple[str, int]:
         page = render_template(
-            "recurjobs_dashboard/error.html", title="Bad request", message=str(exc)
+            "recurjobs_dashboard/error.html", title="Bad request", message=str(exc), refresh=False
         )
         return page, 400
 
@@ -274,8 +297,7 @@ def make_blueprint(
     def action() -> Any:
         if not may_act():
             abort(403, "actions are disabled on this dashboard, or you may not use them")
-        origin = request.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        if _foreign(request.headers.get("Origin"), request):
             abort(403, "the request comes from another site")
         if not _csrf.token_ok(
             secret_key, request.cookies.get(_csrf.COOKIE), request.form.get(_csrf.FIELD)
@@ -285,7 +307,12 @@ def make_blueprint(
         name = request.form.get("name", "")
         if verb not in ("trigger", "pause", "resume") or not 1 <= len(name) <= 200:
             abort(400, "action must be trigger, pause or resume, with a job name")
-        done = _actions.act(data, host, verb, name)
+        try:
+            done = _actions.act(data, host, verb, name)
+        except SQLAlchemyError as exc:
+            if not _actions.refused(exc):
+                raise  # unreachable or too slow: the 503 page
+            return _refused_page(exc, verb, name)
         logger.info(
             "dashboard: %s %r by %s: %s",
             verb,
@@ -305,20 +332,42 @@ def make_blueprint(
             "recurjobs_dashboard/error.html",
             title=f"{exc.code} {exc.name}",
             message=exc.description or "",
+            refresh=False,
         )
         return page, exc.code or 500
 
     return bp
 
 
+def _first_line(exc: SQLAlchemyError, data: Dashboard) -> str:
+    """The first line of the driver's message (the statement and parameters never), with the
+    database password masked."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return scrub(detail[0] if detail else type(exc).__name__, data.engine)
+
+
+def _foreign(origin: str | None, req: Request) -> bool:
+    """Whether a POST's ``Origin`` header names another site than the dashboard's: another
+    host or port, or a plain-http page posting to a dashboard served over https (a page a
+    network attacker can write). An https page posting to a plain-http request is allowed: that
+    is a TLS-terminating proxy in front of the dashboard. No header, or ``null``, is left to
+    the CSRF token."""
+    if not origin or origin == "null":
+        return False
+    parts = urlsplit(origin)
+    if parts.netloc != req.host:
+        return True
+    return req.is_secure and parts.scheme != "https"
+
+
 def _before(text: str) -> tuple[int, int] | None:
     if not text:
         return None
+    # ASCII digits only: int() would also take "+5", " 5", "5_0" and other scripts' digits.
+    if re.fullmatch(r"[0-9]{1,19}\.[0-9]{1,19}", text) is None:
+        raise _BadParameter(f"before must be <started_ms>.<id>, got {text!r}")
     started, _, ident = text.partition(".")
-    try:
-        key = (int(started), int(ident))
-    except ValueError:
-        raise _BadParameter(f"before must be <started_ms>.<id>, got {text!r}") from None
+    key = (int(started), int(ident))
     if not all(0 <= part < 1 << 62 for part in key):
         raise _BadParameter(f"before is out of range: {text!r}")
     return key

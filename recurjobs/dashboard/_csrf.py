@@ -6,7 +6,8 @@ a hidden field ``csrf_token`` = ``<nonce>.<HMAC-SHA256(secret, nonce)>``. A POST
 only when the field is there, its nonce equals the cookie's and its signature is the app's
 (compared in constant time); a cross-site page can neither read the cookie nor forge the
 signature, and a cookie planted by a sibling subdomain fails the signature. A POST whose
-``Origin`` header names another host is refused as well.
+``Origin`` header names another host, or a plain-http page when the dashboard is served over
+https, is refused as well.
 
 The secret is per app: random at ``create_app`` unless given (give the same ``secret_key`` to
 every worker process of one dashboard, or tokens issued by one worker fail at another).

@@ -1,44 +1,39 @@
 """What the dashboard reads: the statements that fill :mod:`._records` from the tables.
 
 Every page is a handful of short read statements that use the indexes: the latest run of each
-job through ``(job, started_ms, id)``, failures of the last day through ``(outcome,
-started_ms)``, the runs of the last day through :mod:`._counts`. The job names found in the
-history come from a recursive walk of the job index (one probe per distinct name), never from
-scanning the table. Times are epoch milliseconds of the database clock, read once per page.
+job through ``(job, started_ms, id)``, the runs and failures of the last day through
+:mod:`._daycounts`. The job names found in the history come from a recursive walk of the job
+index (one probe per distinct name), never from scanning the table. Times are epoch
+milliseconds of the database clock, read once per page.
 
 Tables may be missing (no host with distributed jobs, history or an election has started on
 this database yet) or be older than this version (no ``paused``/``cron`` columns): what is
-missing is shown as unknown, never an error. Only this module and :mod:`._actions` touch SQL.
+missing is shown as unknown, never an error. Only this module, :mod:`._daycounts` and
+:mod:`._actions` touch SQL.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     Engine,
     MetaData,
-    String,
     and_,
-    any_,
-    bindparam,
     case,
     func,
     inspect,
-    literal,
     or_,
     select,
     text,
-    union_all,
 )
 
-from recurjobs.dashboard._counts import BUCKET_MS, DAY_MS, RunCounter
+from recurjobs.dashboard._counts import DAY_MS
+from recurjobs.dashboard._daycounts import DayCounts
 from recurjobs.dashboard._latest import LatestRuns
 from recurjobs.dashboard._records import (
     RUN_COLUMNS,
@@ -50,7 +45,7 @@ from recurjobs.dashboard._records import (
     job_row_of,
     run_of,
 )
-from recurjobs.sql._clockexpr import db_now_ms, int_div
+from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._history_table import column_text, runs_table
 from recurjobs.sql._servers_table import PUBLISHER, ServerTables
 from recurjobs.sql._shared import exclusive
@@ -89,7 +84,7 @@ class Dashboard:
         self.servers, self.leases = tables.servers, tables.leases
         self._schema = _Schema()
         self._schema_lock = threading.Lock()
-        self.counter = RunCounter()
+        self.days = DayCounts(engine.dialect.name, self.runs)
         self.latest = LatestRuns()
 
     # ------------------------------------------------------------------ schema
@@ -123,7 +118,7 @@ class Dashboard:
         the servers."""
         schema = self.schema()
         with exclusive(self.engine), self.engine.connect() as conn:
-            now_ms, publisher = self._now_and_publisher(conn, schema)
+            now_ms, publisher, top_id = self._now_and_publisher(conn, schema)
             rows = self._rows(conn, schema) if schema.jobs else {}
             last_runs: dict[str, Run] = {}
             failures: dict[str, int] = {}
@@ -133,19 +128,7 @@ class Dashboard:
                     lambda: self._last_runs(conn),
                     lambda above, ids, limit: self._newer(conn, above, ids, limit),
                 )
-
-                def ranges(names: Collection[str], spans: Sequence[tuple[int, int]]) -> Any:
-                    # The day's failures ride along in the same statement: one round trip.
-                    counts, failed = self._count_ranges(conn, names, spans, now_ms - DAY_MS)
-                    failures.update(failed)
-                    return counts
-
-                runs_24h = self.counter.runs(
-                    set(last_runs),
-                    now_ms,
-                    lambda n, a, b: self._count_buckets(conn, n, a, b),
-                    ranges,
-                )
+                runs_24h, failures = self.days.counts(conn, set(last_runs), now_ms, top_id)
             servers: list[Server] = []
             if schema.servers:
                 servers = [
@@ -171,17 +154,21 @@ class Dashboard:
             has_servers=schema.servers,
         )
 
-    def _now_and_publisher(self, conn: Any, schema: _Schema) -> tuple[int, str | None]:
-        """The database's now and the holder of a live publisher lease, in one statement.
+    def _now_and_publisher(self, conn: Any, schema: _Schema) -> tuple[int, str | None, int]:
+        """The database's now, the holder of a live publisher lease and the highest id of the
+        history (0 without one), in one statement.
 
         On PostgreSQL the same statement turns parallel query off for the page's transaction:
         starting parallel workers for these short index scans costs more than the scans (tens
         of milliseconds on a busy machine)."""
         first: list[Any] = [db_now_ms()]
+        if schema.runs:
+            first.append(select(func.max(self.runs.c.id)).scalar_subquery())
         if self.engine.dialect.name == "postgresql":
             first.append(func.set_config("max_parallel_workers_per_gather", "0", True))
         if not schema.servers:
-            return int(conn.execute(select(*first)).first()[0]), None
+            row = conn.execute(select(*first)).one()
+            return int(row[0]), None, int(row[1] or 0) if schema.runs else 0
         lease = self.leases.c
         holder = (
             select(lease.holder)
@@ -194,7 +181,7 @@ class Dashboard:
             .scalar_subquery()
         )
         row = conn.execute(select(holder, *first)).one()
-        return int(row[1]), row[0]
+        return int(row[1]), row[0], int(row[2] or 0) if schema.runs else 0
 
     def _rows(self, conn: Any, schema: _Schema, name: str | None = None) -> dict[str, JobRowView]:
         c = self.jobs.c
@@ -239,57 +226,6 @@ class Dashboard:
         columns = [self.runs.c[name] for name in RUN_COLUMNS]
         query = select(*columns).where(where).order_by(r.id).limit(limit)
         return [run_of(row) for row in conn.execute(query)]
-
-    def _count_buckets(
-        self, conn: Any, names: Collection[str], start_ms: int, end_ms: int
-    ) -> dict[tuple[str, int], int]:
-        r = self.runs.c
-        bucket = int_div(r.started_ms, literal(BUCKET_MS, BigInteger())).label("bucket")
-        query = (
-            select(r.job, bucket, func.count())
-            .where(self._one_of(r.job, names), r.started_ms >= start_ms, r.started_ms < end_ms)
-            .group_by(r.job, bucket)
-        )
-        return {(job, int(b)): int(n) for job, b, n in conn.execute(query)}
-
-    def _count_ranges(
-        self,
-        conn: Any,
-        names: Collection[str],
-        spans: Sequence[tuple[int, int]],
-        failed_since_ms: int,
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """Runs of ``names`` started in each span, and failures started after
-        ``failed_since_ms``, in one statement. Each span is a branch of its own: PostgreSQL
-        plans an OR of ranges as a slow bitmap scan, while each range alone is an index-only
-        scan of ``(job, started_ms, id)``; failures use ``(outcome, started_ms)``."""
-        r = self.runs.c
-        branches = [
-            select(literal("r").label("kind"), r.job, func.count().label("n"))
-            .where(self._one_of(r.job, names), r.started_ms >= low, r.started_ms < high)
-            .group_by(r.job)
-            for low, high in spans
-        ]
-        branches.append(
-            select(literal("f").label("kind"), r.job, func.count().label("n"))
-            .where(r.outcome == "failed", r.started_ms > failed_since_ms)
-            .group_by(r.job)
-        )
-        counts: dict[str, int] = {}
-        failures: dict[str, int] = {}
-        for kind, job, count in conn.execute(union_all(*branches)):
-            target = counts if kind == "r" else failures
-            target[job] = target.get(job, 0) + int(count)
-        return counts, failures
-
-    def _one_of(self, column: Any, names: Collection[str]) -> Any:
-        """``column IN (names)``; on PostgreSQL ``column = ANY(:array)``, one parameter instead
-        of hundreds (the driver's parsing of a long parameter list costs more than the query)."""
-        if self.engine.dialect.name == "postgresql":
-            return column == any_(
-                bindparam("names", sorted(names), type_=ARRAY(String()), unique=True)
-            )
-        return column.in_(sorted(names))
 
     # -------------------------------------------------------------------- a job
     def job_row(self, name: str) -> tuple[int, JobRowView | None]:
