@@ -813,3 +813,26 @@ def test_dashboard_shows_the_jobs_to_staff(dashboard_settings: str) -> None:
     response = dashboard_view(request, rest="")
     page = response.content.decode()
     assert (200, True, True) == (response.status_code, "report" in page, "/admin/jobs/" in page)
+
+
+@_DASHBOARD
+def test_dashboard_before_the_sqlite_file_exists_shows_empty_pages(tmp_path: Path) -> None:
+    """Web workers with AUTOSTART off may serve the dashboard before the job process has made
+    the SQLite file: the page says there is nothing yet (200), not a 500 on every request."""
+    from django.test import RequestFactory
+
+    from recurjobs.django import _dashboard
+
+    url = f"sqlite:///{tmp_path / 'not-yet.db'}"
+    recurjobs = {"JOBS": [f"{HERE}.Report"], "DATABASE": url, "MAIN_DOM": False}
+    _dashboard._app = None
+    try:
+        with override_settings(
+            RECURJOBS=recurjobs, ALLOWED_HOSTS=["testserver"], ROOT_URLCONF="recurjobs.django.urls"
+        ):
+            request = RequestFactory().get("/jobs/")
+            request.user = _User(True, True)
+            response = _dashboard.dashboard_view(request, rest="")
+    finally:
+        _dashboard._app = None
+    assert 200 == response.status_code, response.content[:300]

@@ -48,13 +48,21 @@ def _make_app() -> Any:
     # Every worker process must sign the dashboard's CSRF tokens alike: derive the key from
     # the project's SECRET_KEY (never the key itself).
     secret = hashlib.sha256(b"recurjobs-dashboard\0" + str(settings.SECRET_KEY).encode()).digest()
-    return dashboard.create_app(
+    # The blueprint, as the Flask mount uses it, not create_app(): an SQLite file that does
+    # not exist yet is the host's to create (a job process may start after the web workers),
+    # not a configuration error answered with a 500 on every request.
+    blueprint = dashboard.dashboard_blueprint(
         host.database,
         table_prefix=host.settings.table_prefix,
         allow_actions=actions,
         authorize=(lambda request: True) if actions else None,  # Django checked staff already
         secret_key=secret,
     )
+    from flask import Flask
+
+    app = Flask("recurjobs.dashboard")
+    app.register_blueprint(blueprint)
+    return app
 
 
 def _environ(request: Any, rest: str) -> dict[str, Any]:
