@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, make_url
@@ -182,3 +185,35 @@ def test_a_missing_driver_fails_host_start_with_what_to_install() -> None:
     assert str(caught.value).endswith(
         "its driver 'MySQLdb' is not installed: pip install mysqlclient"
     )
+
+
+@pytest.mark.parametrize("how", ["uri", "permissions"])
+def test_a_read_only_sqlite_file_outside_wal_mode_can_be_read(tmp_path: Path, how: str) -> None:
+    """make_engine puts SQLite files in WAL mode at connect; a read-only connection cannot, and
+    reads the file in its own journal mode instead of failing every statement."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from recurjobs.sql import make_engine
+
+    path = tmp_path / "ro.db"
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        raw.execute("CREATE TABLE t (x INTEGER)")
+        raw.execute("INSERT INTO t VALUES (7)")
+        raw.commit()
+    if how == "uri":
+        url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes read-only files")
+        path.chmod(0o444)
+        tmp_path.chmod(0o555)
+        url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert 7 == conn.execute(text("SELECT x FROM t")).scalar_one()
+    finally:
+        engine.dispose()
+        tmp_path.chmod(0o755)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -382,8 +383,17 @@ def _silence_bounds(url: URL, limit_ms: int) -> dict[str, Any]:
 
 
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
+    """Put the file in WAL mode (readers never wait for the writer). A read-only connection
+    (``?mode=ro&uri=true``, a file without write permission) cannot change the mode and reads
+    in whatever mode the file has: not an error."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != _SQLITE_READONLY:
+            raise
     finally:
         cursor.close()
+
+
+_SQLITE_READONLY = 8  # the primary result code of "attempt to write a readonly database"
