@@ -330,6 +330,31 @@ def test_servers_page_shows_roles_and_what_each_runs(tables: Tables, db: TestDat
     assert "publisher" in rows[1] and "sync" not in rows[1]
 
 
+def test_servers_page_tells_standby_workers_from_stopped_servers(
+    tables: Tables, db: TestDatabase
+) -> None:
+    """An inactive row seen just now is a worker that is not its machine's main instance (it
+    touches without campaigning): "standby"; an inactive row unseen for ten minutes: "stopped"."""
+    now = tables.now_ms
+    with tables.engine.begin() as conn:
+        conn.execute(
+            sa.insert(tables.servers),
+            [
+                {"identity": "h1:1:a", "registered_ms": now, "last_seen_ms": now, "active": False},
+                {
+                    "identity": "h1:2:b",
+                    "registered_ms": now - 900_000,
+                    "last_seen_ms": now - 600_000,
+                    "active": False,
+                },
+            ],
+        )
+    html = _app(db).test_client().get("/servers").get_data(as_text=True)
+    rows = re.findall(r'<tr class="server">(.*?)</tr>', html, flags=re.DOTALL)
+    roles = [re.findall(r"<td>(?:<span[^>]*>)?(standby|stopped)", row) for row in rows]
+    assert [["standby"], ["stopped"]] == roles
+
+
 def test_bad_query_parameters_answer_400_naming_them(tables: Tables, db: TestDatabase) -> None:
     """An unknown state, sort, outcome or since value, a malformed page key or a missing name
     is a 400 page naming the parameter."""
