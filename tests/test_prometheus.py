@@ -17,7 +17,9 @@ from recurjobs import (
     DistributedJobLeaseLost,
     DistributedJobSettings,
     JobCanceled,
+    JobExecuted,
     JobExecuting,
+    JobFailed,
     JobHost,
 )
 from recurjobs.prometheus import instrument
@@ -167,6 +169,57 @@ def test_two_hosts_share_one_registry_and_close_stops_updates(clock: ManualClock
         clock.wait_for_waiters(1)
     labels = {"job": "TimedJob", "kind": "recurring", "outcome": "executed"}
     assert ([0], 0.0) == (first.starts, registry.get_sample_value("recurjobs_runs_total", labels))
+
+
+def test_two_hosts_on_one_registry_count_into_the_same_series(clock: ManualClock) -> None:
+    """Two hosts instrumented on one registry (no duplicate-registration error) add their
+    runs of a job of the same name to one series: two runs, two durations."""
+    registry = CollectorRegistry()
+    job = Job("report", timedelta(hours=1))
+    hosts = [JobHost([], clock=clock), JobHost([], clock=clock)]
+    for host in hosts:
+        instrument(host, registry)
+    at = clock.now()
+    for host, took in zip(hosts, (2, 3), strict=True):
+        host.publisher.publish(JobExecuting(job=job, at=at))
+        host.publisher.publish(
+            JobExecuted(job=job, at=at + timedelta(seconds=took), duration=timedelta(seconds=took))
+        )
+    labels = {"job": "report", "kind": "distributed"}
+    assert (2.0, 2.0, 5.0) == (
+        registry.get_sample_value("recurjobs_runs_total", labels | {"outcome": "executed"}),
+        registry.get_sample_value("recurjobs_run_duration_seconds_count", labels),
+        registry.get_sample_value("recurjobs_run_duration_seconds_sum", labels),
+    )
+
+
+def test_runs_whose_start_was_not_seen_are_counted_without_a_made_up_duration(
+    clock: ManualClock,
+) -> None:
+    """Runs that began before instrument() (only their end is seen) are counted by outcome; a
+    failed or canceled one observes no duration (its start is unknown), an executed one
+    observes the duration its notification carries."""
+    registry = CollectorRegistry()
+    job = Job("report", timedelta(hours=1))
+    host = JobHost([], clock=clock)
+    instrument(host, registry)
+    at = clock.now()
+    for notification in (
+        JobFailed(job=job, at=at, exception=RuntimeError("boom")),
+        JobCanceled(job=job, at=at),
+        JobExecuted(job=job, at=at, duration=timedelta(seconds=4)),
+    ):
+        host.publisher.publish(notification)
+    labels = {"job": "report", "kind": "distributed"}
+    counts = [
+        registry.get_sample_value("recurjobs_runs_total", labels | {"outcome": o})
+        for o in ("failed", "canceled", "executed")
+    ]
+    observed = (
+        registry.get_sample_value("recurjobs_run_duration_seconds_count", labels),
+        registry.get_sample_value("recurjobs_run_duration_seconds_sum", labels),
+    )
+    assert ([1.0, 1.0, 1.0], (1.0, 4.0)) == (counts, observed)
 
 
 def test_instrumenting_a_host_twice_counts_each_run_once(clock: ManualClock) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 
 from recurjobs import CancellationToken, JobExecuting, JobFailed
+from recurjobs.sql._rows import Claim
 from tests.dbs import TestDatabase
 from tests.sql.helpers import HOUR, Job, make_due, row, wait_until
 from tests.sql.runhelpers import (
@@ -299,4 +301,72 @@ def test_polite_runs_end_and_hand_back(db: TestDatabase) -> None:
             assert poller is not None and poller._thread is not None
             assert (False, True) == (poller._thread.is_alive(), poller.heartbeat.join(0))
     finally:
+        store.dispose()
+
+
+def test_a_group_of_finishes_failing_together_is_kept_pending_and_retried(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four runs end together while every finish statement fails (the database down mid-
+    finish): the finishes that were grouped fail together, and each of the four runs is kept
+    pending with its claim held and renewed, with a WARNING for the job at each failed
+    attempt; once the fault clears, the heartbeat thread frees every row with last_run stamped
+    and logs one INFO line for each ("handed back after N failed attempts")."""
+    caplog.set_level(logging.INFO, logger="recurjobs")
+    names = ["a", "b", "c", "d"]
+    release = threading.Event()
+    jobs = [Job(n, HOUR, body=stubborn(release)) for n in names]
+    store = prepared(db, *jobs, due=tuple(names))
+    fault = Fault()
+    engine = faulty_engine(db, fault)
+    try:
+        with sql_side(
+            db, *jobs, database=engine, distributed=settings(db, max_concurrent_jobs=4)
+        ) as side:
+            poller = side.sql.poller
+            assert poller is not None
+            grouped = poller.store._finishes._grouped
+            batches: list[tuple[int, bool]] = []  # (finishes in the batch, all of them failed)
+            run_batch = grouped._batch
+
+            def recorded(claims: Sequence[Claim]) -> Sequence[bool | Exception]:
+                answers = run_batch(claims)
+                batches.append((len(claims), all(isinstance(a, Exception) for a in answers)))
+                return answers
+
+            grouped._batch = recorded
+            assert wait_until(lambda: all(j.runs == 1 for j in jobs), 20)
+            fault.active = True
+            release.set()
+            assert wait_until(
+                lambda: names == sorted(r.claim.name for r in poller.leases.pending()), 30
+            )
+            assert any(size > 1 and failed for size, failed in batches), batches
+            held = {n: row(store, n) for n in names}
+            assert all(
+                (True, side.sql.owner) == (bool(r["running"]), r["owner"]) for r in held.values()
+            )
+            assert wait_until(
+                lambda: all(
+                    row(store, n)["last_alive_ms"] > held[n]["last_alive_ms"] for n in names
+                )
+            )
+            cleared_at = store.now_ms()
+            fault.active = False
+            assert wait_until(lambda: not any(bool(row(store, n)["running"]) for n in names), 15)
+            assert wait_until(lambda: [] == poller.leases.all())
+            freed = [row(store, n) for n in names]
+            assert all(
+                (None, None, True) == (r["claim_id"], r["owner"], r["last_run_ms"] >= cleared_at)
+                for r in freed
+            ), freed
+        messages = [r.getMessage() for r in caplog.records if r.name.startswith("recurjobs")]
+        for name in names:
+            kept = [m for m in messages if m.startswith(f"distributed job {name}: could not hand")]
+            back = [
+                m for m in messages if m.startswith(f"distributed job {name}: the row was handed")
+            ]
+            assert (True, 1) == (len(kept) >= 1, len(back)), (name, kept, back)
+    finally:
+        engine.dispose()
         store.dispose()

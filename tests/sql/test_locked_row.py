@@ -8,6 +8,7 @@ the bounded behaviour is tested there instead (nothing hangs, nothing is lost on
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.pool import NullPool
 
 from recurjobs import DistributedJobLeaseLost
@@ -68,10 +69,14 @@ def lease_losses(side: SqlSide) -> list[object]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_a_locked_row_delays_only_that_row(db: TestDatabase) -> None:
+def test_a_locked_row_delays_only_that_row(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
     """While row B is locked for 10 s: running job A keeps its claim (short lease, so only its
-    heartbeats keep it) and is not cancelled, due job C is claimed and run, and the stop order
-    ends within its deadline."""
+    heartbeats keep it) and is not cancelled, due job C is claimed and run, B's claims time
+    out with one WARNING in all ("not claimed this time"; the repeats at the next polls are
+    DEBUG), and the stop order ends within its deadline."""
+    caplog.set_level(logging.DEBUG, logger="recurjobs")
     if db.backend == "sqlite":
         pytest.skip("SQLite locks the file, not the row: see test_sqlite_file_lock_is_bounded")
     started = threading.Event()
@@ -108,6 +113,10 @@ def test_a_locked_row_delays_only_that_row(db: TestDatabase) -> None:
             took = time.monotonic() - began
         assert (True, True) == (ended, took < STOP + GRACE + SLACK), took
         assert (0, False) == (b.runs, bool(row(store, "a")["running"]))
+        timeouts = [r for r in caplog.records if "not claimed this time" in r.getMessage()]
+        assert all("the row of b " in r.getMessage() for r in timeouts), timeouts
+        assert len(timeouts) >= 2  # B was tried again at later polls
+        assert ["WARNING"] == [r.levelname for r in timeouts if r.levelno >= logging.WARNING]
     finally:
         side.stop(1)
         store.dispose()
@@ -143,4 +152,101 @@ def test_sqlite_file_lock_is_bounded(db: TestDatabase) -> None:
         assert took < 5 + GRACE + SLACK, took  # the deadline, the grace, room for scheduling
     finally:
         side.stop(5)
+        store.dispose()
+
+
+@contextmanager
+def row_locked_for_update(db: TestDatabase, store: JobStore, name: str) -> Iterator[None]:
+    """Hold ``SELECT ... FOR UPDATE`` on row ``name`` in an open transaction of a second
+    connection (an operator's open ``psql``), then roll back."""
+    engine = create_engine(db.url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            transaction = conn.begin()
+            table = store.jobs
+            locked = conn.execute(
+                select(table.c.name).where(table.c.name == name).with_for_update()
+            ).all()
+            assert [(name,)] == [tuple(r) for r in locked]
+            try:
+                yield
+            finally:
+                transaction.rollback()
+    finally:
+        engine.dispose()
+
+
+BOUND = 5.0  # the store's statement bound in the test below: a lock wait would take this long
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_a_batch_claim_skips_a_row_locked_for_update_and_claims_it_later(
+    db: TestDatabase, limit: int | None
+) -> None:
+    """With one due row held by ``SELECT ... FOR UPDATE`` in another open transaction,
+    ``try_claim_many`` claims every other due row at once (no lock wait: SKIP LOCKED, not
+    None), leaving the locked row untouched; once the transaction ends the next batch claims
+    that row, and no row is ever claimed twice. With ``limit`` 2 the three free rows take two
+    batches, the second one short."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite's writer locks the whole file: test_sqlite_file_lock_is_bounded")
+    store = JobStore(db.url, table_prefix=db.table_prefix, statement_timeout=BOUND)
+    try:
+        store.create_schema()
+        names = ["a", "b", "c", "d"]
+        store.ensure([Job(n) for n in names])
+        for name in names:
+            make_due(store, name)
+        leases = dict.fromkeys(names, timedelta(minutes=5))
+        batches: list[list[str]] = []
+        with row_locked_for_update(db, store, "b"):
+            while True:
+                began = time.monotonic()
+                claims = store.try_claim_many(leases, owner="me", limit=limit)
+                took = time.monotonic() - began
+                assert claims is not None  # None: the batch waited out the lock
+                assert took < BOUND - SLACK, took
+                batches.append(sorted(c.name for c in claims))
+                if limit is None or len(claims) < limit:
+                    break
+            untouched = row(store, "b")
+        assert (False, None) == (bool(untouched["running"]), untouched["claim_id"])
+        if limit is None:
+            assert [["a", "c", "d"]] == batches
+        else:
+            assert [2, 1] == [len(b) for b in batches]
+            assert ["a", "c", "d"] == sorted(n for b in batches for n in b)
+        later = store.try_claim_many(leases, owner="me", limit=limit)
+        assert later is not None and ["b"] == [c.name for c in later]
+        assert [] == store.try_claim_many(leases, owner="me", limit=limit)
+        assert all(bool(row(store, n)["running"]) for n in names)
+    finally:
+        store.dispose()
+
+
+def test_a_batch_claim_during_a_file_lock_returns_none_after_the_bound(db: TestDatabase) -> None:
+    """Without SKIP LOCKED (SQLite's writer holds the whole file), a batch claim waits out the
+    statement bound and returns None (the poll then claims row by row); nothing is claimed,
+    and once the lock ends the batch claims every due row."""
+    if db.backend != "sqlite":
+        pytest.skip("servers skip a locked row: test_a_batch_claim_skips_a_row_locked_...")
+    bound = 1.0
+    store = JobStore(db.url, table_prefix=db.table_prefix, statement_timeout=bound)
+    try:
+        store.create_schema()
+        names = ["a", "b"]
+        store.ensure([Job(n) for n in names])
+        for name in names:
+            make_due(store, name)
+        leases = dict.fromkeys(names, timedelta(minutes=5))
+        with file_locked(db):
+            began = time.monotonic()
+            claims = store.try_claim_many(leases, owner="me")
+            took = time.monotonic() - began
+        assert None is claims
+        assert took < bound + GRACE + SLACK, took
+        assert not any(bool(row(store, n)["running"]) for n in names)
+        later = store.try_claim_many(leases, owner="me")
+        assert later is not None and names == sorted(c.name for c in later)
+    finally:
         store.dispose()
