@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
-from recurjobs import CancellationToken, JobExecuting, JobFailed
+from recurjobs import CancellationToken, JobExecuting, JobFailed, ServerRole
 from recurjobs.sql._rows import Claim
 from tests.dbs import TestDatabase
 from tests.sql.helpers import HOUR, Job, make_due, row, wait_until
@@ -237,13 +238,18 @@ def test_a_trigger_during_a_run_is_kept_and_runs_the_job_again(db: TestDatabase)
 
 def test_wait_runs_keeps_claims_renewed_until_the_run_ends(db: TestDatabase) -> None:
     """After stop_claiming, a job that ignores its token keeps its claim renewed past its lease
-    while wait_runs waits; when it returns, the row is handed back and hand_back ends."""
+    while wait_runs waits, and the host keeps its elected role (the election thread goes on,
+    the lease is still ours); when the job returns, the row is handed back and hand_back
+    ends."""
     release = threading.Event()
     job = Job("a", timedelta(seconds=1), body=stubborn(release))  # lease: 1 + 2 = 3 s
     store = prepared(db, job, due=("a",))
     try:
-        with sql_side(db, job) as side:
+        with sql_side(db, job, elect_server_role=True) as side:
             assert job.ran.wait(10)
+            roles = side.sql.roles
+            assert roles is not None
+            assert wait_until(lambda: side.sql.server_role() is ServerRole.SINGLE)
             claim = row(store, "a")["claim_id"]
             side.sql.stop_claiming()
             began = time.monotonic()
@@ -252,6 +258,20 @@ def test_wait_runs_keeps_claims_renewed_until_the_run_ends(db: TestDatabase) -> 
             assert (True, claim) == (bool(held["running"]), held["claim_id"])
             assert store.now_ms() - held["last_alive_ms"] < 1500
             assert [] == [e for e in side.events if type(e).__name__ == "DistributedJobLeaseLost"]
+            thread = roles._thread
+            assert (ServerRole.SINGLE, True) == (
+                side.sql.server_role(),
+                thread is not None and thread.is_alive(),
+            )
+            with roles.engine.connect() as conn:
+                holder = (
+                    conn.execute(
+                        select(roles.leases.c.holder).where(roles.leases.c.holder.is_not(None))
+                    )
+                    .scalars()
+                    .all()
+                )
+            assert [roles.identity] == holder
             release.set()
             assert side.sql.wait_runs(time.monotonic() + 5)
             assert side.sql.hand_back(time.monotonic() + 5)
@@ -370,3 +390,52 @@ def test_a_group_of_finishes_failing_together_is_kept_pending_and_retried(
     finally:
         engine.dispose()
         store.dispose()
+
+
+def test_finishes_still_failing_at_the_stop_deadline_leave_their_claims(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two finishes still failing when hand_back's deadline (1 s) passes: hand_back gives up
+    by the deadline (plus the last attempt), returns False and logs one WARNING per job; each
+    row keeps its claim (running, same claim id), to go stale after its lease."""
+    caplog.set_level(logging.WARNING, logger="recurjobs")
+    names = ["a", "b"]
+    release = threading.Event()
+    jobs = [Job(n, HOUR, body=stubborn(release)) for n in names]
+    store = prepared(db, *jobs, due=tuple(names))
+    fault = Fault()
+    engine = faulty_engine(db, fault)
+    try:
+        with sql_side(
+            db, *jobs, database=engine, distributed=settings(db, max_concurrent_jobs=2)
+        ) as side:
+            poller = side.sql.poller
+            assert poller is not None
+            assert wait_until(lambda: all(j.runs == 1 for j in jobs), 20)
+            claims = {n: row(store, n)["claim_id"] for n in names}
+            fault.active = True
+            release.set()
+            assert wait_until(lambda: 2 == len(poller.leases.pending()), 30)
+            began = time.monotonic()
+            side.sql.stop_claiming()
+            assert side.sql.wait_runs(began + 1)
+            handed_back = side.sql.hand_back(began + 1)
+            took = time.monotonic() - began
+            kept = {n: row(store, n) for n in names}
+            given_up = [
+                r.getMessage()
+                for r in caplog.records
+                if "could not be handed back before the stop deadline" in r.getMessage()
+            ]
+            fault.active = False  # the side's own stop hands the rows back
+    finally:
+        fault.active = False
+        engine.dispose()
+        store.dispose()
+    assert (False, True) == (handed_back, took < 1 + 2 + 1), took
+    assert all(
+        (True, claims[n]) == (bool(kept[n]["running"]), kept[n]["claim_id"]) for n in names
+    ), kept
+    assert sorted(f"distributed job {n}:" for n in names) == sorted(
+        m.split(" the row", 1)[0] for m in given_up
+    ), given_up

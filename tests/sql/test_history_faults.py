@@ -201,6 +201,46 @@ def test_full_queue_drops_with_one_counted_warning(
     assert sorted([f"j{i}" for i in range(5)] + [f"j{i}" for i in range(8, 13)]) == names
 
 
+def test_a_bug_in_the_writer_thread_is_logged_and_runs_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer thread raising (a bug in recurjobs, here planted in its write) logs one
+    ERROR with the traceback and ends; recording stops, and putting records never blocks:
+    the queue fills and the rest are dropped and counted."""
+    url, prefix = f"sqlite:///{tmp_path / 'h.db'}", "b_"
+    queue = HistoryQueue(5)
+    tables = HistoryTables(prefix)
+    store = JobStore(url, table_prefix=prefix)
+    tables.metadata.create_all(store.engine)
+    writer = HistoryWriter(queue=queue, store=store, tables=tables, host="me")
+
+    def bug(batch: Sequence[Record]) -> None:
+        raise ZeroDivisionError("planted")
+
+    writer._write = bug  # type: ignore[method-assign]
+    now = round(time.time() * 1000)
+    record = Done("recurring", "j", None, "schedule", now, now + 1, "executed", None)
+    try:
+        with caplog.at_level(logging.ERROR, logger="recurjobs.history"):
+            writer.start()
+            assert queue.put(record)
+            assert writer._thread is not None
+            writer._thread.join(10)
+            assert not writer._thread.is_alive()
+            began = time.monotonic()
+            accepted = [queue.put(record) for _ in range(10)]
+            took = time.monotonic() - began
+    finally:
+        store.dispose()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 == len(errors), errors
+    assert "history writer failed" in errors[0].getMessage()
+    assert errors[0].exc_info is not None and errors[0].exc_info[0] is ZeroDivisionError
+    assert ([True] * 5 + [False] * 5, 5) == (accepted, queue.dropped)
+    assert took < 1.0, took
+    assert 0 == writer.written
+
+
 def _recurring(job: str, started: int, ended: int) -> Done:
     return Done("recurring", job, None, "schedule", started, ended, "executed", None)
 
