@@ -106,14 +106,29 @@ def test_trigger_of_a_paused_job_is_refused_with_exit_1(
     assert [False, False] == [r.triggered for r in store.rows()]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["trigger", "legacy"],
+        ["pause", "legacy"],
+        ["resume", "legacy"],
+        ["prune", "--keep", "legacy"],
+    ],
+)
 def test_commands_migrate_an_older_table(
-    db: TestDatabase, capsys: pytest.CaptureFixture[str]
+    db: TestDatabase, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    """On a table an older version made, `status` and `pause` work: the columns are added."""
+    """On a table an older version made, each of `status`, `trigger`, `pause`, `resume` and
+    `prune` adds the missing columns first and then works (exit 0); the old row is kept."""
     make_old_table(db)
-    assert 0 == main(argv("status", db))
-    assert 0 == main(argv("pause", db, "legacy"))
+    assert 0 == main(argv(command[0], db, *command[1:])), capsys.readouterr().err
     assert {"paused", "cron"} <= columns(db)
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        assert ["legacy"] == [r.name for r in store.rows()]
+    finally:
+        store.dispose()
 
 
 @pytest.mark.parametrize(

@@ -250,3 +250,46 @@ def test_a_batch_claim_during_a_file_lock_returns_none_after_the_bound(db: TestD
         assert later is not None and names == sorted(c.name for c in later)
     finally:
         store.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_running_jobs_locked_row_costs_its_claim_only_past_the_lease(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Job A runs with a 6 s lease (heartbeat every 0.2 s, statement bound 1 s). Its row
+    locked for 2 s: the heartbeats give up "this time" (WARNING), the claim is kept and the
+    run goes on. Its row locked for longer than the lease: the run is cancelled
+    (DistributedJobLeaseLost) about one lease after the last heartbeat that landed, not
+    before."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite locks the file, not the row: see test_sqlite_file_lock_is_bounded")
+    caplog.set_level(logging.WARNING, logger="recurjobs")
+    started = threading.Event()
+    a = Job("a", timedelta(seconds=4), body=polite(started))  # lease: 4 + 2 = 6 s
+    store = prepared(db, a, due=("a",))
+    side = SqlSide(db, a, distributed=settings(db, poll_period=timedelta(seconds=0.2)))
+    try:
+        side.start()
+        assert started.wait(10)
+        claim = row(store, "a")["claim_id"]
+        with row_locked(db, store, "a"):
+            time.sleep(2.0)  # the lock is the fault under test
+        assert wait_until(lambda: store.now_ms() - row(store, "a")["last_alive_ms"] < 1000, 5)
+        kept = row(store, "a")
+        assert (True, claim, []) == (bool(kept["running"]), kept["claim_id"], lease_losses(side))
+        assert ["DistributedJobClaimed", "JobExecuting"] == side.kinds("a")  # still running
+        failed = [r for r in caplog.records if "renewing the claim of a" in r.getMessage()]
+        assert failed, [r.getMessage() for r in caplog.records]
+        with row_locked(db, store, "a"):
+            locked_at = time.monotonic()
+            assert wait_until(lambda: bool(lease_losses(side)), 15)
+            lost_after = time.monotonic() - locked_at
+            # The token is cancelled: the polite body returns and the run ends.
+            assert wait_until(lambda: "JobExecuted" in side.kinds("a"), 5), side.kinds("a")
+        # The last beat before the lock landed at most one interval before it; the run is
+        # given up one interval before the 6 s lease would lapse.
+        assert 6 - 0.2 - 0.2 - SLACK < lost_after < 6 + GRACE + SLACK, lost_after
+    finally:
+        side.stop(5)
+        store.dispose()
