@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from recurjobs import DistributedJobLeaseLost
 from recurjobs.sql import JobStore
 from tests.dbs import TestDatabase
-from tests.sql.helpers import HOUR, Job, make_due, row, wait_until
+from tests.sql.helpers import HOUR, Job, make_due, row, set_row, wait_until
 from tests.sql.runhelpers import SqlSide, polite, prepared, settings
 
 HOLD = 10.0  # seconds the row (or file) stays locked
@@ -290,6 +290,59 @@ def test_a_running_jobs_locked_row_costs_its_claim_only_past_the_lease(
         # The last beat before the lock landed at most one interval before it; the run is
         # given up one interval before the 6 s lease would lapse.
         assert 6 - 0.2 - 0.2 - SLACK < lost_after < 6 + GRACE + SLACK, lost_after
+    finally:
+        side.stop(5)
+        store.dispose()
+
+
+@contextmanager
+def rows_locked_for_update(db: TestDatabase, store: JobStore, names: list[str]) -> Iterator[None]:
+    """Hold ``SELECT ... FOR UPDATE`` on rows ``names`` in an open transaction of a second
+    connection, then roll back."""
+    engine = create_engine(db.url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            transaction = conn.begin()
+            table = store.jobs
+            for name in names:  # one point lookup each: InnoDB locks only that record
+                locked = conn.execute(
+                    select(table.c.name).where(table.c.name == name).with_for_update()
+                ).all()
+                assert [(name,)] == [tuple(r) for r in locked]
+            try:
+                yield
+            finally:
+                transaction.rollback()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.timeout(60)
+def test_a_poll_claims_past_a_window_of_locked_rows(db: TestDatabase) -> None:
+    """A host with two free slots polls ten due rows whose eight longest-waiting ones (its
+    first batch's whole window) are held by another transaction: the first batch wins none,
+    the next one chooses among the rows after that window and wins the other two at once;
+    the locked rows are left alone (no one-by-one claim waits on them)."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite's writer locks the whole file: no row is skipped")
+    started: dict[str, threading.Event] = {}
+    jobs = []
+    for i in range(10):
+        started[f"r{i}"] = threading.Event()
+        jobs.append(Job(f"r{i}", HOUR, body=polite(started[f"r{i}"])))
+    store = prepared(db, *jobs)
+    now = store.now_ms()
+    for i, job in enumerate(jobs):  # r0 waited longest: the poll's order is r0 .. r9
+        set_row(store, job.name, last_run_ms=now - 86_400_000 - (10 - i) * 1000)
+    locked = [f"r{i}" for i in range(8)]
+    side = SqlSide(db, *jobs, distributed=settings(db, max_concurrent_jobs=2))
+    try:
+        with rows_locked_for_update(db, store, locked):
+            side.start()
+            assert started["r8"].wait(10) and started["r9"].wait(10)
+            ran = sorted(n for n, e in started.items() if e.is_set())
+        assert ["r8", "r9"] == ran
+        assert not any(bool(row(store, n)["running"]) for n in locked)
     finally:
         side.stop(5)
         store.dispose()
