@@ -104,7 +104,9 @@ class JobStore:
         self._batches = BatchClaims(self.jobs)
         self._poll_query: Select[Any] | None = None
         # Finishes of runs ending together share a connection and a transaction.
-        self._finishes = Finishes(self.jobs, self._step)
+        self._finishes = Finishes(
+            self.jobs, self._step, whole_file_locks=self.engine.dialect.name == "sqlite"
+        )
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"

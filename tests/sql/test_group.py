@@ -12,9 +12,10 @@ import pytest
 
 from recurjobs.sql import JobStore
 from recurjobs.sql._group import Grouped
+from recurjobs.sql._retry import is_lock_timeout
 from tests.dbs import TestDatabase
 from tests.sql.helpers import Job, race, row, set_row
-from tests.sql.test_locked_row import row_locked
+from tests.sql.test_locked_row import file_locked, row_locked
 
 LEASE = timedelta(minutes=5)
 BOUND = 1.0  # the statement bound of the store in the locked-row test, in seconds
@@ -159,5 +160,31 @@ def test_a_locked_row_fails_only_its_own_finish_in_a_group(db: TestDatabase) -> 
         assert bool(row(store, "locked")["running"])  # still ours: the finish is retried later
         locked = next(c for c in claims if c.name == "locked")
         assert True is store.finish(locked)
+    finally:
+        store.dispose()
+
+
+def test_a_group_waiting_out_a_file_lock_fails_at_once(db: TestDatabase) -> None:
+    """On SQLite a group of five finishes that waits out another writer's lock on the file
+    answers after that one wait, every finish failing with the lock timeout (each is retried
+    later, as any failed finish), rather than waiting it out again for each finish alone (six
+    bounds in all); once the lock ends, each finish lands."""
+    if db.backend != "sqlite":
+        pytest.skip("servers lock rows: test_a_locked_row_fails_only_its_own_finish_in_a_group")
+    store = JobStore(db.url, table_prefix=db.table_prefix, statement_timeout=BOUND)
+    try:
+        store.create_schema()
+        names = [f"n{i}" for i in range(5)]
+        due_rows(store, *names)
+        claims = store.try_claim_many(dict.fromkeys(names, LEASE), owner="me")
+        assert claims is not None and 5 == len(claims)
+        with file_locked(db):
+            began = time.monotonic()
+            answers = store._finishes._finish_all(claims)
+            took = time.monotonic() - began
+        assert all(isinstance(a, Exception) and is_lock_timeout(a) for a in answers), answers
+        assert took < 2 * BOUND + 0.5, took  # one wait (each alone: six)
+        assert all(bool(row(store, n)["running"]) for n in names)
+        assert [True] * 5 == [store.finish(c) for c in claims]
     finally:
         store.dispose()
