@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import inspect
 
 from recurjobs import CancellationToken, DistributedJob, JobHost, RecurringJob
 from recurjobs.cli import main
@@ -230,3 +231,22 @@ def test_flask_pause_refusals(
         store.dispose()
     assert code == result.exit_code
     assert message in result.output
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_unknown_name_without_a_table_creates_none(
+    db: TestDatabase, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """On a database without the jobs table (or, for SQLite, without the file), pausing or
+    resuming any name exits 2 (bad input: most likely a wrong --table-prefix or URL) with one
+    line saying what is missing, and creates nothing."""
+    assert 2 == main(argv(command, db, "nobody"))
+    err = capsys.readouterr().err
+    assert 1 == len(err.splitlines()), err
+    missing = "no SQLite database file" if db.backend == "sqlite" else "no table"
+    assert err.startswith(f"recurjobs: error: {missing}"), err
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        assert False is inspect(store.engine).has_table(store.jobs.name)
+    finally:
+        store.dispose()
