@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import make_url
 
 from recurjobs.sql import JobStore
 from recurjobs.sql._group import Grouped
 from recurjobs.sql._retry import is_lock_timeout
 from tests.dbs import TestDatabase
+from tests.faultproxy import FaultProxy
 from tests.sql.helpers import Job, race, row, set_row
 from tests.sql.test_locked_row import file_locked, row_locked
 
@@ -188,3 +190,38 @@ def test_a_group_waiting_out_a_file_lock_fails_at_once(db: TestDatabase) -> None
         assert [True] * 5 == [store.finish(c) for c in claims]
     finally:
         store.dispose()
+
+
+@pytest.mark.timeout(60)
+def test_a_group_whose_commit_reply_is_lost_frees_each_row_once(db: TestDatabase) -> None:
+    """The connection of a group of finishes dies after the server applied its COMMIT, before
+    the answer arrived: the retry finds the rows already free, so each finish is settled
+    (answered "not ours", no error, nothing left pending) and every row is freed once, with
+    last_run stamped by the lost attempt."""
+    url = make_url(db.url)
+    if db.backend == "sqlite" or url.host is None or url.port is None:
+        pytest.skip("a lost reply needs a database server behind the proxy")
+    direct = JobStore(db.url, table_prefix=db.table_prefix)
+    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    store = JobStore(proxy.proxied_url(db.url), table_prefix=db.table_prefix)
+    try:
+        direct.create_schema()
+        names = ["lostreply-a", "lostreply-b", "lostreply-c"]
+        due_rows(direct, *names)
+        claims = direct.try_claim_many(dict.fromkeys(names, LEASE), owner="me")
+        assert claims is not None and 3 == len(claims)
+        before = direct.now_ms()
+        store.now_ms()  # the proxied store's pool has a connection already
+        proxy.lose_commit_reply(after=b"lostreply-")
+        answers = store._finishes._finish_all(claims)
+        assert any("lost the reply" in what for _, what in proxy.log), proxy.log
+        rows = [row(direct, n) for n in names]
+    finally:
+        proxy.close()
+        store.dispose()
+        direct.dispose()
+    assert [False] * 3 == answers
+    assert all(
+        (False, None, True) == (bool(r["running"]), r["claim_id"], r["last_run_ms"] >= before)
+        for r in rows
+    ), rows
