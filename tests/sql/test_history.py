@@ -501,3 +501,25 @@ def test_hosts_starting_together_make_the_history_tables_once(db: TestDatabase) 
     finally:
         engine.dispose()
     assert ["runs_schema"] == versions
+
+
+@pytest.mark.parametrize(
+    ("fail", "head"),
+    [(SystemExit(3), "SystemExit: 3"), (KeyboardInterrupt(), "KeyboardInterrupt")],
+)
+def test_a_run_raising_a_base_exception_is_recorded_as_failed(
+    db: TestDatabase, fail: BaseException, head: str
+) -> None:
+    """A run raising SystemExit or KeyboardInterrupt (a job may raise anything) is recorded
+    as failed with the exception's type (and message) and traceback; the job runs again."""
+    bad = Counting(fail=fail)
+    bad.name = "base-job"  # type: ignore[attr-defined]
+    with JobHost([bad], database=db.url, distributed=fast(db), history=True) as host:
+        assert host.trigger(bad)
+        assert wait_until(lambda: 1 == bad.runs)
+        assert wait_until(lambda: host.trigger(bad))  # once the first run has ended
+        failed = runs(host, bad, count=2)
+    assert [("base-job", "failed")] * 2 == [(r.job, r.outcome) for r in failed]
+    error = failed[0].error
+    assert error is not None and error.startswith(head), error
+    assert "Traceback (most recent call last)" in error
