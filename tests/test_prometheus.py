@@ -23,9 +23,10 @@ from recurjobs import (
     JobHost,
 )
 from recurjobs.prometheus import instrument
+from recurjobs.sql import JobStore
 from recurjobs.testing import ManualClock
 from tests.helpers import TimedJob, minutes, walk_to
-from tests.sql.helpers import Job, wait_until
+from tests.sql.helpers import Job, set_row, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -250,3 +251,46 @@ def test_bad_input(host: object, registry: object, match: str) -> None:
     """instrument() names the parameter and the value it refuses."""
     with pytest.raises(TypeError, match=match):
         instrument(host, registry)  # type: ignore[arg-type]
+
+
+def test_a_real_lease_loss_counts_as_lease_lost(
+    tmp_path: Path, served: tuple[CollectorRegistry, int]
+) -> None:
+    """A running distributed job whose claim another host takes over (its row's claim id
+    changed under it) is cancelled by its heartbeat and counted in a scrape with
+    outcome="lease_lost", not "canceled"."""
+    registry, port = served
+    started = threading.Event()
+
+    def body(token: CancellationToken) -> None:
+        started.set()
+        token.wait(30)
+        token.raise_if_cancelled()
+
+    job = Job("report", timedelta(hours=1), body=body)
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    settings = DistributedJobSettings(poll_period=timedelta(seconds=0.1), delay=timedelta(0))
+    host = JobHost([job], database=url, distributed=settings)
+    instrument(host, registry)
+    lost = threading.Event()
+    host.subscribe(DistributedJobLeaseLost, lambda n: lost.set())
+    store = JobStore(url)
+    try:
+        with host:
+            assert wait_until(lambda: host.trigger_distributed("report"), 30)
+            assert started.wait(30)
+            set_row(store, "report", claim_id="x" * 32, owner="other")  # taken over
+            assert lost.wait(30)
+            labels = {"job": "report", "kind": "distributed"}
+            assert wait_until(
+                lambda: (
+                    value(scrape(port), "recurjobs_runs_total", **labels, outcome="lease_lost")
+                    == 1.0
+                ),
+                30,
+            )
+            seen = scrape(port)
+    finally:
+        store.dispose()
+    assert None is value(seen, "recurjobs_runs_total", **labels, outcome="canceled")
+    assert 0.0 == value(seen, "recurjobs_running", job="report")
