@@ -225,3 +225,31 @@ def test_a_group_whose_commit_reply_is_lost_frees_each_row_once(db: TestDatabase
         (False, None, True) == (bool(r["running"]), r["claim_id"], r["last_run_ms"] >= before)
         for r in rows
     ), rows
+
+
+def test_each_locked_row_of_a_group_adds_one_wait(db: TestDatabase) -> None:
+    """Two of a group's three rows locked by another transaction: the group waits out one
+    bound, then each finish runs alone and each locked row waits out its own: the answers come
+    within three bounds (one per locked row, plus the group's); the free row lands, the locked
+    ones fail and stay claimed."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite locks the whole file: test_a_group_waiting_out_a_file_lock_...")
+    store = JobStore(db.url, table_prefix=db.table_prefix, statement_timeout=BOUND)
+    try:
+        store.create_schema()
+        names = ["free", "locked-a", "locked-b"]
+        due_rows(store, *names)
+        claims = store.try_claim_many(dict.fromkeys(names, LEASE), owner="me")
+        assert claims is not None and 3 == len(claims)
+        with row_locked(db, store, "locked-a"), row_locked(db, store, "locked-b"):
+            began = time.monotonic()
+            answers = dict(
+                zip([c.name for c in claims], store._finishes._finish_all(claims), strict=True)
+            )
+            took = time.monotonic() - began
+        assert took < 3 * BOUND + 2.0, took
+        assert True is answers["free"]
+        assert all(isinstance(answers[n], Exception) for n in ("locked-a", "locked-b"))
+        assert all(bool(row(store, n)["running"]) for n in ("locked-a", "locked-b"))
+    finally:
+        store.dispose()
