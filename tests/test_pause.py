@@ -7,7 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from recurjobs import IgnoreReason, JobExecuting, JobHost, JobIgnored
+from recurjobs import (
+    CancellationToken,
+    IgnoreReason,
+    JobExecuted,
+    JobExecuting,
+    JobHost,
+    JobIgnored,
+    JobStopping,
+)
 from recurjobs.testing import ManualClock
 from tests.helpers import Recorder, TimedJob, minutes, walk_to
 
@@ -185,3 +193,31 @@ def test_status_table_shows_paused_as_the_next_run(clock: ManualClock) -> None:
     host.pause("TimedJob")
     line = status_table(host.status()).splitlines()[1].split()
     assert ["TimedJob", "recurring", "5m", "paused"] == line[:4]
+
+
+def test_pause_and_resume_during_stop_from_the_run_and_from_handlers(clock: ManualClock) -> None:
+    """stop() in progress while the job's own run (its token just cancelled by the stop), a
+    JobStopping handler (on the stopping thread) and a JobExecuted handler (the run's end)
+    call pause() or resume(): no deadlock, every call answers True, stop() returns True."""
+    started = threading.Event()
+    answers: dict[str, bool] = {}
+    box: list[JobHost] = []
+
+    def body(token: CancellationToken) -> None:
+        started.set()
+        token.wait(20)  # until stop() cancels it
+        answers["run"] = box[0].pause(job)
+
+    job = TimedJob(clock, minutes(5), body=body)
+    host = JobHost([job], clock=clock)
+    box.append(host)
+    host.subscribe(JobStopping, lambda n: answers.setdefault("stopping", host.pause(n.job)))
+    host.subscribe(JobExecuted, lambda n: answers.setdefault("ended", host.resume(n.job)))
+    host.start()
+    assert started.wait(10)
+    stopped: list[bool] = []
+    stopper = threading.Thread(target=lambda: stopped.append(host.stop(10)))
+    stopper.start()
+    stopper.join(30)
+    assert (False, [True]) == (stopper.is_alive(), stopped)
+    assert {"run": True, "stopping": True, "ended": True} == answers

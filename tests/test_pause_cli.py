@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import inspect
 
 from recurjobs import CancellationToken, DistributedJob, JobHost, RecurringJob
 from recurjobs.cli import main
@@ -106,14 +107,29 @@ def test_trigger_of_a_paused_job_is_refused_with_exit_1(
     assert [False, False] == [r.triggered for r in store.rows()]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["trigger", "legacy"],
+        ["pause", "legacy"],
+        ["resume", "legacy"],
+        ["prune", "--keep", "legacy"],
+    ],
+)
 def test_commands_migrate_an_older_table(
-    db: TestDatabase, capsys: pytest.CaptureFixture[str]
+    db: TestDatabase, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    """On a table an older version made, `status` and `pause` work: the columns are added."""
+    """On a table an older version made, each of `status`, `trigger`, `pause`, `resume` and
+    `prune` adds the missing columns first and then works (exit 0); the old row is kept."""
     make_old_table(db)
-    assert 0 == main(argv("status", db))
-    assert 0 == main(argv("pause", db, "legacy"))
+    assert 0 == main(argv(command[0], db, *command[1:])), capsys.readouterr().err
     assert {"paused", "cron"} <= columns(db)
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        assert ["legacy"] == [r.name for r in store.rows()]
+    finally:
+        store.dispose()
 
 
 @pytest.mark.parametrize(
@@ -215,3 +231,22 @@ def test_flask_pause_refusals(
         store.dispose()
     assert code == result.exit_code
     assert message in result.output
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_unknown_name_without_a_table_creates_none(
+    db: TestDatabase, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """On a database without the jobs table (or, for SQLite, without the file), pausing or
+    resuming any name exits 2 (bad input: most likely a wrong --table-prefix or URL) with one
+    line saying what is missing, and creates nothing."""
+    assert 2 == main(argv(command, db, "nobody"))
+    err = capsys.readouterr().err
+    assert 1 == len(err.splitlines()), err
+    missing = "no SQLite database file" if db.backend == "sqlite" else "no table"
+    assert err.startswith(f"recurjobs: error: {missing}"), err
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        assert False is inspect(store.engine).has_table(store.jobs.name)
+    finally:
+        store.dispose()

@@ -17,13 +17,16 @@ from recurjobs import (
     DistributedJobLeaseLost,
     DistributedJobSettings,
     JobCanceled,
+    JobExecuted,
     JobExecuting,
+    JobFailed,
     JobHost,
 )
 from recurjobs.prometheus import instrument
+from recurjobs.sql import JobStore
 from recurjobs.testing import ManualClock
 from tests.helpers import TimedJob, minutes, walk_to
-from tests.sql.helpers import Job, wait_until
+from tests.sql.helpers import Job, set_row, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -169,6 +172,57 @@ def test_two_hosts_share_one_registry_and_close_stops_updates(clock: ManualClock
     assert ([0], 0.0) == (first.starts, registry.get_sample_value("recurjobs_runs_total", labels))
 
 
+def test_two_hosts_on_one_registry_count_into_the_same_series(clock: ManualClock) -> None:
+    """Two hosts instrumented on one registry (no duplicate-registration error) add their
+    runs of a job of the same name to one series: two runs, two durations."""
+    registry = CollectorRegistry()
+    job = Job("report", timedelta(hours=1))
+    hosts = [JobHost([], clock=clock), JobHost([], clock=clock)]
+    for host in hosts:
+        instrument(host, registry)
+    at = clock.now()
+    for host, took in zip(hosts, (2, 3), strict=True):
+        host.publisher.publish(JobExecuting(job=job, at=at))
+        host.publisher.publish(
+            JobExecuted(job=job, at=at + timedelta(seconds=took), duration=timedelta(seconds=took))
+        )
+    labels = {"job": "report", "kind": "distributed"}
+    assert (2.0, 2.0, 5.0) == (
+        registry.get_sample_value("recurjobs_runs_total", labels | {"outcome": "executed"}),
+        registry.get_sample_value("recurjobs_run_duration_seconds_count", labels),
+        registry.get_sample_value("recurjobs_run_duration_seconds_sum", labels),
+    )
+
+
+def test_runs_whose_start_was_not_seen_are_counted_without_a_made_up_duration(
+    clock: ManualClock,
+) -> None:
+    """Runs that began before instrument() (only their end is seen) are counted by outcome; a
+    failed or canceled one observes no duration (its start is unknown), an executed one
+    observes the duration its notification carries."""
+    registry = CollectorRegistry()
+    job = Job("report", timedelta(hours=1))
+    host = JobHost([], clock=clock)
+    instrument(host, registry)
+    at = clock.now()
+    for notification in (
+        JobFailed(job=job, at=at, exception=RuntimeError("boom")),
+        JobCanceled(job=job, at=at),
+        JobExecuted(job=job, at=at, duration=timedelta(seconds=4)),
+    ):
+        host.publisher.publish(notification)
+    labels = {"job": "report", "kind": "distributed"}
+    counts = [
+        registry.get_sample_value("recurjobs_runs_total", labels | {"outcome": o})
+        for o in ("failed", "canceled", "executed")
+    ]
+    observed = (
+        registry.get_sample_value("recurjobs_run_duration_seconds_count", labels),
+        registry.get_sample_value("recurjobs_run_duration_seconds_sum", labels),
+    )
+    assert ([1.0, 1.0, 1.0], (1.0, 4.0)) == (counts, observed)
+
+
 def test_instrumenting_a_host_twice_counts_each_run_once(clock: ManualClock) -> None:
     """A second instrument() of the same host and registry returns the open instrumentation;
     after close(), a new call makes a new one."""
@@ -197,3 +251,46 @@ def test_bad_input(host: object, registry: object, match: str) -> None:
     """instrument() names the parameter and the value it refuses."""
     with pytest.raises(TypeError, match=match):
         instrument(host, registry)  # type: ignore[arg-type]
+
+
+def test_a_real_lease_loss_counts_as_lease_lost(
+    tmp_path: Path, served: tuple[CollectorRegistry, int]
+) -> None:
+    """A running distributed job whose claim another host takes over (its row's claim id
+    changed under it) is cancelled by its heartbeat and counted in a scrape with
+    outcome="lease_lost", not "canceled"."""
+    registry, port = served
+    started = threading.Event()
+
+    def body(token: CancellationToken) -> None:
+        started.set()
+        token.wait(30)
+        token.raise_if_cancelled()
+
+    job = Job("report", timedelta(hours=1), body=body)
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    settings = DistributedJobSettings(poll_period=timedelta(seconds=0.1), delay=timedelta(0))
+    host = JobHost([job], database=url, distributed=settings)
+    instrument(host, registry)
+    lost = threading.Event()
+    host.subscribe(DistributedJobLeaseLost, lambda n: lost.set())
+    store = JobStore(url)
+    try:
+        with host:
+            assert wait_until(lambda: host.trigger_distributed("report"), 30)
+            assert started.wait(30)
+            set_row(store, "report", claim_id="x" * 32, owner="other")  # taken over
+            assert lost.wait(30)
+            labels = {"job": "report", "kind": "distributed"}
+            assert wait_until(
+                lambda: (
+                    value(scrape(port), "recurjobs_runs_total", **labels, outcome="lease_lost")
+                    == 1.0
+                ),
+                30,
+            )
+            seen = scrape(port)
+    finally:
+        store.dispose()
+    assert None is value(seen, "recurjobs_runs_total", **labels, outcome="canceled")
+    assert 0.0 == value(seen, "recurjobs_running", job="report")

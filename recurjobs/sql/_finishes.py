@@ -14,7 +14,10 @@ threads at once go through one :class:`~recurjobs.sql._group.Grouped` batch:
 
 When the group waits out a row lock held by another transaction (the statement bound), each
 finish of the group runs on its own, so only that row's finish fails (and is retried later by
-the heartbeat thread, as any failed finish).
+the heartbeat thread, as any failed finish). On SQLite (``whole_file_locks``) the lock the
+group waited out is the whole file's, which every finish alone would wait out once more (a
+group of twenty would answer after twenty-one bounds): every finish of the group fails at once
+and is retried by the heartbeat thread.
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ Step = Callable[..., Any]
 
 class Finishes:
     """The grouped finishes of one jobs table, run through ``step`` (the store's bounded,
-    retried transaction)."""
+    retried transaction); ``whole_file_locks``: the database locks the whole file (SQLite)."""
 
-    def __init__(self, jobs: Table, step: Step) -> None:
+    def __init__(self, jobs: Table, step: Step, *, whole_file_locks: bool = False) -> None:
         self.jobs = jobs
         self._step = step
+        self._whole_file_locks = whole_file_locks
         c = jobs.c
         freed = {"running": False, "owner": None, "claim_id": None, "last_run_ms": db_now_ms()}
         self._one = (
@@ -76,7 +80,8 @@ class Finishes:
                 landed = self._step("finishing runs", lambda conn: self._together(conn, claims))
                 return [claim.name in landed for claim in claims]
             except Exception as exc:
-                if not is_lock_timeout(exc):
+                # A lock on the whole file (SQLite): each finish alone would wait it out again.
+                if not is_lock_timeout(exc) or self._whole_file_locks:
                     return [exc] * len(claims)
         answers: list[bool | Exception] = []
         for claim in claims:

@@ -104,7 +104,9 @@ class JobStore:
         self._batches = BatchClaims(self.jobs)
         self._poll_query: Select[Any] | None = None
         # Finishes of runs ending together share a connection and a transaction.
-        self._finishes = Finishes(self.jobs, self._step)
+        self._finishes = Finishes(
+            self.jobs, self._step, whole_file_locks=self.engine.dialect.name == "sqlite"
+        )
 
     def __repr__(self) -> str:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
@@ -259,9 +261,17 @@ class JobStore:
 
     def warm_up(self) -> None:
         """Run the batched-claim and grouped-finish statements once on no rows, so that their
-        compiled forms are cached before they are needed (writes nothing)."""
-        self._step("warming up", self._batches.warm_up)
-        self._step("warming up", self._finishes.warm_up)
+        compiled forms are cached before they are needed (writes nothing).
+
+        Best effort, so tried once: a fault raises at once, without the retries (and their
+        WARNING lines) of a real step; the statements then compile at their first use."""
+        for warm_up in (self._batches.warm_up, self._finishes.warm_up):
+            with (
+                self._serialised(),
+                self.engine.begin() as conn,
+                bounded_waits(conn, self._bound_ms),
+            ):
+                warm_up(conn)
 
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""

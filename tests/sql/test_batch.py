@@ -3,7 +3,9 @@ SQLite, PostgreSQL and MariaDB alike (``db`` fixture)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -14,9 +16,11 @@ from sqlalchemy.pool.base import ResetStyle
 
 from recurjobs.sql import JobStore, make_engine
 from recurjobs.sql._batch import claim_batch
+from recurjobs.sql._rowwriter import RowWriter
 from recurjobs.sql._wake import AFTER, next_boundary
 from tests.dbs import TestDatabase
 from tests.sql.helpers import Job, race, row, set_row
+from tests.sql.runhelpers import Fault, faulty_engine
 
 P = 3_600_000  # the rows' period (one hour), in ms
 LEASE = timedelta(minutes=5)
@@ -314,3 +318,27 @@ def test_a_bad_limit_is_refused_naming_it(
     with pytest.raises(error, match=r"^limit must be"):
         store.try_claim_many({"a": LEASE}, owner="me", limit=limit)  # type: ignore[arg-type]
     assert not row(store, "a")["running"]
+
+
+def test_a_failing_warm_up_is_logged_at_debug_only(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warm-up at the first poll fails (a lost connection on its finish statement): one
+    DEBUG line and nothing else (no WARNING, no retry); the rows are still written."""
+    fault = Fault()  # the fenced finish's UPDATE, which the warm-up runs on no rows
+    engine = faulty_engine(db, fault)
+    store = JobStore(engine, table_prefix=db.table_prefix)
+    try:
+        fault.active = True
+        writer = RowWriter(store=store, lock=threading.Lock(), jobs={"a": Job("a")})
+        with caplog.at_level(logging.DEBUG, logger="recurjobs"):
+            ensured = writer.ensure()
+        fault.active = False
+        said = [(r.levelno, r.getMessage()) for r in caplog.records]
+        assert (True, 1) == (ensured, fault.hits)
+        assert [] == [m for level, m in said if level >= logging.WARNING]
+        assert 1 == len([m for _, m in said if m.startswith("warming up on")]), said
+        assert ["a"] == [r.name for r in store.rows()]
+    finally:
+        store.dispose()
+        engine.dispose()

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
-from recurjobs import CancellationToken, JobExecuting, JobFailed
+from recurjobs import CancellationToken, JobExecuting, JobFailed, ServerRole
+from recurjobs.sql._rows import Claim
 from tests.dbs import TestDatabase
 from tests.sql.helpers import HOUR, Job, make_due, row, wait_until
 from tests.sql.runhelpers import (
@@ -235,13 +238,18 @@ def test_a_trigger_during_a_run_is_kept_and_runs_the_job_again(db: TestDatabase)
 
 def test_wait_runs_keeps_claims_renewed_until_the_run_ends(db: TestDatabase) -> None:
     """After stop_claiming, a job that ignores its token keeps its claim renewed past its lease
-    while wait_runs waits; when it returns, the row is handed back and hand_back ends."""
+    while wait_runs waits, and the host keeps its elected role (the election thread goes on,
+    the lease is still ours); when the job returns, the row is handed back and hand_back
+    ends."""
     release = threading.Event()
     job = Job("a", timedelta(seconds=1), body=stubborn(release))  # lease: 1 + 2 = 3 s
     store = prepared(db, job, due=("a",))
     try:
-        with sql_side(db, job) as side:
+        with sql_side(db, job, elect_server_role=True) as side:
             assert job.ran.wait(10)
+            roles = side.sql.roles
+            assert roles is not None
+            assert wait_until(lambda: side.sql.server_role() is ServerRole.SINGLE)
             claim = row(store, "a")["claim_id"]
             side.sql.stop_claiming()
             began = time.monotonic()
@@ -250,6 +258,20 @@ def test_wait_runs_keeps_claims_renewed_until_the_run_ends(db: TestDatabase) -> 
             assert (True, claim) == (bool(held["running"]), held["claim_id"])
             assert store.now_ms() - held["last_alive_ms"] < 1500
             assert [] == [e for e in side.events if type(e).__name__ == "DistributedJobLeaseLost"]
+            thread = roles._thread
+            assert (ServerRole.SINGLE, True) == (
+                side.sql.server_role(),
+                thread is not None and thread.is_alive(),
+            )
+            with roles.engine.connect() as conn:
+                holder = (
+                    conn.execute(
+                        select(roles.leases.c.holder).where(roles.leases.c.holder.is_not(None))
+                    )
+                    .scalars()
+                    .all()
+                )
+            assert [roles.identity] == holder
             release.set()
             assert side.sql.wait_runs(time.monotonic() + 5)
             assert side.sql.hand_back(time.monotonic() + 5)
@@ -300,3 +322,120 @@ def test_polite_runs_end_and_hand_back(db: TestDatabase) -> None:
             assert (False, True) == (poller._thread.is_alive(), poller.heartbeat.join(0))
     finally:
         store.dispose()
+
+
+def test_a_group_of_finishes_failing_together_is_kept_pending_and_retried(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four runs end together while every finish statement fails (the database down mid-
+    finish): the finishes that were grouped fail together, and each of the four runs is kept
+    pending with its claim held and renewed, with a WARNING for the job at each failed
+    attempt; once the fault clears, the heartbeat thread frees every row with last_run stamped
+    and logs one INFO line for each ("handed back after N failed attempts")."""
+    caplog.set_level(logging.INFO, logger="recurjobs")
+    names = ["a", "b", "c", "d"]
+    release = threading.Event()
+    jobs = [Job(n, HOUR, body=stubborn(release)) for n in names]
+    store = prepared(db, *jobs, due=tuple(names))
+    fault = Fault()
+    engine = faulty_engine(db, fault)
+    try:
+        with sql_side(
+            db, *jobs, database=engine, distributed=settings(db, max_concurrent_jobs=4)
+        ) as side:
+            poller = side.sql.poller
+            assert poller is not None
+            grouped = poller.store._finishes._grouped
+            batches: list[tuple[int, bool]] = []  # (finishes in the batch, all of them failed)
+            run_batch = grouped._batch
+
+            def recorded(claims: Sequence[Claim]) -> Sequence[bool | Exception]:
+                answers = run_batch(claims)
+                batches.append((len(claims), all(isinstance(a, Exception) for a in answers)))
+                return answers
+
+            grouped._batch = recorded
+            assert wait_until(lambda: all(j.runs == 1 for j in jobs), 20)
+            fault.active = True
+            release.set()
+            assert wait_until(
+                lambda: names == sorted(r.claim.name for r in poller.leases.pending()), 30
+            )
+            assert any(size > 1 and failed for size, failed in batches), batches
+            held = {n: row(store, n) for n in names}
+            assert all(
+                (True, side.sql.owner) == (bool(r["running"]), r["owner"]) for r in held.values()
+            )
+            assert wait_until(
+                lambda: all(
+                    row(store, n)["last_alive_ms"] > held[n]["last_alive_ms"] for n in names
+                )
+            )
+            cleared_at = store.now_ms()
+            fault.active = False
+            assert wait_until(lambda: not any(bool(row(store, n)["running"]) for n in names), 15)
+            assert wait_until(lambda: [] == poller.leases.all())
+            freed = [row(store, n) for n in names]
+            assert all(
+                (None, None, True) == (r["claim_id"], r["owner"], r["last_run_ms"] >= cleared_at)
+                for r in freed
+            ), freed
+        messages = [r.getMessage() for r in caplog.records if r.name.startswith("recurjobs")]
+        for name in names:
+            kept = [m for m in messages if m.startswith(f"distributed job {name}: could not hand")]
+            back = [
+                m for m in messages if m.startswith(f"distributed job {name}: the row was handed")
+            ]
+            assert (True, 1) == (len(kept) >= 1, len(back)), (name, kept, back)
+    finally:
+        engine.dispose()
+        store.dispose()
+
+
+def test_finishes_still_failing_at_the_stop_deadline_leave_their_claims(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two finishes still failing when hand_back's deadline (1 s) passes: hand_back gives up
+    by the deadline (plus the last attempt), returns False and logs one WARNING per job; each
+    row keeps its claim (running, same claim id), to go stale after its lease."""
+    caplog.set_level(logging.WARNING, logger="recurjobs")
+    names = ["a", "b"]
+    release = threading.Event()
+    jobs = [Job(n, HOUR, body=stubborn(release)) for n in names]
+    store = prepared(db, *jobs, due=tuple(names))
+    fault = Fault()
+    engine = faulty_engine(db, fault)
+    try:
+        with sql_side(
+            db, *jobs, database=engine, distributed=settings(db, max_concurrent_jobs=2)
+        ) as side:
+            poller = side.sql.poller
+            assert poller is not None
+            assert wait_until(lambda: all(j.runs == 1 for j in jobs), 20)
+            claims = {n: row(store, n)["claim_id"] for n in names}
+            fault.active = True
+            release.set()
+            assert wait_until(lambda: 2 == len(poller.leases.pending()), 30)
+            began = time.monotonic()
+            side.sql.stop_claiming()
+            assert side.sql.wait_runs(began + 1)
+            handed_back = side.sql.hand_back(began + 1)
+            took = time.monotonic() - began
+            kept = {n: row(store, n) for n in names}
+            given_up = [
+                r.getMessage()
+                for r in caplog.records
+                if "could not be handed back before the stop deadline" in r.getMessage()
+            ]
+            fault.active = False  # the side's own stop hands the rows back
+    finally:
+        fault.active = False
+        engine.dispose()
+        store.dispose()
+    assert (False, True) == (handed_back, took < 1 + 2 + 1), took
+    assert all(
+        (True, claims[n]) == (bool(kept[n]["running"]), kept[n]["claim_id"]) for n in names
+    ), kept
+    assert sorted(f"distributed job {n}:" for n in names) == sorted(
+        m.split(" the row", 1)[0] for m in given_up
+    ), given_up

@@ -28,6 +28,7 @@ from recurjobs import (
     TriggerableJob,
 )
 from recurjobs._history import PRUNE_JOB_NAME
+from recurjobs._historyrec import Done
 from recurjobs.sql import JobStore, make_engine
 from recurjobs.sql._history import (
     HistoryTables,
@@ -36,7 +37,7 @@ from recurjobs.sql._history import (
     read_history,
 )
 from tests.dbs import TestDatabase
-from tests.sql.helpers import Job, make_due, set_row, wait_until
+from tests.sql.helpers import Job, make_due, race, row, set_row, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,8 +209,11 @@ def test_scheduled_distributed_run_says_schedule(db: TestDatabase) -> None:
 
 
 def test_canceled_run_is_flushed_by_stop(db: TestDatabase) -> None:
-    """A run cancelled by stop() is recorded as canceled, written before stop() returns."""
+    """Runs cancelled by stop() (a recurring one, and a distributed one whose row is handed
+    back in the stop) are recorded as canceled, written before stop() returns; the queue then
+    takes no more records."""
     started = threading.Event()
+    claimed = threading.Event()
 
     class Polite(RecurringJob):
         def run(self, token: CancellationToken) -> None:
@@ -217,13 +221,36 @@ def test_canceled_run_is_flushed_by_stop(db: TestDatabase) -> None:
             token.wait(30)
             token.raise_if_cancelled()
 
-    host = JobHost(
-        [Polite(INFINITE, delay=timedelta(0))], database=db.url, distributed=fast(db), history=True
-    ).start()
-    assert started.wait(10)
-    assert host.stop(20)
-    [record] = [r for r in host.history("Polite") if r.ended_at is not None]
-    assert ("canceled", "schedule", None) == (record.outcome, record.trigger, record.error)
+    def body(token: CancellationToken) -> None:
+        claimed.set()
+        token.wait(30)
+        token.raise_if_cancelled()
+
+    shared = Job("shared", body=body)
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        store.create_schema()
+        store.ensure([shared])
+        make_due(store, "shared")
+        host = JobHost(
+            [Polite(INFINITE, delay=timedelta(0)), shared],
+            database=db.url,
+            distributed=fast(db),
+            history=True,
+        ).start()
+        assert started.wait(10) and claimed.wait(10)
+        writer = host._history.writer
+        assert host.stop(20)
+        ended = {r.job: r for r in host.history() if r.ended_at is not None}
+        late = Done("recurring", "late", None, "schedule", 0, 1, "executed", None)
+        assert False is writer.queue.put(late)
+        assert not bool(row(store, "shared")["running"])
+    finally:
+        store.dispose()
+    assert {"Polite", "shared"} <= set(ended)
+    assert [("canceled", "schedule", None)] * 2 == [
+        (ended[j].outcome, ended[j].trigger, ended[j].error) for j in ("Polite", "shared")
+    ]
 
 
 def test_lease_lost_run_is_recorded_as_lease_lost(db: TestDatabase) -> None:
@@ -401,3 +428,98 @@ def test_failure_counts_per_job(db: TestDatabase) -> None:
     _rows(db, HistoryTables(db.table_prefix), rows)
     since = datetime.now(UTC) - timedelta(hours=24)
     assert {"a": 2} == failure_counts(make_engine(db.url), db.table_prefix, since=since)
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be formatted: ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+class Untraceable(Exception):
+    """An exception whose traceback cannot even be captured: its ``__cause__`` raises."""
+
+    @property
+    def __cause__(self) -> BaseException | None:  # type: ignore[override]
+        raise RuntimeError("no cause for you")
+
+
+@pytest.mark.parametrize(
+    ("fail", "recorded"),
+    [
+        (Unprintable(), f"{__name__}.Unprintable: <exception str() failed>\n\nTraceback"),
+        (Untraceable(), "Untraceable"),
+    ],
+)
+def test_an_exception_that_cannot_be_formatted_is_still_recorded(
+    db: TestDatabase, monkeypatch: pytest.MonkeyPatch, fail: Exception, recorded: str
+) -> None:
+    """A run raising an exception whose formatting itself raises is recorded as failed: a
+    message that cannot be read shows as ``<exception str() failed>`` before the traceback; an
+    exception whose traceback cannot be captured leaves its type name alone as the error. The
+    host goes on. (Logging such an exception fails too: the logging module reports that on
+    stderr, as in production; pytest's capture would raise instead, so it is told not to.)"""
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    bad = Counting(fail=fail)
+    bad.name = "bad-job"  # type: ignore[attr-defined]
+    with JobHost([bad], database=db.url, distributed=fast(db), history=True) as host:
+        assert host.trigger(bad)
+        failed = runs(host, bad)[0]
+        assert host.running
+    assert ("bad-job", "failed") == (failed.job, failed.outcome)
+    assert failed.error is not None
+    assert failed.error.startswith(recorded), failed.error
+    if recorded == "Untraceable":
+        assert recorded == failed.error
+
+
+def test_hosts_starting_together_make_the_history_tables_once(db: TestDatabase) -> None:
+    """Three hosts with history started at the same instant on an empty database all start;
+    the runs and meta tables exist, the schema version row is there once, and a run of each
+    host is recorded."""
+    jobs = [Counting() for _ in range(3)]
+    for i, job in enumerate(jobs):
+        job.name = f"job-{i}"  # type: ignore[attr-defined]
+    hosts = [JobHost([job], database=db.url, distributed=fast(db), history=True) for job in jobs]
+    try:
+        results = race(*(host.start for host in hosts))
+        started = [host.running for host in hosts]
+        for host, job in zip(hosts, jobs, strict=True):
+            assert host.trigger(job)
+        recorded = [runs(host, job)[0].outcome for host, job in zip(hosts, jobs, strict=True)]
+    finally:
+        for host in hosts:
+            host.stop(10)
+    assert [True] * 3 == started, results
+    assert ["executed"] * 3 == recorded
+    tables = HistoryTables(db.table_prefix)
+    engine = make_engine(db.url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(sa.select(tables.meta.c.key)).scalars().all()
+    finally:
+        engine.dispose()
+    assert ["runs_schema"] == versions
+
+
+@pytest.mark.parametrize(
+    ("fail", "head"),
+    [(SystemExit(3), "SystemExit: 3"), (KeyboardInterrupt(), "KeyboardInterrupt")],
+)
+def test_a_run_raising_a_base_exception_is_recorded_as_failed(
+    db: TestDatabase, fail: BaseException, head: str
+) -> None:
+    """A run raising SystemExit or KeyboardInterrupt (a job may raise anything) is recorded
+    as failed with the exception's type (and message) and traceback; the job runs again."""
+    bad = Counting(fail=fail)
+    bad.name = "base-job"  # type: ignore[attr-defined]
+    with JobHost([bad], database=db.url, distributed=fast(db), history=True) as host:
+        assert host.trigger(bad)
+        assert wait_until(lambda: 1 == bad.runs)
+        assert wait_until(lambda: host.trigger(bad))  # once the first run has ended
+        failed = runs(host, bad, count=2)
+    assert [("base-job", "failed")] * 2 == [(r.job, r.outcome) for r in failed]
+    error = failed[0].error
+    assert error is not None and error.startswith(head), error
+    assert "Traceback (most recent call last)" in error

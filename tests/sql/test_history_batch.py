@@ -104,18 +104,29 @@ def _timed_offset(conn: Connection) -> tuple[float, float]:
     return after - before, db_ms - (before + after) * 500.0
 
 
-def test_a_record_the_batch_cannot_take_is_dropped_alone(writer: HistoryWriter) -> None:
+def test_a_record_the_batch_cannot_take_is_dropped_alone(
+    writer: HistoryWriter, caplog: pytest.LogCaptureFixture
+) -> None:
     """One record of a batch fails for good (here a start time that is no number): the batch
-    is split until that record is alone; the others land and only it is counted as lost."""
+    is split until that record is alone; the others land and only it is counted as lost, with
+    one ERROR line for the batch; the next batch is written as usual."""
     now_ms = time.time() * 1000
     batch: list[Record] = [
         Done("recurring", f"job-{i}", None, "schedule", now_ms, now_ms + 1, "executed", None)
         for i in range(5)
     ]
     batch[2] = Done("recurring", "job-2", None, "schedule", math.nan, now_ms, "executed", None)
-    writer._write(batch)
+    with caplog.at_level(logging.WARNING, logger="recurjobs.history"):
+        writer._write(batch)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "recurjobs.history"]
     assert 1 == writer.lost
     assert [(f"job-{i}", "executed", True) for i in (0, 1, 3, 4)] == _outcomes(writer)
+    assert 1 == len(said) and "ERROR" == said[0][0], said
+    assert "refused 1 of 5 record(s)" in said[0][1]
+    writer._write(
+        [Done("recurring", "job-5", None, "schedule", now_ms, now_ms + 1, "executed", None)]
+    )
+    assert (1, 5) == (writer.lost, len(_outcomes(writer)))
 
 
 def test_a_batch_refused_for_every_record_costs_a_bounded_number_of_writes(

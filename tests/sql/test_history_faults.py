@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -47,10 +48,15 @@ def _proxy_for(db: TestDatabase) -> tuple[FaultProxy, str]:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("fault", ["stall", "refuse"])
 def test_runs_keep_their_cadence_while_the_history_database_is_down(
-    db: TestDatabase, fault: str, capsys: pytest.CaptureFixture[str]
+    db: TestDatabase,
+    fault: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A 10 ms job keeps running every ~10 ms while the database stalls or refuses for 5 s,
-    and its runs of that time reach the table once the database is back."""
+    and its runs of that time reach the table once the database is back; the history logs
+    one WARNING for the outage and one INFO when writing works again."""
+    caplog.set_level(logging.INFO, logger="recurjobs.history")
     if fault == "refuse" and db.backend == "mysql":
         pytest.skip("one backend is enough for the refusal; the stall runs on both")
     proxy, url = _proxy_for(db)
@@ -80,14 +86,21 @@ def test_runs_keep_their_cadence_while_the_history_database_is_down(
         assert max(gaps) < 1.0, max(gaps)
         wanted = len(job.starts)
         assert wait_until(lambda: len(host.history(limit=10_000)) >= wanted - 5, 30)
+        said = [(r.levelname, r.getMessage()) for r in caplog.records]
+        failing = [m for level, m in said if level == "WARNING" and "run history: writing" in m]
+        again = [m for level, m in said if level == "INFO" and "works again" in m]
+        # One WARNING for the whole outage, one INFO when it ends (a stall shorter than the
+        # statement bound may cost no failed write at all).
+        allowed = [(1, 1), (0, 0)] if fault == "stall" else [(1, 1)]
+        assert (len(failing), len(again)) in allowed, said
     finally:
         assert host.stop(20)
         proxy.close()
 
 
-@pytest.mark.timeout(60)
-def test_stop_gives_up_on_an_unreachable_database_at_its_deadline(db: TestDatabase) -> None:
-    """stop(2) with the database refusing returns by its deadline (plus slack), saying False."""
+def _stop_while_refusing(db: TestDatabase) -> tuple[Ticker, Any, float]:
+    """A 10 ms job recorded through a proxy that starts refusing; the host stopped with
+    ``stop(2)``: the job, the host's history writer and how long ``stop`` took."""
     proxy, url = _proxy_for(db)
     if db.backend != "postgres":
         pytest.skip("one backend is enough")
@@ -104,22 +117,66 @@ def test_stop_gives_up_on_an_unreachable_database_at_its_deadline(db: TestDataba
         assert wait_until(lambda: len(job.starts) >= count + 20, 10)
         begun = time.monotonic()
         assert not host.stop(2)
-        assert time.monotonic() - begun < 5
+        took = time.monotonic() - begun
+        writer = host._history.writer
+        assert writer is not None and writer._thread is not None
+        writer._thread.join(5)  # the writer gives up at the deadline, by itself
+        assert not writer._thread.is_alive()
+        return job, writer, took
     finally:
         proxy.close()
+
+
+def _lost_counts(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The record counts of the history's "not written before the stop deadline" lines."""
+    return [
+        int(r.getMessage().split("run history: ", 1)[1].split(" ", 1)[0])
+        for r in caplog.records
+        if r.name == "recurjobs.history" and "before the stop deadline" in r.getMessage()
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_stop_gives_up_on_an_unreachable_database_at_its_deadline(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop(2) with the database refusing returns by its deadline (plus slack), saying False;
+    every run's record is either written or counted lost, and the lost count is logged."""
+    caplog.set_level(logging.WARNING, logger="recurjobs.history")
+    job, writer, took = _stop_while_refusing(db)
+    assert took < 5, took
+    assert writer.lost > 0
+    assert len(job.starts) == writer.written + writer.lost
+    assert writer.lost in _lost_counts(caplog)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    reason="HistoryWriter.close() logs len(queue) + 1 records as not written, leaving out "
+    "the batch in flight; the writer's own line with the true count comes after stop()",
+)
+def test_stop_logs_only_the_true_lost_count(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every count the history logs at a stop that gives up is the number of records lost."""
+    caplog.set_level(logging.WARNING, logger="recurjobs.history")
+    _, writer, _ = _stop_while_refusing(db)
+    assert [writer.lost] == _lost_counts(caplog)
 
 
 def test_full_queue_drops_with_one_counted_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Records beyond the queue's bound are dropped and counted; the writer logs the count
-    once, then writes the records that fitted."""
+    once per burst (a second burst after the first was written: a second line with its own
+    count), and writes the records that fitted."""
     url, prefix = f"sqlite:///{tmp_path / 'h.db'}", "q_"
     queue = HistoryQueue(5)
     now = round(time.time() * 1000)
     records = [Done("recurring", f"j{i}", None, "schedule", now, now + 1, "executed", None)
-               for i in range(8)]  # fmt: skip
-    accepted = [queue.put(r) for r in records]
+               for i in range(17)]  # fmt: skip
+    accepted = [queue.put(r) for r in records[:8]]
     assert [True] * 5 + [False] * 3 == accepted
     assert 3 == queue.dropped
     tables = HistoryTables(prefix)
@@ -129,13 +186,59 @@ def test_full_queue_drops_with_one_counted_warning(
     with caplog.at_level(logging.WARNING, logger="recurjobs.history"):
         writer.start()
         assert wait_until(lambda: writer.written == 5)
+        # The writer now pauses (one second) before it takes the next batch: a burst of nine
+        # fills the queue again and four of them are dropped.
+        accepted = [queue.put(r) for r in records[8:]]
+        assert [True] * 5 + [False] * 4 == accepted
+        assert wait_until(lambda: writer.written == 10)
         assert writer.close(time.monotonic() + 5)
     drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
-    assert 1 == len(drops)
+    assert 2 == len(drops), drops
     assert "3 record(s) were dropped" in drops[0]
+    assert "4 record(s) were dropped" in drops[1]
     names = sorted(r.job for r in read_history(store.engine, prefix))
     store.dispose()
-    assert ["j0", "j1", "j2", "j3", "j4"] == names
+    assert sorted([f"j{i}" for i in range(5)] + [f"j{i}" for i in range(8, 13)]) == names
+
+
+def test_a_bug_in_the_writer_thread_is_logged_and_runs_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer thread raising (a bug in recurjobs, here planted in its write) logs one
+    ERROR with the traceback and ends; recording stops, and putting records never blocks:
+    the queue fills and the rest are dropped and counted."""
+    url, prefix = f"sqlite:///{tmp_path / 'h.db'}", "b_"
+    queue = HistoryQueue(5)
+    tables = HistoryTables(prefix)
+    store = JobStore(url, table_prefix=prefix)
+    tables.metadata.create_all(store.engine)
+    writer = HistoryWriter(queue=queue, store=store, tables=tables, host="me")
+
+    def bug(batch: Sequence[Record]) -> None:
+        raise ZeroDivisionError("planted")
+
+    writer._write = bug  # type: ignore[method-assign]
+    now = round(time.time() * 1000)
+    record = Done("recurring", "j", None, "schedule", now, now + 1, "executed", None)
+    try:
+        with caplog.at_level(logging.ERROR, logger="recurjobs.history"):
+            writer.start()
+            assert queue.put(record)
+            assert writer._thread is not None
+            writer._thread.join(10)
+            assert not writer._thread.is_alive()
+            began = time.monotonic()
+            accepted = [queue.put(record) for _ in range(10)]
+            took = time.monotonic() - began
+    finally:
+        store.dispose()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 == len(errors), errors
+    assert "history writer failed" in errors[0].getMessage()
+    assert errors[0].exc_info is not None and errors[0].exc_info[0] is ZeroDivisionError
+    assert ([True] * 5 + [False] * 5, 5) == (accepted, queue.dropped)
+    assert took < 1.0, took
+    assert 0 == writer.written
 
 
 def _recurring(job: str, started: int, ended: int) -> Done:

@@ -16,7 +16,8 @@ from recurjobs import JobHost
 from recurjobs.sql import DatabaseUnavailable, JobStore
 from recurjobs.sql._retry import is_lock_timeout
 from tests.dbs import TestDatabase
-from tests.sql.helpers import HOUR, Job
+from tests.faultproxy import FaultProxy
+from tests.sql.helpers import HOUR, Job, wait_until
 from tests.sql.runhelpers import settings
 from tests.sql.test_pause_sql import columns, make_old_table, old_layout
 
@@ -102,15 +103,85 @@ def unreachable(db: TestDatabase, tmp_path: Path) -> str:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["pause", "resume"])
 def test_pause_with_the_database_unreachable_raises_in_bounded_time(
-    db: TestDatabase, tmp_path: Path
+    db: TestDatabase, tmp_path: Path, method: str
 ) -> None:
-    """pause() of a distributed job on an unreachable database raises (after the store's short
-    retry) instead of returning a made-up answer or hanging."""
+    """pause() or resume() of a distributed job on an unreachable database raises (after the
+    store's short retry) instead of returning a made-up answer or hanging."""
     host = JobHost([Job("a", HOUR)], database=unreachable(db, tmp_path), distributed=settings(db))
     began = time.monotonic()
     with pytest.raises(Exception) as caught:
-        host.pause("a")
+        getattr(host, method)("a")
     took = time.monotonic() - began
     assert "OperationalError" == type(caught.value).__name__
     assert took < 5 + 10, took
+
+
+@pytest.mark.timeout(60)
+def test_pause_on_a_running_host_whose_database_refuses_raises_in_bounded_time(
+    db: TestDatabase,
+) -> None:
+    """On a running host whose database went down (connections refused), pause() and
+    resume() raise the driver's OperationalError within the retry budget; status() does not
+    show the job paused, and once the database is back the row is not paused and pause()
+    works."""
+    url = make_url(db.url)
+    if db.backend == "sqlite" or url.host is None or url.port is None:
+        pytest.skip("a refused connection needs a database server")
+    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    host = JobHost([Job("a", HOUR)], database=proxy.proxied_url(db.url), distributed=settings(db))
+    try:
+        host.start()
+        proxy.refuse(30)
+        answers = []
+        for method in ("pause", "resume", "pause"):
+            began = time.monotonic()
+            with pytest.raises(Exception) as caught:
+                getattr(host, method)("a")
+            answers.append((type(caught.value).__name__, time.monotonic() - began))
+        shown = [s.paused for s in host.status()]
+        proxy.pass_through()
+        unchanged = store.paused_names()
+        assert True is host.pause("a")
+        assert {"a"} == store.paused_names()
+    finally:
+        host.stop(5)
+        proxy.close()
+        store.dispose()
+    assert ["OperationalError"] * 3 == [name for name, _ in answers], answers
+    assert all(took < 5 + 10 for _, took in answers), answers
+    assert ([False], set()) == (shown, unchanged)
+
+
+@pytest.mark.timeout(60)
+def test_a_host_whose_database_refuses_keeps_its_view_of_paused(db: TestDatabase) -> None:
+    """A running host whose database refuses connections for 3 s keeps showing the pause it
+    last read in status() (no made-up "not paused"); once the database is back it reads the
+    rows again and shows a resume made meanwhile by another process."""
+    url = make_url(db.url)
+    if db.backend == "sqlite" or url.host is None or url.port is None:
+        pytest.skip("a refused connection needs a database server")
+    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    other = JobStore(db.url, table_prefix=db.table_prefix)
+    host = JobHost([Job("a", HOUR)], database=proxy.proxied_url(db.url), distributed=settings(db))
+    try:
+        host.start()
+        assert wait_until(lambda: "a" in [r.name for r in other.rows()], 20)
+        other.set_paused("a", True)
+        assert wait_until(lambda: host.status()[0].paused, 20)
+        proxy.refuse(30)
+        other.set_paused("a", False)
+        seen: list[bool] = []
+        began = time.monotonic()
+        while time.monotonic() - began < 3.0:  # real time: the outage being watched
+            seen.append(host.status()[0].paused)
+            time.sleep(0.1)
+        proxy.pass_through()
+        resumed = wait_until(lambda: not host.status()[0].paused, 20)
+    finally:
+        host.stop(5)
+        proxy.close()
+        other.dispose()
+    assert (True, True) == (all(seen), resumed), seen

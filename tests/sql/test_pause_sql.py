@@ -3,6 +3,7 @@ start, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -13,11 +14,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    event,
     insert,
     inspect,
 )
 
-from recurjobs import DistributedJobSettings, JobHost
+from recurjobs import CancellationToken, DistributedJobSettings, JobHost
 from recurjobs.sql import JobStore
 from recurjobs.sql._migrate import add_missing_columns
 from tests.dbs import TestDatabase
@@ -195,15 +197,29 @@ def test_racing_add_missing_columns_adds_each_column_exactly_once(db: TestDataba
 
 
 def test_add_missing_columns_leaves_a_complete_or_missing_table_alone(db: TestDatabase) -> None:
-    """Nothing is added to a table that has every column, nor to a table that does not exist."""
+    """Nothing is added to a table that has every column, nor to a table that does not exist:
+    no DDL statement is sent (in particular no table is created)."""
     store = JobStore(db.url, table_prefix=db.table_prefix)
+    sent: list[str] = []
+
+    def note(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        sent.append(statement.lstrip().split(None, 1)[0].upper())
+
     try:
+        event.listen(store.engine, "before_cursor_execute", note)
         absent = add_missing_columns(store.engine, store.jobs)
+        absent_ddl = [s for s in sent if s in ("ALTER", "CREATE", "DROP")]
+        event.remove(store.engine, "before_cursor_execute", note)
         store.create_schema()
+        sent.clear()
+        event.listen(store.engine, "before_cursor_execute", note)
         complete = add_missing_columns(store.engine, store.jobs)
+        complete_ddl = [s for s in sent if s in ("ALTER", "CREATE", "DROP")]
+        event.remove(store.engine, "before_cursor_execute", note)
     finally:
         store.dispose()
     assert ([], []) == (absent, complete)
+    assert ([], []) == (absent_ddl, complete_ddl)
 
 
 # ----------------------------------------------------------------------- the host API
@@ -285,3 +301,37 @@ def test_database_settings_are_used_by_an_unstarted_host(db: TestDatabase) -> No
         assert {"a"} == store.paused_names()
     finally:
         store.dispose()
+
+
+def test_a_distributed_job_pausing_itself_while_the_host_stops(db: TestDatabase) -> None:
+    """A distributed run whose token stop() cancels pauses its own job before it returns: no
+    deadlock, pause() answers True, stop() returns True, and the row is paused and handed
+    back (not running)."""
+    started = threading.Event()
+    answers: list[bool] = []
+    box: list[JobHost] = []
+
+    def body(token: CancellationToken) -> None:
+        started.set()
+        token.wait(20)  # until stop() cancels it
+        answers.append(box[0].pause("a"))
+
+    job = Job("a", HOUR, body=body)
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        store.create_schema()
+        store.ensure([job])
+        make_due(store, "a")
+        host = JobHost([job], database=db.url, distributed=settings(db))
+        box.append(host)
+        host.start()
+        assert started.wait(20)
+        stopped: list[bool] = []
+        stopper = threading.Thread(target=lambda: stopped.append(host.stop(10)))
+        stopper.start()
+        stopper.join(30)
+        final = row(store, "a")
+    finally:
+        store.dispose()
+    assert (False, [True], [True]) == (stopper.is_alive(), stopped, answers)
+    assert (True, False) == (bool(final["paused"]), bool(final["running"]))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import make_url
 from sqlalchemy.exc import OperationalError
 
 from recurjobs import (
@@ -33,7 +34,10 @@ from recurjobs.sql import Claim, JobStore
 from recurjobs.sql._poller import DistributedPoller
 from recurjobs.sql._rows import Poll
 from recurjobs.testing import ManualClock
+from tests.dbs import TestDatabase
+from tests.faultproxy import FaultProxy
 from tests.sql.helpers import Job, make_due, row, set_row, wait_until
+from tests.sql.runhelpers import SqlSide, polite, prepared, settings
 
 DELAY = 60.0
 POLL = 1.0
@@ -748,3 +752,42 @@ def test_batches_choose_within_a_window_and_still_claim_every_due_row(
     # a batch whose window held stolen rows won fewer than its limit, and the next went on
     assert any(w < c[1] for w, c in zip(won, calls, strict=True)), (won, calls)
     assert 90 == sum(won)
+
+
+@pytest.mark.timeout(60)
+def test_a_run_that_cannot_renew_through_a_refusing_database_ends_before_a_takeover(
+    db: TestDatabase,
+) -> None:
+    """A real database server refuses connections (through a proxy) while a job with a 3 s
+    lease runs: the heartbeats fail, the run is cancelled (DistributedJobLeaseLost) before
+    its claim could go stale, and another host, claiming as soon as the row lets it, gets
+    the row only after that, within about one lease."""
+    url = make_url(db.url)
+    if db.backend == "sqlite" or url.host is None or url.port is None:
+        pytest.skip("a refused connection needs a database server")
+    started = threading.Event()
+    job = Job("a", timedelta(seconds=1), body=polite(started))  # lease: 1 + 2 = 3 s
+    store = prepared(db, job, due=("a",))
+    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    side = SqlSide(db, job, database=proxy.proxied_url(db.url), distributed=settings(db))
+    lost_at: list[float] = []
+    side.host.subscribe(DistributedJobLeaseLost, lambda n: lost_at.append(time.monotonic()))
+    try:
+        side.start()
+        assert started.wait(10)
+        proxy.refuse(30)
+        refused_at = time.monotonic()
+        taken: Claim | None = None
+        while taken is None and time.monotonic() - refused_at < 15:
+            taken = store.try_claim("a", owner="other", lease=timedelta(minutes=5))
+            time.sleep(0.01)
+        taken_at = time.monotonic()
+        ended = wait_until(lambda: "JobExecuted" in side.kinds("a"), 5)  # the token ended it
+    finally:
+        proxy.pass_through()
+        side.stop(5)
+        proxy.close()
+        store.dispose()
+    assert (True, 1, True) == (taken is not None, len(lost_at), ended)
+    assert lost_at[0] < taken_at, (lost_at[0] - refused_at, taken_at - refused_at)
+    assert taken_at - refused_at < 3 + 2, taken_at - refused_at  # one lease, plus slack
