@@ -80,6 +80,8 @@ class HistoryWriter:
         self.lost = 0  # records taken from the queue but never written
         self._failing_since: float | None = None
         self._thread: threading.Thread | None = None
+        self._in_flight = 0  # records of the batch being written (taken from the queue)
+        self._announced: int | None = None  # the lost count close() logged, if it did
 
     def start(self) -> None:
         """Start the ``recurjobs-history`` daemon thread."""
@@ -97,9 +99,11 @@ class HistoryWriter:
             return not self.queue
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
+            # The queue and the batch still being tried: what is lost unless that batch lands
+            # in its last attempt. The thread, giving up, logs only a different count.
+            self._announced = left = len(self.queue) + self._in_flight
             logger.warning(
-                "run history: %d record(s) were not written before the stop deadline",
-                len(self.queue) + 1,
+                "run history: %d record(s) were not written before the stop deadline", left
             )
             return False
         return True
@@ -128,10 +132,12 @@ class HistoryWriter:
             self._give_up(len(queue))
             return False
         batch = queue.take(BATCH)
+        self._in_flight = len(batch)
         self._report_drops()
         if not self._prepared:
             self._try_prepare()
         self._write(batch)
+        self._in_flight = 0
         if not self._stop.is_set() and len(queue) < BATCH:
             self._stop.wait(PACE)  # let a batch gather (close() ends the pause)
         return True
@@ -272,7 +278,11 @@ class HistoryWriter:
         left = count + len(self.queue)
         self.queue.take(len(self.queue))
         self.lost += left
-        logger.warning(
+        # close() may have logged this count already (it returned at the deadline while this
+        # thread was still trying): one WARNING per count, a DEBUG line for the repeat.
+        level = logging.DEBUG if left == self._announced else logging.WARNING
+        logger.log(
+            level,
             "run history: %d record(s) could not be written before the stop deadline and are lost",
             left,
         )

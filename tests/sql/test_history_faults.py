@@ -151,11 +151,6 @@ def test_stop_gives_up_on_an_unreachable_database_at_its_deadline(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="HistoryWriter.close() logs len(queue) + 1 records as not written, leaving out "
-    "the batch in flight; the writer's own line with the true count comes after stop()",
-)
 def test_stop_logs_only_the_true_lost_count(
     db: TestDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
