@@ -273,8 +273,14 @@ class JobRunner(RunnerState):
         self.outcome.last_outcome = outcome
         if error is not None:
             self.outcome.failures += 1
-            logger.error("%s failed", self.name, exc_info=error)
-        logger.info("%s %s in %.3f s", self.name, outcome, elapsed)
+        try:
+            if error is not None:
+                logger.error("%s failed", self.name, exc_info=error)
+            logger.info("%s %s in %.3f s", self.name, outcome, elapsed)
+        except Exception:  # a logging filter or handler of the app's that raises
+            # (pytest's capture, say, meeting an exception whose str() raises): logging
+            # cannot tell of it either, and the loop must not end for a log line.
+            pass
         if outcome == "executed":
             if self._publisher.wants(JobExecuted):  # no timedelta is built for nobody
                 self._publish(JobExecuted, duration=timedelta(seconds=elapsed))

@@ -54,6 +54,34 @@ def test_system_exit_from_run_is_a_failure_and_the_loop_lives(
     ]
 
 
+class _RaisingFilter(logging.Filter):
+    """An application's logging filter with a bug: it raises on every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        raise RuntimeError("broken filter")
+
+
+def test_a_logging_filter_that_raises_does_not_end_the_loop(clock: ManualClock) -> None:
+    """A filter on the recurjobs logger that raises at a run's log lines (failed or not): the
+    job keeps its schedule and its thread lives."""
+
+    def body(_token: CancellationToken) -> None:
+        if len(job.starts) == 1:
+            raise ValueError("first run fails")
+
+    job = TimedJob(clock, minutes(5), body=body)
+    host = JobHost([job], clock=clock)
+    broken = _RaisingFilter()
+    logging.getLogger("recurjobs").addFilter(broken)
+    try:
+        with host:
+            walk_to(clock, 10)
+            alive = [s.alive for s in host.status()]
+    finally:
+        logging.getLogger("recurjobs").removeFilter(broken)
+    assert ([0, 5, 10], [True]) == (job.starts, alive)
+
+
 class _BrokenSink:
     """A run sink whose every method raises ``kind``: stands for a bug in the recorder."""
 
