@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TypeVar
 
-__all__ = ["call_hook", "call_user", "in_user_code", "run_method", "run_user"]
+__all__ = ["call_hook", "call_user", "in_user_code", "log_quietly", "run_method", "run_user"]
 
 logger = logging.getLogger("recurjobs")
 
@@ -76,6 +76,18 @@ def call_hook(what: Callable[[], str], fn: Callable[..., object], *args: object)
         fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
         logger.error("%s raised %s: %s", what(), type(exc).__name__, exc, exc_info=exc)
+
+
+def log_quietly(
+    level: int, message: str, *args: object, exc_info: BaseException | None = None
+) -> None:
+    """Log one line on the ``recurjobs`` logger. A logging filter or handler of the app's that
+    raises (or pytest's log capture meeting an exception whose ``str()`` raises) loses the line,
+    not the calling thread: logging cannot tell of its own failure either."""
+    try:
+        logger.log(level, message, *args, exc_info=exc_info, stacklevel=2)
+    except Exception:  # the boundary for the app's logging configuration
+        return
 
 
 _USER_FRAMES = frozenset({run_user.__code__, run_method.__code__, call_user.__code__})

@@ -23,7 +23,7 @@ from typing import Any
 from recurjobs._calendarloop import calendar_step, switch
 from recurjobs._clock import bounded
 from recurjobs._cron import Cron
-from recurjobs._guard import call_hook, call_user, run_method
+from recurjobs._guard import call_hook, call_user, log_quietly, run_method
 from recurjobs._notifications import (
     JobCanceled,
     JobExecuted,
@@ -273,14 +273,8 @@ class JobRunner(RunnerState):
         self.outcome.last_outcome = outcome
         if error is not None:
             self.outcome.failures += 1
-        try:
-            if error is not None:
-                logger.error("%s failed", self.name, exc_info=error)
-            logger.info("%s %s in %.3f s", self.name, outcome, elapsed)
-        except Exception:  # a logging filter or handler of the app's that raises
-            # (pytest's capture, say, meeting an exception whose str() raises): logging
-            # cannot tell of it either, and the loop must not end for a log line.
-            pass
+            log_quietly(logging.ERROR, "%s failed", self.name, exc_info=error)
+        log_quietly(logging.INFO, "%s %s in %.3f s", self.name, outcome, elapsed)
         if outcome == "executed":
             if self._publisher.wants(JobExecuted):  # no timedelta is built for nobody
                 self._publish(JobExecuted, duration=timedelta(seconds=elapsed))

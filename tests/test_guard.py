@@ -492,7 +492,7 @@ def test_only_the_guard_catches_everything() -> None:
     # Besides the guard: the two last-resort places above; the trigger listener's thread, which
     # must outlive a broken request or socket; and the command line's boundary that turns any
     # failure (an app module that raises on import, a factory that fails) into one line.
-    expected = ["_guard.py"] * 4 + ["_listener.py"] * 2 + ["_loop.py", "_shutdown.py"]
+    expected = ["_guard.py"] * 5 + ["_listener.py"] * 2 + ["_loop.py", "_shutdown.py"]
     assert [*expected, *["cli.py"] * 4] == broad
 
 
