@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.set_defaults(func=cmd_prune)
 
-    from recurjobs.dashboard import _cli as dashboard_cli
+    from recurjobs import _dashboard_cli as dashboard_cli
 
     dashboard_cli.add_command(sub, database_options)
     _history_parser(sub, database_options)

@@ -451,3 +451,51 @@ def test_status_reads_an_sqlite_uri(store: JobStore, capsys: pytest.CaptureFixtu
     path = store.engine.url.database
     assert 0 == main(["status", "--database", f"sqlite:///file:{path}?mode=ro&uri=true", "--json"])
     assert ["cleanup", "report"] == sorted(r["name"] for r in json.loads(capsys.readouterr().out))
+
+
+# A child that runs the command as installed without the dashboard extra (no Flask, no
+# waitress): `pip install recurjobs` alone.
+WITHOUT_DASHBOARD_EXTRA = """
+import sys
+
+for name in ("flask", "waitress"):
+    sys.modules[name] = None  # importing it raises ImportError, as when it is not installed
+from recurjobs.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(4 * CHILD_SECONDS)
+def test_the_command_works_without_the_dashboard_extra(tmp_path: Path) -> None:
+    """Without Flask and waitress every command but `dashboard` works, and `dashboard` is one
+    line naming the extra (exit 1), never an import traceback."""
+    jobs = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    jobs.create_schema()
+    jobs.ensure([Named(name="cleanup")])
+    jobs.dispose()
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        done = subprocess.run(
+            [python(), "-c", WITHOUT_DASHBOARD_EXTRA, *argv],
+            env=child_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=CHILD_SECONDS,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = run("status", "--database", url)
+    assert (0, "") == (code, err)
+    assert "cleanup" in out
+    code, out, err = run("trigger", "--database", url, "cleanup")
+    assert (0, "") == (code, err)
+    assert (0, "no runs recorded\n", "") == run("history", "--database", url)
+    code, out, err = run("dashboard", "--database", url)
+    assert (1, "") == (code, out)
+    assert err == (
+        "recurjobs: error: the dashboard needs Flask and waitress: "
+        "pip install 'recurjobs[dashboard]'\n"
+    )

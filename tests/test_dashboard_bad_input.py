@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from recurjobs._dashboard_cli import is_loopback, parse_bind
 from recurjobs.cli import main
 from recurjobs.dashboard import create_app
-from recurjobs.dashboard._cli import is_loopback, parse_bind
 from recurjobs.flask import RecurJobs
 
 

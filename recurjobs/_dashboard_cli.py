@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc), bad_input=True) from None
     try:
+        import flask  # noqa: F401  # the dashboard extra: Flask and waitress
         from waitress import create_server
     except ImportError:
         raise CommandError(
