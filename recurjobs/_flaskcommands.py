@@ -160,7 +160,8 @@ def show_history(
     if not config.get("RECURJOBS_DATABASE_URL"):
         raise click.UsageError("the run history needs RECURJOBS_DATABASE_URL")
     try:
-        records = host.history(job, limit=limit)
+        # Reading never creates the app's SQLite file (its host does, at start): no file, no runs.
+        records = [] if _missing_sqlite(config) else host.history(job, limit=limit)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     except SQLAlchemyError as exc:  # the database: one line, never a traceback
@@ -169,6 +170,22 @@ def show_history(
         click.echo(json.dumps([to_json(r) for r in records], indent=2))
     else:
         click.echo(history_table(records))
+
+
+def _missing_sqlite(config: Mapping[str, Any]) -> bool:
+    """Whether ``RECURJOBS_DATABASE_URL`` is a URL naming an SQLite file that does not exist."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from recurjobs._clistore import missing_sqlite_file
+
+    url = config.get("RECURJOBS_DATABASE_URL")
+    if not isinstance(url, str):
+        return False  # an Engine: the app made it, and reading through it is the app's call
+    try:
+        return missing_sqlite_file(make_url(url))
+    except (ArgumentError, ValueError):
+        return False  # host.history() names the bad URL
 
 
 def _pause_in_main_instance(host: JobHost, name: str, job: object, paused: bool) -> None:

@@ -90,3 +90,20 @@ def test_flask_history_command(tmp_path: Path) -> None:
     ]
     table = app.test_cli_runner().invoke(args=["recurjobs", "history"])
     assert 4 == len(table.output.splitlines())
+
+
+def test_flask_history_command_creates_no_sqlite_file(tmp_path: Path) -> None:
+    """Before the app's host has created its SQLite file, `flask recurjobs history` says there
+    are no runs and leaves no file behind (the table and --json alike)."""
+    path = tmp_path / "not-yet.db"
+    app = Flask("history_app")
+    app.config.update(
+        RECURJOBS_MAIN_DOM=False, RECURJOBS_AUTOSTART=False, RECURJOBS_DATABASE_URL=f"sqlite:///{path}",
+        RECURJOBS_HISTORY=True,
+    )  # fmt: skip
+    RecurJobs(app)
+    table = app.test_cli_runner().invoke(args=["recurjobs", "history"])
+    assert (0, "no runs recorded\n") == (table.exit_code, table.output)
+    as_json = app.test_cli_runner().invoke(args=["recurjobs", "history", "--json"])
+    assert (0, []) == (as_json.exit_code, json.loads(as_json.output))
+    assert not path.exists()
