@@ -136,7 +136,7 @@ def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
     if not exists:
         store.dispose()
         raise CommandError(
-            f"no table {store.jobs.name} in {shown} (wrong --table-prefix, or no host has "
+            f"no table {store.jobs.name} in {shown} (a wrong table prefix, or no host has "
             "started with distributed jobs there yet)",
             bad_input=True,
         )

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -383,6 +384,24 @@ def test_cli_trigger_refuses(apps: list[Flask], name: str, message: str) -> None
     result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", name])
     assert 2 == result.exit_code
     assert message in result.output
+
+
+def test_cli_without_a_jobs_table_names_no_option_flask_lacks(
+    tmp_path: Path, apps: list[Flask]
+) -> None:
+    """`flask recurjobs trigger` on a database without the jobs table: a usage error that
+    suspects the table prefix, without naming the standalone command's --table-prefix."""
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    app = make_app(RECURJOBS_AUTOSTART=False, RECURJOBS_DATABASE_URL=f"sqlite:///{path}")
+    apps.append(app)
+    RecurJobs(app, jobs=[Tick()])
+    result = app.test_cli_runner().invoke(args=["recurjobs", "trigger", "report"])
+    assert (2, True, False) == (
+        result.exit_code,
+        "a wrong table prefix" in result.output,
+        "--table-prefix" in result.output,
+    ), result.output
 
 
 # ------------------------------------------------------------------ real servers
