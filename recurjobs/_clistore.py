@@ -16,6 +16,7 @@ from recurjobs._masking import mask_query
 __all__ = [
     "CommandError",
     "check_database_url",
+    "driver_missing",
     "mask_url_text",
     "pause_row",
     "read_rows",
@@ -106,6 +107,16 @@ def missing_sqlite_file(parsed: Any) -> bool:
     return not os.path.exists(database)
 
 
+def driver_missing(exc: ImportError, shown: str) -> str:
+    """The one line for a URL whose driver is not installed (``shown``: the masked URL):
+    recurjobs' own message names the driver and how to install it."""
+    from recurjobs.sql import DatabaseUnavailable
+
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc)
+    return f"the driver for {shown} is not installed: {exc.name or exc}"
+
+
 def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
     """A JobStore on ``url``, or a CommandError that never shows the password."""
     from sqlalchemy import inspect
@@ -125,7 +136,7 @@ def _open_store(url: str, prefix: str, source: str = "--database") -> Any:
     except NoSuchModuleError:
         raise CommandError(f"unsupported database URL: {shown}", bad_input=True) from None
     except ImportError as exc:
-        raise CommandError(f"the driver for {shown} is not installed: {exc.name}") from None
+        raise CommandError(driver_missing(exc, shown)) from None
     except ValueError as exc:
         raise CommandError(str(exc), bad_input=True) from None
     try:

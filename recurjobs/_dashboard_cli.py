@@ -20,6 +20,7 @@ from typing import Any
 from recurjobs._clistore import (
     CommandError,
     check_database_url,
+    driver_missing,
     mask_url_text,
     missing_sqlite_file,
 )
@@ -121,7 +122,7 @@ def _check_reachable(url: str, source: str = "--database") -> None:
     try:
         engine = make_engine(url)  # a bounded connect timeout: a silent host fails, not hangs
     except ImportError as exc:
-        raise CommandError(f"the driver for {mask_url_text(url)} is not installed: {exc}") from None
+        raise CommandError(driver_missing(exc, mask_url_text(url))) from None
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -499,3 +500,19 @@ def test_the_command_works_without_the_dashboard_extra(tmp_path: Path) -> None:
         "recurjobs: error: the dashboard needs Flask and waitress: "
         "pip install 'recurjobs[dashboard]'\n"
     )
+
+
+@pytest.mark.parametrize("command", ["status", "dashboard"])
+def test_a_missing_driver_is_one_line_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A URL whose driver is not installed: exit 1, one line naming the driver and how to
+    install it, said once (the dashboard's line repeated itself), the password masked."""
+    monkeypatch.setitem(sys.modules, "pymysql", None)  # importing it raises ImportError
+    url = "mysql+pymysql://u:secret@127.0.0.1:3306/db"
+    assert 1 == main([command, "--database", url])
+    err = capsys.readouterr().err
+    assert err == (
+        "recurjobs: error: cannot use the database mysql+pymysql://u:***@127.0.0.1:3306/db: "
+        "its driver 'pymysql' is not installed: pip install \"recurjobs[mysql]\" (PyMySQL)\n"
+    ), err
