@@ -161,9 +161,13 @@ class DatabaseServerRoles:
         call it directly, instead of or besides the thread: rounds run one at a time.
         """
         with self._round:
-            return self._touch_round()
+            self._touch_round()
+        # Outside the round: the announcement runs the ServerRoleChanged handlers (user code,
+        # which may run a round itself; the lock is not re-entrant).
+        self._announce()
+        return self.role
 
-    def _touch_round(self) -> ServerRole:
+    def _touch_round(self) -> None:
         sent = self._clock.monotonic()
         campaign = self._may_publish()  # asked before the transaction, not inside it
         touch = functools.partial(self._touch, campaign=campaign)
@@ -177,8 +181,6 @@ class DatabaseServerRoles:
                 )
                 if self._step("pruning servers", prune):
                     logger.info("removed server %s, unseen for over %s", gone, self.retention)
-        self._announce()
-        return self.role
 
     def resign(self) -> None:
         """Stop touching, release the publisher lease and mark this server inactive, now; the
