@@ -2,7 +2,8 @@
 
 Every ``touch_interval`` the ``recurjobs-election`` thread runs one short transaction (see
 ``_servers_table``): renew or take the publisher lease if it is ours, free or stale; mark our
-row alive; count the servers seen within ``stale_timeout``. The role follows from that:
+row alive (inactive when this server may not campaign: not its machine's main instance);
+count the active servers seen within ``stale_timeout``. The role follows from that:
 
 - holding the lease and alone: ``SINGLE``; holding it with others alive: ``SCHEDULING_PUBLISHER``;
 - not holding it: ``SUBSCRIBER``, even when alone. The lease is then held by a server that was
