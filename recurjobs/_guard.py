@@ -79,13 +79,17 @@ def call_hook(what: Callable[[], str], fn: Callable[..., object], *args: object)
 
 
 def log_quietly(
-    level: int, message: str, *args: object, exc_info: BaseException | None = None
+    level: int,
+    message: str,
+    *args: object,
+    exc_info: BaseException | None = None,
+    on: logging.Logger = logger,
 ) -> None:
-    """Log one line on the ``recurjobs`` logger. A logging filter or handler of the app's that
-    raises (or pytest's log capture meeting an exception whose ``str()`` raises) loses the line,
-    not the calling thread: logging cannot tell of its own failure either."""
+    """Log one line on ``on`` (the ``recurjobs`` logger). A logging filter or handler of the
+    app's that raises (or pytest's log capture meeting an exception whose ``str()`` raises)
+    loses the line, not the calling thread: logging cannot tell of its own failure either."""
     try:
-        logger.log(level, message, *args, exc_info=exc_info, stacklevel=2)
+        on.log(level, message, *args, exc_info=exc_info, stacklevel=2)
     except Exception:  # the boundary for the app's logging configuration
         return
 

@@ -610,6 +610,8 @@ def test_an_action_the_database_refuses_is_a_clear_403_not_an_outage(
     assert False is bool(tables.column("report", "paused"))
 
 
+@pytest.mark.slow  # waits out the 5 s statement bound
+@pytest.mark.timeout(30)
 def test_an_action_on_a_locked_row_answers_503_within_the_bound(
     tables: Tables, db: TestDatabase
 ) -> None:
@@ -785,6 +787,8 @@ def test_a_history_table_made_anew_is_counted_afresh(tmp_path: Any) -> None:
     engine.dispose()
 
 
+@pytest.mark.slow  # waits out the 5 s statement bound
+@pytest.mark.timeout(30)
 def test_a_page_waiting_on_a_table_lock_answers_503_within_the_bound(
     tables: Tables, db: TestDatabase
 ) -> None:

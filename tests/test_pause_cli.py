@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import inspect
+from sqlalchemy import inspect, make_url
 
 from recurjobs import CancellationToken, DistributedJob, JobHost, RecurringJob
 from recurjobs.cli import main
@@ -245,6 +245,8 @@ def test_unknown_name_without_a_table_creates_none(
     assert 1 == len(err.splitlines()), err
     missing = "no SQLite database file" if db.backend == "sqlite" else "no table"
     assert err.startswith(f"recurjobs: error: {missing}"), err
+    if db.backend == "sqlite":  # no file made (opening the store below would make one)
+        assert False is Path(str(make_url(db.url).database)).exists()
     store = JobStore(db.url, table_prefix=db.table_prefix)
     try:
         assert False is inspect(store.engine).has_table(store.jobs.name)

@@ -22,7 +22,15 @@ from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._claims import guarded_update, unpaused
 from recurjobs.sql._shared import exclusive
 
-__all__ = ["act", "local_actions", "refused", "remote_statuses", "set_paused", "trigger"]
+__all__ = [
+    "SeveralNamed",
+    "act",
+    "local_actions",
+    "refused",
+    "remote_statuses",
+    "set_paused",
+    "trigger",
+]
 
 #: Lock waits of an action are bounded (milliseconds): an action never hangs on a locked row.
 ACTION_LOCK_MS = 5000
@@ -56,9 +64,26 @@ def local_actions(host: Any) -> dict[str, bool]:
     }
 
 
+class SeveralNamed(ValueError):
+    """Several jobs registered with the mounting app's host have the action's name: acting on
+    one of them (or on the row of one) would be guessing, as the commands refuse to."""
+
+
+_DONE = {"trigger": "triggered", "pause": "paused", "resume": "resumed"}
+
+
 def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
     """Do ``verb`` on ``name``: on its jobs-table row if it has one, else on the local host's
-    recurring job of that name."""
+    recurring job of that name; :class:`SeveralNamed` (nothing done) when several of the
+    host's registered jobs have that name."""
+    job = None
+    if host is not None:
+        from recurjobs._jobs import one_named
+
+        try:
+            job = one_named(host.jobs, name, _DONE[verb])
+        except ValueError as exc:
+            raise SeveralNamed(str(exc)) from None
     if data.schema().jobs:
         pausable = "paused" in data.schema().jobs_columns
         if verb == "trigger":
@@ -66,12 +91,7 @@ def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
                 return True
         elif pausable and set_paused(data.engine, data.jobs, name, verb == "pause"):
             return True
-    if host is None:
-        return False
-    from recurjobs._jobs import job_name
-
-    job = next((j for j in host.jobs if job_name(j) == name), None)
-    if job is None:
+    if host is None or job is None:
         return False
     if verb == "trigger":
         return bool(host.trigger(job))  # forwarded to the main instance when it runs elsewhere

@@ -313,6 +313,9 @@ def make_blueprint(
             if not _actions.refused(exc):
                 raise  # unreachable or too slow: the 503 page
             return _refused_page(exc, verb, name)
+        except _actions.SeveralNamed as exc:
+            logger.warning("dashboard: %s %r refused: %s", verb, name, exc)
+            abort(409, str(exc))
         logger.info(
             "dashboard: %s %r by %s: %s",
             verb,

@@ -2,7 +2,8 @@
 
 Every ``touch_interval`` the ``recurjobs-election`` thread runs one short transaction (see
 ``_servers_table``): renew or take the publisher lease if it is ours, free or stale; mark our
-row alive; count the servers seen within ``stale_timeout``. The role follows from that:
+row alive (inactive when this server may not campaign: not its machine's main instance);
+count the active servers seen within ``stale_timeout``. The role follows from that:
 
 - holding the lease and alone: ``SINGLE``; holding it with others alive: ``SCHEDULING_PUBLISHER``;
 - not holding it: ``SUBSCRIBER``, even when alone. The lease is then held by a server that was
@@ -161,9 +162,13 @@ class DatabaseServerRoles:
         call it directly, instead of or besides the thread: rounds run one at a time.
         """
         with self._round:
-            return self._touch_round()
+            self._touch_round()
+        # Outside the round: the announcement runs the ServerRoleChanged handlers (user code,
+        # which may run a round itself; the lock is not re-entrant).
+        self._announce()
+        return self.role
 
-    def _touch_round(self) -> ServerRole:
+    def _touch_round(self) -> None:
         sent = self._clock.monotonic()
         campaign = self._may_publish()  # asked before the transaction, not inside it
         touch = functools.partial(self._touch, campaign=campaign)
@@ -177,8 +182,6 @@ class DatabaseServerRoles:
                 )
                 if self._step("pruning servers", prune):
                     logger.info("removed server %s, unseen for over %s", gone, self.retention)
-        self._announce()
-        return self.role
 
     def resign(self) -> None:
         """Stop touching, release the publisher lease and mark this server inactive, now; the

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from recurjobs._clock import Clock
-from recurjobs._guard import call_user, run_method
+from recurjobs._guard import call_user, log_quietly, run_method
 from recurjobs._jobs import job_name
 from recurjobs._notifications import (
     DistributedJobClaimed,
@@ -133,13 +133,16 @@ def execute_run(
             outcome = "lease_lost" if outcome == "canceled" else outcome
         if sink is not None and record is not None:
             _record_end(sink, record, outcome, raised if outcome == "failed" else None)
-        logger.info(
+        # Quietly: a raising logging filter must not keep the run from handing its row back.
+        log_quietly(
+            logging.INFO,
             "distributed job %s %s in %.3f s (claim %s, owner %s)",
             claim.name,
             outcome,
             clock.monotonic() - started,
             claim.claim_id,
             run.owner or "?",
+            on=logger,
         )
     return finish_once(store, run)
 
@@ -165,7 +168,9 @@ def _call_execute(job: object, token: CancellationToken) -> BaseException | None
     """Run the job through the one guard around user code; log what it raised."""
     raised = run_method(job, "execute", token)
     if raised is not None and not (isinstance(raised, JobCancelled) and token.is_cancelled()):
-        logger.error("distributed job %s failed", job_name(job), exc_info=raised)
+        log_quietly(
+            logging.ERROR, "distributed job %s failed", job_name(job), exc_info=raised, on=logger
+        )
     return raised
 
 

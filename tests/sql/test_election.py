@@ -781,3 +781,34 @@ def test_concurrent_rounds_of_one_server_never_fail(make_roles: MakeRoles) -> No
             thread.join(30)
         assert ServerRole.UNKNOWN not in roles_seen, (n, roles_seen)
         assert len(roles_seen) == 2
+
+
+@pytest.mark.timeout(30)
+def test_a_role_change_handler_may_run_a_round_itself(sqlite_url: str) -> None:
+    """A ServerRoleChanged handler (user code, run on the election thread) that calls
+    touch_once() returns, and the thread goes on touching: handlers run outside the lock that
+    keeps one round at a time, which is not re-entrant."""
+    clock, publisher = ManualClock(), Publisher()
+    roles = DatabaseServerRoles(sqlite_url, touch_interval=INTERVAL, stale_timeout=STALE)
+    answered: list[ServerRole] = []
+    returned = threading.Event()
+
+    def confirm(change: ServerRoleChanged) -> None:
+        if not answered:  # once: the round it runs announces nothing new
+            answered.append(roles.touch_once())
+            returned.set()
+
+    publisher.subscribe(ServerRoleChanged, confirm)
+    roles.start(clock=clock, publisher=publisher)
+    try:
+        ran = returned.wait(10)
+        after = None
+        if ran:  # else the thread is stuck holding the round: a round here would wait too
+            clock.wait_for_waiters(1, timeout=10)  # the thread parked for its next round
+            clock.advance(INTERVAL)
+            clock.wait_for_waiters(1, timeout=10)
+            after = roles.touch_once()
+    finally:
+        roles.stop()
+        roles.join(10)
+    assert (True, [ServerRole.SINGLE], ServerRole.SINGLE) == (ran, answered, after)

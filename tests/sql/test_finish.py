@@ -22,6 +22,7 @@ from tests.dbs import TestDatabase
 from tests.sql.helpers import HOUR, Job, make_due, row, wait_until
 from tests.sql.runhelpers import (
     Fault,
+    SqlSide,
     faulty_engine,
     polite,
     prepared,
@@ -439,3 +440,41 @@ def test_finishes_still_failing_at_the_stop_deadline_leave_their_claims(
     assert sorted(f"distributed job {n}:" for n in names) == sorted(
         m.split(" the row", 1)[0] for m in given_up
     ), given_up
+
+
+class _RaisingFilter(logging.Filter):
+    """An application's logging filter with a bug: it raises on every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        raise RuntimeError("broken filter")
+
+
+def test_a_logging_filter_that_raises_at_a_distributed_runs_line_loses_only_the_line(
+    db: TestDatabase,
+) -> None:
+    """A filter on the ``recurjobs.sql`` logger that raises at a failed distributed run's
+    ERROR line: the failure is still published (JobFailed) and counted, the run thread hands
+    the row back itself, and a trigger runs the job again."""
+
+    def body(token: CancellationToken) -> None:
+        raise ValueError("this run fails")
+
+    job = Job("a", body=body)
+    store = prepared(db, job, due=("a",))
+    broken = _RaisingFilter()
+    sql_logger = logging.getLogger("recurjobs.sql")
+    side = SqlSide(db, job)
+    sql_logger.addFilter(broken)
+    try:
+        side.start()
+        failed = wait_until(lambda: "JobFailed" in side.kinds("a"), 10)
+        freed = wait_until(lambda: not row(store, "a")["running"], 10)
+        assert store.trigger("a")
+        again = wait_until(lambda: 2 == side.kinds("a").count("JobFailed"), 10)
+    finally:
+        sql_logger.removeFilter(broken)
+        side.stop(5)
+        store.dispose()
+    poller = side.sql.poller
+    assert (True, True, True) == (failed, freed, again), side.kinds("a")
+    assert poller is not None and (2, 2) == (job.runs, poller.stats("a").failures)

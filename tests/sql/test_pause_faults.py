@@ -118,6 +118,7 @@ def test_pause_with_the_database_unreachable_raises_in_bounded_time(
     assert took < 5 + 10, took
 
 
+@pytest.mark.slow  # 5-10 s: real outages through the proxy
 @pytest.mark.timeout(60)
 def test_pause_on_a_running_host_whose_database_refuses_raises_in_bounded_time(
     db: TestDatabase,
@@ -155,6 +156,7 @@ def test_pause_on_a_running_host_whose_database_refuses_raises_in_bounded_time(
     assert ([False], set()) == (shown, unchanged)
 
 
+@pytest.mark.slow  # 5-10 s: real outages through the proxy
 @pytest.mark.timeout(60)
 def test_a_host_whose_database_refuses_keeps_its_view_of_paused(db: TestDatabase) -> None:
     """A running host whose database refuses connections for 3 s keeps showing the pause it
