@@ -201,12 +201,15 @@ class DatabaseServerRoles:
         self._resign_now()
 
     def _resign_now(self) -> None:
-        if self._joined:
-            self._step(
-                "resigning",
-                lambda conn: self._tables.resign(conn, identity=self._identity, token=self._token),
-            )
-        self._state = _UNKNOWN
+        with self._round:  # not between a caller's round and its role: it would take it back
+            if self._joined:
+                self._step(
+                    "resigning",
+                    lambda conn: self._tables.resign(
+                        conn, identity=self._identity, token=self._token
+                    ),
+                )
+            self._state = _UNKNOWN
         self._announce()
 
     def _touch(self, conn: Connection, *, campaign: bool = True) -> Touched:

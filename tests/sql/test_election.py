@@ -812,3 +812,30 @@ def test_a_role_change_handler_may_run_a_round_itself(sqlite_url: str) -> None:
         roles.stop()
         roles.join(10)
     assert (True, [ServerRole.SINGLE], ServerRole.SINGLE) == (ran, answered, after)
+
+
+def test_resign_waits_for_a_round_in_progress(make_roles: MakeRoles) -> None:
+    """resign() while a caller's round is under way (here held in its eligibility check, which
+    runs inside the round): the resignation comes after that round, so the lease ends free and
+    the role UNKNOWN; before, the round took the lease back after the resignation."""
+    roles = make_roles()
+    assert ServerRole.SINGLE == roles.touch_once()
+    entered, release = threading.Event(), threading.Event()
+
+    def eligible() -> bool:
+        entered.set()
+        release.wait(10)
+        return True
+
+    roles._eligible = eligible
+    round_thread = threading.Thread(target=roles.touch_once)
+    round_thread.start()
+    assert entered.wait(10)
+    resigning = threading.Thread(target=roles.resign)
+    resigning.start()
+    resigning.join(0.3)
+    waited = resigning.is_alive()  # held behind the round
+    release.set()
+    round_thread.join(10)
+    resigning.join(10)
+    assert (True, None, ServerRole.UNKNOWN) == (waited, lease(roles)["holder"], roles.role)
