@@ -145,13 +145,16 @@ class HistoryWriter:
     def _write(self, batch: list[Record]) -> None:
         """Write ``batch``, retrying transient faults until it lands or time is up; a batch
         the database refuses for good is split (:meth:`_refused`)."""
-        refusal = self._land(batch)
-        if refusal is not None:
-            self._refused(batch, refusal)
+        result = self._land(batch)
+        if result is _OUT_OF_TIME:
+            self._give_up(len(batch))
+        elif isinstance(result, Exception):
+            self._refused(batch, result)
 
-    def _land(self, batch: list[Record]) -> Exception | None:
-        """Write ``batch``, retrying transient faults; the error when the database refused it
-        for good (None: written, or given up at the stop deadline and counted)."""
+    def _land(self, batch: list[Record]) -> Exception | _OutOfTime | None:
+        """Write ``batch``, retrying transient faults: None when written, the error when the
+        database refused it for good, ``_OUT_OF_TIME`` when the stop deadline passed first
+        (nothing counted yet: the caller gives up)."""
         back_off = _FIRST_BACK_OFF
         attempts = 0
 
@@ -175,8 +178,7 @@ class HistoryWriter:
                     return exc
                 self._failing(exc)
                 if self._past_deadline():
-                    self._give_up(len(batch))
-                    return None
+                    return _OUT_OF_TIME
                 self._pause(back_off)
                 back_off = min(back_off * 2, _MAX_BACK_OFF)
                 continue
@@ -195,24 +197,35 @@ class HistoryWriter:
         writes spent on it are bounded: ``_SPLIT_WRITES``, plus ``_SPLIT_CREDIT`` for each
         part that lands, up to ``_SPLIT_CAP``. A refusal of every record (a dropped table, say)
         lands nothing and stops after ``_SPLIT_WRITES``; a few bad records spread over the
-        batch are all found. One line is logged for the whole batch."""
+        batch are all found. One line is logged for the whole batch; parts the stop deadline
+        leaves unwritten are given up (and logged) as such, not as refused."""
         parts = _halves(batch)
         lost = 1 if len(batch) == 1 else 0
+        out_of_time = 0
         writes, budget = 0, _SPLIT_WRITES
         while parts:
             part = parts.pop(0)
-            if writes >= budget or self._past_deadline():
+            if self._past_deadline():
+                out_of_time += len(part)
+                continue
+            if writes >= budget:
                 lost += len(part)
                 continue
             writes += 1
-            if self._land(part) is None:
+            result = self._land(part)
+            if result is None:
                 budget = min(budget + _SPLIT_CREDIT, _SPLIT_CAP)
-                continue
-            if len(part) == 1:
+            elif result is _OUT_OF_TIME:
+                out_of_time += len(part)
+            elif len(part) == 1:
                 lost += 1
             else:
                 parts[:0] = _halves(part)
+        if out_of_time:
+            self._give_up(out_of_time)
         self.lost += lost
+        if not lost and out_of_time:
+            return  # not taken in parts: the rest was given up (logged just now)
         if not lost:
             logger.warning(
                 "run history: the database refused a batch of %d record(s), then took it in "
@@ -296,6 +309,13 @@ class HistoryWriter:
                 self.queue.capacity,
                 dropped,
             )
+
+
+class _OutOfTime:
+    """What :meth:`HistoryWriter._land` returns when the stop deadline passed first."""
+
+
+_OUT_OF_TIME = _OutOfTime()
 
 
 def _halves(batch: list[Record]) -> list[list[Record]]:

@@ -137,11 +137,11 @@ def test_a_batch_refused_for_every_record_costs_a_bounded_number_of_writes(
     land = writer._land
     attempts: list[int] = []
 
-    def counted(batch: list[Record]) -> Exception | None:
+    def counted(batch: list[Record]) -> object:
         attempts.append(len(batch))
         return land(batch)
 
-    writer._land = counted  # type: ignore[method-assign]
+    writer._land = counted  # type: ignore[method-assign,assignment]
     writer.tables.runs.drop(writer.store.engine)
     now_ms = time.time() * 1000
     batch: list[Record] = [
@@ -176,3 +176,33 @@ def test_a_few_bad_records_spread_over_a_batch_lose_only_themselves(
     with writer.store.engine.connect() as conn:
         landed = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {writer.tables.runs.name}").scalar()
     assert 2000 - bad == landed
+
+
+def test_a_split_cut_short_by_the_stop_deadline_gives_up_what_is_left(
+    writer: HistoryWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stop deadline passes while a refused batch is being split: the parts left unwritten
+    are counted lost once and logged as given up at the deadline, not as refused records."""
+    land = writer._land
+    now_ms = time.time() * 1000
+    batch: list[Record] = [
+        Done("recurring", f"job-{i}", None, "schedule", now_ms, now_ms + 1, "executed", None)
+        for i in range(10)
+    ]
+    batch[2] = Done("recurring", "job-2", None, "schedule", math.nan, now_ms, "executed", None)
+
+    def then_out_of_time(part: list[Record]) -> object:
+        result = land(part)
+        writer._deadline = time.monotonic() - 1  # stop() began and its deadline passed
+        writer._stop.set()
+        return result
+
+    writer._land = then_out_of_time  # type: ignore[method-assign,assignment]
+    with caplog.at_level(logging.WARNING, logger="recurjobs.history"):
+        writer._write(batch)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert 10 == writer.lost
+    assert [
+        (logging.WARNING, "run history: 10 record(s) could not be written before the stop "
+         "deadline and are lost")
+    ] == lines  # fmt: skip
