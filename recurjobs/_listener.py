@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Attachment", "attach"]
 
+_STRANGER_READ = 0.5  # seconds a peer of another user gets to send its request
 logger = logging.getLogger("recurjobs.forward")
 
 _RETRY_BIND = 5.0  # seconds between attempts to create a socket that could not be created
@@ -142,12 +143,14 @@ class _Listener:
         try:
             conn.settimeout(TIMEOUT)
             extra: dict[str, object] = {}
-            # Read the request of every peer first: a sender answered before it wrote would
-            # meet a broken pipe and report that instead of the refusal's reason.
-            line = read_line(conn, time.monotonic() + TIMEOUT)
             if not _same_user(conn):
+                # Read what it sent first, so it gets the reason rather than a broken pipe;
+                # briefly: the listener answers one peer at a time, and this one is refused.
+                with contextlib.suppress(OSError, ValueError):
+                    read_line(conn, time.monotonic() + _STRANGER_READ)
                 reply = Reply(False, "refused: the sender runs as another user")
             else:
+                line = read_line(conn, time.monotonic() + TIMEOUT)
                 try:
                     request = json.loads(line)
                 except ValueError:

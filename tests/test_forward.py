@@ -263,7 +263,7 @@ def as_other_user(directory: Path, name: str, payload: bytes) -> str:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.settimeout(3)
                     sock.connect(name)
-                    time.sleep(0.2)  # a listener that answered before reading has closed
+                    time.sleep(0.1)  # a listener that answered before reading has closed
                     sock.sendall(payload)
                     answer = sock.makefile("rb").readline().decode()
             except OSError as exc:
