@@ -14,6 +14,7 @@ import threading
 import time
 
 from recurjobs._clock import Clock
+from recurjobs._guard import log_quietly
 from recurjobs.sql._leases import Leases
 from recurjobs.sql._store import JobStore
 
@@ -95,8 +96,10 @@ class Heartbeat:
         while not self._closing:
             try:
                 self.step()
-            except BaseException:  # a bug must not end the renewals
-                logger.exception("distributed heartbeat iteration failed")
+            except BaseException as exc:  # a bug must not end the renewals
+                log_quietly(
+                    logging.ERROR, "distributed heartbeat iteration failed", exc_info=exc, on=logger
+                )
             if self.closing():
                 return
             now = self.clock.monotonic()

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 
 from recurjobs._clock import Clock
 from recurjobs._cron import Cron
+from recurjobs._guard import log_quietly
 from recurjobs._jobs import check_distributed
 from recurjobs._notifications import Publisher
 from recurjobs._settings import DistributedJobSettings
@@ -285,8 +286,10 @@ class DistributedPoller:
         while True:
             try:
                 self.step()
-            except BaseException:  # a bug or a job's SystemExit: keep polling
-                logger.exception("distributed poller iteration failed")
+            except BaseException as exc:  # a bug or a job's SystemExit: keep polling
+                log_quietly(
+                    logging.ERROR, "distributed poller iteration failed", exc_info=exc, on=logger
+                )
             with self._lock:
                 if self._state == _STOPPED:
                     return

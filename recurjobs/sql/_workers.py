@@ -20,6 +20,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from recurjobs._guard import log_quietly
+
 __all__ = ["IDLE_S", "RunThreads"]
 
 logger = logging.getLogger("recurjobs.sql")
@@ -89,8 +91,9 @@ class RunThreads:
         while task is not None:
             try:
                 contextvars.Context().run(task[1])
-            except BaseException:  # the task is written never to raise; if it does, this
-                logger.exception("a run thread's task raised")  # thread is not reused
+            except BaseException as exc:  # the task is written never to raise; if it does,
+                # this thread is not reused
+                log_quietly(logging.ERROR, "a run thread's task raised", exc_info=exc, on=logger)
                 return
             task = self._park(worker)
 

@@ -478,3 +478,42 @@ def test_a_logging_filter_that_raises_at_a_distributed_runs_line_loses_only_the_
     poller = side.sql.poller
     assert (True, True, True) == (failed, freed, again), side.kinds("a")
     assert poller is not None and (2, 2) == (job.runs, poller.stats("a").failures)
+
+
+def test_a_logging_filter_that_raises_at_the_pollers_error_line_keeps_it_polling(
+    db: TestDatabase,
+) -> None:
+    """A poller iteration fails (a bug, injected here) while a filter on the ``recurjobs.sql``
+    logger raises at every record: the iteration's ERROR line is lost, the poller thread lives
+    on, and a trigger afterwards still runs the job."""
+    job = Job("a")
+    store = prepared(db, job)
+    side = SqlSide(db, job)
+    side.start()
+    poller = side.sql.poller
+    assert poller is not None and poller._thread is not None
+    step = poller.step
+    failed = threading.Event()
+
+    def failing_once() -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in one iteration")
+        step()
+
+    broken = _RaisingFilter()
+    sql_logger = logging.getLogger("recurjobs.sql")
+    try:
+        sql_logger.addFilter(broken)
+        poller.step = failing_once  # type: ignore[method-assign]
+        assert poller.trigger("a")  # wakes the poller: its next iteration fails
+        assert failed.wait(10)
+        time.sleep(0.2)  # the failed iteration's error line meets the filter
+        sql_logger.removeFilter(broken)
+        ran = wait_until(lambda: 1 == job.runs, 10)  # the next iteration claims the row
+        alive = poller._thread.is_alive()
+    finally:
+        sql_logger.removeFilter(broken)
+        side.stop(5)
+        store.dispose()
+    assert (True, True) == (alive, ran)
