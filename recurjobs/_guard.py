@@ -61,7 +61,7 @@ def call_user(what: str | Callable[[], str], fn: Callable[..., T], *args: object
         return fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
         name = what() if callable(what) else what
-        logger.error("%s raised %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+        log_quietly(logging.ERROR, "%s raised %s: %s", name, type(exc).__name__, exc, exc_info=exc)
         return default
 
 
@@ -75,7 +75,9 @@ def call_hook(what: Callable[[], str], fn: Callable[..., object], *args: object)
     try:
         fn(*args)
     except BaseException as exc:  # the boundary: see the module docstring
-        logger.error("%s raised %s: %s", what(), type(exc).__name__, exc, exc_info=exc)
+        log_quietly(
+            logging.ERROR, "%s raised %s: %s", what(), type(exc).__name__, exc, exc_info=exc
+        )
 
 
 def log_quietly(

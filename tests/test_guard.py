@@ -82,6 +82,40 @@ def test_a_logging_filter_that_raises_does_not_end_the_loop(clock: ManualClock) 
     assert ([0, 5, 10], [True]) == (job.starts, alive)
 
 
+def test_a_logging_filter_that_raises_at_the_guards_line_keeps_the_last_good_period(
+    clock: ManualClock,
+) -> None:
+    """A job's period property raises while a filter on the recurjobs logger raises too: the
+    guard's ERROR line is lost, the last good period is used and the thread lives."""
+
+    class Flaky(TimedJob):
+        broken = False
+
+        @property
+        def period(self) -> timedelta:
+            if self.broken:
+                raise RuntimeError("no period now")
+            return minutes(5)
+
+        @period.setter
+        def period(self, value: timedelta) -> None:
+            pass
+
+    job = Flaky(clock, minutes(5))
+    host = JobHost([job], clock=clock)
+    broken = _RaisingFilter()
+    try:
+        with host:
+            walk_to(clock, 5)
+            job.broken = True
+            logging.getLogger("recurjobs").addFilter(broken)
+            walk_to(clock, 15)
+            alive = [s.alive for s in host.status()]
+    finally:
+        logging.getLogger("recurjobs").removeFilter(broken)
+    assert ([0, 5, 10, 15], [True]) == (job.starts, alive)
+
+
 class _BrokenSink:
     """A run sink whose every method raises ``kind``: stands for a bug in the recorder."""
 
