@@ -243,6 +243,13 @@ def test_socket_is_owner_only_and_removed_at_stop(tmp_path: Path, hosts: list[Jo
 NOBODY = 65534  # the uid and gid a child drops to, to stand for another local user
 
 
+def become_nobody() -> None:
+    """In a forked child of root: drop to uid and gid NOBODY, with no supplementary groups."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
 def as_other_user(directory: Path, name: str, payload: bytes) -> str:
     """From a forked child that drops root for uid and gid NOBODY, send ``payload`` to the
     socket ``name`` in ``directory``; the answer line, or the name of the error it met.
@@ -256,9 +263,7 @@ def as_other_user(directory: Path, name: str, payload: bytes) -> str:
         try:
             os.close(read_end)
             os.chdir(directory)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            become_nobody()
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.settimeout(3)
@@ -1062,9 +1067,7 @@ def test_unwritable_directory_as_another_user() -> None:
         try:
             os.close(to_parent)
             os.close(from_parent)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            become_nobody()
             warnings: list[str] = []
             handler = logging.Handler(logging.WARNING)
             handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]

@@ -8,10 +8,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import make_url, select
 
 from recurjobs import CancellationToken, Cron
 from recurjobs.sql import JobStore
+from tests.dbs import TestDatabase
+from tests.faultproxy import FaultProxy
 
 HOUR = timedelta(hours=1)
 
@@ -99,3 +102,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.002)
     return True
+
+
+def server_proxy(db: TestDatabase) -> FaultProxy:
+    """A started fault proxy in front of the test's database server (skips the test on SQLite,
+    which has no server); the test closes it."""
+    url = make_url(db.url)
+    if db.backend == "sqlite" or url.host is None or url.port is None:
+        pytest.skip("a network fault needs a database server")
+    return FaultProxy((url.host, url.port), lifetime=60).start()

@@ -22,7 +22,7 @@ from recurjobs.sql._history import HistoryTables, read_history, write_batch
 from recurjobs.sql._historywriter import HistoryWriter
 from tests.dbs import TestDatabase
 from tests.faultproxy import FaultProxy
-from tests.sql.helpers import wait_until
+from tests.sql.helpers import server_proxy, wait_until
 
 
 class Ticker(RecurringJob):
@@ -37,10 +37,7 @@ class Ticker(RecurringJob):
 
 
 def _proxy_for(db: TestDatabase) -> tuple[FaultProxy, str]:
-    url = sa.make_url(db.url)
-    if db.backend == "sqlite" or url.host is None or url.port is None:
-        pytest.skip("a TCP fault needs a database server")
-    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    proxy = server_proxy(db)
     return proxy, proxy.proxied_url(db.url)
 
 

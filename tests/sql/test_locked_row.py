@@ -156,18 +156,19 @@ def test_sqlite_file_lock_is_bounded(db: TestDatabase) -> None:
 
 
 @contextmanager
-def row_locked_for_update(db: TestDatabase, store: JobStore, name: str) -> Iterator[None]:
-    """Hold ``SELECT ... FOR UPDATE`` on row ``name`` in an open transaction of a second
+def rows_locked_for_update(db: TestDatabase, store: JobStore, *names: str) -> Iterator[None]:
+    """Hold ``SELECT ... FOR UPDATE`` on rows ``names`` in an open transaction of a second
     connection (an operator's open ``psql``), then roll back."""
     engine = create_engine(db.url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
             transaction = conn.begin()
             table = store.jobs
-            locked = conn.execute(
-                select(table.c.name).where(table.c.name == name).with_for_update()
-            ).all()
-            assert [(name,)] == [tuple(r) for r in locked]
+            for name in names:  # one point lookup each: InnoDB locks only that record
+                locked = conn.execute(
+                    select(table.c.name).where(table.c.name == name).with_for_update()
+                ).all()
+                assert [(name,)] == [tuple(r) for r in locked]
             try:
                 yield
             finally:
@@ -199,7 +200,7 @@ def test_a_batch_claim_skips_a_row_locked_for_update_and_claims_it_later(
             make_due(store, name)
         leases = dict.fromkeys(names, timedelta(minutes=5))
         batches: list[list[str]] = []
-        with row_locked_for_update(db, store, "b"):
+        with rows_locked_for_update(db, store, "b"):
             while True:
                 began = time.monotonic()
                 claims = store.try_claim_many(leases, owner="me", limit=limit)
@@ -295,28 +296,6 @@ def test_a_running_jobs_locked_row_costs_its_claim_only_past_the_lease(
         store.dispose()
 
 
-@contextmanager
-def rows_locked_for_update(db: TestDatabase, store: JobStore, names: list[str]) -> Iterator[None]:
-    """Hold ``SELECT ... FOR UPDATE`` on rows ``names`` in an open transaction of a second
-    connection, then roll back."""
-    engine = create_engine(db.url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            transaction = conn.begin()
-            table = store.jobs
-            for name in names:  # one point lookup each: InnoDB locks only that record
-                locked = conn.execute(
-                    select(table.c.name).where(table.c.name == name).with_for_update()
-                ).all()
-                assert [(name,)] == [tuple(r) for r in locked]
-            try:
-                yield
-            finally:
-                transaction.rollback()
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.timeout(60)
 def test_a_poll_claims_past_a_window_of_locked_rows(db: TestDatabase) -> None:
     """A host with two free slots polls ten due rows whose eight longest-waiting ones (its
@@ -337,7 +316,7 @@ def test_a_poll_claims_past_a_window_of_locked_rows(db: TestDatabase) -> None:
     locked = [f"r{i}" for i in range(8)]
     side = SqlSide(db, *jobs, distributed=settings(db, max_concurrent_jobs=2))
     try:
-        with rows_locked_for_update(db, store, locked):
+        with rows_locked_for_update(db, store, *locked):
             side.start()
             assert started["r8"].wait(10) and started["r9"].wait(10)
             ran = sorted(n for n, e in started.items() if e.is_set())

@@ -16,8 +16,7 @@ from recurjobs import JobHost
 from recurjobs.sql import DatabaseUnavailable, JobStore
 from recurjobs.sql._retry import is_lock_timeout
 from tests.dbs import TestDatabase
-from tests.faultproxy import FaultProxy
-from tests.sql.helpers import HOUR, Job, wait_until
+from tests.sql.helpers import HOUR, Job, server_proxy, wait_until
 from tests.sql.runhelpers import settings
 from tests.sql.test_pause_sql import columns, make_old_table, old_layout
 
@@ -127,10 +126,7 @@ def test_pause_on_a_running_host_whose_database_refuses_raises_in_bounded_time(
     resume() raise the driver's OperationalError within the retry budget; status() does not
     show the job paused, and once the database is back the row is not paused and pause()
     works."""
-    url = make_url(db.url)
-    if db.backend == "sqlite" or url.host is None or url.port is None:
-        pytest.skip("a refused connection needs a database server")
-    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    proxy = server_proxy(db)
     store = JobStore(db.url, table_prefix=db.table_prefix)
     host = JobHost([Job("a", HOUR)], database=proxy.proxied_url(db.url), distributed=settings(db))
     try:
@@ -162,10 +158,7 @@ def test_a_host_whose_database_refuses_keeps_its_view_of_paused(db: TestDatabase
     """A running host whose database refuses connections for 3 s keeps showing the pause it
     last read in status() (no made-up "not paused"); once the database is back it reads the
     rows again and shows a resume made meanwhile by another process."""
-    url = make_url(db.url)
-    if db.backend == "sqlite" or url.host is None or url.port is None:
-        pytest.skip("a refused connection needs a database server")
-    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
+    proxy = server_proxy(db)
     other = JobStore(db.url, table_prefix=db.table_prefix)
     host = JobHost([Job("a", HOUR)], database=proxy.proxied_url(db.url), distributed=settings(db))
     try:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import make_url
 from sqlalchemy.exc import OperationalError
 
 from recurjobs import (
@@ -35,8 +34,7 @@ from recurjobs.sql._poller import DistributedPoller
 from recurjobs.sql._rows import Poll
 from recurjobs.testing import ManualClock
 from tests.dbs import TestDatabase
-from tests.faultproxy import FaultProxy
-from tests.sql.helpers import Job, make_due, row, set_row, wait_until
+from tests.sql.helpers import Job, make_due, row, server_proxy, set_row, wait_until
 from tests.sql.runhelpers import SqlSide, polite, prepared, settings
 
 DELAY = 60.0
@@ -762,13 +760,10 @@ def test_a_run_that_cannot_renew_through_a_refusing_database_ends_before_a_takeo
     lease runs: the heartbeats fail, the run is cancelled (DistributedJobLeaseLost) before
     its claim could go stale, and another host, claiming as soon as the row lets it, gets
     the row only after that, within about one lease."""
-    url = make_url(db.url)
-    if db.backend == "sqlite" or url.host is None or url.port is None:
-        pytest.skip("a refused connection needs a database server")
+    proxy = server_proxy(db)
     started = threading.Event()
     job = Job("a", timedelta(seconds=1), body=polite(started))  # lease: 1 + 2 = 3 s
     store = prepared(db, job, due=("a",))
-    proxy = FaultProxy((url.host, url.port), lifetime=60).start()
     side = SqlSide(db, job, database=proxy.proxied_url(db.url), distributed=settings(db))
     lost_at: list[float] = []
     side.host.subscribe(DistributedJobLeaseLost, lambda n: lost_at.append(time.monotonic()))
