@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -72,3 +73,16 @@ def walk_to(clock: ManualClock, minute: float, step: float = 1.0, waiters: int =
     while clock.monotonic() < minute * MIN - 1e-9:
         clock.advance(min(step * MIN, minute * MIN - clock.monotonic()))
         clock.wait_for_waiters(waiters)
+
+
+class RaisingFilter(logging.Filter):
+    """An application's logging filter with a bug: it raises on every record. ``seen`` holds
+    the messages it was asked about, so a test can wait for the line it means to break."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.seen.append(record.getMessage())
+        raise RuntimeError("broken filter")

@@ -24,7 +24,7 @@ from recurjobs import (
 )
 from recurjobs._guard import call_hook, call_user, in_user_code, run_user
 from recurjobs.testing import ManualClock
-from tests.helpers import MIN, Recorder, TimedJob, minutes, walk_to
+from tests.helpers import MIN, RaisingFilter, Recorder, TimedJob, minutes, walk_to
 
 
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
@@ -54,13 +54,6 @@ def test_system_exit_from_run_is_a_failure_and_the_loop_lives(
     ]
 
 
-class _RaisingFilter(logging.Filter):
-    """An application's logging filter with a bug: it raises on every record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        raise RuntimeError("broken filter")
-
-
 def test_a_logging_filter_that_raises_does_not_end_the_loop(clock: ManualClock) -> None:
     """A filter on the recurjobs logger that raises at a run's log lines (failed or not): the
     job keeps its schedule and its thread lives."""
@@ -71,7 +64,7 @@ def test_a_logging_filter_that_raises_does_not_end_the_loop(clock: ManualClock) 
 
     job = TimedJob(clock, minutes(5), body=body)
     host = JobHost([job], clock=clock)
-    broken = _RaisingFilter()
+    broken = RaisingFilter()
     logging.getLogger("recurjobs").addFilter(broken)
     try:
         with host:
@@ -103,7 +96,7 @@ def test_a_logging_filter_that_raises_at_the_guards_line_keeps_the_last_good_per
 
     job = Flaky(clock, minutes(5))
     host = JobHost([job], clock=clock)
-    broken = _RaisingFilter()
+    broken = RaisingFilter()
     try:
         with host:
             walk_to(clock, 5)

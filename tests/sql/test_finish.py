@@ -19,6 +19,7 @@ from sqlalchemy import select
 from recurjobs import CancellationToken, JobExecuting, JobFailed, ServerRole
 from recurjobs.sql._rows import Claim
 from tests.dbs import TestDatabase
+from tests.helpers import RaisingFilter
 from tests.sql.helpers import HOUR, Job, make_due, row, wait_until
 from tests.sql.runhelpers import (
     Fault,
@@ -442,13 +443,6 @@ def test_finishes_still_failing_at_the_stop_deadline_leave_their_claims(
     ), given_up
 
 
-class _RaisingFilter(logging.Filter):
-    """An application's logging filter with a bug: it raises on every record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        raise RuntimeError("broken filter")
-
-
 def test_a_logging_filter_that_raises_at_a_distributed_runs_line_loses_only_the_line(
     db: TestDatabase,
 ) -> None:
@@ -461,7 +455,7 @@ def test_a_logging_filter_that_raises_at_a_distributed_runs_line_loses_only_the_
 
     job = Job("a", body=body)
     store = prepared(db, job, due=("a",))
-    broken = _RaisingFilter()
+    broken = RaisingFilter()
     sql_logger = logging.getLogger("recurjobs.sql")
     side = SqlSide(db, job)
     sql_logger.addFilter(broken)
@@ -485,7 +479,7 @@ def test_a_logging_filter_that_raises_at_the_pollers_error_line_keeps_it_polling
 ) -> None:
     """A poller iteration fails (a bug, injected here) while a filter on the ``recurjobs.sql``
     logger raises at every record: the iteration's ERROR line is lost, the poller thread lives
-    on, and a trigger afterwards still runs the job."""
+    on, and claims the job at its next iteration and again after a second trigger."""
     job = Job("a")
     store = prepared(db, job)
     side = SqlSide(db, job)
@@ -501,16 +495,18 @@ def test_a_logging_filter_that_raises_at_the_pollers_error_line_keeps_it_polling
             raise RuntimeError("a bug in one iteration")
         step()
 
-    broken = _RaisingFilter()
+    broken = RaisingFilter()
     sql_logger = logging.getLogger("recurjobs.sql")
     try:
         sql_logger.addFilter(broken)
         poller.step = failing_once  # type: ignore[method-assign]
         assert poller.trigger("a")  # wakes the poller: its next iteration fails
         assert failed.wait(10)
-        time.sleep(0.2)  # the failed iteration's error line meets the filter
+        assert wait_until(lambda: "distributed poller iteration failed" in broken.seen, 10)
         sql_logger.removeFilter(broken)
         ran = wait_until(lambda: 1 == job.runs, 10)  # the next iteration claims the row
+        assert poller.trigger("a")  # and one more: the thread that claims lives on
+        ran = ran and wait_until(lambda: 2 == job.runs, 10)
         alive = poller._thread.is_alive()
     finally:
         sql_logger.removeFilter(broken)
