@@ -189,9 +189,11 @@ def test_a_runtime_ready_raising_system_exit_never_ends_the_poller(db: TestDatab
     """SystemExit from the runtime_ready callable is logged as "not ready"; once it answers,
     the poller claims as usual."""
     state = {"raise": True}
+    raised: list[bool] = []
 
     def ready() -> bool:
         if state["raise"]:
+            raised.append(True)
             raise SystemExit(1)
         return True
 
@@ -201,7 +203,7 @@ def test_a_runtime_ready_raising_system_exit_never_ends_the_poller(db: TestDatab
         with sql_side(db, job, runtime_ready=ready) as side:
             poller = side.sql.poller
             assert poller is not None
-            time.sleep(0.3)  # a few polls (0.1 s) meet the raising gate
+            assert wait_until(lambda: len(raised) >= 3, 10)  # polls meet the raising gate
             assert 0 == job.runs
             state["raise"] = False
             assert job.ran.wait(10)
