@@ -7,9 +7,19 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MAX_WAIT", "Clock", "SystemClock", "bounded", "is_clock", "monotonic_of", "wall_ms"]
+__all__ = [
+    "MAX_WAIT",
+    "Clock",
+    "SystemClock",
+    "bounded",
+    "is_clock",
+    "monotonic_of",
+    "waiter_of",
+    "wall_ms",
+]
 
 MAX_WAIT = 86400.0
 """The longest single wait recurjobs asks of a clock (a day). Longer waits (a period of a
@@ -88,6 +98,15 @@ def monotonic_of(clock: Clock) -> Callable[[], float]:
     if type(clock) is SystemClock:
         return time.monotonic
     return clock.monotonic
+
+
+def waiter_of(clock: Clock, event: threading.Event) -> Callable[[float], bool]:
+    """``clock.wait`` on ``event`` for a positive timeout: ``event.wait`` itself for the real
+    clock (what ``SystemClock.wait()`` calls, without a Python call around it: the loop waits
+    once per run)."""
+    if type(clock) is SystemClock:
+        return event.wait
+    return partial(clock.wait, event)
 
 
 def wall_ms(clock: Clock) -> Callable[[], float]:

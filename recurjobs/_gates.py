@@ -105,6 +105,9 @@ class Gates:
             if runtime_ready is None and isinstance(server_role, ServerRole) and main_dom is None
             else None
         )
+        # The last roles asked about with the fixed role alone, and the answer (a job's
+        # settings keep their roles object from run to run; the threads share this pair).
+        self._answered: tuple[object, IgnoreReason | None] = (None, None)
 
     def role(self) -> ServerRole:
         """The current role; a source that raises or returns junk counts as UNKNOWN."""
@@ -137,7 +140,11 @@ class Gates:
         """The first gate that fails for a job allowed in ``roles``, in order, or None."""
         only = self._only_role
         if only is not None:
-            return None if only in roles else IgnoreReason.SERVER_ROLE
+            asked, answer = self._answered
+            if asked is not roles:
+                answer = None if only in roles else IgnoreReason.SERVER_ROLE
+                self._answered = (roles, answer)
+            return answer
         if not self.ready():
             return IgnoreReason.RUNTIME_NOT_READY
         if self.role() not in roles:

@@ -72,6 +72,9 @@ class JobView:
             if isinstance(job, RecurringJob) and type(job).period is RecurringJob.period
             else None
         )
+        self.own_period = self._own_period is not None
+        """Whether the period is ``RecurringJob``'s own: it changes only through its setter,
+        which fires ``period_changed``."""
 
     def period(self) -> timedelta | Cron:
         """The period or calendar; a job without one runs only on triggers (``INFINITE``)."""

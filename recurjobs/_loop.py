@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from recurjobs._calendarloop import calendar_step, switch
-from recurjobs._clock import bounded
+from recurjobs._clock import MAX_WAIT, bounded
 from recurjobs._cron import Cron
 from recurjobs._guard import call_hook, call_user, log_quietly, run_method
 from recurjobs._notifications import (
@@ -52,6 +52,8 @@ logger = logging.getLogger("recurjobs")
 # A gated job whose period and ignored_delay are both zero would otherwise re-check in a tight
 # loop; this floor keeps it from spinning: a failing gate must never spin.
 _MIN_BACKOFF = 1.0
+
+_info_enabled = logger.isEnabledFor
 
 
 class JobRunner(RunnerState):
@@ -157,11 +159,7 @@ class JobRunner(RunnerState):
             self.plan = self.plan.with_period(period)
         now = self._monotonic()
         if trigger is None:
-            if now < self.plan.next:
-                self._clock.wait(self._wake, bounded(self.plan.next - now))
-                return True
-            end = self._run_once(now, late=now - self.plan.next, manual=False)
-            self.plan = after_run(self.plan.next, now, end, self._period_seconds())
+            self._runs(now)
         else:
             end = self._run_once(now, late=now - trigger.at, manual=True)
             self.plan = after_trigger(
@@ -176,10 +174,45 @@ class JobRunner(RunnerState):
             )
         return True
 
+    def _runs(self, now: float) -> None:
+        """Wait for the plan and run, again and again while nothing calls for the checks of
+        :meth:`_step`. Return when the thread is woken (a trigger, a period change, stop), when
+        stop began, after a back-off that a trigger ended, and after every wait of a job whose
+        period is not ``RecurringJob``'s own (a property of the job's, which may have become a
+        calendar meanwhile: the step reads it again).
+
+        A wait that ran out without a wake means that no trigger, period change or stop came
+        meanwhile, and ``RecurringJob``'s own period cannot change unannounced: the next run is
+        due as planned. Staying here spares every run of a steady job a second pass through
+        the step's lock, flags and schedule reads.
+        """
+        own = self.view.own_period
+        while True:
+            due = self.plan.next
+            if now < due:
+                left = due - now
+                if left >= MAX_WAIT:  # never, or further off than one wait goes
+                    self._clock.wait(self._wake, bounded(left))
+                    return
+                if self._wait_for(left) or not own:
+                    return
+                now = self._monotonic()
+                if now < due:  # woke early (a clock that does): the step looks again
+                    return
+            end = self._run_once(now, late=now - due, manual=False)
+            self.plan = after_run(due, now, end, self._period_seconds())
+            if not (own and self._open) or self._pending is not None or self._period_changed:
+                # A back-off ends (clearing the wake) when a trigger comes or stop begins;
+                # close() wakes nobody.
+                return
+            self._fresh = None  # read for this plan; a wake re-reads it
+            now = self._monotonic()
+
     def _period_seconds(self) -> float:
         """The period in seconds (``inf`` if it just became a calendar: the next step follows)."""
         self._fresh = schedule = self.view.period()
-        return self._seconds(schedule)
+        last, value = self._seconds_of
+        return value if schedule is last else self._seconds(schedule)
 
     def _seconds(self, schedule: timedelta | Cron) -> float:
         """``schedule`` in seconds (``inf`` for a calendar), worked out once per value."""
@@ -193,11 +226,19 @@ class JobRunner(RunnerState):
         """Gate and run the job once from ``start``, ``late`` seconds after it was due (or
         triggered: ``manual``); return when the run (or back-off) ended."""
         publisher = self._publisher
-        announce = publisher.wants(JobExecuting)
-        with self._lock:
-            if not self._open:
+        told = self._told
+        if told[0] != publisher.generation:
+            told = self._tell()
+        announce = told[1]
+        if announce:
+            with self._lock:
+                if not self._open:
+                    return start
+                self._announcing = True
+        else:
+            open_now = self._open  # (a local: stop() may close it before the run is admitted)
+            if not open_now:
                 return start
-            self._announcing = announce
         self.outcome.last_start = start
         sink = publisher.sink  # the run history, told directly (no notification)
         started_ms = self._wall_ms() if sink is not None else 0.0
@@ -219,7 +260,9 @@ class JobRunner(RunnerState):
             if sink is not None:
                 self._record(sink, started_ms, manual, "ignored", None)
             return self._paused_end(start) if paused else self._back_off(start)
-        if not self._admit():  # stop began while the run was announced: it never starts
+        with self._lock:  # admitted unless stop began meanwhile (the run then never starts)
+            admitted = self.outcome.running = self._open
+        if not admitted:
             outcome, error = "canceled", None
         else:
             error = run_method(self.job, "run", self.token)
@@ -261,22 +304,33 @@ class JobRunner(RunnerState):
     def _recording(self) -> str:
         return f"recording a run of {self.name} in the history"
 
-    def _admit(self) -> bool:
-        """Whether the run may start now (no stop began); marks it running if so."""
-        with self._lock:
-            self.outcome.running = self._open
-            return self._open
+    def _tell(self) -> tuple[int, bool, bool]:
+        """Ask the publisher again whether a run's ``JobExecuting`` and ``JobExecuted`` reach
+        anyone (after a subscription came or went); kept until the next one."""
+        publisher = self._publisher
+        generation = publisher.generation  # read first: a change meanwhile asks again
+        self._told = told = (
+            generation,
+            publisher.wants(JobExecuting),
+            publisher.wants(JobExecuted),
+        )
+        return told
 
     def _finish(self, elapsed: float, outcome: str, error: BaseException | None) -> None:
         """Count, log (one INFO line per finished run) and publish a run's outcome."""
-        self.outcome.runs += 1
-        self.outcome.last_outcome = outcome
+        counts = self.outcome
+        counts.runs += 1
+        counts.last_outcome = outcome
         if error is not None:
-            self.outcome.failures += 1
+            counts.failures += 1
             log_quietly(logging.ERROR, "%s failed", self.name, exc_info=error)
-        log_quietly(logging.INFO, "%s %s in %.3f s", self.name, outcome, elapsed)
+        if _info_enabled(logging.INFO):  # no call into logging for a line nobody takes
+            log_quietly(logging.INFO, "%s %s in %.3f s", self.name, outcome, elapsed)
         if outcome == "executed":
-            if self._publisher.wants(JobExecuted):  # no timedelta is built for nobody
+            told = self._told
+            if told[0] != self._publisher.generation:
+                told = self._tell()
+            if told[2]:  # no timedelta is built for nobody
                 self._publish(JobExecuted, duration=timedelta(seconds=elapsed))
         elif outcome == "canceled":
             self._publish(JobCanceled)

@@ -157,6 +157,8 @@ class Publisher:
         self._lock = threading.Lock()
         self._entries: tuple[tuple[type[JobNotification], Handler], ...] = ()
         self._wanted: dict[type[JobNotification], bool] = {}  # wants(), per kind
+        self.generation = 0
+        """Counts subscriptions and removals: answers of :meth:`wants` hold while it stays."""
         self.sink: RunSink | None = None
         """The run history's recorder: told of every run directly (``recurjobs._runsink``)."""
 
@@ -170,12 +172,14 @@ class Publisher:
         with self._lock:
             self._entries = (*self._entries, entry)
             self._wanted = {}
+            self.generation += 1
         return Subscription(self, entry)
 
     def _remove(self, entry: tuple[type[JobNotification], Handler]) -> None:
         with self._lock:
             self._entries = tuple(e for e in self._entries if e is not entry)
             self._wanted = {}
+            self.generation += 1
 
     def wants(self, kind: type[JobNotification]) -> bool:
         """Whether a ``kind`` published now would reach some handler.

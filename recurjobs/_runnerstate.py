@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from recurjobs._clock import Clock, monotonic_of, wall_ms
+from recurjobs._clock import Clock, monotonic_of, waiter_of, wall_ms
 from recurjobs._cron import Cron
 from recurjobs._gates import Gates
 from recurjobs._jobview import JobView
@@ -73,6 +73,7 @@ class RunnerState:
         self._gates = gates
         self._publisher = publisher
         self._wake = threading.Event()
+        self._wait_for = waiter_of(clock, self._wake)  # the loop's wait for a plan (> 0 s)
         self._lock = threading.Lock()
         self._pending: _Trigger | None = None
         self._period_changed = False
@@ -99,6 +100,8 @@ class RunnerState:
         # seconds with its value.
         self._fresh: timedelta | Cron | None = None
         self._seconds_of: tuple[object, float] = (None, math.inf)
+        # The publisher's generation and whether JobExecuting and JobExecuted reach anyone.
+        self._told: tuple[int, bool, bool] = (-1, False, False)
 
     # ----------------------------------------------------------- called from other threads
     def trigger(self, strategy: NextExecution, next_delay: timedelta | None) -> bool:

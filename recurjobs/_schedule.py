@@ -13,6 +13,7 @@ import enum
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import NamedTuple
 
 __all__ = [
@@ -81,6 +82,11 @@ def initial(start: float, delay: float) -> Plan:
     return Plan(start + delay, None, True)
 
 
+# A Plan from its three values without the named tuple's Python ``__new__`` (the loop makes
+# one after every run).
+_plan: Callable[[tuple[float, float | None, bool]], Plan] = partial(tuple.__new__, Plan)
+
+
 def _cadence(anchor: float, end: float, period: float) -> Plan:
     """Next run one period after ``anchor``; if the run ended past it, exactly one run now."""
     nxt = anchor + period
@@ -98,7 +104,11 @@ def after_run(planned: float, start: float, end: float, period: float) -> Plan:
     a whole period or more late (a re-plan into the past, a back-off) re-anchors at its start.
     """
     anchor = start if start - planned >= period else planned
-    return _cadence(anchor, end, period)
+    nxt = anchor + period
+    # _cadence, written out: the loop calls this after every run.
+    if end > nxt:
+        return _plan((end, anchor, True))
+    return _plan((nxt, anchor, False))
 
 
 def after_trigger(

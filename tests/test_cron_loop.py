@@ -566,3 +566,30 @@ def test_a_calendar_with_no_fire_time_left_waits_for_triggers_on_a_running_host(
         last.starts,
     )
     assert stopped
+
+
+class _AttributePeriodJob(CalendarJob):
+    """A period kept in a plain attribute of the subclass: no setter, no period_changed."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock, timedelta(hours=1), delay=timedelta(0))
+        self.__dict__["period"] = timedelta(hours=1)
+
+    period = timedelta(hours=1)
+
+
+def test_an_unannounced_switch_to_a_calendar_is_seen_when_the_wait_runs_out() -> None:
+    """A job whose period is its own attribute (no signal) and becomes a calendar while the
+    loop waits: when the wait for the old plan runs out, the loop reads the period again and
+    follows the calendar; the old plan's run never happens."""
+    clock = ManualClock(utc(2026, 6, 1, 0, 0))
+    job = _AttributePeriodJob(clock)
+    with JobHost([job], clock=clock):
+        clock.wait_for_waiters(1)
+        clock.advance(timedelta(minutes=10))  # ran at 00:00, waits for 01:00
+        clock.wait_for_waiters(1)
+        job.__dict__["period"] = Cron("5,35 * * * *")  # no signal: the loop learns at 01:00
+        for _ in range(20):  # to 01:50 in 5-minute steps
+            clock.advance(timedelta(minutes=5))
+            clock.wait_for_waiters(1)
+    assert ["00:00", "01:05", "01:35"] == [s[11:16] for s in job.starts]
