@@ -194,9 +194,13 @@ def finish_once(store: JobStore, run: Run) -> bool:
         )
         return False
     if not landed:
+        # Either another server took the claim over (the run outlived its lease), or an
+        # earlier attempt at this finish landed and only its answer was lost (the step's retry
+        # then finds the row free): the fenced UPDATE cannot tell the two apart.
         logger.info(
-            "distributed job %s: the claim was taken over before the run ended; the row was "
-            "left to its new owner",
+            "distributed job %s: the row no longer carried this run's claim when the run "
+            "ended (taken over by another server, or handed back by an earlier attempt whose "
+            "answer was lost); the row was left as it is",
             claim.name,
         )
     elif run.finish_failures:

@@ -225,3 +225,32 @@ def test_a_group_whose_commit_reply_is_lost_frees_each_row_once(db: TestDatabase
         (False, None, True) == (bool(r["running"]), r["claim_id"], r["last_run_ms"] >= before)
         for r in rows
     ), rows
+
+
+def test_a_finish_that_finds_its_claim_gone_says_both_possible_causes(
+    db: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fenced finish that matches no row is settled, and its INFO line names both ways this
+    happens (another server took the claim over, or an earlier attempt landed and only its
+    answer was lost), since the UPDATE cannot tell them apart."""
+    from recurjobs._token import CancellationToken
+    from recurjobs.sql._runs import Run, RunStats, finish_once
+    from recurjobs.testing import ManualClock
+
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        store.create_schema()
+        due_rows(store, "gone-claim")
+        claims = store.try_claim_many({"gone-claim": LEASE}, owner="me")
+        assert claims is not None and 1 == len(claims)
+        assert store.finish(claims[0])  # landed once: the row is free
+        run = Run(object(), claims[0], CancellationToken(ManualClock()), RunStats())
+        with caplog.at_level("INFO", logger="recurjobs"):
+            settled = finish_once(store, run)
+    finally:
+        store.dispose()
+    lines = [r.getMessage() for r in caplog.records if "gone-claim" in r.getMessage()]
+    assert settled
+    assert 1 == len(lines), lines
+    assert "taken over by another server" in lines[0]
+    assert "an earlier attempt whose answer was lost" in lines[0]
