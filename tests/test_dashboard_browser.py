@@ -320,13 +320,22 @@ def _click_action(browser: Any, cluster: Cluster, name: str, action: str) -> Non
 
 
 def _stale(element: Any) -> bool:
-    """Whether ``element`` belongs to a page the browser has left."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Whether ``element`` belongs to a page the browser has left.
+
+    Asked while the old page is being replaced, chromedriver may answer "Node with given id
+    does not belong to the document" (a plain WebDriverException) instead of the stale
+    element error: the element is gone either way.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.is_enabled()
     except StaleElementReferenceException:
         return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
     return False
 
 
