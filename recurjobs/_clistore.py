@@ -232,7 +232,8 @@ def trigger_row(url: str, prefix: str, name: str, *, source: str = "--database")
 def pause_row(
     url: str, prefix: str, name: str, paused: bool, *, source: str = "--database"
 ) -> None:
-    """Pause or resume the row of ``name``; CommandError (exit 1) when there is no such row."""
+    """Pause or resume the row of ``name``; CommandError (bad input, exit 2, as for a trigger)
+    when there is no such row."""
 
     def set_paused(store: Any) -> list[str] | None:
         if store.set_paused(name, paused):
@@ -244,5 +245,6 @@ def pause_row(
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         raise CommandError(
             f"no distributed job named {name!r} in the database (its row appears once a host "
-            f"with that job has started; known: {listed or 'none'})"
+            f"with that job has started; known: {listed or 'none'})",
+            bad_input=True,
         )

@@ -70,11 +70,12 @@ def test_pause_and_resume_set_the_row_and_say_so(
 
 
 @pytest.mark.parametrize("command", ["pause", "resume"])
-def test_unknown_name_is_one_line_and_exit_1(
+def test_unknown_name_is_one_line_and_exit_2(
     store: JobStore, db: TestDatabase, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    """An unknown job exits 1 with one line listing the known names; nothing changes."""
-    assert 1 == main(argv(command, db, "nobody"))
+    """An unknown job is bad input, as for trigger: exit 2 with one line listing the known
+    names; nothing changes."""
+    assert 2 == main(argv(command, db, "nobody"))
     err = capsys.readouterr().err
     assert 1 == len(err.splitlines())
     assert "no distributed job named 'nobody'" in err
@@ -211,7 +212,7 @@ def test_flask_pause_and_resume(tmp_path: Path, apps: list[Flask]) -> None:
     ("name", "database", "code", "message"),
     [
         ("Tick", True, 2, "Tick is a recurring job"),
-        ("nobody", True, 1, "no distributed job named 'nobody'"),
+        ("nobody", True, 2, "no distributed job named 'nobody'"),
         ("report", False, 2, "RECURJOBS_DATABASE_URL is unset"),
     ],
 )
