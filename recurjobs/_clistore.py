@@ -29,11 +29,14 @@ _BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
 
 
 class CommandError(Exception):
-    """A one-line failure for the user; ``bad_input`` selects exit code 2 instead of 1."""
+    """A one-line failure for the user; ``bad_input`` selects exit code 2 instead of 1;
+    ``unknown_name``: the job name has no row (a framework's command may add the names of
+    its project's jobs)."""
 
-    def __init__(self, message: str, *, bad_input: bool = False) -> None:
+    def __init__(self, message: str, *, bad_input: bool = False, unknown_name: bool = False):
         super().__init__(message)
         self.bad_input = bad_input
+        self.unknown_name = unknown_name
 
 
 def mask_url_text(text: str) -> str:
@@ -226,6 +229,7 @@ def trigger_row(url: str, prefix: str, name: str, *, source: str = "--database")
             f"no distributed job named {name!r} in the database (its row appears once a host "
             f"with that job has started; known: {listed or 'none'})",
             bad_input=True,
+            unknown_name=True,
         )
 
 

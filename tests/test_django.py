@@ -454,6 +454,24 @@ def test_trigger_a_distributed_job_through_the_database(tmp_path: Path) -> None:
     store.dispose()
 
 
+def test_trigger_of_an_unknown_name_lists_the_rows_and_the_projects_jobs(tmp_path: Path) -> None:
+    """A name that is neither a row nor one of the project's jobs: exit 2, and the message
+    lists both, since a mistyped name may have meant a recurring job (which has no row)."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = JobStore(url)
+    store.create_schema()
+    store.ensure([Report()])
+    store.dispose()
+    recurjobs = {"JOBS": [f"{HERE}.Report", f"{HERE}.Tick"], "DATABASE": url, "MAIN_DOM": False}
+    with override_settings(RECURJOBS=recurjobs), pytest.raises(CommandError) as raised:
+        command("trigger", "Tock")
+    assert 2 == raised.value.returncode
+    message = str(raised.value)
+    assert "no distributed job named 'Tock' in the database" in message
+    assert "known: report)" in message
+    assert message.endswith("this project's jobs: Tick, report")
+
+
 @pytest.mark.parametrize(
     ("recurjobs", "name", "message"),
     [

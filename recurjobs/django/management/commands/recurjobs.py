@@ -94,7 +94,19 @@ class Command(BaseCommand):  # type: ignore[misc]
         if not host.database:
             raise CommandError(f"no job named {name!r} and RECURJOBS has no DATABASE", returncode=2)
         url, prefix = self._database(host)
-        self._store(lambda: trigger_row(url, prefix, name))
+
+        def trigger() -> None:
+            try:
+                trigger_row(url, prefix, name)
+            except StoreError as exc:
+                if not exc.unknown_name:
+                    raise
+                # The rows are the cluster's distributed jobs; a mistyped name may have meant
+                # one of this project's recurring jobs, which have no row.
+                known = ", ".join(job_name(j) for j in host.jobs) or "none"
+                raise StoreError(f"{exc}; this project's jobs: {known}", bad_input=True) from None
+
+        self._store(trigger)
         self.stdout.write(f"triggered {name}: the next server to poll runs it")
 
     def _forward(self, host: JobHost, name: str, job: object) -> None:
@@ -231,5 +243,3 @@ def _registered(host: JobHost, name: str, action: str) -> object | None:
         return one_named(host.jobs, name, _DONE[action])
     except ValueError as exc:
         raise CommandError(str(exc), returncode=2) from None
-
-
