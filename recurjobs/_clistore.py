@@ -33,7 +33,9 @@ class CommandError(Exception):
     ``unknown_name``: the job name has no row (a framework's command may add the names of
     its project's jobs)."""
 
-    def __init__(self, message: str, *, bad_input: bool = False, unknown_name: bool = False):
+    def __init__(
+        self, message: str, *, bad_input: bool = False, unknown_name: bool = False
+    ) -> None:
         super().__init__(message)
         self.bad_input = bad_input
         self.unknown_name = unknown_name
