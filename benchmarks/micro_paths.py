@@ -12,7 +12,9 @@ library", which the herd benchmarks cannot show through their noise.
   ``RECURJOBS_TEST_POSTGRES_URL``), as it does once a second at 2,000 runs/s.
 * ``herd``: 200 jobs x 100 ms all due at the same instant for 5 s (``bench_lateness``'s own
   functions), recurjobs and bare threads alternating, each repetition a fresh process; p99
-  lateness, their ratio per repetition and CPU per run (``--reps``, default 7).
+  lateness, their ratio per repetition and CPU per run (``--reps``, default 7): over the
+  whole process, and in the steady state (all threads, seconds 3 to 5, from
+  ``/proc/self/task/*/schedstat``; Linux).
 * ``threads``: 200 jobs x 100 ms for 10 s with history on or off (``--database URL``, default
   ``RECURJOBS_TEST_POSTGRES_URL``); CPU per thread kind from ``/proc/self/task/*/schedstat``
   (Linux), as a percentage of one core.
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import glob
 import json
+import math
 import os
 import secrets
 import statistics
@@ -126,22 +130,51 @@ def writer(database: str) -> float:
     return used / (20 * BATCH) * 1e6
 
 
+def _threads_cpu_ns() -> int:
+    """CPU time of all this process's threads so far, in ns (Linux; 0 elsewhere)."""
+    total = 0
+    for task in glob.glob("/proc/self/task/*/schedstat"):
+        try:
+            with open(task) as f:
+                total += int(f.read().split()[0])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
+
+
 def herd_one(kind: str) -> dict[str, float]:
-    """One repetition of the herd in this process: p99 lateness (s) and CPU per run (us)."""
+    """One repetition of the herd in this process: p99 lateness (s), CPU per run (us) over the
+    whole process, and CPU per run in the steady state (us): seconds 3 to 5 after the start,
+    past the threads' start-up and the first runs, without the import of the library."""
     import bench_lateness
 
+    steady: list[int] = []
+
+    def sample() -> None:
+        time.sleep(3.0)
+        steady.append(_threads_cpu_ns())
+        time.sleep(2.0)
+        steady.append(_threads_cpu_ns())
+
+    threading.Thread(target=sample, daemon=True).start()
     began = time.process_time()
     if kind == "bare":
         result = bench_lateness.measure_bare_threads(200, 0.1, 5.0, 1.0)
     else:
         result = bench_lateness.measure_recurjobs(200, 0.1, 5.0, 1.0, aligned=True)
-    return {"p99": result["p99"], "cpu_us": (time.process_time() - began) / 10_000 * 1e6}
+    return {
+        "p99": result["p99"],
+        "cpu_us": (time.process_time() - began) / 10_000 * 1e6,
+        # 200 jobs x 20 periods in the two seconds sampled
+        "steady_us": (steady[1] - steady[0]) / 4_000 / 1e3 if len(steady) == 2 else math.nan,
+    }
 
 
 def herd(reps: int) -> None:
     """Alternate bare threads and recurjobs, a fresh process each; print each pair, medians."""
     ratios: list[float] = []
     cpu: dict[str, list[float]] = {"bare": [], "recurjobs": []}
+    steady: dict[str, list[float]] = {"bare": [], "recurjobs": []}
     for rep in range(1, reps + 1):
         pair: dict[str, dict[str, float]] = {}
         for kind in ("bare", "recurjobs"):
@@ -153,16 +186,20 @@ def herd(reps: int) -> None:
             ).stdout
             pair[kind] = json.loads(out)
             cpu[kind].append(pair[kind]["cpu_us"])
+            steady[kind].append(pair[kind]["steady_us"])
         ratios.append(pair["recurjobs"]["p99"] / pair["bare"]["p99"])
         print(
             f"rep {rep}: p99 bare {pair['bare']['p99'] * 1e3:.2f} ms, recurjobs "
             f"{pair['recurjobs']['p99'] * 1e3:.2f} ms, ratio {ratios[-1]:.2f}; CPU per run "
-            f"{pair['bare']['cpu_us']:.1f} vs {pair['recurjobs']['cpu_us']:.1f} us"
+            f"{pair['bare']['cpu_us']:.1f} vs {pair['recurjobs']['cpu_us']:.1f} us (steady "
+            f"{pair['bare']['steady_us']:.1f} vs {pair['recurjobs']['steady_us']:.1f} us)"
         )
     print(
         f"median ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); "
         f"CPU per run {statistics.median(cpu['bare']):.1f} us bare, "
-        f"{statistics.median(cpu['recurjobs']):.1f} us recurjobs"
+        f"{statistics.median(cpu['recurjobs']):.1f} us recurjobs; in the steady state "
+        f"{statistics.median(steady['bare']):.1f} us bare, "
+        f"{statistics.median(steady['recurjobs']):.1f} us recurjobs"
     )
 
 
