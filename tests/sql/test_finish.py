@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from recurjobs import CancellationToken, JobExecuting, JobFailed, ServerRole
+from recurjobs.sql import JobStore
 from recurjobs.sql._rows import Claim
 from tests.dbs import TestDatabase
 from tests.helpers import RaisingFilter
@@ -328,6 +331,38 @@ def test_polite_runs_end_and_hand_back(db: TestDatabase) -> None:
         store.dispose()
 
 
+@dataclass
+class _Stuck:
+    """Runs of ``names`` held in their bodies until ``release``, on a host whose database
+    fails every statement while ``fault.active``."""
+
+    side: SqlSide
+    store: JobStore
+    fault: Fault
+    jobs: list[Job]
+    release: threading.Event
+
+
+@contextmanager
+def _stuck_runs(db: TestDatabase, names: list[str]) -> Iterator[_Stuck]:
+    """A started host running one job per name (all due, one slot each), whose runs wait for
+    ``release``; the fault is cleared and everything disposed of afterwards."""
+    release = threading.Event()
+    jobs = [Job(n, HOUR, body=stubborn(release)) for n in names]
+    store = prepared(db, *jobs, due=tuple(names))
+    fault = Fault()
+    engine = faulty_engine(db, fault)
+    try:
+        slots = settings(db, max_concurrent_jobs=len(names))
+        with sql_side(db, *jobs, database=engine, distributed=slots) as side:
+            assert side.sql.poller is not None
+            yield _Stuck(side, store, fault, jobs, release)
+    finally:
+        fault.active = False
+        engine.dispose()
+        store.dispose()
+
+
 def test_a_group_of_finishes_failing_together_is_kept_pending_and_retried(
     db: TestDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -338,62 +373,48 @@ def test_a_group_of_finishes_failing_together_is_kept_pending_and_retried(
     and logs one INFO line for each ("handed back after N failed attempts")."""
     caplog.set_level(logging.INFO, logger="recurjobs")
     names = ["a", "b", "c", "d"]
-    release = threading.Event()
-    jobs = [Job(n, HOUR, body=stubborn(release)) for n in names]
-    store = prepared(db, *jobs, due=tuple(names))
-    fault = Fault()
-    engine = faulty_engine(db, fault)
-    try:
-        with sql_side(
-            db, *jobs, database=engine, distributed=settings(db, max_concurrent_jobs=4)
-        ) as side:
-            poller = side.sql.poller
-            assert poller is not None
-            grouped = poller.store._finishes._grouped
-            batches: list[tuple[int, bool]] = []  # (finishes in the batch, all of them failed)
-            run_batch = grouped._batch
+    with _stuck_runs(db, names) as stuck:
+        side, store, fault, jobs = stuck.side, stuck.store, stuck.fault, stuck.jobs
+        poller = side.sql.poller
+        assert poller is not None
+        grouped = poller.store._finishes._grouped
+        batches: list[tuple[int, bool]] = []  # (finishes in the batch, all of them failed)
+        run_batch = grouped._batch
 
-            def recorded(claims: Sequence[Claim]) -> Sequence[bool | Exception]:
-                answers = run_batch(claims)
-                batches.append((len(claims), all(isinstance(a, Exception) for a in answers)))
-                return answers
+        def recorded(claims: Sequence[Claim]) -> Sequence[bool | Exception]:
+            answers = run_batch(claims)
+            batches.append((len(claims), all(isinstance(a, Exception) for a in answers)))
+            return answers
 
-            grouped._batch = recorded
-            assert wait_until(lambda: all(j.runs == 1 for j in jobs), 20)
-            fault.active = True
-            release.set()
-            assert wait_until(
-                lambda: names == sorted(r.claim.name for r in poller.leases.pending()), 30
-            )
-            assert any(size > 1 and failed for size, failed in batches), batches
-            held = {n: row(store, n) for n in names}
-            assert all(
-                (True, side.sql.owner) == (bool(r["running"]), r["owner"]) for r in held.values()
-            )
-            assert wait_until(
-                lambda: all(
-                    row(store, n)["last_alive_ms"] > held[n]["last_alive_ms"] for n in names
-                )
-            )
-            cleared_at = store.now_ms()
-            fault.active = False
-            assert wait_until(lambda: not any(bool(row(store, n)["running"]) for n in names), 15)
-            assert wait_until(lambda: [] == poller.leases.all())
-            freed = [row(store, n) for n in names]
-            assert all(
-                (None, None, True) == (r["claim_id"], r["owner"], r["last_run_ms"] >= cleared_at)
-                for r in freed
-            ), freed
-        messages = [r.getMessage() for r in caplog.records if r.name.startswith("recurjobs")]
-        for name in names:
-            kept = [m for m in messages if m.startswith(f"distributed job {name}: could not hand")]
-            back = [
-                m for m in messages if m.startswith(f"distributed job {name}: the row was handed")
-            ]
-            assert (True, 1) == (len(kept) >= 1, len(back)), (name, kept, back)
-    finally:
-        engine.dispose()
-        store.dispose()
+        grouped._batch = recorded
+        assert wait_until(lambda: all(j.runs == 1 for j in jobs), 20)
+        fault.active = True
+        stuck.release.set()
+        assert wait_until(
+            lambda: names == sorted(r.claim.name for r in poller.leases.pending()), 30
+        )
+        assert any(size > 1 and failed for size, failed in batches), batches
+        held = {n: row(store, n) for n in names}
+        assert all(
+            (True, side.sql.owner) == (bool(r["running"]), r["owner"]) for r in held.values()
+        )
+        assert wait_until(
+            lambda: all(row(store, n)["last_alive_ms"] > held[n]["last_alive_ms"] for n in names)
+        )
+        cleared_at = store.now_ms()
+        fault.active = False
+        assert wait_until(lambda: not any(bool(row(store, n)["running"]) for n in names), 15)
+        assert wait_until(lambda: [] == poller.leases.all())
+        freed = [row(store, n) for n in names]
+        assert all(
+            (None, None, True) == (r["claim_id"], r["owner"], r["last_run_ms"] >= cleared_at)
+            for r in freed
+        ), freed
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("recurjobs")]
+    for name in names:
+        kept = [m for m in messages if m.startswith(f"distributed job {name}: could not hand")]
+        back = [m for m in messages if m.startswith(f"distributed job {name}: the row was handed")]
+        assert (True, 1) == (len(kept) >= 1, len(back)), (name, kept, back)
 
 
 def test_finishes_still_failing_at_the_stop_deadline_leave_their_claims(
@@ -404,38 +425,27 @@ def test_finishes_still_failing_at_the_stop_deadline_leave_their_claims(
     row keeps its claim (running, same claim id), to go stale after its lease."""
     caplog.set_level(logging.WARNING, logger="recurjobs")
     names = ["a", "b"]
-    release = threading.Event()
-    jobs = [Job(n, HOUR, body=stubborn(release)) for n in names]
-    store = prepared(db, *jobs, due=tuple(names))
-    fault = Fault()
-    engine = faulty_engine(db, fault)
-    try:
-        with sql_side(
-            db, *jobs, database=engine, distributed=settings(db, max_concurrent_jobs=2)
-        ) as side:
-            poller = side.sql.poller
-            assert poller is not None
-            assert wait_until(lambda: all(j.runs == 1 for j in jobs), 20)
-            claims = {n: row(store, n)["claim_id"] for n in names}
-            fault.active = True
-            release.set()
-            assert wait_until(lambda: 2 == len(poller.leases.pending()), 30)
-            began = time.monotonic()
-            side.sql.stop_claiming()
-            assert side.sql.wait_runs(began + 1)
-            handed_back = side.sql.hand_back(began + 1)
-            took = time.monotonic() - began
-            kept = {n: row(store, n) for n in names}
-            given_up = [
-                r.getMessage()
-                for r in caplog.records
-                if "could not be handed back before the stop deadline" in r.getMessage()
-            ]
-            fault.active = False  # the side's own stop hands the rows back
-    finally:
-        fault.active = False
-        engine.dispose()
-        store.dispose()
+    with _stuck_runs(db, names) as stuck:
+        side, store = stuck.side, stuck.store
+        poller = side.sql.poller
+        assert poller is not None
+        assert wait_until(lambda: all(j.runs == 1 for j in stuck.jobs), 20)
+        claims = {n: row(store, n)["claim_id"] for n in names}
+        stuck.fault.active = True
+        stuck.release.set()
+        assert wait_until(lambda: 2 == len(poller.leases.pending()), 30)
+        began = time.monotonic()
+        side.sql.stop_claiming()
+        assert side.sql.wait_runs(began + 1)
+        handed_back = side.sql.hand_back(began + 1)
+        took = time.monotonic() - began
+        kept = {n: row(store, n) for n in names}
+        given_up = [
+            r.getMessage()
+            for r in caplog.records
+            if "could not be handed back before the stop deadline" in r.getMessage()
+        ]
+        stuck.fault.active = False  # the side's own stop hands the rows back
     assert (False, True) == (handed_back, took < 1 + 2 + 1), took
     assert all(
         (True, claims[n]) == (bool(kept[n]["running"]), kept[n]["claim_id"]) for n in names
