@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "driver_missing",
     "mask_url_text",
     "pause_row",
+    "split_target",
     "read_rows",
     "read_runs",
     "trigger_row",
@@ -39,6 +41,18 @@ class CommandError(Exception):
         super().__init__(message)
         self.bad_input = bad_input
         self.unknown_name = unknown_name
+
+
+def split_target(target: str, wrong: str) -> tuple[str, str]:
+    """``MODULE:ATTR`` as its two parts, with the working directory put on the import path
+    (where ``python -m`` would find the module); CommandError (bad input) saying
+    ``"{wrong}, got {target!r}"`` when it is not of that form."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise CommandError(f"{wrong}, got {target!r}", bad_input=True)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return module_name, attr
 
 
 def mask_url_text(text: str) -> str:

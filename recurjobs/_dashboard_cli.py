@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from recurjobs._clistore import (
     driver_missing,
     mask_url_text,
     missing_sqlite_file,
+    split_target,
 )
 
 __all__ = ["add_command", "is_loopback", "parse_bind"]
@@ -94,11 +94,7 @@ def add_command(sub: Any, database_options: Callable[[argparse.ArgumentParser], 
 def _load(target: str) -> Callable[[Any], bool]:
     import importlib
 
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise CommandError(f"--authorize must be MODULE:FUNCTION, got {target!r}", bad_input=True)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    module_name, attr = split_target(target, "--authorize must be MODULE:FUNCTION")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):

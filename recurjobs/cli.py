@@ -48,6 +48,7 @@ from recurjobs._clistore import (
     mask_url_text,
     pause_row,
     read_rows,
+    split_target,
     trigger_row,
 )
 from recurjobs._clitext import (
@@ -88,11 +89,7 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def load_host(target: str) -> JobHost:
     """Resolve ``MODULE:ATTR`` to a JobHost (ATTR may be a zero-argument factory of one, or a
     Flask app initialised with ``recurjobs.flask.RecurJobs``)."""
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise CommandError(f"expected MODULE:ATTR, got {target!r}", bad_input=True)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    module_name, attr = split_target(target, "expected MODULE:ATTR")
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
