@@ -112,10 +112,18 @@ class JobStore:
         return f"JobStore({self.url!r}, table={self.jobs.name!r})"
 
     # ------------------------------------------------------------------ plumbing
-    def _step(self, what: str, fn: Callable[[Connection], T], *, single: bool = False) -> T:
+    def _step(
+        self,
+        what: str,
+        fn: Callable[[Connection], T],
+        *,
+        single: bool = False,
+        retried: bool = True,
+    ) -> T:
         """Run ``fn`` in one bounded transaction, retried through transient faults.
 
         ``single``: ``fn`` runs exactly one statement, which may then run in autocommit.
+        ``retried=False``: one attempt, whose fault is raised at once (best-effort steps).
         """
         engine = self._single if single else self.engine
         # On the twin every statement commits itself: a transaction would only add COMMIT.
@@ -129,7 +137,7 @@ class JobStore:
             ):
                 return fn(conn)
 
-        return self.retry.call(what, self.url, attempt)
+        return self.retry.call(what, self.url, attempt) if retried else attempt()
 
     def _execute(self, what: str, statement: Executable) -> int:
         """Run one statement in its own transaction; return its rowcount."""
@@ -266,12 +274,7 @@ class JobStore:
         Best effort, so tried once: a fault raises at once, without the retries (and their
         WARNING lines) of a real step; the statements then compile at their first use."""
         for warm_up in (self._batches.warm_up, self._finishes.warm_up):
-            with (
-                self._serialised(),
-                self.engine.begin() as conn,
-                bounded_waits(conn, self._bound_ms),
-            ):
-                warm_up(conn)
+            self._step("warming up", warm_up, retried=False)
 
     def locked_rows(self) -> frozenset[str]:
         """The job rows whose last claim timed out on a lock held by another transaction."""
