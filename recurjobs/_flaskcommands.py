@@ -102,7 +102,7 @@ def database_rows(database: str, prefix: str) -> list[Any]:
 def trigger_job(host: JobHost, config: Mapping[str, Any], name: str) -> None:
     """Trigger the job ``name``: a recurring one through the main instance, a distributed one
     through the database."""
-    job = _registered(host, name, "triggered")
+    job = _registered(host, name, "trigger")
     if job is not None and not callable(getattr(job, "execute", None)):
         forward_to_main_instance(host, name, job)
         return
@@ -121,7 +121,7 @@ def trigger_job(host: JobHost, config: Mapping[str, Any], name: str) -> None:
 def set_paused(host: JobHost, config: Mapping[str, Any], name: str, paused: bool) -> None:
     """Pause or resume a job: a distributed job's row, or a recurring job in the process that
     runs it (the machine's main instance, asked over its socket)."""
-    job = _registered(host, name, "paused" if paused else "resumed")
+    job = _registered(host, name, "pause" if paused else "resume")
     if job is not None and not callable(getattr(job, "execute", None)):
         _pause_in_main_instance(host, name, job, paused)
         return
@@ -142,11 +142,11 @@ def set_paused(host: JobHost, config: Mapping[str, Any], name: str, paused: bool
         click.echo(f"resumed {name}: it runs when it is next due")
 
 
-def _registered(host: JobHost, name: str, done: str) -> object | None:
+def _registered(host: JobHost, name: str, action: str) -> object | None:
     """The one registered job named ``name`` (None: none is, so the name is a distributed
     job's row); a usage error (exit 2) listing them when several are."""
     try:
-        return one_named(host.jobs, name, done)
+        return one_named(host.jobs, name, action)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 

@@ -269,11 +269,15 @@ def job_name(job: object) -> str:
     return name if isinstance(name, str) else type(job).__name__
 
 
-def one_named(jobs: Iterable[object], name: str, done: str) -> object | None:
+_DONE = {"trigger": "triggered", "pause": "paused", "resume": "resumed"}
+
+
+def one_named(jobs: Iterable[object], name: str, action: str) -> object | None:
     """The one job of ``jobs`` named ``name`` (None: none is). Several of that name (two
     classes of one name in different modules, instances of one class, a recurring and a
     distributed job) raise ValueError listing them: a command acting on one of them would be
-    guessing. ``done`` says in the message what did not happen ("triggered", "paused")."""
+    guessing. ``action`` ("trigger", "pause" or "resume") is what the message says did not
+    happen."""
     found = [job for job in jobs if job_name(job) == name]
     if len(found) < 2:
         return found[0] if found else None
@@ -282,6 +286,7 @@ def one_named(jobs: Iterable[object], name: str, done: str) -> object | None:
         f"{type(job).__module__}.{type(job).__qualname__}"
         for job in found
     )
+    done = _DONE[action]
     raise ValueError(
         f"{len(found)} registered jobs are named {name!r} ({described}): nothing was {done}; "
         "give them distinct names (a job's name attribute) to act on one"

@@ -69,9 +69,6 @@ class SeveralNamed(ValueError):
     one of them (or on the row of one) would be guessing, as the commands refuse to."""
 
 
-_DONE = {"trigger": "triggered", "pause": "paused", "resume": "resumed"}
-
-
 def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
     """Do ``verb`` on ``name``: on its jobs-table row if it has one, else on the local host's
     recurring job of that name; :class:`SeveralNamed` (nothing done) when several of the
@@ -81,7 +78,7 @@ def act(data: Dashboard, host: Any, verb: str, name: str) -> bool:
         from recurjobs._jobs import one_named
 
         try:
-            job = one_named(host.jobs, name, _DONE[verb])
+            job = one_named(host.jobs, name, verb)
         except ValueError as exc:
             raise SeveralNamed(str(exc)) from None
     if data.schema().jobs:

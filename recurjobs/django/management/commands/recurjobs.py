@@ -22,7 +22,6 @@ from recurjobs._clitext import database_table, history_table, status_table, to_j
 from recurjobs._host import JobHost, _is_distributed
 from recurjobs._jobs import job_name, one_named
 
-_DONE = {"trigger": "triggered", "pause": "paused", "resume": "resumed"}
 _NEEDS = "needs a recurjobs with run history and pause (JobHost.{}); this installation lacks it"
 
 
@@ -240,6 +239,6 @@ def _registered(host: JobHost, name: str, action: str) -> object | None:
     """The one registered job named ``name`` (None: none is, so the name is a distributed
     job's row); a command error (exit 2) listing them when several are."""
     try:
-        return one_named(host.jobs, name, _DONE[action])
+        return one_named(host.jobs, name, action)
     except ValueError as exc:
         raise CommandError(str(exc), returncode=2) from None
