@@ -83,7 +83,7 @@ def initial(start: float, delay: float) -> Plan:
 
 
 # A Plan from its three values without the named tuple's Python ``__new__`` (the loop makes
-# one after every run).
+# one after every run, through _cadence).
 _plan: Callable[[tuple[float, float | None, bool]], Plan] = partial(tuple.__new__, Plan)
 
 
@@ -93,8 +93,8 @@ def _cadence(anchor: float, end: float, period: float) -> Plan:
     if end > nxt:
         # Missed one or more ticks: one catch-up run at once (never a burst); the run after it
         # counts from the catch-up run's start, which is where the plan re-anchors.
-        return Plan(end, anchor, True)
-    return Plan(nxt, anchor, False)
+        return _plan((end, anchor, True))
+    return _plan((nxt, anchor, False))
 
 
 def after_run(planned: float, start: float, end: float, period: float) -> Plan:
@@ -104,11 +104,7 @@ def after_run(planned: float, start: float, end: float, period: float) -> Plan:
     a whole period or more late (a re-plan into the past, a back-off) re-anchors at its start.
     """
     anchor = start if start - planned >= period else planned
-    nxt = anchor + period
-    # _cadence, written out: the loop calls this after every run.
-    if end > nxt:
-        return _plan((end, anchor, True))
-    return _plan((nxt, anchor, False))
+    return _cadence(anchor, end, period)
 
 
 def after_trigger(
