@@ -211,8 +211,7 @@ class JobRunner(RunnerState):
     def _period_seconds(self) -> float:
         """The period in seconds (``inf`` if it just became a calendar: the next step follows)."""
         self._fresh = schedule = self.view.period()
-        last, value = self._seconds_of
-        return value if schedule is last else self._seconds(schedule)
+        return self._seconds(schedule)
 
     def _seconds(self, schedule: timedelta | Cron) -> float:
         """``schedule`` in seconds (``inf`` for a calendar), worked out once per value."""
