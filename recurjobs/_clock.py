@@ -18,7 +18,7 @@ __all__ = [
     "is_clock",
     "monotonic_of",
     "waiter_of",
-    "wall_ms",
+    "wall_seconds",
 ]
 
 MAX_WAIT = 86400.0
@@ -109,16 +109,13 @@ def waiter_of(clock: Clock, event: threading.Event) -> Callable[[float], bool]:
     return partial(clock.wait, event)
 
 
-def wall_ms(clock: Clock) -> Callable[[], float]:
-    """A reader of ``clock``'s wall time in epoch milliseconds (the run history's stamps).
+def wall_seconds(clock: Clock) -> Callable[[], float]:
+    """A reader of ``clock``'s wall time in epoch seconds (the run history's stamps).
 
-    For the real clock that is ``time.time()``, which ``SystemClock.now()`` also reads, without
-    building a datetime (the history stamps every run twice); any other clock is asked ``now()``.
+    For the real clock that is ``time.time`` itself, which ``SystemClock.now()`` also reads:
+    no datetime and no Python frame (the history stamps every run twice); any other clock is
+    asked ``now()``.
     """
     if type(clock) is SystemClock:
-        return _system_ms
-    return lambda: clock.now().timestamp() * 1000.0
-
-
-def _system_ms() -> float:
-    return time.time() * 1000.0
+        return time.time
+    return lambda: clock.now().timestamp()

@@ -19,6 +19,8 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 from recurjobs._guard import call_user
 from recurjobs._runsink import MANUAL, SCHEDULE
@@ -28,9 +30,11 @@ __all__ = ["Done", "End", "HistoryQueue", "Recorder", "Start"]
 ErrorInfo = traceback.TracebackException | str | None
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field, per run
-class Done:
-    """A whole recurring run (or a distributed one whose start was dropped)."""
+class Done(NamedTuple):
+    """A whole recurring run (or a distributed one whose start was dropped).
+
+    A named tuple: the recorder builds one per recurring run with ``tuple.__new__`` (C code,
+    no Python frame on the run's thread)."""
 
     kind: str
     job: str
@@ -66,6 +70,9 @@ class End:
 
 
 Record = Done | Start | End
+
+# Done(...) without the named tuple's Python-level __new__: one C call per recorded run.
+_done = partial(tuple.__new__, Done)
 
 
 class HistoryQueue:
@@ -178,18 +185,9 @@ class Recorder:
             if self._skip(job):
                 return
             name = self._job_name(job)
-        queue.put(
-            Done(
-                "recurring",
-                name,
-                None,
-                MANUAL if manual else SCHEDULE,
-                started_ms,
-                ended_ms,
-                outcome,
-                None if error is None else _capture(error),
-            )
-        )
+        trigger = MANUAL if manual else SCHEDULE
+        info = None if error is None else _capture(error)
+        queue.put(_done(("recurring", name, None, trigger, started_ms, ended_ms, outcome, info)))
 
     def claimed(self, job: object, *, claim_id: str, manual: bool) -> _Claimed | None:
         queue = self.queue

@@ -35,7 +35,6 @@ from recurjobs._notifications import (
 )
 from recurjobs._roles import IgnoreReason
 from recurjobs._runnerstate import Outcome, RunnerState
-from recurjobs._runsink import RunSink
 from recurjobs._schedule import (
     after_run,
     after_trigger,
@@ -240,7 +239,7 @@ class JobRunner(RunnerState):
                 return start
         self.outcome.last_start = start
         sink = publisher.sink  # the run history, told directly (no notification)
-        started_ms = self._wall_ms() if sink is not None else 0.0
+        started_ms = self._wall() * 1000.0 if sink is not None else 0.0
         if announce:
             now = self._clock.now()
             scheduled = now - timedelta(seconds=max(0.0, late))
@@ -257,7 +256,8 @@ class JobRunner(RunnerState):
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
             if sink is not None:
-                self._record(sink, started_ms, manual, "ignored", None)
+                call_hook(self._recording, sink.recurring, self.job, manual, started_ms,
+                          self._wall() * 1000.0, "ignored", None)  # fmt: skip
             return self._paused_end(start) if paused else self._back_off(start)
         with self._lock:  # admitted unless stop began meanwhile (the run then never starts)
             admitted = self.outcome.running = self._open
@@ -275,30 +275,12 @@ class JobRunner(RunnerState):
         end = self._monotonic()
         self._finish(max(0.0, end - start), outcome, error)
         if sink is not None:
-            self._record(sink, started_ms, manual, outcome, error)
+            # Through the guard (a broken sink is logged, never fatal), called here with
+            # positional values and a bound method for the log line's name: no closure and no
+            # frame of ours between the loop and the recorder on this per-run path.
+            call_hook(self._recording, sink.recurring, self.job, manual, started_ms,
+                      self._wall() * 1000.0, outcome, error)  # fmt: skip
         return end
-
-    def _record(
-        self,
-        sink: RunSink,
-        started_ms: float,
-        manual: bool,
-        outcome: str,
-        error: BaseException | None,
-    ) -> None:
-        """Tell the run history (through the guard: a broken sink is logged, never fatal).
-        Positional arguments and a bound method for the log line's name: no closures are
-        built on this per-run path."""
-        call_hook(
-            self._recording,
-            sink.recurring,
-            self.job,
-            manual,
-            started_ms,
-            self._wall_ms(),
-            outcome,
-            error,
-        )
 
     def _recording(self) -> str:
         return f"recording a run of {self.name} in the history"

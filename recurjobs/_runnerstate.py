@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from recurjobs._clock import Clock, monotonic_of, waiter_of, wall_ms
+from recurjobs._clock import Clock, monotonic_of, waiter_of, wall_seconds
 from recurjobs._cron import Cron
 from recurjobs._gates import Gates
 from recurjobs._jobview import JobView
@@ -69,7 +69,7 @@ class RunnerState:
         self.name = self.view.name
         self._clock = clock
         self._monotonic = monotonic_of(clock)  # the loop's readings at every run
-        self._wall_ms = wall_ms(clock)  # the history's stamps
+        self._wall = wall_seconds(clock)  # the history's stamps (epoch seconds)
         self._gates = gates
         self._publisher = publisher
         self._wake = threading.Event()
