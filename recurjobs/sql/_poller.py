@@ -236,7 +236,17 @@ class DistributedPoller:
         try:
             accepted = self.store.trigger(name)
         except Exception as exc:
-            logger.warning("triggering %s on %s failed: %s", name, self.store.url, self._why(exc))
+            # On the caller's thread (JobHost.trigger): an app's raising logging filter loses
+            # the line, never raises into the caller.
+            why = self._why(exc)
+            log_quietly(
+                logging.WARNING,
+                "triggering %s on %s failed: %s",
+                name,
+                self.store.url,
+                why,
+                on=logger,
+            )
             return False
         if accepted:
             with self._lock:
@@ -344,8 +354,13 @@ class DistributedPoller:
         batches of period rows and one guarded UPDATE per row left)."""
         try:
             ready = bool(self._ready())
-        except BaseException:  # user code: even SystemExit must not end polling
-            logger.exception("the runtime_ready callable raised; not claiming this time")
+        except BaseException as exc:  # user code: even SystemExit must not end polling
+            log_quietly(
+                logging.ERROR,
+                "the runtime_ready callable raised; not claiming this time",
+                exc_info=exc,
+                on=logger,
+            )
             return
         held = {r.claim.name for r in self.leases.all()}  # running, or finish pending
         with self._lock:
@@ -365,8 +380,15 @@ class DistributedPoller:
             self._plan_fires(polled)
             self._launcher.claim_due(polled.due, free, crons, chores)
         except Exception as exc:
-            url = self.store.url
-            logger.warning("polling %s failed, trying again next poll: %s", url, self._why(exc))
+            url, why = self.store.url, self._why(exc)
+            # The line is lost under an app's raising logging filter, not the poll's plans.
+            log_quietly(
+                logging.WARNING,
+                "polling %s failed, trying again next poll: %s",
+                url,
+                why,
+                on=logger,
+            )
 
     def _plan_fires(self, polled: Poll) -> None:
         """Remember the calendar the poll read, and wake just after its next future fire time.

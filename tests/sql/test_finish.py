@@ -18,7 +18,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from recurjobs import CancellationToken, JobExecuting, JobFailed, ServerRole
+from recurjobs import CancellationToken, JobExecuting, JobFailed, JobHost, ServerRole
 from recurjobs.sql import JobStore
 from recurjobs.sql._rows import Claim
 from tests.dbs import TestDatabase
@@ -525,3 +525,30 @@ def test_a_logging_filter_that_raises_at_the_pollers_error_line_keeps_it_polling
         side.stop(5)
         store.dispose()
     assert (True, True) == (alive, ran)
+
+
+def test_a_logging_filter_that_raises_at_a_failed_triggers_line_does_not_raise_into_the_caller(
+    db: TestDatabase,
+) -> None:
+    """``JobHost.trigger_distributed()`` while the database refuses (the jobs table dropped
+    under the running host), with a filter on the ``recurjobs.sql`` logger that raises at
+    every record: the call returns False and its WARNING line is lost; the app's filter does
+    not raise into the caller's thread."""
+    job = Job("a")
+    store = prepared(db, job)
+    host = JobHost([job], database=db.url, distributed=settings(db))
+    broken = RaisingFilter()
+    sql_logger = logging.getLogger("recurjobs.sql")
+    host.start()
+    try:
+        assert wait_until(lambda: host.trigger_distributed("a"), 10)  # the poller knows "a"
+        store.jobs.drop(store.engine)
+        sql_logger.addFilter(broken)
+        answer = host.trigger_distributed("a")
+        sql_logger.removeFilter(broken)
+    finally:
+        sql_logger.removeFilter(broken)
+        host.stop(5)
+        store.dispose()
+    lost = [m for m in broken.seen if m.startswith("triggering a on ")]
+    assert (False, 1) == (answer, len(lost)), broken.seen
