@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from recurjobs import CancellationToken, DistributedJobSettings, JobHost, RecurringJob
 from recurjobs._historyrec import Done, HistoryQueue, Record, Start
-from recurjobs.sql import JobStore
+from recurjobs.sql import JobStore, _historywriter
 from recurjobs.sql._history import HistoryTables, read_history, write_batch
 from recurjobs.sql._historywriter import HistoryWriter
 from tests.dbs import TestDatabase
@@ -158,7 +158,7 @@ def test_stop_logs_only_the_true_lost_count(
 
 
 def test_full_queue_drops_with_one_counted_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Records beyond the queue's bound are dropped and counted; the writer logs the count
     once per burst (a second burst after the first was written: a second line with its own
@@ -174,16 +174,21 @@ def test_full_queue_drops_with_one_counted_warning(
     tables = HistoryTables(prefix)
     store = JobStore(url, table_prefix=prefix)
     tables.metadata.create_all(store.engine)
+    # The writer pauses between batches while records keep coming (one second); here for a
+    # minute, so that the second burst surely comes within the pause on a busy machine.
+    # close() ends the pause.
+    monkeypatch.setattr(_historywriter, "PACE", 60.0)
     writer = HistoryWriter(queue=queue, store=store, tables=tables, host="me")
     with caplog.at_level(logging.WARNING, logger="recurjobs.history"):
         writer.start()
         assert wait_until(lambda: writer.written == 5)
-        # The writer now pauses (one second) before it takes the next batch: a burst of nine
-        # fills the queue again and four of them are dropped.
+        # The writer now pauses before it takes the next batch: a burst of nine fills the
+        # queue again and four of them are dropped.
         accepted = [queue.put(r) for r in records[8:]]
         assert [True] * 5 + [False] * 4 == accepted
-        assert wait_until(lambda: writer.written == 10)
+        assert 5 == writer.written  # still pausing
         assert writer.close(time.monotonic() + 5)
+        assert 10 == writer.written
     drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert 2 == len(drops), drops
     assert "3 record(s) were dropped" in drops[0]
