@@ -17,7 +17,11 @@ library", which the herd benchmarks cannot show through their noise.
   ``/proc/self/task/*/schedstat``; Linux).
 * ``threads``: 200 jobs x 100 ms for 10 s with history on or off (``--database URL``, default
   ``RECURJOBS_TEST_POSTGRES_URL``); CPU per thread kind from ``/proc/self/task/*/schedstat``
-  (Linux), as a percentage of one core.
+  (Linux), as a percentage of one core. Two variants take the history apart:
+  ``--history discard`` records every run but the writer throws each batch away instead of
+  writing it (what recording costs the job threads without the writes), and
+  ``--history off --distributed`` adds one hourly distributed job without history (the
+  poller, heartbeat and database side that history brings, without any recording).
 
 Usage::
 
@@ -26,6 +30,8 @@ Usage::
     .venv/bin/python benchmarks/micro_paths.py writer
     .venv/bin/python benchmarks/micro_paths.py herd
     .venv/bin/python benchmarks/micro_paths.py threads --history on
+    .venv/bin/python benchmarks/micro_paths.py threads --history discard
+    .venv/bin/python benchmarks/micro_paths.py threads --history off --distributed
 """
 
 from __future__ import annotations
@@ -203,11 +209,30 @@ def herd(reps: int) -> None:
     )
 
 
-def threads(history: bool, database: str) -> dict[str, float]:
-    """Percent of a core per thread kind over 10 s of 200 jobs x 100 ms."""
+def threads(history: str, database: str, distributed: bool = False) -> dict[str, float]:
+    """Percent of a core per thread kind over 10 s of 200 jobs x 100 ms; ``history`` is
+    "on", "off" or "discard" (see the module docstring)."""
     import sqlalchemy as sa
 
-    from recurjobs import CancellationToken, DistributedJobSettings, JobHost, RecurringJob
+    from recurjobs import (
+        CancellationToken,
+        DistributedJob,
+        DistributedJobSettings,
+        JobHost,
+        RecurringJob,
+    )
+
+    if history == "discard":  # a measurement only: the writer takes each batch and drops it
+        from recurjobs.sql import _historywriter
+
+        _historywriter.HistoryWriter._write = lambda self, batch: None  # type: ignore[method-assign]
+
+    class Hourly(DistributedJob):
+        def __init__(self) -> None:
+            super().__init__(name="micro-hourly", period=timedelta(hours=1))
+
+        def execute(self, token: CancellationToken) -> None:
+            pass
 
     class Idle(RecurringJob):
         def __init__(self) -> None:
@@ -233,8 +258,10 @@ def threads(history: bool, database: str) -> dict[str, float]:
 
     prefix = f"m{secrets.token_hex(3)}_"
     settings = DistributedJobSettings(table_prefix=prefix)
-    host = JobHost([Idle() for _ in range(200)], database=database, distributed=settings,
-                   history=history)  # fmt: skip
+    jobs: list[object] = [Idle() for _ in range(200)]
+    if distributed:
+        jobs.append(Hourly())
+    host = JobHost(jobs, database=database, distributed=settings, history=history != "off")
     host.start()
     time.sleep(1.5)
     first = snapshot()
@@ -255,7 +282,8 @@ def main() -> None:
     parser.add_argument("what", choices=what)
     parser.add_argument("kind", nargs="?", choices=["bare", "recurjobs"], help="herd-one only")
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--history", choices=["on", "off"], default="on")
+    parser.add_argument("--history", choices=["on", "off", "discard"], default="on")
+    parser.add_argument("--distributed", action="store_true", help="threads: one hourly job")
     parser.add_argument("--database", default=os.environ.get("RECURJOBS_TEST_POSTGRES_URL"))
     args = parser.parse_args()
     if args.what == "loop":
@@ -274,8 +302,9 @@ def main() -> None:
     else:
         if not args.database:
             parser.error("threads needs --database URL (or RECURJOBS_TEST_POSTGRES_URL)")
-        for kind, share in threads(args.history == "on", args.database).items():
-            print(f"{kind:30s} {share:6.2f} % of a core (history {args.history})")
+        label = f"history {args.history}" + (", distributed" if args.distributed else "")
+        for kind, share in threads(args.history, args.database, args.distributed).items():
+            print(f"{kind:30s} {share:6.2f} % of a core ({label})")
 
 
 if __name__ == "__main__":
