@@ -236,7 +236,7 @@ class DistributedPoller:
         try:
             accepted = self.store.trigger(name)
         except Exception as exc:
-            # On the caller's thread (JobHost.trigger): an app's raising logging filter loses
+            # On the caller's thread (JobHost.trigger_distributed): an app's raising filter loses
             # the line, never raises into the caller.
             why = self._why(exc)
             log_quietly(
