@@ -372,7 +372,14 @@ class JobHost:
         return JobTrigger(self, job_class)
 
     def trigger_distributed(self, name: str) -> bool:
-        """Mark the distributed job ``name`` due now, for whichever server polls next."""
+        """Mark the distributed job ``name`` due now, for whichever server polls next.
+
+        True when the job's row took the mark. False when this host is not running or has no
+        distributed job of that name, when the job is paused, when its row is not in the
+        database yet (a new job's row is written at a host's first poll, ``delay`` after its
+        start: see ``DistributedJobSettings``), or when the database could not be reached
+        (logged as a warning).
+        """
         job_name_text(name)
         with self._lock:
             sql = self._sql if self._state == _RUNNING else None

@@ -26,6 +26,7 @@ from recurjobs import (
     JobCanceled,
     JobExecuted,
     JobFailed,
+    JobHost,
     JobNotification,
 )
 from recurjobs._notifications import Publisher
@@ -34,7 +35,7 @@ from recurjobs.sql._poller import DistributedPoller
 from recurjobs.sql._rows import Poll
 from recurjobs.testing import ManualClock
 from tests.dbs import TestDatabase
-from tests.sql.helpers import Job, make_due, row, server_proxy, set_row, wait_until
+from tests.sql.helpers import HOUR, Job, make_due, row, server_proxy, set_row, wait_until
 from tests.sql.runhelpers import SqlSide, polite, prepared, settings
 
 DELAY = 60.0
@@ -786,3 +787,32 @@ def test_a_run_that_cannot_renew_through_a_refusing_database_ends_before_a_takeo
     assert (True, 1, True) == (taken is not None, len(lost_at), ended)
     assert lost_at[0] < taken_at, (lost_at[0] - refused_at, taken_at - refused_at)
     assert taken_at - refused_at < 3 + 2, taken_at - refused_at  # one lease, plus slack
+
+
+def test_trigger_distributed_answers_false_until_there_is_a_row_to_mark(db: TestDatabase) -> None:
+    """``JobHost.trigger_distributed()`` is False before start, for a name the host has no
+    distributed job of, and for a new job whose row the host writes only at its first poll
+    (``delay`` after start); True once the row exists (here written by another store, as an
+    earlier host would have), and False again after stop."""
+    job = Job("a", HOUR)
+    host = JobHost([job], database=db.url, distributed=settings(db, delay=timedelta(hours=1)))
+    other = JobStore(db.url, table_prefix=db.table_prefix)
+    try:
+        before_start = host.trigger_distributed("a")
+        host.start()
+        unknown = host.trigger_distributed("nobody")
+        no_row_yet = host.trigger_distributed("a")
+        other.ensure([job])
+        with_row = host.trigger_distributed("a")
+        host.stop(5)
+        after_stop = host.trigger_distributed("a")
+    finally:
+        host.stop(5)
+        other.dispose()
+    assert (False, False, False, True, False) == (
+        before_start,
+        unknown,
+        no_row_yet,
+        with_row,
+        after_stop,
+    )
