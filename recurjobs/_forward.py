@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from recurjobs._cron import Cron
+from recurjobs._guard import log_quietly
 from recurjobs._maindom import MainDom
 from recurjobs._schedule import INFINITE, NextExecution
 from recurjobs._status import JobStatus
@@ -93,7 +94,13 @@ def forward_trigger(
     """Forward one trigger of ``job`` (an instance among ``jobs``) to the main instance."""
     reply = send_trigger(main_dom, job, jobs, strategy, next_delay)
     if not reply.accepted:
-        logger.warning("trigger of %s was not run: %s", job_id(type(job)), reply.reason)
+        log_quietly(
+            logging.WARNING,
+            "trigger of %s was not run: %s",
+            job_id(type(job)),
+            reply.reason,
+            on=logger,
+        )
     return reply.accepted
 
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
-from recurjobs._guard import call_user
+from recurjobs._guard import call_user, log_quietly
 from recurjobs._maindom import MainDom
 from recurjobs._roles import IgnoreReason, ServerRole
 from recurjobs._validate import no_argument_callable
@@ -117,7 +117,12 @@ class Gates:
             "server_role callable", self.server_role, default=ServerRole.UNKNOWN
         )
         if not isinstance(role, ServerRole):
-            logger.error("server_role callable returned %r, not a ServerRole", role)
+            log_quietly(
+                logging.ERROR,
+                "server_role callable returned %r, not a ServerRole",
+                role,
+                on=logger,
+            )
             return ServerRole.UNKNOWN
         return role
 

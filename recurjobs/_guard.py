@@ -84,12 +84,14 @@ def log_quietly(
     level: int,
     message: str,
     *args: object,
-    exc_info: BaseException | None = None,
+    exc_info: BaseException | bool | None = None,
     on: logging.Logger = logger,
 ) -> None:
     """Log one line on ``on`` (the ``recurjobs`` logger). A logging filter or handler of the
     app's that raises (or pytest's log capture meeting an exception whose ``str()`` raises)
-    loses the line, not the calling thread: logging cannot tell of its own failure either."""
+    loses the line, not the calling thread: logging cannot tell of its own failure either.
+    Every line recurjobs logs while it runs goes through here (``exc_info=True``: the
+    exception being handled, as ``logger.exception`` takes it)."""
     try:
         on.log(level, message, *args, exc_info=exc_info, stacklevel=2)
     except Exception:  # the boundary for the app's logging configuration

@@ -33,6 +33,7 @@ from recurjobs._forward import (
     read_line,
     status_to_wire,
 )
+from recurjobs._guard import log_quietly
 from recurjobs._maindom import MainDom, on_main
 from recurjobs._schedule import NextExecution
 from recurjobs._trigger import check_trigger, deliver, refusal
@@ -74,7 +75,12 @@ class _Listener:
                     return
                 self._listen()
         except Exception:
-            logger.exception("the trigger listener failed to start")
+            log_quietly(
+                logging.ERROR,
+                "the trigger listener failed to start",
+                exc_info=True,
+                on=logger,
+            )
 
     def _listen(self) -> None:
         self.retry_at = time.monotonic() + _RETRY_BIND
@@ -95,12 +101,17 @@ class _Listener:
             target=self._serve, args=(sock,), name="recurjobs-trigger-listener", daemon=True
         )
         self.thread.start()
-        logger.info("listening for forwarded triggers on %s", self.path)
+        log_quietly(logging.INFO, "listening for forwarded triggers on %s", self.path, on=logger)
 
     def _warn(self, message: str) -> None:
         if not self.warned:
             self.warned = True
-            logger.warning("%s; triggers from other processes will return False", message)
+            log_quietly(
+                logging.WARNING,
+                "%s; triggers from other processes will return False",
+                message,
+                on=logger,
+            )
 
     def close(self, *, unlink: bool = True) -> None:
         """Stop accepting forwarded triggers; remove the socket file if it is still ours."""
@@ -160,7 +171,7 @@ class _Listener:
             payload = {"accepted": reply.accepted, "reason": reply.reason, "pid": os.getpid()}
             conn.sendall(json.dumps({**payload, **extra}).encode() + b"\n")
         except Exception as exc:  # a broken request must not end the listener
-            logger.debug("forwarded request dropped: %r", exc)
+            log_quietly(logging.DEBUG, "forwarded request dropped: %r", exc, on=logger)
 
     def _deliver(self, request: Any) -> tuple[Reply, dict[str, object]]:
         """Answer one request: a trigger, a pause or resume, or a status (see ``_forward``)."""
@@ -314,7 +325,11 @@ def attach(main_dom: MainDom, host: JobHost) -> Attachment | None:
     if not _forward.SUPPORTED:
         if not _warned_unsupported:
             _warned_unsupported = True
-            logger.warning("no Unix sockets here: triggers are not forwarded between processes")
+            log_quietly(
+                logging.WARNING,
+                "no Unix sockets here: triggers are not forwarded between processes",
+                on=logger,
+            )
         return None
     with _listeners_mutex:
         listener = _listeners.get(main_dom.path)

@@ -105,7 +105,13 @@ class JobRunner(RunnerState):
             while self._step():
                 pass
         except BaseException:  # a bug in the loop or the clock: no user code runs unguarded
-            logger.exception("recurring loop of %s crashed; the job will not run again", self.name)
+            log_quietly(
+                logging.ERROR,
+                "recurring loop of %s crashed; the job will not run again",
+                self.name,
+                exc_info=True,
+                on=logger,
+            )
         finally:
             with self._lock:
                 self._exited = True
@@ -252,7 +258,7 @@ class JobRunner(RunnerState):
         paused = self.paused
         reason = IgnoreReason.PAUSED if paused else self._gates.check(self.view.server_roles())
         if reason is not None:
-            logger.debug("%s ignored: %s", self.name, reason.name)
+            log_quietly(logging.DEBUG, "%s ignored: %s", self.name, reason.name, on=logger)
             self.outcome.last_outcome = "ignored"
             self._publish(JobIgnored, reason=reason)
             if sink is not None:

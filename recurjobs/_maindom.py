@@ -18,6 +18,8 @@ import tempfile
 import threading
 from collections.abc import Callable
 
+from recurjobs._guard import log_quietly
+
 if sys.platform == "win32":
     import msvcrt
 else:
@@ -80,7 +82,12 @@ def _write_owner(fd: int) -> None:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, text)
     except OSError as exc:
-        logger.debug("could not write owner info into the main instance lock file: %s", exc)
+        log_quietly(
+            logging.DEBUG,
+            "could not write owner info into the main instance lock file: %s",
+            exc,
+            on=logger,
+        )
 
 
 class _SharedLock:
@@ -100,7 +107,12 @@ class _SharedLock:
         if self.fd is not None:
             if self._file_unchanged():
                 return _MAIN, "shared"
-            logger.warning("main instance lock file %s was removed or replaced", self.path)
+            log_quietly(
+                logging.WARNING,
+                "main instance lock file %s was removed or replaced",
+                self.path,
+                on=logger,
+            )
             self.drop(unlock=True)
         try:
             fd = os.open(self.path, _OPEN_FLAGS, 0o600)
@@ -277,7 +289,12 @@ class MainDom:
                 shared.users -= 1
                 if shared.users == 0:
                     shared.drop(unlock=True)
-                    logger.info("released main instance lock %s", self._path)
+                    log_quietly(
+                        logging.INFO,
+                        "released main instance lock %s",
+                        self._path,
+                        on=logger,
+                    )
             self._epoch = None
             self._reported = None
 
@@ -286,14 +303,31 @@ class MainDom:
             return
         self._reported = state
         if state == _MAIN and detail == "acquired":
-            logger.info("acquired main instance lock %s", self._path)
+            log_quietly(logging.INFO, "acquired main instance lock %s", self._path, on=logger)
         elif state == _MAIN:
-            logger.debug("sharing main instance lock %s held by this process", self._path)
+            log_quietly(
+                logging.DEBUG,
+                "sharing main instance lock %s held by this process",
+                self._path,
+                on=logger,
+            )
         elif state == _NOT_MAIN:
             owner = detail or "owner unknown"
-            logger.info("not the main instance: %s is held by %r", self._path, owner)
+            log_quietly(
+                logging.INFO,
+                "not the main instance: %s is held by %r",
+                self._path,
+                owner,
+                on=logger,
+            )
         else:
-            logger.warning("cannot use main instance lock %s: %s", self._path, detail)
+            log_quietly(
+                logging.WARNING,
+                "cannot use main instance lock %s: %s",
+                self._path,
+                detail,
+                on=logger,
+            )
 
     def __repr__(self) -> str:
         return f"MainDom(path={self._path!r}, is_main={self.is_main})"

@@ -12,6 +12,7 @@ import os
 import weakref
 from typing import TYPE_CHECKING
 
+from recurjobs._guard import log_quietly
 from recurjobs._jobs import is_distributed
 
 if TYPE_CHECKING:
@@ -50,12 +51,14 @@ def _warn_if_duplicated(host: JobHost) -> None:
         twice |= mine & {type(job) for job in other.jobs if not is_distributed(job)}
     if twice:
         names = ", ".join(sorted(kind.__qualname__ for kind in twice))
-        logger.warning(
+        log_quietly(
+            logging.WARNING,
             "another JobHost in this process already runs %s with main instance key %r: each "
             "of these jobs now runs twice. Create one JobHost per process (for example, do not "
             "call create_app() both at import time and from the server).",
             names,
             main_dom.key,
+            on=logger,
         )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from recurjobs._guard import call_user, in_user_code
+from recurjobs._guard import call_user, in_user_code, log_quietly
 
 if TYPE_CHECKING:
     from recurjobs._listener import Attachment
@@ -98,7 +98,7 @@ class Shutdown:
         try:
             ended = sequence()
         except BaseException:  # a bug in recurjobs: callers must still be released
-            logger.exception("the stop sequence failed")
+            log_quietly(logging.ERROR, "the stop sequence failed", exc_info=True, on=logger)
         finally:
             self.ended = ended
             self._done.set()
@@ -191,7 +191,12 @@ def stop_sequence(shutdown: Shutdown, parts: HostParts) -> bool:
     ended = True
     for runner in runners:
         if not runner.join(shutdown.left()):
-            logger.warning("%s did not stop before the stop() deadline", runner.name)
+            log_quietly(
+                logging.WARNING,
+                "%s did not stop before the stop() deadline",
+                runner.name,
+                on=logger,
+            )
             ended = False
     if sql is not None:
         ended = sql.wait_runs(shutdown.deadline) and ended

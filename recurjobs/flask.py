@@ -51,6 +51,7 @@ from recurjobs._flaskconfig import (
     read_server_role,
     read_settings,
 )
+from recurjobs._guard import log_quietly
 from recurjobs._host import JobHost
 from recurjobs._roles import ServerRole
 from recurjobs._settings import DistributedJobSettings
@@ -138,14 +139,22 @@ class RecurJobs:
         where = launch_context()
         if where == "serve":
             host.start()
-            logger.info(
+            log_quietly(
+                logging.INFO,
                 "recurjobs host of %s started with %d job(s) in process %d",
                 app.name,
                 len(host.jobs),
                 os.getpid(),
+                on=logger,
             )
         else:
-            logger.debug("recurjobs host of %s not started in the %s process", app.name, where)
+            log_quietly(
+                logging.DEBUG,
+                "recurjobs host of %s not started in the %s process",
+                app.name,
+                where,
+                on=logger,
+            )
 
     def create_host(self, app: Flask) -> JobHost:
         """A new, unstarted host for ``app`` from its jobs and ``RECURJOBS_*`` config."""

@@ -19,6 +19,7 @@ from recurjobs import (
     JobFailed,
     JobHost,
     RecurringJob,
+    ServerRole,
     SystemClock,
     TriggerableJob,
 )
@@ -108,6 +109,66 @@ def test_a_logging_filter_that_raises_at_the_guards_line_keeps_the_last_good_per
         logging.getLogger("recurjobs").removeFilter(broken)
     assert ([0, 5, 10, 15], [True]) == (job.starts, alive)
 
+
+
+def test_a_logging_filter_that_raises_at_the_gates_line_keeps_the_thread(
+    clock: ManualClock,
+) -> None:
+    """The host's ``server_role`` callable returns something that is no ServerRole while a
+    filter on the recurjobs logger raises: the gates' ERROR line is lost, those runs are
+    ignored (the role counts as UNKNOWN), and once the callable answers a role again the job
+    runs on its schedule; its thread lives."""
+    junk = False
+
+    def role() -> object:
+        return "junk" if junk else ServerRole.SINGLE
+
+    job = TimedJob(clock, minutes(5))
+    host = JobHost([job], clock=clock, server_role=role)
+    broken = RaisingFilter()
+    try:
+        with host:
+            walk_to(clock, 5)
+            junk = True
+            logging.getLogger("recurjobs").addFilter(broken)
+            walk_to(clock, 10)
+            junk = False
+            walk_to(clock, 20)
+            alive = [s.alive for s in host.status()]
+    finally:
+        logging.getLogger("recurjobs").removeFilter(broken)
+    lost = [m for m in broken.seen if "not a ServerRole" in m]
+    assert ([0, 5, 15, 20], [True], True) == (job.starts, alive, bool(lost))
+
+
+def test_a_logging_filter_that_raises_at_the_loops_last_resort_line_ends_only_that_job(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in one job's loop (planted here) while a filter on the recurjobs logger raises:
+    the loop's last-resort line is lost, the thread ends as it would anyway, without an
+    unhandled exception on the thread, and the host's other job runs on."""
+    from recurjobs import _loop
+
+    job, other = TimedJob(clock, minutes(5)), TimedJob(clock, minutes(5))
+    run_once = _loop.JobRunner._run_once
+
+    def buggy(runner: _loop.JobRunner, start: float, *, late: float, manual: bool) -> float:
+        if runner.job is job and len(job.starts) == 2:
+            raise RuntimeError("a bug in the loop")
+        return run_once(runner, start, late=late, manual=manual)
+
+    monkeypatch.setattr(_loop.JobRunner, "_run_once", buggy)
+    unhandled: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: unhandled.append(args.exc_value))
+    broken = RaisingFilter()
+    logging.getLogger("recurjobs").addFilter(broken)
+    try:
+        with JobHost([job, other], clock=clock):
+            walk_to(clock, 15)
+    finally:
+        logging.getLogger("recurjobs").removeFilter(broken)
+    crashed = [m for m in broken.seen if "crashed; the job will not run again" in m]
+    assert ([0, 5], [0, 5, 10, 15], 1, []) == (job.starts, other.starts, len(crashed), unhandled)
 
 class _BrokenSink:
     """A run sink whose every method raises ``kind``: stands for a bug in the recorder."""

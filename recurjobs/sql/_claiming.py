@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import and_
 
+from recurjobs._guard import log_quietly
 from recurjobs.sql._claims import claimable, guarded_update
 from recurjobs.sql._clockexpr import db_now_ms
 from recurjobs.sql._retry import is_lock_timeout
@@ -95,7 +96,13 @@ def claim_many(
     except Exception as exc:
         if not is_lock_timeout(exc):
             raise
-        logger.debug("a batch of claims on %s waited out a lock: %s", store.url, exc)
+        log_quietly(
+            logging.DEBUG,
+            "a batch of claims on %s waited out a lock: %s",
+            store.url,
+            exc,
+            on=logger,
+        )
         return None
     store._locked.difference_update(won)
     return [Claim(name=name, claim_id=claim_id, lease=leases[name]) for name in won]
@@ -105,7 +112,7 @@ def _report_locked(store: JobStore, name: str, exc: BaseException) -> None:
     """Log a claim that timed out on a locked row: WARNING once, DEBUG while it lasts."""
     level = logging.DEBUG if name in store._locked else logging.WARNING
     store._locked.add(name)
-    logger.log(
+    log_quietly(
         level,
         "the row of %s on %s stayed locked by another transaction for %gs; "
         "not claimed this time (%s)",
@@ -113,4 +120,5 @@ def _report_locked(store: JobStore, name: str, exc: BaseException) -> None:
         store.url,
         store.statement_timeout,
         scrub(str(getattr(exc, "orig", None) or exc).splitlines()[0][:200], store.engine),
+        on=logger,
     )

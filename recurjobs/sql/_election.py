@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Engine, MetaData
 from sqlalchemy.engine import URL
 
 from recurjobs._clock import Clock, SystemClock
-from recurjobs._guard import call_user
+from recurjobs._guard import call_user, log_quietly
 from recurjobs._notifications import Publisher, ServerRoleChanged
 from recurjobs._roles import ServerRole
 from recurjobs._validate import duration
@@ -181,7 +181,13 @@ class DatabaseServerRoles:
                     self._tables.prune, identity=gone, retention_ms=ms(self.retention)
                 )
                 if self._step("pruning servers", prune):
-                    logger.info("removed server %s, unseen for over %s", gone, self.retention)
+                    log_quietly(
+                        logging.INFO,
+                        "removed server %s, unseen for over %s",
+                        gone,
+                        self.retention,
+                        on=logger,
+                    )
 
     def resign(self) -> None:
         """Stop touching, release the publisher lease and mark this server inactive, now; the
@@ -247,7 +253,15 @@ class DatabaseServerRoles:
             self._schema_ready = False  # perhaps the tables were dropped: check at next touch
             line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             line = scrub(line, self.engine)  # every spelling of the password, masked
-            logger.warning("%s for %s on %s failed: %s", what, self._identity, self.url, line)
+            log_quietly(
+                logging.WARNING,
+                "%s for %s on %s failed: %s",
+                what,
+                self._identity,
+                self.url,
+                line,
+                on=logger,
+            )
             return None
 
     def _announce(self) -> None:
@@ -258,16 +272,25 @@ class DatabaseServerRoles:
         if old is new:
             return
         if new is ServerRole.UNKNOWN and self._state[0] is not ServerRole.UNKNOWN:
-            logger.warning(
+            log_quietly(
+                logging.WARNING,
                 "server %s: no successful touch of %s within stale_timeout (%s); role %s -> "
                 "UNKNOWN (another server may hold the lease now)",
                 self._identity,
                 self.url,
                 self.stale_timeout,
                 old.name,
+                on=logger,
             )
         else:
-            logger.info("server %s: role %s -> %s", self._identity, old.name, new.name)
+            log_quietly(
+                logging.INFO,
+                "server %s: role %s -> %s",
+                self._identity,
+                old.name,
+                new.name,
+                on=logger,
+            )
         if self._publisher is not None:
             at = self._clock.now()
             self._publisher.publish(ServerRoleChanged(job=None, at=at, old=old, new=new))

@@ -79,10 +79,12 @@ class Heartbeat:
                 break
             threading.Event().wait(_FLUSH_PAUSE if left is None else min(_FLUSH_PAUSE, left))
         for run in self.leases.pending():
-            logger.warning(
+            log_quietly(
+                logging.WARNING,
                 "distributed job %s: the row could not be handed back before the stop deadline; "
                 "it becomes claimable again when its lease expires",
                 run.claim.name,
+                on=logger,
             )
         return not self.leases.pending()
 

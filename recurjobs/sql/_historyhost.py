@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Engine
 
+from recurjobs._guard import log_quietly
 from recurjobs._history import PRUNE_JOB_NAME, HistorySettings, RunRecord
 from recurjobs._historyrec import HistoryQueue, Recorder
 from recurjobs._jobs import DistributedJob, job_name
@@ -143,7 +144,13 @@ class HostHistory:
             cancelled=token.is_cancelled,
         )
         if deleted:
-            logger.info("run history: pruned %d row(s) from %s", deleted, self.tables.runs.name)
+            log_quietly(
+                logging.INFO,
+                "run history: pruned %d row(s) from %s",
+                deleted,
+                self.tables.runs.name,
+                on=logger,
+            )
         return deleted
 
     # ----------------------------------------------------------------- reading

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
+from recurjobs._guard import log_quietly
 from recurjobs._historyrec import HistoryQueue, Record
 from recurjobs.sql._history import HistoryTables, RunKey, write_batch
 from recurjobs.sql._retry import is_transient
@@ -102,8 +103,11 @@ class HistoryWriter:
             # The queue and the batch still being tried: what is lost unless that batch lands
             # in its last attempt. The thread, giving up, logs only a different count.
             self._announced = left = len(self.queue) + self._in_flight
-            logger.warning(
-                "run history: %d record(s) were not written before the stop deadline", left
+            log_quietly(
+                logging.WARNING,
+                "run history: %d record(s) were not written before the stop deadline",
+                left,
+                on=logger,
             )
             return False
         return True
@@ -115,7 +119,12 @@ class HistoryWriter:
             while self._step():
                 pass
         except BaseException:  # a bug: say so; the run threads are not affected
-            logger.exception("the run history writer failed; no more runs are recorded")
+            log_quietly(
+                logging.ERROR,
+                "the run history writer failed; no more runs are recorded",
+                exc_info=True,
+                on=logger,
+            )
         finally:
             self._report_drops()
 
@@ -227,19 +236,23 @@ class HistoryWriter:
         if not lost and out_of_time:
             return  # not taken in parts: the rest was given up (logged just now)
         if not lost:
-            logger.warning(
+            log_quietly(
+                logging.WARNING,
                 "run history: the database refused a batch of %d record(s), then took it in "
                 "parts: %s",
                 len(batch),
                 first_line(refusal, self.store.engine),
+                on=logger,
             )
             return
-        logger.error(
+        log_quietly(
+            logging.ERROR,
             "run history: the database refused %d of %d record(s) of a batch; they are "
             "dropped: %s",
             lost,
             len(batch),
             first_line(refusal, self.store.engine),
+            on=logger,
         )
 
     def _try_prepare(self) -> None:
@@ -248,7 +261,12 @@ class HistoryWriter:
         try:
             self._prepare(self.store)
         except Exception as exc:
-            logger.debug("run history: preparing failed, trying again later: %s", exc)
+            log_quietly(
+                logging.DEBUG,
+                "run history: preparing failed, trying again later: %s",
+                exc,
+                on=logger,
+            )
             return
         self._prepared = True
 
@@ -270,20 +288,24 @@ class HistoryWriter:
     def _failing(self, exc: BaseException) -> None:
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-            logger.warning(
+            log_quietly(
+                logging.WARNING,
                 "run history: writing to %s failed; records wait in the queue (up to %d) and "
                 "the write is retried: %s",
                 self.store.url,
                 self.queue.capacity,
                 first_line(exc, self.store.engine),
+                on=logger,
             )
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
-            logger.info(
+            log_quietly(
+                logging.INFO,
                 "run history: writing to %s works again after %.1f s",
                 self.store.url,
                 time.monotonic() - self._failing_since,
+                on=logger,
             )
             self._failing_since = None
 
@@ -294,20 +316,23 @@ class HistoryWriter:
         # close() may have logged this count already (it returned at the deadline while this
         # thread was still trying): one WARNING per count, a DEBUG line for the repeat.
         level = logging.DEBUG if left == self._announced else logging.WARNING
-        logger.log(
+        log_quietly(
             level,
             "run history: %d record(s) could not be written before the stop deadline and are lost",
             left,
+            on=logger,
         )
 
     def _report_drops(self) -> None:
         dropped = self.queue.take_dropped()
         if dropped:
-            logger.warning(
+            log_quietly(
+                logging.WARNING,
                 "run history: the queue was full (%d records waiting for the database); "
                 "%d record(s) were dropped",
                 self.queue.capacity,
                 dropped,
+                on=logger,
             )
 
 

@@ -22,6 +22,7 @@ from typing import Literal
 
 from recurjobs._clock import Clock
 from recurjobs._cron import Cron
+from recurjobs._guard import log_quietly
 from recurjobs._notifications import Publisher
 from recurjobs._settings import DistributedJobSettings
 from recurjobs._token import CancellationToken
@@ -149,7 +150,14 @@ class Launcher:
             claim = self.store.try_claim(name, owner=self.owner, lease=lease, fire_ms=found.fire_ms)
         except Exception as exc:
             why = first_line(exc, self.store.engine)
-            logger.warning("claiming %s on %s failed: %s", name, self.store.url, why)
+            log_quietly(
+                logging.WARNING,
+                "claiming %s on %s failed: %s",
+                name,
+                self.store.url,
+                why,
+                on=logger,
+            )
             return None
         if claim is None:
             return False  # another host was quicker
@@ -213,7 +221,13 @@ class Launcher:
             claims = self.store.try_claim_many(leases, owner=self.owner, limit=limit)
         except Exception as exc:
             why = first_line(exc, self.store.engine)
-            logger.warning("claiming on %s failed: %s", self.store.url, why)
+            log_quietly(
+                logging.WARNING,
+                "claiming on %s failed: %s",
+                self.store.url,
+                why,
+                on=logger,
+            )
             return False
         if claims is None:
             return None
@@ -227,10 +241,12 @@ class Launcher:
             # The claim's acknowledgement came so late (a commit held up by a lock or a stall)
             # that its lease may already have lapsed and another host may own the row: never
             # start a run that could overlap a takeover. The row is taken again once stale.
-            logger.warning(
+            log_quietly(
+                logging.WARNING,
                 "the claim of %s on %s was confirmed too late to be safe; not running it",
                 name,
                 self.store.url,
+                on=logger,
             )
             return False
         run = Run(
@@ -251,16 +267,24 @@ class Launcher:
                     self.leases.ended(run, True)  # forgotten: no heartbeat keeps it alive
                     run.done.set()
                     launch = False
-                    logger.error("could not start the run of %s (%s); giving it back", name, exc)
+                    log_quietly(
+                        logging.ERROR,
+                        "could not start the run of %s (%s); giving it back",
+                        name,
+                        exc,
+                        on=logger,
+                    )
         if not launch:
             try:
                 self.store.release(claim)
             except Exception as exc:
-                logger.warning(
+                log_quietly(
+                    logging.WARNING,
                     "releasing %s on %s failed (%s); it becomes claimable when its lease expires",
                     name,
                     self.store.url,
                     exc,
+                    on=logger,
                 )
             return False
         return True

@@ -20,6 +20,7 @@ import math
 import threading
 
 from recurjobs._clock import Clock
+from recurjobs._guard import log_quietly
 from recurjobs._notifications import DistributedJobLeaseLost, Publisher
 from recurjobs.sql._runs import Run, finish_once, first_line
 from recurjobs.sql._store import JobStore
@@ -151,11 +152,13 @@ class Leases:
             try:
                 renewed = store.heartbeat(run.claim)
             except Exception as exc:
-                logger.warning(
+                log_quietly(
+                    logging.WARNING,
                     "renewing the claim of %s on %s failed: %s",
                     run.claim.name,
                     store.url,
                     first_line(exc, store.engine),
+                    on=logger,
                 )
                 run.next_beat = self.clock.monotonic() + self.interval
                 continue
@@ -195,7 +198,13 @@ class Leases:
                 return
             run.lost = True
             run.stats.lease_losses += 1
-        logger.warning("distributed job %s lost its claim: %s; cancelling it", run.claim.name, why)
+        log_quietly(
+            logging.WARNING,
+            "distributed job %s lost its claim: %s; cancelling it",
+            run.claim.name,
+            why,
+            on=logger,
+        )
         run.token.cancel()
         notification = DistributedJobLeaseLost(
             job=run.job, at=self.clock.now(), claim_id=run.claim.claim_id

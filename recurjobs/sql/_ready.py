@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, MetaData, Table, insert, update
 
+from recurjobs._guard import log_quietly
 from recurjobs.sql._bounds import bounded_waits
 from recurjobs.sql._migrate import add_missing_columns, exact_names
 from recurjobs.sql._retry import is_transient
@@ -82,8 +83,13 @@ def check_ready(
                     masked(engine), f"still unreachable after {timeout:g}s: {reason}"
                 ) from exc
             if not warned:
-                logger.warning(
-                    "waiting up to %gs for the database %s: %s", timeout, masked(engine), reason
+                log_quietly(
+                    logging.WARNING,
+                    "waiting up to %gs for the database %s: %s",
+                    timeout,
+                    masked(engine),
+                    reason,
+                    on=logger,
                 )
                 warned = True
             sleep(min(wait, left))

@@ -30,6 +30,8 @@ import tenacity
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from recurjobs._guard import log_quietly
+
 __all__ = ["RetryPolicy", "is_lock_timeout", "is_transient"]
 
 logger = logging.getLogger("recurjobs.sql")
@@ -149,12 +151,14 @@ class RetryPolicy:
         def log_retry(state: tenacity.RetryCallState) -> None:
             outcome = state.outcome
             exc = outcome.exception() if outcome is not None else None
-            logger.warning(
+            log_quietly(
+                logging.WARNING,
                 "%s on %s failed (attempt %d), retrying: %s",
                 what,
                 where,
                 state.attempt_number,
                 _first_line(exc),
+                on=logger,
             )
 
         retrying = tenacity.Retrying(

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from recurjobs._clock import Clock
 from recurjobs._cron import Cron
+from recurjobs._guard import log_quietly
 from recurjobs.sql._rows import Poll, utc
 from recurjobs.sql._runs import first_line
 from recurjobs.sql._store import JobStore
@@ -76,7 +77,13 @@ class RowView:
             paused = self.store.paused_names(names)
         except Exception as exc:
             why = first_line(exc, self.store.engine)
-            logger.debug("reading paused jobs on %s failed: %s", self.store.url, why)
+            log_quietly(
+                logging.DEBUG,
+                "reading paused jobs on %s failed: %s",
+                self.store.url,
+                why,
+                on=logger,
+            )
             return
         with self._lock:
             if notes == self._paused_notes:  # else a pause/resume landed meanwhile: keep it

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from recurjobs._cron import Cron
+from recurjobs._guard import log_quietly
 from recurjobs.sql._runs import first_line
 from recurjobs.sql._store import JobStore
 
@@ -69,7 +70,13 @@ class RowWriter:
             self.store.ensure(todo)
         except Exception as exc:
             url, why = self.store.url, first_line(exc, self.store.engine)
-            logger.warning("preparing distributed jobs on %s failed: %s", url, why)
+            log_quietly(
+                logging.WARNING,
+                "preparing distributed jobs on %s failed: %s",
+                url,
+                why,
+                on=logger,
+            )
             return False
         with self._lock:
             for job in todo:
@@ -83,7 +90,13 @@ class RowWriter:
             self.store.warm_up()
         except Exception as exc:
             why = first_line(exc, self.store.engine)
-            logger.debug("warming up on %s failed: %s", self.store.url, why)
+            log_quietly(
+                logging.DEBUG,
+                "warming up on %s failed: %s",
+                self.store.url,
+                why,
+                on=logger,
+            )
 
 
 def _spec(job: object) -> tuple[timedelta | Cron, bool]:

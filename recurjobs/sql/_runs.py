@@ -185,29 +185,35 @@ def finish_once(store: JobStore, run: Run) -> bool:
         landed = store.finish(claim)
     except Exception as exc:
         run.finish_failures += 1
-        logger.warning(
+        log_quietly(
+            logging.WARNING,
             "distributed job %s: could not hand the row back on %s (%s); keeping the claim and "
             "retrying",
             claim.name,
             store.url,
             first_line(exc, store.engine),
+            on=logger,
         )
         return False
     if not landed:
         # Either another server took the claim over (the run outlived its lease), or an
         # earlier attempt at this finish landed and only its answer was lost (the step's retry
         # then finds the row free): the fenced UPDATE cannot tell the two apart.
-        logger.info(
+        log_quietly(
+            logging.INFO,
             "distributed job %s: the row no longer carried this run's claim when the run "
             "ended (taken over by another server, or handed back by an earlier attempt whose "
             "answer was lost); the row was left as it is",
             claim.name,
+            on=logger,
         )
     elif run.finish_failures:
-        logger.info(
+        log_quietly(
+            logging.INFO,
             "distributed job %s: the row was handed back after %d failed attempts",
             claim.name,
             run.finish_failures,
+            on=logger,
         )
     return True
 
