@@ -110,7 +110,6 @@ def test_a_logging_filter_that_raises_at_the_guards_line_keeps_the_last_good_per
     assert ([0, 5, 10, 15], [True]) == (job.starts, alive)
 
 
-
 def test_a_logging_filter_that_raises_at_the_gates_line_keeps_the_thread(
     clock: ManualClock,
 ) -> None:
@@ -169,6 +168,7 @@ def test_a_logging_filter_that_raises_at_the_loops_last_resort_line_ends_only_th
         logging.getLogger("recurjobs").removeFilter(broken)
     crashed = [m for m in broken.seen if "crashed; the job will not run again" in m]
     assert ([0, 5], [0, 5, 10, 15], 1, []) == (job.starts, other.starts, len(crashed), unhandled)
+
 
 class _BrokenSink:
     """A run sink whose every method raises ``kind``: stands for a bug in the recorder."""
