@@ -119,8 +119,8 @@ def test_a_logging_filter_that_raises_at_the_gates_line_keeps_the_thread(
     runs on its schedule; its thread lives."""
     junk = False
 
-    def role() -> object:
-        return "junk" if junk else ServerRole.SINGLE
+    def role() -> ServerRole:  # a role source with a bug: it may return a string
+        return "junk" if junk else ServerRole.SINGLE  # type: ignore[return-value]
 
     job = TimedJob(clock, minutes(5))
     host = JobHost([job], clock=clock, server_role=role)
