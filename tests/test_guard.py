@@ -26,6 +26,7 @@ from recurjobs import (
 from recurjobs._guard import call_hook, call_user, in_user_code, run_user
 from recurjobs.testing import ManualClock
 from tests.helpers import MIN, RaisingFilter, Recorder, TimedJob, minutes, walk_to
+from tests.sql.helpers import wait_until
 
 
 @pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
@@ -162,11 +163,16 @@ def test_a_logging_filter_that_raises_at_the_loops_last_resort_line_ends_only_th
     broken = RaisingFilter()
     logging.getLogger("recurjobs").addFilter(broken)
     try:
-        with JobHost([job, other], clock=clock):
-            walk_to(clock, 15)
+        with JobHost([job, other], clock=clock) as host:
+            walk_to(clock, 5, waiters=2)  # both threads parked before each step of the clock
+            clock.advance(minutes(5))  # minute 10: the job's loop fails there
+            ended = wait_until(lambda: not host.status()[0].alive)
+            walk_to(clock, 15)  # the other job, alone now
+            alive = [s.alive for s in host.status()]
     finally:
         logging.getLogger("recurjobs").removeFilter(broken)
     crashed = [m for m in broken.seen if "crashed; the job will not run again" in m]
+    assert (True, [False, True]) == (ended, alive)
     assert ([0, 5], [0, 5, 10, 15], 1, []) == (job.starts, other.starts, len(crashed), unhandled)
 
 
