@@ -8,6 +8,7 @@ while a job runs (``BUSY``).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -35,6 +36,7 @@ from recurjobs.sql._poller import DistributedPoller
 from recurjobs.sql._rows import Poll
 from recurjobs.testing import ManualClock
 from tests.dbs import TestDatabase
+from tests.helpers import RaisingFilter
 from tests.sql.helpers import HOUR, Job, make_due, row, server_proxy, set_row, wait_until
 from tests.sql.runhelpers import SqlSide, polite, prepared, settings
 
@@ -365,6 +367,33 @@ def test_a_takeover_found_by_a_heartbeat_cancels_the_run(harness: MakeHarness) -
     )
     assert 1 == h.poller.stats("a").lease_losses
 
+
+
+def test_a_takeover_cancels_the_run_under_a_logging_filter_that_raises(
+    harness: MakeHarness,
+) -> None:
+    """A filter on the ``recurjobs.sql`` logger that raises at every record when the heartbeat
+    finds another claim id: the "lost its claim" WARNING is lost, but the run is cancelled
+    all the same (the line came before the cancel, and a loss is acted on once)."""
+    started, release = threading.Event(), threading.Event()
+    h = harness(Job("a", PERIOD, body=blocking(started, release)))
+    h.start()
+    make_due(h.store, "a")
+    h.past_delay()
+    assert started.wait(5)
+    set_row(h.store, "a", claim_id="thief", owner="other")
+    broken = RaisingFilter()
+    sql_logger = logging.getLogger("recurjobs.sql")
+    sql_logger.addFilter(broken)
+    try:
+        h.clock.wait_for_waiters(BUSY)
+        h.clock.advance(h.poller.leases.interval)
+        canceled = wait_until(lambda: "JobCanceled" in h.kinds())
+    finally:
+        sql_logger.removeFilter(broken)
+        release.set()
+    lost = [m for m in broken.seen if "lost its claim" in m]
+    assert (True, 1, 1) == (canceled, len(lost), h.poller.stats("a").lease_losses)
 
 def test_a_claim_that_cannot_be_renewed_in_time_is_given_up(
     harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
