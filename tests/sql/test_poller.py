@@ -336,16 +336,23 @@ def test_heartbeats_renew_a_long_run_every_interval(
     assert [] == [k for k in h.kinds() if k == "DistributedJobLeaseLost"]
 
 
-def test_a_takeover_found_by_a_heartbeat_cancels_the_run(harness: MakeHarness) -> None:
-    """When the heartbeat finds another claim id, the run is cancelled and LeaseLost published;
-    the old run's finish leaves the new owner's claim alone."""
-    started, release = threading.Event(), threading.Event()
+def _taken_over(harness: MakeHarness, release: threading.Event) -> Harness:
+    """Job "a" running (until ``release`` or its token is cancelled) when another server's
+    claim id is written into its row; its next heartbeat finds the takeover."""
+    started = threading.Event()
     h = harness(Job("a", PERIOD, body=blocking(started, release)))
     h.start()
     make_due(h.store, "a")
     h.past_delay()
     assert started.wait(5)
     set_row(h.store, "a", claim_id="thief", owner="other")
+    return h
+
+
+def test_a_takeover_found_by_a_heartbeat_cancels_the_run(harness: MakeHarness) -> None:
+    """When the heartbeat finds another claim id, the run is cancelled and LeaseLost published;
+    the old run's finish leaves the new owner's claim alone."""
+    h = _taken_over(harness, threading.Event())
     h.clock.wait_for_waiters(BUSY)
     h.clock.advance(h.poller.leases.interval)
     assert wait_until(lambda: "JobCanceled" in h.kinds())
@@ -368,20 +375,14 @@ def test_a_takeover_found_by_a_heartbeat_cancels_the_run(harness: MakeHarness) -
     assert 1 == h.poller.stats("a").lease_losses
 
 
-
 def test_a_takeover_cancels_the_run_under_a_logging_filter_that_raises(
     harness: MakeHarness,
 ) -> None:
     """A filter on the ``recurjobs.sql`` logger that raises at every record when the heartbeat
     finds another claim id: the "lost its claim" WARNING is lost, but the run is cancelled
     all the same (the line came before the cancel, and a loss is acted on once)."""
-    started, release = threading.Event(), threading.Event()
-    h = harness(Job("a", PERIOD, body=blocking(started, release)))
-    h.start()
-    make_due(h.store, "a")
-    h.past_delay()
-    assert started.wait(5)
-    set_row(h.store, "a", claim_id="thief", owner="other")
+    release = threading.Event()
+    h = _taken_over(harness, release)
     broken = RaisingFilter()
     sql_logger = logging.getLogger("recurjobs.sql")
     sql_logger.addFilter(broken)
@@ -394,6 +395,7 @@ def test_a_takeover_cancels_the_run_under_a_logging_filter_that_raises(
         release.set()
     lost = [m for m in broken.seen if "lost its claim" in m]
     assert (True, 1, 1) == (canceled, len(lost), h.poller.stats("a").lease_losses)
+
 
 def test_a_claim_that_cannot_be_renewed_in_time_is_given_up(
     harness: MakeHarness, monkeypatch: pytest.MonkeyPatch
