@@ -230,14 +230,34 @@ def repeat(
     reps: int,
     *,
     progress: Callable[[str], None] | None = None,
+    together: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Run each of ``funcs`` ``reps`` times, interleaved (a, b, a, b, ...), one process each.
 
     Interleaving spreads background noise (other processes on the machine) over all the
-    contenders instead of letting it hit one of them as a block.
+    contenders instead of letting it hit one of them as a block. ``together``: the processes of
+    one repetition run at the same time instead, so a drift of the machine's speed (on this
+    virtual machine the same run's CPU moves by a fifth within minutes) hits both sides of a
+    comparison alike; for light loads only (each side well below one core).
     """
     out: dict[str, list[dict[str, Any]]] = {f: [] for f in funcs}
     say = progress or _stderr
+    if together:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(funcs)) as pool:
+            for rep in range(reps):
+                with BackgroundMeter() as meter:
+                    futures = [pool.submit(run_child, module, f, kwargs) for f in funcs]
+                    results = [future.result() for future in futures]
+                for func, result in zip(funcs, results, strict=True):
+                    out[func].append(result)
+                BACKGROUND.append((module, meter.share))
+                say(
+                    f"  {module}.{'+'.join(funcs)} together, rep {rep + 1}/{reps}: "
+                    f"{meter.wall:.1f} s, other processes used {meter.share:.0%} of the CPUs"
+                )
+        return out
     for rep in range(reps):
         for func in funcs:
             with BackgroundMeter() as meter:

@@ -102,7 +102,7 @@ def writer(database: str) -> float:
     """Microseconds of the writer thread's CPU per record, in batches of 2,000."""
     import sqlalchemy as sa
 
-    from recurjobs._historyrec import Done, HistoryQueue, Record
+    from recurjobs._historyrec import HistoryQueue, Record
     from recurjobs.sql import JobStore
     from recurjobs.sql._history import HistoryTables
     from recurjobs.sql._historywriter import BATCH, HistoryWriter
@@ -116,8 +116,7 @@ def writer(database: str) -> float:
 
     def batch() -> list[Record]:
         return [
-            Done("recurring", f"job{i % 200}", None, "schedule", now + i, now + i + 3.3,
-                 "executed", None)
+            (f"job{i % 200}", "schedule", now + i, now + i + 3.3, "executed")
             for i in range(BATCH)
         ]  # fmt: skip
 

@@ -5,10 +5,12 @@ threads call it directly with plain values, and it appends a small record; it ne
 traceback, touches a database or waits. The writer thread
 (``sql/_historywriter``) does the rest.
 
-A recurring run is one record at its end (:class:`Done`, host-clock times). A distributed run
-is a :class:`Start` when it is claimed (so a run whose host dies leaves a row) and an
-:class:`End`; their times are real monotonic instants that the writer turns into database-clock
-times. When the queue is full, records are dropped and counted (:class:`HistoryQueue`).
+A recurring run is one record at its end, host-clock times: a :data:`Ran` tuple when it raised
+nothing (nearly every run), a :class:`Done` with the captured error when it failed. A
+distributed run is a :class:`Start` when it is claimed (so a run whose host dies leaves a row)
+and an :class:`End`; their times are real monotonic instants that the writer turns into
+database-clock times. When the queue is full, records are dropped and counted
+(:class:`HistoryQueue`).
 """
 
 from __future__ import annotations
@@ -19,22 +21,19 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import NamedTuple
 
 from recurjobs._guard import call_user
 from recurjobs._runsink import MANUAL, SCHEDULE
 
-__all__ = ["Done", "End", "HistoryQueue", "Recorder", "Start"]
+__all__ = ["Done", "End", "HistoryQueue", "Ran", "Recorder", "Start"]
 
 ErrorInfo = traceback.TracebackException | str | None
 
 
 class Done(NamedTuple):
-    """A whole recurring run (or a distributed one whose start was dropped).
-
-    A named tuple: the recorder builds one per recurring run with ``tuple.__new__`` (C code,
-    no Python frame on the run's thread)."""
+    """A whole run with an error, or a distributed run whose start was dropped (a recurring
+    run without error is a :data:`Ran`)."""
 
     kind: str
     job: str
@@ -69,10 +68,13 @@ class End:
     error: ErrorInfo
 
 
-Record = Done | Start | End
+Ran = tuple[str, str, float, float, str]
+"""A recurring run that raised nothing: ``(job, trigger, started_ms, ended_ms, outcome)``,
+host-clock epoch milliseconds, unrounded. A plain tuple, not a class: the run's thread builds
+it with one bytecode, and the writer turns a batch of them into rows without a call per run
+(``sql/_history.py``)."""
 
-# Done(...) without the named tuple's Python-level __new__: one C call per recorded run.
-_done = partial(tuple.__new__, Done)
+Record = Done | Start | End | Ran
 
 
 class HistoryQueue:
@@ -186,8 +188,11 @@ class Recorder:
                 return
             name = self._job_name(job)
         trigger = MANUAL if manual else SCHEDULE
-        info = None if error is None else _capture(error)
-        queue.put(_done(("recurring", name, None, trigger, started_ms, ended_ms, outcome, info)))
+        if error is None:
+            queue.put((name, trigger, started_ms, ended_ms, outcome))
+        else:
+            info = _capture(error)
+            queue.put(Done("recurring", name, None, trigger, started_ms, ended_ms, outcome, info))
 
     def claimed(self, job: object, *, claim_id: str, manual: bool) -> _Claimed | None:
         queue = self.queue

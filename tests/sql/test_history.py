@@ -28,7 +28,6 @@ from recurjobs import (
     TriggerableJob,
 )
 from recurjobs._history import PRUNE_JOB_NAME
-from recurjobs._historyrec import Done
 from recurjobs.sql import JobStore, make_engine
 from recurjobs.sql._history import (
     HistoryTables,
@@ -242,7 +241,7 @@ def test_canceled_run_is_flushed_by_stop(db: TestDatabase) -> None:
         writer = host._history.writer
         assert host.stop(20)
         ended = {r.job: r for r in host.history() if r.ended_at is not None}
-        late = Done("recurring", "late", None, "schedule", 0, 1, "executed", None)
+        late = ("late", "schedule", 0, 1, "executed")
         assert False is writer.queue.put(late)
         assert not bool(row(store, "shared")["running"])
     finally:

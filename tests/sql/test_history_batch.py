@@ -7,14 +7,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, select
 
-from recurjobs._historyrec import Done, End, HistoryQueue, Record, Start
+from recurjobs._historyrec import Done, End, HistoryQueue, Ran, Record, Start
 from recurjobs.sql import JobStore
-from recurjobs.sql._history import HistoryTables, _db_offset, read_history
+from recurjobs.sql._history import _COLUMNS, HistoryTables, _db_offset, read_history
+from recurjobs.sql._history_table import column_text
 from recurjobs.sql._historywriter import HistoryWriter
 from tests.dbs import TestDatabase
 
@@ -112,10 +114,9 @@ def test_a_record_the_batch_cannot_take_is_dropped_alone(
     one ERROR line for the batch; the next batch is written as usual."""
     now_ms = time.time() * 1000
     batch: list[Record] = [
-        Done("recurring", f"job-{i}", None, "schedule", now_ms, now_ms + 1, "executed", None)
-        for i in range(5)
+        (f"job-{i}", "schedule", now_ms, now_ms + 1, "executed") for i in range(5)
     ]
-    batch[2] = Done("recurring", "job-2", None, "schedule", math.nan, now_ms, "executed", None)
+    batch[2] = ("job-2", "schedule", math.nan, now_ms, "executed")
     with caplog.at_level(logging.WARNING, logger="recurjobs.history"):
         writer._write(batch)
     said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "recurjobs.history"]
@@ -123,9 +124,7 @@ def test_a_record_the_batch_cannot_take_is_dropped_alone(
     assert [(f"job-{i}", "executed", True) for i in (0, 1, 3, 4)] == _outcomes(writer)
     assert 1 == len(said) and "ERROR" == said[0][0], said
     assert "refused 1 of 5 record(s)" in said[0][1]
-    writer._write(
-        [Done("recurring", "job-5", None, "schedule", now_ms, now_ms + 1, "executed", None)]
-    )
+    writer._write([("job-5", "schedule", now_ms, now_ms + 1, "executed")])
     assert (1, 5) == (writer.lost, len(_outcomes(writer)))
 
 
@@ -145,8 +144,7 @@ def test_a_batch_refused_for_every_record_costs_a_bounded_number_of_writes(
     writer.tables.runs.drop(writer.store.engine)
     now_ms = time.time() * 1000
     batch: list[Record] = [
-        Done("recurring", f"job-{i}", None, "schedule", now_ms, now_ms + 1, "executed", None)
-        for i in range(2000)
+        (f"job-{i}", "schedule", now_ms, now_ms + 1, "executed") for i in range(2000)
     ]
     with caplog.at_level(logging.ERROR, logger="recurjobs.history"):
         writer._write(batch)
@@ -164,13 +162,10 @@ def test_a_few_bad_records_spread_over_a_batch_lose_only_themselves(
     grows with every part that lands)."""
     now_ms = time.time() * 1000
     batch: list[Record] = [
-        Done("recurring", f"job-{i % 50}", None, "schedule", now_ms, now_ms + 1, "executed", None)
-        for i in range(2000)
+        (f"job-{i % 50}", "schedule", now_ms, now_ms + 1, "executed") for i in range(2000)
     ]
     for k in range(bad):
-        batch[97 + k * (2000 // bad)] = Done(
-            "recurring", "bad", None, "schedule", math.nan, now_ms, "executed", None
-        )
+        batch[97 + k * (2000 // bad)] = ("bad", "schedule", math.nan, now_ms, "executed")
     writer._write(batch)
     assert bad == writer.lost
     with writer.store.engine.connect() as conn:
@@ -186,10 +181,9 @@ def test_a_split_cut_short_by_the_stop_deadline_gives_up_what_is_left(
     land = writer._land
     now_ms = time.time() * 1000
     batch: list[Record] = [
-        Done("recurring", f"job-{i}", None, "schedule", now_ms, now_ms + 1, "executed", None)
-        for i in range(10)
+        (f"job-{i}", "schedule", now_ms, now_ms + 1, "executed") for i in range(10)
     ]
-    batch[2] = Done("recurring", "job-2", None, "schedule", math.nan, now_ms, "executed", None)
+    batch[2] = ("job-2", "schedule", math.nan, now_ms, "executed")
 
     def then_out_of_time(part: list[Record]) -> object:
         result = land(part)
@@ -206,3 +200,92 @@ def test_a_split_cut_short_by_the_stop_deadline_gives_up_what_is_left(
         (logging.WARNING, "run history: 10 record(s) could not be written before the stop "
          "deadline and are lost")
     ] == lines  # fmt: skip
+
+
+# A recurring run without error reaches the writer as a plain tuple (``Ran``) and is written
+# without a call per run (COPY text on PostgreSQL, rows elsewhere); these names and times are
+# what that formatting must get right, the same way on every backend.
+_ODD_NAMES = [
+    "plain",
+    "tab\there",
+    "new\nline",
+    "carriage\rreturn",
+    "back\\slash",
+    "\\N",
+    "nul\x00inside",
+    "lone\ud800surrogate",
+    "percent %s %d",
+    "ünïcödé ✓",
+    "x" * 250,
+]
+
+
+def _stored(writer: HistoryWriter) -> list[tuple[object, ...]]:
+    """Every row's values but its id, in id order, as the table holds them."""
+    runs = writer.tables.runs
+    columns = [runs.c[name] for name in _COLUMNS]
+    with writer.store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(*columns).order_by(runs.c.id))]
+
+
+def test_runs_without_error_land_with_every_field_as_given(db: TestDatabase) -> None:
+    """Runs recorded as plain tuples, with names that COPY's text format must escape (tab,
+    newline, carriage return, backslash, ``\\N``), that no column holds (NUL, a lone
+    surrogate: U+FFFD instead), longer than the column (cut to 200), ``%`` signs, non-ASCII, and
+    a host name with a tab: each row holds the values the general path stores for the same
+    run, times rounded half to even."""
+    tables = HistoryTables(db.table_prefix)
+    store = JobStore(db.url, table_prefix=db.table_prefix)
+    tables.metadata.create_all(store.engine)
+    host = "host\twith a tab \\ and 100%"
+    writer = HistoryWriter(queue=HistoryQueue(100), store=store, tables=tables, host=host)
+    try:
+        base = 1_764_633_600_000.0
+        ran: list[Ran] = [
+            (name, "manual" if i % 2 else "schedule", base + i + 0.5, base + i + 1.5, outcome)
+            for i, name in enumerate(_ODD_NAMES)
+            for outcome in ("executed", "canceled", "ignored")
+        ]
+        writer._write([*ran])
+        assert 0 == writer.lost
+        expected = [
+            (column_text(job, 200), "recurring", column_text(host, 255), None, trigger,
+             round(started), round(ended), outcome, None)
+            for job, trigger, started, ended, outcome in ran
+        ]  # fmt: skip
+        assert expected == _stored(writer)
+        assert base + 2 == expected[3][5]  # 1.5 rounds to 2 (half to even), as round() does
+    finally:
+        store.dispose()
+
+
+def test_a_batch_of_every_kind_of_record_lands_whole(writer: HistoryWriter) -> None:
+    """Plain tuples (runs without error), a failed recurring run with its traceback, and the
+    start and end of distributed runs, in one batch: one row each, every field in place."""
+    now_ms = time.time() * 1000
+    now = time.monotonic()
+    try:
+        raise ValueError("the job broke")
+    except ValueError as exc:
+        error = exc
+    failed = Done("recurring", "broken", None, "schedule", now_ms, now_ms + 5, "failed",
+                  traceback.TracebackException.from_exception(error))  # fmt: skip
+    batch: list[Record] = [
+        ("fine", "schedule", now_ms, now_ms + 1, "executed"),
+        Start("shared", "c9", "manual", now),
+        failed,
+        ("fine", "manual", now_ms + 10, now_ms + 11, "executed"),
+        _end("shared", "c9", now, "executed"),
+    ]
+    writer._write(batch)
+    runs = read_history(writer.store.engine, writer.tables.prefix, limit=100)
+    got = sorted((r.job, r.kind, r.trigger, r.outcome, r.ended_at is not None) for r in runs)
+    assert [
+        ("broken", "recurring", "schedule", "failed", True),
+        ("fine", "recurring", "manual", "executed", True),
+        ("fine", "recurring", "schedule", "executed", True),
+        ("shared", "distributed", "manual", "executed", True),
+    ] == got
+    broken = next(r for r in runs if r.job == "broken")
+    assert broken.error is not None and "ValueError: the job broke" in broken.error
+    assert 0 == writer.lost

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from recurjobs import CancellationToken, DistributedJobSettings, JobHost, RecurringJob
-from recurjobs._historyrec import Done, HistoryQueue, Record, Start
+from recurjobs._historyrec import HistoryQueue, Ran, Record, Start
 from recurjobs.sql import JobStore, _historywriter
 from recurjobs.sql._history import HistoryTables, read_history, write_batch
 from recurjobs.sql._historywriter import HistoryWriter
@@ -166,7 +166,7 @@ def test_full_queue_drops_with_one_counted_warning(
     url, prefix = f"sqlite:///{tmp_path / 'h.db'}", "q_"
     queue = HistoryQueue(5)
     now = round(time.time() * 1000)
-    records = [Done("recurring", f"j{i}", None, "schedule", now, now + 1, "executed", None)
+    records = [(f"j{i}", "schedule", now, now + 1, "executed")
                for i in range(17)]  # fmt: skip
     accepted = [queue.put(r) for r in records[:8]]
     assert [True] * 5 + [False] * 3 == accepted
@@ -216,7 +216,7 @@ def test_a_bug_in_the_writer_thread_is_logged_and_runs_go_on(
 
     writer._write = bug  # type: ignore[method-assign]
     now = round(time.time() * 1000)
-    record = Done("recurring", "j", None, "schedule", now, now + 1, "executed", None)
+    record = ("j", "schedule", now, now + 1, "executed")
     try:
         with caplog.at_level(logging.ERROR, logger="recurjobs.history"):
             writer.start()
@@ -238,8 +238,8 @@ def test_a_bug_in_the_writer_thread_is_logged_and_runs_go_on(
     assert 0 == writer.written
 
 
-def _recurring(job: str, started: int, ended: int) -> Done:
-    return Done("recurring", job, None, "schedule", started, ended, "executed", None)
+def _recurring(job: str, started: int, ended: int) -> Ran:
+    return (job, "schedule", started, ended, "executed")
 
 
 def _jobs_in(engine: sa.Engine, prefix: str) -> list[str]:
