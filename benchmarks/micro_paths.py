@@ -9,7 +9,10 @@ library", which the herd benchmarks cannot show through their noise.
   stamps, the guarded call, the record, the queue), 200,000 times; time per run.
 * ``writer``: the history writer's CPU per record (``time.thread_time()``) writing 20 batches of
   2,000 recurring runs into PostgreSQL (``--database URL``, default
-  ``RECURJOBS_TEST_POSTGRES_URL``), as it does once a second at 2,000 runs/s.
+  ``RECURJOBS_TEST_POSTGRES_URL``), as it does once a second at 2,000 runs/s. ``--gap S``
+  pauses S seconds between two batches (the writer's own pace is 1 s): on a virtual machine a
+  batch written after an idle spell costs several times the CPU of one written right after
+  another (cold caches, a vCPU woken from idle).
 * ``herd``: 200 jobs x 100 ms all due at the same instant for 5 s (``bench_lateness``'s own
   functions), recurjobs and bare threads alternating, each repetition a fresh process; p99
   lateness, their ratio per repetition and CPU per run (``--reps``, default 7): over the
@@ -28,6 +31,7 @@ Usage::
     .venv/bin/python benchmarks/micro_paths.py loop
     .venv/bin/python benchmarks/micro_paths.py recorder
     .venv/bin/python benchmarks/micro_paths.py writer
+    .venv/bin/python benchmarks/micro_paths.py writer --gap 0.3
     .venv/bin/python benchmarks/micro_paths.py herd
     .venv/bin/python benchmarks/micro_paths.py threads --history on
     .venv/bin/python benchmarks/micro_paths.py threads --history discard
@@ -98,8 +102,9 @@ def recorder() -> float:
     return timeit.timeit(one, number=RECORDS) / RECORDS * 1e6
 
 
-def writer(database: str) -> float:
-    """Microseconds of the writer thread's CPU per record, in batches of 2,000."""
+def writer(database: str, gap: float = 0.0) -> float:
+    """Microseconds of the writer thread's CPU per record, in batches of 2,000, ``gap``
+    seconds apart (only the writes are timed)."""
     import sqlalchemy as sa
 
     from recurjobs._historyrec import HistoryQueue, Record
@@ -123,10 +128,13 @@ def writer(database: str) -> float:
     try:
         writer._write(batch())  # connect and warm up first
         batches = [batch() for _ in range(20)]
-        began = time.thread_time()
+        used = 0.0
         for records in batches:
+            if gap:
+                time.sleep(gap)
+            began = time.thread_time()
             writer._write(records)
-        used = time.thread_time() - began
+            used += time.thread_time() - began
     finally:
         store.dispose()
         engine = sa.create_engine(database)
@@ -283,6 +291,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--history", choices=["on", "off", "discard"], default="on")
     parser.add_argument("--distributed", action="store_true", help="threads: one hourly job")
+    parser.add_argument("--gap", type=float, default=0.0, help="writer: seconds between batches")
     parser.add_argument("--database", default=os.environ.get("RECURJOBS_TEST_POSTGRES_URL"))
     args = parser.parse_args()
     if args.what == "loop":
@@ -293,7 +302,11 @@ def main() -> None:
         if not args.database:
             parser.error("writer needs --database URL (or RECURJOBS_TEST_POSTGRES_URL)")
         for _ in range(3):
-            print(f"writer: {writer(args.database):.2f} us of CPU per record (20 x 2,000 records)")
+            per_record = writer(args.database, args.gap)
+            print(
+                f"writer: {per_record:.2f} us of CPU per record (20 x 2,000 records, "
+                f"{args.gap:g} s apart)"
+            )
     elif args.what == "herd":
         herd(args.reps)
     elif args.what == "herd-one":
