@@ -2,8 +2,9 @@
 
 * history on vs off: 200 recurring jobs every 100 ms (2,000 runs/s) for a window; lateness
   p99 of the runs (start minus planned start) and the process's CPU time. With history on,
-  every run is one record, written by one thread in batches. Targets: p99 at most +10 %, CPU
-  at most +15 % of the run without history.
+  every run is one record, written by one thread in batches. The "off" and "on" processes of
+  a repetition run at the same time. Targets: p99 at most +10 %, CPU at most +15 % of the run
+  without history.
 * writer throughput: records queued at once, drained into PostgreSQL (target >= 2,000/s).
 * ``history --job X --limit 100`` with 1,000,000 rows in the table (100,000 with --quick),
   bulk-loaded with COPY: the median time of ``read_history`` on a warm connection (<= 20 ms).
