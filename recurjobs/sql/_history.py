@@ -19,6 +19,7 @@ ids, so no statement holds locks long. Reading lives in ``_historyread`` (re-exp
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from recurjobs.sql._history_table import (
 from recurjobs.sql._historyread import failure_counts, failures_query, history_query, read_history
 
 __all__ = [
+    "DbClock",
     "HistoryTables",
     "failure_counts",
     "failures_query",
@@ -75,9 +77,17 @@ _DELETE_BATCH = 1000
 # a virtual machine, so yielding every 50 rows was nearly half of the writer's CPU.
 _YIELD_EVERY = 200
 # Reading the database clock: at most this many reads, stopping at one whose round trip took
-# no more than _FAST_READ seconds (its error is at most half that).
+# no more than _FAST_READ seconds (its error is at most half that). A local server answers in
+# well under a millisecond; on a busy machine single readings took 40 ms and more, which put
+# a 50 ms run's end 23 ms early. A remote server (every round trip slower) costs two more
+# round trips per batch that holds distributed runs.
 _OFFSET_READS = 3
-_FAST_READ = 0.05
+_FAST_READ = 0.005
+# A kept reading of the database clock (DbClock): its error bound grows by this many seconds
+# per second of age (the database server's clock and this host's may run at different rates;
+# 100 ppm is generous for clocks kept by NTP), and it is used for at most _KEEP seconds.
+_DRIFT = 1e-4
+_KEEP = 60.0
 
 
 @dataclass
@@ -113,6 +123,7 @@ def write_batch(
     host: str,
     open_rows: Mapping[RunKey, int],
     again: bool = False,
+    clock: DbClock | None = None,
 ) -> dict[RunKey, int | None]:
     """Write ``records`` (oldest first) in the caller's transaction.
 
@@ -125,6 +136,9 @@ def write_batch(
     ``again``: an earlier attempt at this batch failed, perhaps only after its ``COMMIT`` was
     applied (the connection died before the answer came). If the batch's rows are in the table
     already (:func:`_landed`), nothing is written twice.
+
+    ``clock``: the writer's :class:`DbClock`, kept between batches (None: a reading of this
+    batch alone).
     """
     # Nearly every record of a busy host is a Ran (a recurring run without error): those become
     # rows without a call per record (:func:`_ran_rows`, :func:`_ran_text`); the rest here.
@@ -133,7 +147,8 @@ def write_batch(
         "list[Done | Start | End]",
         [r for r in records if type(r) is not tuple] if len(ran) < len(records) else [],
     )
-    offset = _db_offset(conn) if any(not _host_clock(r) for r in records) else 0.0
+    timed = any(not _host_clock(r) for r in records)
+    offset = (clock if clock is not None else DbClock()).place(conn) if timed else 0.0
     host = column_text(host, 255)
     ended = {(r.job, r.claim_id): r for r in records if isinstance(r, End)}
     rows: list[tuple[Any, ...]] = []
@@ -337,7 +352,12 @@ def _host_clock(record: Record) -> bool:
 
 
 def _db_offset(conn: Connection) -> float:
-    """Database-clock milliseconds minus ``time.monotonic()`` milliseconds, now.
+    """Database-clock milliseconds minus ``time.monotonic()`` milliseconds, now."""
+    return _db_reading(conn)[1]
+
+
+def _db_reading(conn: Connection) -> tuple[float, float]:
+    """``(round trip in seconds, offset)``: the offset as :func:`_db_offset` gives it.
 
     A reading is off by up to half its round trip: one held up by a stalled network or a paused
     process (seconds) would misplace every record of the batch by seconds, a run's start even
@@ -354,7 +374,34 @@ def _db_offset(conn: Connection) -> float:
         if reading[0] <= _FAST_READ:
             break
     assert best is not None
-    return best[1]
+    return best
+
+
+@dataclass
+class DbClock:
+    """The database clock as the writer places distributed runs on it, kept between batches.
+
+    Every reading is off by up to half its round trip, and a distributed run's start and end
+    are often written in different batches: placed by two readings, the run's duration carries
+    the difference of their errors (a 50 ms run showed as 27 ms on a busy machine). So each
+    batch still reads the clock, but places its records with whichever reading has the
+    smaller error bound: the new one, or the one kept from an earlier batch, whose bound grows
+    with its age by ``_DRIFT`` (how fast two clocks may drift apart). A kept reading is never
+    used for longer than ``_KEEP`` seconds, so a step of the database's clock is followed.
+    """
+
+    round_trip: float = math.inf  # seconds
+    offset: float = 0.0  # database-clock ms minus time.monotonic() ms
+    taken: float = -math.inf  # time.monotonic() of the kept reading
+
+    def place(self, conn: Connection) -> float:
+        """The offset to place this batch's records with (reads the clock through ``conn``)."""
+        round_trip, offset = _db_reading(conn)
+        now = time.monotonic()
+        age = now - self.taken
+        if age > _KEEP or round_trip / 2 <= self.round_trip / 2 + age * _DRIFT:
+            self.round_trip, self.offset, self.taken = round_trip, offset, now
+        return self.offset
 
 
 def _at(monotonic: float, offset: float) -> int:

@@ -30,7 +30,7 @@ from sqlalchemy import Connection
 
 from recurjobs._guard import log_quietly
 from recurjobs._historyrec import HistoryQueue, Record
-from recurjobs.sql._history import HistoryTables, RunKey, write_batch
+from recurjobs.sql._history import DbClock, HistoryTables, RunKey, write_batch
 from recurjobs.sql._retry import is_transient
 from recurjobs.sql._runs import first_line
 from recurjobs.sql._store import JobStore
@@ -77,6 +77,7 @@ class HistoryWriter:
         self._stop = threading.Event()  # close() was called: cut pauses short
         self._deadline: float | None = None
         self._open: dict[RunKey, int] = {}  # (job, claim id) -> started_ms of start rows written
+        self._clock = DbClock()  # places distributed runs; kept so batches agree
         self.written = 0
         self.lost = 0  # records taken from the queue but never written
         self._failing_since: float | None = None
@@ -177,6 +178,7 @@ class HistoryWriter:
                 host=self.host,
                 open_rows=self._open,
                 again=attempts > 1,
+                clock=self._clock,
             )
 
         while True:

@@ -289,3 +289,60 @@ def test_a_batch_of_every_kind_of_record_lands_whole(writer: HistoryWriter) -> N
     broken = next(r for r in runs if r.job == "broken")
     assert broken.error is not None and "ValueError: the job broke" in broken.error
     assert 0 == writer.lost
+
+
+def test_a_run_ended_in_a_later_batch_keeps_its_duration_under_slow_clock_readings(
+    writer: HistoryWriter,
+) -> None:
+    """A distributed run's start is written in one batch and its end in the next, in which
+    every statement reaches the server 0.2 s late (a busy machine): every reading of the
+    database clock in that batch is off by about 100 ms, so the end is placed with the first
+    batch's quick reading and the run keeps its 300 ms (it was recorded 100 ms longer)."""
+    start = time.monotonic()
+    writer._write([Start("d", "c7", "schedule", start)])
+
+    def late(*_: object) -> None:
+        time.sleep(0.2)
+
+    event.listen(writer.store.engine, "before_cursor_execute", late)
+    try:
+        writer._write([_end_at("d", "c7", start, start + 0.3)])
+    finally:
+        event.remove(writer.store.engine, "before_cursor_execute", late)
+    [run] = read_history(writer.store.engine, writer.tables.prefix, limit=10)
+    assert ("executed", True) == (run.outcome, run.duration is not None)
+    assert run.duration is not None
+    assert abs(run.duration.total_seconds() - 0.3) <= 0.005, run.duration
+
+
+def _end_at(job: str, claim: str, started: float, at: float) -> End:
+    return End(job, claim, "schedule", started, at, "executed", None)
+
+
+@pytest.mark.parametrize(
+    ("kept_round_trip", "age", "new_round_trip", "used"),
+    [
+        (0.001, 1.0, 0.100, "kept"),  # a quick recent reading beats a slow new one
+        (0.100, 1.0, 0.001, "new"),  # a quicker new reading replaces it
+        (0.001, 61.0, 0.100, "new"),  # never kept beyond a minute (a clock step is followed)
+        (0.040, 30.0, 0.050, "kept"),  # 20 ms + 3 ms of drift bound < 25 ms
+        (0.040, 59.0, 0.050, "new"),  # 20 ms + 5.9 ms of drift bound > 25 ms
+        (math.inf, 0.0, 5.000, "new"),  # the first reading is used, however slow
+    ],
+)
+def test_the_writer_places_a_batch_with_the_reading_of_the_smaller_error_bound(
+    monkeypatch: pytest.MonkeyPatch,
+    kept_round_trip: float,
+    age: float,
+    new_round_trip: float,
+    used: str,
+) -> None:
+    """A reading's error bound is half its round trip, growing by 100 ppm of its age while it
+    is kept; the new reading is used when its bound is no larger, or when the kept one is
+    older than a minute."""
+    from recurjobs.sql import _history
+
+    monkeypatch.setattr(_history, "_db_reading", lambda conn: (new_round_trip, 2000.0))
+    clock = _history.DbClock(kept_round_trip, 1000.0, time.monotonic() - age)
+    offset = clock.place(None)  # type: ignore[arg-type]
+    assert {"kept": 1000.0, "new": 2000.0}[used] == offset == clock.offset
