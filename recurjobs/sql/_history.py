@@ -1,11 +1,13 @@
 """The run history in SQL: write a batch of records, read runs back, prune old rows.
 
 Writing (:func:`write_batch`) is one transaction per batch: whole runs and the starts of
-distributed runs are inserted with one multi-row ``INSERT``; the ends of distributed runs
-whose start is already in the table are one ``UPDATE`` each, found through the
+distributed runs are inserted together (``COPY`` on PostgreSQL, one ``executemany``
+elsewhere; recurring runs without error straight from their plain tuples); the ends of
+distributed runs whose start is already in the table are one ``UPDATE`` each, found through the
 ``(job, started_ms, id)`` index. Distributed times are on the database clock: the writer reads
-``db_now_ms()`` once per batch and places each record by the real time elapsed since it
-happened, so a writer that runs late still stores when the run really started.
+``db_now_ms()`` for each batch that holds them and places each record by the real time elapsed
+since it happened (with the better of that reading and the one it kept, :class:`DbClock`), so a
+writer that runs late still stores when the run really started.
 
 Inserting the start of a distributed run also marks the older rows of that job still without
 an outcome as ``lease_lost``: only one claim of a job is live at a time, so a new claim means
