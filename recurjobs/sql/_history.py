@@ -184,13 +184,14 @@ def write_batch(
                 rows.append(
                     _row(record, host, start, _at(record.at, offset), record.outcome, record.error)
                 )
-            else:
+            else:  # placed from its start row: the duration is the real one, whatever the
+                # readings of the two batches' clocks (both monotonic instants are known)
                 ends.append(
                     {
                         "b_job": column_text(record.job, 200),
                         "b_started": started_ms,
                         "b_claim": record.claim_id,
-                        "ended_ms": _at(record.at, offset),
+                        "ended_ms": started_ms + round((record.at - record.started) * 1000.0),
                         "outcome": record.outcome,
                         "error": _error(record.error),
                     }
