@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,32 +243,20 @@ def repeat(
     """
     out: dict[str, list[dict[str, Any]]] = {f: [] for f in funcs}
     say = progress or _stderr
-    if together:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(funcs)) as pool:
-            for rep in range(reps):
+    groups = [list(funcs)] if together else [[f] for f in funcs]
+    with ThreadPoolExecutor(len(funcs)) as pool:
+        for rep in range(reps):
+            for group in groups:
                 with BackgroundMeter() as meter:
-                    futures = [pool.submit(run_child, module, f, kwargs) for f in funcs]
-                    results = [future.result() for future in futures]
-                for func, result in zip(funcs, results, strict=True):
+                    results = list(pool.map(lambda f: run_child(module, f, kwargs), group))
+                for func, result in zip(group, results, strict=True):
                     out[func].append(result)
                 BACKGROUND.append((module, meter.share))
+                what = "+".join(group) + (" together," if len(group) > 1 else "")
                 say(
-                    f"  {module}.{'+'.join(funcs)} together, rep {rep + 1}/{reps}: "
-                    f"{meter.wall:.1f} s, other processes used {meter.share:.0%} of the CPUs"
+                    f"  {module}.{what} rep {rep + 1}/{reps}: {meter.wall:.1f} s, "
+                    f"other processes used {meter.share:.0%} of the CPUs"
                 )
-        return out
-    for rep in range(reps):
-        for func in funcs:
-            with BackgroundMeter() as meter:
-                result = run_child(module, func, kwargs)
-            out[func].append(result)
-            BACKGROUND.append((module, meter.share))
-            say(
-                f"  {module}.{func} rep {rep + 1}/{reps}: {meter.wall:.1f} s, "
-                f"other processes used {meter.share:.0%} of the CPUs"
-            )
     return out
 
 
