@@ -35,7 +35,6 @@ T = TypeVar("T")
 _IMMUTABLE = (timedelta, Cron, frozenset, tuple)
 # A read or check that raised; as the kept raw value, "not kept" (a mutable value's check).
 _FAILED: object = object()
-_SETTINGS = ("period", "delay", "ignored_delay", "server_roles")
 
 
 def _duration(value: object) -> timedelta:
@@ -65,7 +64,8 @@ class JobView:
         self.name = job_name(job)
         # attr -> (the raw object last read if immutable, else _FAILED; its checked value)
         self._last: dict[str, tuple[object, object]] = {}
-        self._what = {a: self._describe(a) for a in _SETTINGS}
+        # attr -> the log name of a failed read, made at the first read of attr.
+        self._what: dict[str, _ReadName] = {}
         # The job, when its period is RecurringJob's own property (see the module docstring).
         self._own_period = (
             job
@@ -86,7 +86,7 @@ class JobView:
     def delay(self) -> timedelta:
         """The wait before the first run (default three minutes; zero for a calendar job)."""
         default = timedelta(0) if isinstance(self.period(), Cron) else DEFAULT_DELAY
-        return self._read("delay", default, _duration)
+        return self._read("delay", default, _duration, keep=False)
 
     def ignored_delay(self) -> timedelta:
         """The back-off after an ignored run (default one minute)."""
@@ -96,15 +96,24 @@ class JobView:
         """The roles the job may run in (default SINGLE and SCHEDULING_PUBLISHER)."""
         return self._read("server_roles", DEFAULT_SERVER_ROLES, _roles)
 
-    def _read(self, attr: str, default: T, convert: Callable[[object], T]) -> T:
+    def _read(
+        self, attr: str, default: T, convert: Callable[[object], T], *, keep: bool = True
+    ) -> T:
         """Read and check ``job.<attr>`` inside the guard; on failure the last good value.
 
         The loop reads the settings at every run, so the check is skipped while the attribute
         still holds the very object last checked, if that object is immutable (a timedelta, a
         Cron, a frozenset or tuple): its answer cannot have changed. A list or set is checked
         at every read, since it may have been changed in place.
+
+        ``keep=False``: a setting read once per job (``delay``, at start); nothing is kept for
+        it, since a host keeps a view per job.
         """
-        what = self._what[attr]
+        what = self._what.get(attr)
+        if what is None:
+            what = _ReadName(self, attr)
+            if keep:
+                self._what[attr] = what
         last = self._last.get(attr)
         raw = call_user(what, getattr, self.job, attr, default, default=_FAILED)
         if raw is not _FAILED:
@@ -112,16 +121,23 @@ class JobView:
                 return last[1]  # type: ignore[return-value]
             value = call_user(what, convert, raw, default=_FAILED)
             if value is not _FAILED:
-                self._last[attr] = (raw if isinstance(raw, _IMMUTABLE) else _FAILED, value)
+                if keep:
+                    self._last[attr] = (raw if isinstance(raw, _IMMUTABLE) else _FAILED, value)
                 return value  # type: ignore[return-value]
         return default if last is None else last[1]  # type: ignore[return-value]
 
-    def _describe(self, attr: str) -> Callable[[], str]:
-        """The log name of a failed read of ``attr`` (formatted only when one fails)."""
 
-        def what() -> str:
-            last = self._last.get(attr)
-            using = "the default" if last is None else repr(last[1])
-            return f"{attr} of {self.name} (using {using})"
+class _ReadName:
+    """The log name of a failed read of one setting, formatted only when a read fails (one
+    small object per setting read, not a closure and its cells: a host keeps one per job)."""
 
-        return what
+    __slots__ = ("attr", "view")
+
+    def __init__(self, view: JobView, attr: str) -> None:
+        self.view = view
+        self.attr = attr
+
+    def __call__(self) -> str:
+        last = self.view._last.get(self.attr)
+        using = "the default" if last is None else repr(last[1])
+        return f"{self.attr} of {self.view.name} (using {using})"

@@ -24,6 +24,7 @@ from recurjobs._calendarloop import calendar_step, switch
 from recurjobs._clock import MAX_WAIT, bounded
 from recurjobs._cron import Cron
 from recurjobs._guard import call_hook, call_user, log_quietly, run_method
+from recurjobs._jobs import Signal
 from recurjobs._notifications import (
     JobCanceled,
     JobExecuted,
@@ -80,7 +81,11 @@ class JobRunner(RunnerState):
             )
         self._connected = self._signals()
         for signal, receiver in self._connected:
-            call_user(f"{signal!r}.connect", signal.connect, receiver, default=None)
+            if type(signal) is Signal:  # recurjobs' own: nothing to guard (a job has two)
+                signal.connect(receiver)
+            else:  # the name formatted only for a log line
+                what = lambda s=signal: f"{s!r}.connect"  # noqa: E731
+                call_user(what, signal.connect, receiver, default=None)
         self._thread.start()
 
     def _signals(self) -> list[tuple[Any, Callable[[object], None]]]:
@@ -118,12 +123,15 @@ class JobRunner(RunnerState):
             for signal, receiver in self._connected:
                 disconnect = getattr(signal, "disconnect", None)
                 if callable(disconnect):
-                    call_user(f"{signal!r}.disconnect", disconnect, receiver, default=None)
+                    what = lambda s=signal: f"{s!r}.disconnect"  # noqa: E731
+                    call_user(what, disconnect, receiver, default=None)
             self._publish(JobStopped)
-            what = f"close() of {self.name}"
-            close = call_user(what, getattr, self.job, "close", None, default=None)
+            close = call_user(self._close_name, getattr, self.job, "close", None, default=None)
             if callable(close):
-                call_user(what, close, default=None)
+                call_user(self._close_name, close, default=None)
+
+    def _close_name(self) -> str:
+        return f"close() of {self.name}"
 
     def _first_wait(self) -> None:
         """Park until the first run is due, straight from the plan ``start()`` made.
@@ -135,17 +143,20 @@ class JobRunner(RunnerState):
         at once, and the normal step takes over. Calendar jobs go straight to the step.
         """
         if self.cron is None:
-            left = self.plan.next - self._clock.monotonic()
-            if left > 0:
-                self._clock.wait(self._wake, bounded(left))
+            left = self.plan.next - self._monotonic()
+            if left > 0:  # waited without a Python call around it: start() waits meanwhile
+                if left < MAX_WAIT:
+                    self._wait_for(left)
+                else:
+                    self._clock.wait(self._wake, bounded(left))
 
     def _step(self) -> bool:
         """One iteration: wait, or run once. False when the thread should end."""
         with self._lock:
-            if self._wake.is_set():  # Event.clear() takes its condition's lock: only if needed
-                self._wake.clear()
             if self._ending:
                 return False
+            if self._wake.is_set():  # Event.clear() takes its condition's lock: only if needed
+                self._wake.clear()
             closed = not self._open
             trigger, self._pending = self._pending, None
             changed, self._period_changed = self._period_changed, False

@@ -29,6 +29,10 @@ from recurjobs._watch import CalendarWatch
 __all__ = ["Outcome", "RunnerState"]
 
 
+# ``_seconds_of`` before the first schedule was turned into seconds.
+_NO_SCHEDULE: tuple[object, float] = (None, math.inf)
+
+
 @dataclass(frozen=True, slots=True)
 class _Trigger:
     strategy: NextExecution
@@ -99,7 +103,7 @@ class RunnerState:
         # instead of reading again microseconds later), and the last schedule turned into
         # seconds with its value.
         self._fresh: timedelta | Cron | None = None
-        self._seconds_of: tuple[object, float] = (None, math.inf)
+        self._seconds_of: tuple[object, float] = _NO_SCHEDULE
         # The publisher's generation and whether JobExecuting and JobExecuted reach anyone.
         self._told: tuple[int, bool, bool] = (-1, False, False)
 

@@ -274,7 +274,8 @@ def test_property_that_raises_uses_the_last_good_value(
     assert [0, 5, 10] == job.starts
     assert minutes(5) == status.period
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "period" in messages and "server_roles" in messages
+    assert "period of Flaky (using datetime.timedelta(seconds=300)) raised" in messages
+    assert "server_roles of Flaky (using frozenset({" in messages
 
 
 def test_a_signal_receiver_that_raises_is_logged_and_the_others_run(
@@ -367,6 +368,7 @@ def test_delay_property_that_raises_uses_the_default(
     assert ["no delay today"] == [
         r.exc_info[1].args[0] for r in caplog.records if r.exc_info and r.exc_info[1]
     ]
+    assert "delay of BadDelay (using the default) raised ValueError" in caplog.text
 
 
 class Vanishing:
@@ -613,3 +615,51 @@ def test_the_period_is_read_from_whatever_defines_it() -> None:
     assert timedelta(minutes=2) == view.period()
     assert timedelta(minutes=7) == JobView(Attribute(timedelta(minutes=1))).period()
     assert INFINITE == JobView(Broken(timedelta(minutes=1))).period()
+
+
+class _AppSignal:
+    """A signal of the application's own (not recurjobs.Signal): receivers kept and removed
+    by identity; ``connect`` raises when ``broken``."""
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.receivers: list[object] = []
+        self.broken = broken
+
+    def connect(self, fn: object) -> None:
+        if self.broken:
+            raise RuntimeError("connect is broken")
+        self.receivers.append(fn)
+
+    def disconnect(self, fn: object) -> None:
+        self.receivers = [r for r in self.receivers if r is not fn]
+
+    def __repr__(self) -> str:
+        return "<app signal>"
+
+
+class DuckWithSignals:
+    """A duck-typed job with signals of its own; the ignored_delay one cannot be connected."""
+
+    period = minutes(5)
+    delay = timedelta(0)
+
+    def __init__(self) -> None:
+        self.period_changed = _AppSignal()
+        self.ignored_delay_changed = _AppSignal(broken=True)
+        self.runs = 0
+
+    def run(self, _token: CancellationToken) -> None:
+        self.runs += 1
+
+
+def test_signals_of_the_applications_own_are_connected_guarded_and_disconnected_at_the_end(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job's own signal gets one receiver while the host runs and loses that very object
+    when the job's thread ends; a connect that raises is logged by name and the job runs."""
+    job = DuckWithSignals()
+    with caplog.at_level(logging.ERROR, logger="recurjobs"), JobHost([job], clock=clock):
+        walk_to(clock, 10)
+        assert 1 == len(job.period_changed.receivers)
+    assert ([], 3) == (job.period_changed.receivers, job.runs)
+    assert "<app signal>.connect raised RuntimeError: connect is broken" in caplog.text
