@@ -18,6 +18,11 @@ library", which the herd benchmarks cannot show through their noise.
   lateness, their ratio per repetition and CPU per run (``--reps``, default 7): over the
   whole process, and in the steady state (all threads, seconds 3 to 5, from
   ``/proc/self/task/*/schedstat``; Linux).
+* ``startstop``: ``bench_startstop``'s 10,000 idle jobs (``--jobs N``) registered, started and
+  stopped, a fresh process per repetition (``--reps``, default 7); the phases, the starting
+  thread's CPU, the time the cyclic garbage collector took during ``start()`` (from
+  ``gc.callbacks``) and how many objects it tracks per started job. Run it alternately in two
+  checkouts (``PYTHONPATH=<other checkout>``) to compare two commits.
 * ``threads``: 200 jobs x 100 ms for 10 s with history on or off (``--database URL``, default
   ``RECURJOBS_TEST_POSTGRES_URL``); CPU per thread kind from ``/proc/self/task/*/schedstat``
   (Linux), as a percentage of one core. Two variants take the history apart:
@@ -33,6 +38,7 @@ Usage::
     .venv/bin/python benchmarks/micro_paths.py writer
     .venv/bin/python benchmarks/micro_paths.py writer --gap 0.3
     .venv/bin/python benchmarks/micro_paths.py herd
+    .venv/bin/python benchmarks/micro_paths.py startstop
     .venv/bin/python benchmarks/micro_paths.py threads --history on
     .venv/bin/python benchmarks/micro_paths.py threads --history discard
     .venv/bin/python benchmarks/micro_paths.py threads --history off --distributed
@@ -216,6 +222,80 @@ def herd(reps: int) -> None:
     )
 
 
+def startstop_one(jobs: int) -> dict[str, float]:
+    """One register + start + stop of ``jobs`` idle jobs in this process (seconds), with the
+    starting thread's CPU in ``start()``, the garbage collector's time in ``start()`` and the
+    objects it tracks per started job (counted without a collection, outside the timings)."""
+    import gc
+
+    from recurjobs import CancellationToken, JobHost, RecurringJob
+
+    class Idle(RecurringJob):
+        def run(self, token: CancellationToken) -> None:
+            pass
+
+    hour = timedelta(hours=1)
+    items = [Idle(hour, delay=hour) for _ in range(jobs)]
+    collecting = [0.0, 0.0]  # when the running collection began; the total so far
+
+    def timed(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            collecting[1] += time.perf_counter() - collecting[0]
+
+    began = time.perf_counter()
+    host = JobHost(items)
+    registered = time.perf_counter() - began
+    tracked = len(gc.get_objects())
+    gc.callbacks.append(timed)
+    began, cpu = time.perf_counter(), time.thread_time()
+    host.start()
+    started, cpu = time.perf_counter() - began, time.thread_time() - cpu
+    gc.callbacks.remove(timed)
+    per_job = (len(gc.get_objects()) - tracked) / jobs
+    began = time.perf_counter()
+    if not host.stop():
+        raise RuntimeError("stop() reported threads that did not end")
+    stopped = time.perf_counter() - began
+    return {
+        "total": registered + started + stopped,
+        "register": registered,
+        "start": started,
+        "stop": stopped,
+        "start_cpu": cpu,
+        "start_gc": collecting[1],
+        "objects_per_job": per_job,
+    }
+
+
+def startstop(reps: int, jobs: int) -> None:
+    """``startstop_one`` in a fresh process per repetition; print each, then the medians."""
+    results: list[dict[str, float]] = []
+    for rep in range(1, reps + 1):
+        out = subprocess.run(
+            [sys.executable, __file__, "startstop-one", "--jobs", str(jobs)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        results.append(json.loads(out))
+        r = results[-1]
+        print(
+            f"rep {rep}: total {r['total']:.2f} s (register {r['register']:.3f}, start "
+            f"{r['start']:.2f}, stop {r['stop']:.2f}); start: {r['start_cpu']:.2f} s CPU of the "
+            f"starting thread, {r['start_gc']:.3f} s garbage collection, "
+            f"{r['objects_per_job']:.1f} tracked objects per job"
+        )
+    medians = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    print(
+        f"median of {reps} ({jobs:,} jobs): total {medians['total']:.2f} s, start "
+        f"{medians['start']:.2f} s, stop {medians['stop']:.2f} s, starting thread's CPU "
+        f"{medians['start_cpu']:.2f} s, garbage collection {medians['start_gc']:.3f} s, "
+        f"{medians['objects_per_job']:.1f} tracked objects per job"
+    )
+
+
 def threads(history: str, database: str, distributed: bool = False) -> dict[str, float]:
     """Percent of a core per thread kind over 10 s of 200 jobs x 100 ms; ``history`` is
     "on", "off" or "discard" (see the module docstring)."""
@@ -285,12 +365,22 @@ def threads(history: str, database: str, distributed: bool = False) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    what = ["loop", "recorder", "writer", "herd", "herd-one", "threads"]
+    what = [
+        "loop",
+        "recorder",
+        "writer",
+        "herd",
+        "herd-one",
+        "startstop",
+        "startstop-one",
+        "threads",
+    ]
     parser.add_argument("what", choices=what)
     parser.add_argument("kind", nargs="?", choices=["bare", "recurjobs"], help="herd-one only")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--history", choices=["on", "off", "discard"], default="on")
     parser.add_argument("--distributed", action="store_true", help="threads: one hourly job")
+    parser.add_argument("--jobs", type=int, default=10_000, help="startstop: how many jobs")
     parser.add_argument("--gap", type=float, default=0.0, help="writer: seconds between batches")
     parser.add_argument("--database", default=os.environ.get("RECURJOBS_TEST_POSTGRES_URL"))
     args = parser.parse_args()
@@ -311,6 +401,10 @@ def main() -> None:
         herd(args.reps)
     elif args.what == "herd-one":
         print(json.dumps(herd_one(args.kind or "recurjobs")))
+    elif args.what == "startstop":
+        startstop(args.reps, args.jobs)
+    elif args.what == "startstop-one":
+        print(json.dumps(startstop_one(args.jobs)))
     else:
         if not args.database:
             parser.error("threads needs --database URL (or RECURJOBS_TEST_POSTGRES_URL)")
