@@ -20,7 +20,14 @@ ORDER = 50
 HOUR = 3600.0
 
 
-def measure_recurjobs(jobs: int) -> dict[str, Any]:
+def measure_recurjobs(jobs: int, *, detail: bool = False, collect: bool = True) -> dict[str, Any]:
+    """``detail`` (``micro_paths.py startstop``): also the starting thread's CPU in ``start()``,
+    the garbage collector's time in ``start()`` (``gc.callbacks``) and the objects it tracks
+    per started job (counted without a collection, outside the timings). ``collect=False``:
+    the collector is switched off during ``start()``, an experiment (see docs/performance.md).
+    """
+    import gc
+
     from recurjobs import CancellationToken, JobHost, RecurringJob
 
     class Idle(RecurringJob):
@@ -29,16 +36,38 @@ def measure_recurjobs(jobs: int) -> dict[str, Any]:
 
     hour = timedelta(seconds=HOUR)
     items = [Idle(hour, delay=hour) for _ in range(jobs)]
-    t0 = time.perf_counter()
+    collecting = [0.0, 0.0]  # when the running collection began; the total so far
+
+    def timed(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            collecting[0] = time.perf_counter()
+        else:
+            collecting[1] += time.perf_counter() - collecting[0]
+
+    began = time.perf_counter()
     host = JobHost(items)
-    t1 = time.perf_counter()
+    register = time.perf_counter() - began
+    out: dict[str, Any] = {}
+    if detail:
+        tracked = len(gc.get_objects())
+        gc.callbacks.append(timed)
+    if not collect:
+        gc.disable()
+    began, cpu = time.perf_counter(), time.thread_time()
     host.start()
-    t2 = time.perf_counter()
-    ended = host.stop()
-    t3 = time.perf_counter()
-    if not ended:
+    start, cpu = time.perf_counter() - began, time.thread_time() - cpu
+    if not collect:
+        gc.enable()
+    if detail:
+        gc.callbacks.remove(timed)
+        out["start_cpu"], out["start_gc"] = cpu, collecting[1]
+        out["objects_per_job"] = (len(gc.get_objects()) - tracked) / jobs
+    began = time.perf_counter()
+    if not host.stop():
         raise RuntimeError("stop() reported threads that did not end")
-    return {"total": t3 - t0, "register": t1 - t0, "start": t2 - t1, "stop": t3 - t2}
+    stop = time.perf_counter() - began
+    total = register + start + stop
+    return {"total": total, "register": register, "start": start, "stop": stop, **out}
 
 
 def measure_apscheduler(jobs: int) -> dict[str, Any]:

@@ -22,7 +22,8 @@ library", which the herd benchmarks cannot show through their noise.
   stopped, a fresh process per repetition (``--reps``, default 7); the phases, the starting
   thread's CPU, the time the cyclic garbage collector took during ``start()`` (from
   ``gc.callbacks``) and how many objects it tracks per started job. Run it alternately in two
-  checkouts (``PYTHONPATH=<other checkout>``) to compare two commits.
+  checkouts (``PYTHONPATH=<other checkout>``) to compare two commits; ``--no-gc`` switches the
+  collector off during ``start()`` (an experiment: recurjobs does not do that).
 * ``threads``: 200 jobs x 100 ms for 10 s with history on or off (``--database URL``, default
   ``RECURJOBS_TEST_POSTGRES_URL``); CPU per thread kind from ``/proc/self/task/*/schedstat``
   (Linux), as a percentage of one core. Two variants take the history apart:
@@ -222,59 +223,20 @@ def herd(reps: int) -> None:
     )
 
 
-def startstop_one(jobs: int) -> dict[str, float]:
-    """One register + start + stop of ``jobs`` idle jobs in this process (seconds), with the
-    starting thread's CPU in ``start()``, the garbage collector's time in ``start()`` and the
-    objects it tracks per started job (counted without a collection, outside the timings)."""
-    import gc
+def startstop_one(jobs: int, collect: bool) -> dict[str, float]:
+    """``bench_startstop.measure_recurjobs`` with the details of ``start()``, in this process."""
+    import bench_startstop
 
-    from recurjobs import CancellationToken, JobHost, RecurringJob
-
-    class Idle(RecurringJob):
-        def run(self, token: CancellationToken) -> None:
-            pass
-
-    hour = timedelta(hours=1)
-    items = [Idle(hour, delay=hour) for _ in range(jobs)]
-    collecting = [0.0, 0.0]  # when the running collection began; the total so far
-
-    def timed(phase: str, _info: dict[str, int]) -> None:
-        if phase == "start":
-            collecting[0] = time.perf_counter()
-        else:
-            collecting[1] += time.perf_counter() - collecting[0]
-
-    began = time.perf_counter()
-    host = JobHost(items)
-    registered = time.perf_counter() - began
-    tracked = len(gc.get_objects())
-    gc.callbacks.append(timed)
-    began, cpu = time.perf_counter(), time.thread_time()
-    host.start()
-    started, cpu = time.perf_counter() - began, time.thread_time() - cpu
-    gc.callbacks.remove(timed)
-    per_job = (len(gc.get_objects()) - tracked) / jobs
-    began = time.perf_counter()
-    if not host.stop():
-        raise RuntimeError("stop() reported threads that did not end")
-    stopped = time.perf_counter() - began
-    return {
-        "total": registered + started + stopped,
-        "register": registered,
-        "start": started,
-        "stop": stopped,
-        "start_cpu": cpu,
-        "start_gc": collecting[1],
-        "objects_per_job": per_job,
-    }
+    return bench_startstop.measure_recurjobs(jobs, detail=True, collect=collect)
 
 
-def startstop(reps: int, jobs: int) -> None:
+def startstop(reps: int, jobs: int, collect: bool) -> None:
     """``startstop_one`` in a fresh process per repetition; print each, then the medians."""
     results: list[dict[str, float]] = []
+    off = [] if collect else ["--no-gc"]
     for rep in range(1, reps + 1):
         out = subprocess.run(
-            [sys.executable, __file__, "startstop-one", "--jobs", str(jobs)],
+            [sys.executable, __file__, "startstop-one", "--jobs", str(jobs), *off],
             check=True,
             capture_output=True,
             text=True,
@@ -381,6 +343,9 @@ def main() -> None:
     parser.add_argument("--history", choices=["on", "off", "discard"], default="on")
     parser.add_argument("--distributed", action="store_true", help="threads: one hourly job")
     parser.add_argument("--jobs", type=int, default=10_000, help="startstop: how many jobs")
+    parser.add_argument(
+        "--no-gc", action="store_true", help="startstop: garbage collector off in start()"
+    )
     parser.add_argument("--gap", type=float, default=0.0, help="writer: seconds between batches")
     parser.add_argument("--database", default=os.environ.get("RECURJOBS_TEST_POSTGRES_URL"))
     args = parser.parse_args()
@@ -402,9 +367,9 @@ def main() -> None:
     elif args.what == "herd-one":
         print(json.dumps(herd_one(args.kind or "recurjobs")))
     elif args.what == "startstop":
-        startstop(args.reps, args.jobs)
+        startstop(args.reps, args.jobs, not args.no_gc)
     elif args.what == "startstop-one":
-        print(json.dumps(startstop_one(args.jobs)))
+        print(json.dumps(startstop_one(args.jobs, not args.no_gc)))
     else:
         if not args.database:
             parser.error("threads needs --database URL (or RECURJOBS_TEST_POSTGRES_URL)")
