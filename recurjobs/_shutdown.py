@@ -29,9 +29,9 @@ logger = logging.getLogger("recurjobs")
 # How long past the deadline a caller still waits for the steps after the waiting (resign,
 # release, dispose): each is one quick call, bounded itself.
 _GRACE = 2.0
-# stop(): threads woken together. stop() of 10,000 idle jobs took 1.10-1.16 s 16 at a time,
-# 0.99-1.08 s 64 at a time, 1.08 s 128 and 1.33-1.38 s 256 at a time (the woken threads fight
-# over the GIL).
+# stop(): threads woken together. The stop phase of 10,000 idle jobs took 0.97-0.98 s 16 at a
+# time, 0.83 s 64, 0.87-0.92 s 128 and 1.03-1.09 s 256 at a time (`micro_paths.py startstop`;
+# woken together, threads fight over the GIL).
 _WAKE_BATCH = 64
 _BATCH_WAIT = 0.05  # stop(): longest wait for a batch to end before waking the next
 
